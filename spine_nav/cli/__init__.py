@@ -1,0 +1,1 @@
+"""The `spine-nav` command line (see :mod:`spine_nav.cli.main`)."""

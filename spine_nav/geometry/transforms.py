@@ -1,0 +1,283 @@
+"""Rigid transforms: the one place spine_nav's frame convention is written down.
+
+Convention (used everywhere in spine_nav, never re-derived elsewhere)
+--------------------------------------------------------------------
+``T_a_b`` is a 4x4 homogeneous matrix that maps coordinates expressed in frame
+``b`` to coordinates expressed in frame ``a``::
+
+    p_a = T_a_b @ p_b            (p as homogeneous column [x, y, z, 1])
+
+PLUS / OpenIGTLink call the same matrix ``BToA`` (e.g. ``StylusToTracker`` is
+``T_tracker_stylus``). Transforms compose right to left, frames cancel in the
+middle::
+
+    T_reference_tool = T_reference_tracker @ T_tracker_tool
+                     = invert(T_tracker_reference) @ T_tracker_tool
+
+Units: the core works in millimetres (translations in mm, names end in
+``_mm``); ROS messages use metres (REP-103) and the conversion happens only at
+the ROS boundary (:mod:`spine_nav.nodes.conversions`) with :func:`mm_to_m` /
+:func:`m_to_mm`.
+
+Quaternions carry an explicit ``order`` argument everywhere: ``"xyzw"`` (ROS
+``geometry_msgs/Quaternion``, OpenIGTLink POSITION ``OX OY OZ W``, scipy) or
+``"wxyz"`` (transforms3d, MuJoCo, Eigen's constructor).
+
+Every public function validates its input and raises :class:`ValueError` with
+the name of the offending argument; nothing here returns a silently wrong
+result for NaN, a non-orthonormal rotation or a wrong shape.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Literal
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+QuatOrder = Literal["xyzw", "wxyz"]
+
+#: Tolerance on ``R.T @ R - I`` (max abs) for a matrix to count as a rotation.
+#: float32 OpenIGTLink matrices are orthonormal to ~1e-6; 1e-4 leaves headroom
+#: for them while rejecting any real shear or scale (a 0.01 % scale error).
+ORTHONORMAL_TOL = 1e-4
+
+MM_PER_M = 1000.0
+
+
+def _as_float_array(value: object, name: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: not numeric ({exc})") from None
+    return arr
+
+
+def validate_rotation(R: object, name: str = "rotation", tol: float = ORTHONORMAL_TOL) -> np.ndarray:
+    """Return ``R`` as a float 3x3 array after checking it is a proper rotation.
+
+    Raises ValueError naming ``name`` when the shape is not 3x3, a value is not
+    finite, the columns are not orthonormal within ``tol`` or ``det(R) != +1``
+    (a reflection).
+    """
+    arr = _as_float_array(R, name)
+    if arr.shape != (3, 3):
+        raise ValueError(f"{name}: expected a 3x3 rotation matrix, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+    ortho_err = float(np.max(np.abs(arr.T @ arr - np.eye(3))))
+    if ortho_err > tol:
+        raise ValueError(
+            f"{name}: rotation is not orthonormal (max |R^T R - I| = {ortho_err:.3g} > {tol:.1g})"
+        )
+    det = float(np.linalg.det(arr))
+    if det < 0.0:
+        raise ValueError(f"{name}: rotation has det = {det:.4f} (a reflection, expected +1)")
+    return arr
+
+
+def validate_transform(T: object, name: str = "transform", tol: float = ORTHONORMAL_TOL) -> np.ndarray:
+    """Return ``T`` as a float 4x4 array after checking it is a rigid transform.
+
+    Checks: shape 4x4, all values finite, upper-left 3x3 a proper rotation,
+    bottom row exactly ``[0, 0, 0, 1]`` (within ``tol``). Raises ValueError
+    naming ``name`` and the failed check.
+    """
+    arr = _as_float_array(T, name)
+    if arr.shape != (4, 4):
+        raise ValueError(f"{name}: expected a 4x4 homogeneous transform, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+    if np.max(np.abs(arr[3] - np.array([0.0, 0.0, 0.0, 1.0]))) > tol:
+        raise ValueError(f"{name}: bottom row must be [0, 0, 0, 1], got {arr[3].tolist()}")
+    validate_rotation(arr[:3, :3], name=f"{name} rotation part", tol=tol)
+    return arr
+
+
+def is_rigid(T: object, tol: float = ORTHONORMAL_TOL) -> bool:
+    """True when :func:`validate_transform` would accept ``T``."""
+    try:
+        validate_transform(T, tol=tol)
+    except ValueError:
+        return False
+    return True
+
+
+def validate_points(points: object, name: str = "points") -> np.ndarray:
+    """Return an (N, 3) float array of finite points, or raise ValueError.
+
+    A single point of shape (3,) is accepted and returned as shape (1, 3).
+    """
+    arr = _as_float_array(points, name)
+    if arr.shape == (3,):
+        arr = arr.reshape(1, 3)
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"{name}: expected shape (N, 3) or (3,), got {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+    return arr
+
+
+def validate_vector3(v: object, name: str = "vector") -> np.ndarray:
+    """Return a finite float vector of shape (3,), or raise ValueError."""
+    arr = _as_float_array(v, name)
+    if arr.shape != (3,):
+        raise ValueError(f"{name}: expected 3 values, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+    return arr
+
+
+def make_transform(rotation: object = None, translation_mm: object = None) -> np.ndarray:
+    """Build ``T`` from a 3x3 rotation (default identity) and a translation (default 0)."""
+    T = np.eye(4)
+    if rotation is not None:
+        T[:3, :3] = validate_rotation(rotation)
+    if translation_mm is not None:
+        T[:3, 3] = validate_vector3(translation_mm, "translation_mm")
+    return T
+
+
+def invert(T_a_b: object, name: str = "T_a_b") -> np.ndarray:
+    """Return ``T_b_a`` for a rigid ``T_a_b`` (closed form: ``[R^T, -R^T t]``)."""
+    T = validate_transform(T_a_b, name)
+    R = T[:3, :3]
+    t = T[:3, 3]
+    inv = np.eye(4)
+    inv[:3, :3] = R.T
+    inv[:3, 3] = -R.T @ t
+    return inv
+
+
+def compose(*transforms: object) -> np.ndarray:
+    """Compose rigid transforms left to right as written: ``compose(T_a_b, T_b_c) == T_a_c``."""
+    if not transforms:
+        raise ValueError("compose: needs at least one transform")
+    result = np.eye(4)
+    for i, T in enumerate(transforms):
+        result = result @ validate_transform(T, f"compose argument {i}")
+    return result
+
+
+def transform_points(T_a_b: object, points_b: object) -> np.ndarray:
+    """Map points (N, 3) or (3,) from frame b to frame a. Returns the same shape as given."""
+    T = validate_transform(T_a_b, "T_a_b")
+    single = np.asarray(points_b).shape == (3,)
+    pts = validate_points(points_b, "points_b")
+    out = pts @ T[:3, :3].T + T[:3, 3]
+    return out[0] if single else out
+
+
+def transform_directions(T_a_b: object, directions_b: object) -> np.ndarray:
+    """Rotate direction vectors (N, 3) or (3,) from frame b to frame a (no translation)."""
+    T = validate_transform(T_a_b, "T_a_b")
+    single = np.asarray(directions_b).shape == (3,)
+    dirs = validate_points(directions_b, "directions_b")
+    out = dirs @ T[:3, :3].T
+    return out[0] if single else out
+
+
+def _check_order(order: str) -> None:
+    if order not in ("xyzw", "wxyz"):
+        raise ValueError(f"quaternion order must be 'xyzw' or 'wxyz', got {order!r}")
+
+
+def quat_to_matrix(q: object, order: QuatOrder) -> np.ndarray:
+    """3x3 rotation from a quaternion given in ``order`` (``"xyzw"`` or ``"wxyz"``).
+
+    The quaternion must be finite and of norm 1 within 1e-3 (it is then
+    renormalised); a zero or far-from-unit quaternion raises ValueError, since
+    it means the sender got something wrong.
+    """
+    _check_order(order)
+    arr = validate_vector4(q, "quaternion")
+    norm = float(np.linalg.norm(arr))
+    if abs(norm - 1.0) > 1e-3:
+        raise ValueError(f"quaternion: norm {norm:.6f} is not 1 (order {order})")
+    xyzw = arr if order == "xyzw" else np.roll(arr, -1)
+    return Rotation.from_quat(xyzw / norm).as_matrix()
+
+
+def matrix_to_quat(R: object, order: QuatOrder) -> np.ndarray:
+    """Unit quaternion in ``order`` for a rotation matrix, with a non-negative scalar part."""
+    _check_order(order)
+    xyzw = Rotation.from_matrix(validate_rotation(R)).as_quat()
+    if xyzw[3] < 0:
+        xyzw = -xyzw
+    return xyzw if order == "xyzw" else np.roll(xyzw, 1)
+
+
+def validate_vector4(v: object, name: str) -> np.ndarray:
+    """Return a finite float vector of shape (4,), or raise ValueError."""
+    arr = _as_float_array(v, name)
+    if arr.shape != (4,):
+        raise ValueError(f"{name}: expected 4 values, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+    return arr
+
+
+def transform_from_quat(q: object, translation_mm: object, order: QuatOrder) -> np.ndarray:
+    """4x4 transform from a quaternion (in ``order``) and a translation in mm."""
+    return make_transform(quat_to_matrix(q, order), translation_mm)
+
+
+def transform_to_quat(T: object, order: QuatOrder) -> tuple[np.ndarray, np.ndarray]:
+    """Split a rigid transform into (quaternion in ``order``, translation)."""
+    arr = validate_transform(T)
+    return matrix_to_quat(arr[:3, :3], order), arr[:3, 3].copy()
+
+
+def rotation_angle_deg(R: object) -> float:
+    """Angle of a rotation matrix (0..180 deg), robust near 0 and 180."""
+    return float(np.degrees(Rotation.from_matrix(validate_rotation(R)).magnitude()))
+
+
+def angle_between_deg(u: object, v: object) -> float:
+    """Angle between two non-zero vectors in degrees (0..180), via atan2 for accuracy near 0."""
+    a = validate_vector3(u, "u")
+    b = validate_vector3(v, "v")
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na == 0.0 or nb == 0.0:
+        raise ValueError("angle_between_deg: zero-length vector")
+    return float(np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b)), float(np.dot(a, b)))))
+
+
+def transform_difference(T_1: object, T_2: object) -> tuple[float, float]:
+    """(translation distance in mm, rotation angle in deg) between two rigid transforms."""
+    A = validate_transform(T_1, "T_1")
+    B = validate_transform(T_2, "T_2")
+    delta = invert(A) @ B
+    return float(np.linalg.norm(A[:3, 3] - B[:3, 3])), rotation_angle_deg(delta[:3, :3])
+
+
+def mm_to_m(value_mm: object) -> np.ndarray | float:
+    """Millimetres to metres. Call only at the ROS boundary."""
+    if np.isscalar(value_mm):
+        return float(value_mm) / MM_PER_M
+    return np.asarray(value_mm, dtype=float) / MM_PER_M
+
+
+def m_to_mm(value_m: object) -> np.ndarray | float:
+    """Metres to millimetres. Call only at the ROS boundary."""
+    if np.isscalar(value_m):
+        return float(value_m) * MM_PER_M
+    return np.asarray(value_m, dtype=float) * MM_PER_M
+
+
+def random_transform(rng: np.random.Generator, max_angle_deg: float = 180.0,
+                     max_translation_mm: float = 100.0) -> np.ndarray:
+    """A random rigid transform (uniform axis, angle up to ``max_angle_deg``) for tests and simulation."""
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = np.radians(rng.uniform(0.0, max_angle_deg))
+    t = rng.uniform(-max_translation_mm, max_translation_mm, size=3)
+    return make_transform(Rotation.from_rotvec(axis * angle).as_matrix(), t)
+
+
+def average_transforms(transforms: Iterable[object]) -> np.ndarray:
+    """Mean of rigid transforms (chordal mean of rotations, arithmetic mean of translations)."""
+    mats = [validate_transform(T, f"transforms[{i}]") for i, T in enumerate(transforms)]
+    if not mats:
+        raise ValueError("average_transforms: no transforms")
+    rot = Rotation.from_matrix(np.stack([m[:3, :3] for m in mats])).mean().as_matrix()
+    return make_transform(rot, np.mean([m[:3, 3] for m in mats], axis=0))

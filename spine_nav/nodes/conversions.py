@@ -1,0 +1,105 @@
+"""The ROS boundary: core objects (mm, 4x4) <-> ROS messages (m, REP-103).
+
+This is the only module where millimetres become metres and back.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, Vector3
+
+from spine_nav.geometry import m_to_mm, mm_to_m, transform_from_quat, transform_to_quat
+from spine_nav.plan import Plan, Screw
+
+NS_PER_S = 1_000_000_000
+
+
+def seconds_to_stamp(t_s: float) -> Time:
+    """Seconds (float, any epoch) to builtin_interfaces/Time."""
+    ns = int(round(t_s * NS_PER_S))
+    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+
+
+def stamp_to_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def matrix_mm_to_pose(T_mm: np.ndarray) -> Pose:
+    """4x4 rigid transform (mm) -> geometry_msgs/Pose (m, quaternion xyzw)."""
+    q, t_mm = transform_to_quat(T_mm, order="xyzw")
+    t = mm_to_m(t_mm)
+    return Pose(position=Point(x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+
+
+def pose_to_matrix_mm(pose: Pose) -> np.ndarray:
+    """geometry_msgs/Pose (m) -> 4x4 rigid transform (mm). Raises ValueError on NaN or a bad quaternion."""
+    q = [pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w]
+    t_mm = m_to_mm([pose.position.x, pose.position.y, pose.position.z])
+    return transform_from_quat(q, t_mm, order="xyzw")
+
+
+def matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s: float) -> PoseStamped:
+    msg = PoseStamped()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = seconds_to_stamp(stamp_s)
+    msg.pose = matrix_mm_to_pose(T_mm)
+    return msg
+
+
+def matrix_mm_to_transform(T_mm: np.ndarray) -> Transform:
+    pose = matrix_mm_to_pose(T_mm)
+    return Transform(translation=Vector3(x=pose.position.x, y=pose.position.y, z=pose.position.z),
+                     rotation=pose.orientation)
+
+
+def transform_to_matrix_mm(tf: Transform) -> np.ndarray:
+    pose = Pose(position=Point(x=tf.translation.x, y=tf.translation.y, z=tf.translation.z),
+                orientation=tf.rotation)
+    return pose_to_matrix_mm(pose)
+
+
+def point_mm_to_msg(p_mm: Iterable[float]) -> Point:
+    p = mm_to_m(np.asarray(list(p_mm), dtype=float))
+    return Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+def point_msg_to_mm(p: Point) -> np.ndarray:
+    return np.asarray(m_to_mm([p.x, p.y, p.z]), dtype=float)
+
+
+def plan_to_msg(plan: Plan, stamp_s: float, not_navigable: dict[str, str] | None = None):
+    """Plan (mm) -> spine_nav_interfaces/ScrewPlan (m). ``not_navigable`` maps screw id -> reason."""
+    from spine_nav_interfaces.msg import Screw as ScrewMsg, ScrewPlan
+
+    not_navigable = not_navigable or {}
+    msg = ScrewPlan()
+    msg.header.frame_id = plan.frame
+    msg.header.stamp = seconds_to_stamp(stamp_s)
+    msg.case_id = plan.case_id
+    for s in plan.screws:
+        msg.screws.append(ScrewMsg(
+            id=s.id, level=s.level, side=s.side,
+            entry=point_mm_to_msg(s.entry_mm), target=point_mm_to_msg(s.target_mm),
+            diameter_m=float(mm_to_m(s.diameter_mm)), length_m=float(mm_to_m(s.length_mm)),
+            navigable=s.id not in not_navigable, status_reason=not_navigable.get(s.id, ""),
+        ))
+    return msg
+
+
+def msg_to_plan(msg) -> tuple[Plan, dict[str, str]]:
+    """spine_nav_interfaces/ScrewPlan (m) -> (Plan in mm, {screw id: reason} for non-navigable screws).
+
+    Raises :class:`spine_nav.plan.PlanError` naming the screw on invalid content.
+    """
+    screws = []
+    not_navigable: dict[str, str] = {}
+    for s in msg.screws:
+        screws.append(Screw(id=s.id, level=s.level, side=s.side,
+                            entry_mm=point_msg_to_mm(s.entry), target_mm=point_msg_to_mm(s.target),
+                            diameter_mm=float(m_to_mm(s.diameter_m)), length_mm=float(m_to_mm(s.length_m))))
+        if not s.navigable:
+            not_navigable[s.id] = s.status_reason or "not navigable"
+    return Plan(screws=tuple(screws), frame=msg.header.frame_id or "Reference", case_id=msg.case_id), not_navigable

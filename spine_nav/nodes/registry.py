@@ -1,0 +1,19 @@
+"""Every ROS 2 node of spine_nav: name -> (module, class). Console scripts in setup.py match these names."""
+from __future__ import annotations
+
+import importlib
+
+#: node name -> "module:Class". The module also has ``main()`` (its console script).
+NODES: dict[str, str] = {
+    "plan_publisher": "spine_nav.nodes.plan_publisher:PlanPublisherNode",
+}
+
+
+def node_class(name: str):
+    """Import and return the node class registered under ``name`` (KeyError names the known ones)."""
+    try:
+        target = NODES[name]
+    except KeyError:
+        raise KeyError(f"unknown node {name!r} (known: {', '.join(sorted(NODES))})") from None
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)

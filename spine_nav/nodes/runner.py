@@ -1,0 +1,140 @@
+"""Start nodes: one per process (console scripts) or several composed in one executor (`spine-nav up`).
+
+Both read the same per-node parameter file (``config/nodes.yaml``, standard
+``node_name: ros__parameters:`` layout) through ``--ros-args --params-file``,
+so launch files, console scripts and the composed stack share one source of truth.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Callable, Sequence
+
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.executors import Executor, SingleThreadedExecutor
+from rclpy.node import Node
+
+from spine_nav.nodes.registry import node_class
+
+EXECUTORS = ("events", "single")
+
+
+def make_executor(kind: str = "events", context: Context | None = None) -> Executor:
+    """``events``: rclpy.experimental.EventsExecutor (lowest latency, measured in bench guard);
+    ``single``: SingleThreadedExecutor (rclpy's default)."""
+    if kind == "events":
+        from rclpy.experimental import EventsExecutor
+
+        return EventsExecutor(context=context)
+    if kind == "single":
+        return SingleThreadedExecutor(context=context)
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")
+
+
+def ros_args_for(params_file: str | Path | None) -> list[str]:
+    if params_file is None:
+        return []
+    path = Path(params_file)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: parameter file not found")
+    return ["--ros-args", "--params-file", str(path)]
+
+
+def run_node_main(node_factory: Callable[[], Node], argv: Sequence[str] | None = None) -> int:
+    """Body of a node's ``main()``: init, spin until Ctrl-C, shut down cleanly."""
+    rclpy.init(args=list(argv) if argv is not None else sys.argv)
+    node = node_factory()
+    executor = make_executor("events")
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+def load_stack_config(path: str | Path) -> dict:
+    """Read ``config/stack.yaml``: ``nodes`` (list of node names) and ``params_file`` (relative to it)."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: stack config not found") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{p}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
+        raise ValueError(f"{p}: expected a mapping with a 'nodes' list")
+    params = data.get("params_file")
+    data["params_file"] = str((p.parent / params).resolve()) if params else None
+    return data
+
+
+class ComposedStack:
+    """Several nodes in one process and one executor, spun in a background thread.
+
+    Use as a context manager in tests and the demo::
+
+        with ComposedStack(["plan_publisher"], params_file="config/nodes.yaml") as stack:
+            ...
+    """
+
+    def __init__(self, node_names: Sequence[str], params_file: str | Path | None = None,
+                 executor: str = "events", extra_ros_args: Sequence[str] = ()) -> None:
+        self.context = Context()
+        self.executor: Executor | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        args = ros_args_for(params_file)
+        if extra_ros_args:
+            args = (args or ["--ros-args"]) + list(extra_ros_args)
+        rclpy.init(args=["spine_nav_stack", *args], context=self.context)
+        self.nodes: dict[str, Node] = {}
+        try:
+            for name in node_names:
+                self.nodes[name] = node_class(name)(context=self.context)
+        except Exception:
+            self.close()
+            raise
+        self.executor = make_executor(executor, context=self.context)
+        for node in self.nodes.values():
+            self.executor.add_node(node)
+
+    def start(self) -> "ComposedStack":
+        self._thread = threading.Thread(target=self._spin, name="spine_nav_executor", daemon=True)
+        self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        # spin_once in a loop with a stop flag, not spin(): shutting down an EventsExecutor (or its
+        # context) from another thread while it is inside spin() deadlocks in rclpy 7.1 (seen here).
+        try:
+            while not self._stop.is_set() and self.context.ok():
+                self.executor.spin_once(timeout_sec=0.05)
+        except rclpy.executors.ExternalShutdownException:
+            pass
+
+    def close(self) -> None:
+        """Stop spinning (bounded wait), then release the executor, the nodes and the context."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=1.0)
+        for node in self.nodes.values():
+            node.destroy_node()
+        if self.context.ok():
+            rclpy.shutdown(context=self.context)
+
+    def __enter__(self) -> "ComposedStack":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

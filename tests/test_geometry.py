@@ -1,0 +1,154 @@
+"""Geometry core: bad input first, then the happy paths, then property-based round trips."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from spine_nav import geometry as g
+
+# ---------------------------------------------------------------- invalid input
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.eye(3), "expected a 4x4"),
+    (np.eye(4)[:3], "expected a 4x4"),
+    ("identity", "not numeric"),
+    (np.full((4, 4), np.nan), "non-finite"),
+    (np.diag([1.0, 1.0, np.inf, 1.0]), "non-finite"),
+    (np.diag([2.0, 1.0, 1.0, 1.0]), "not orthonormal"),
+    (np.diag([-1.0, 1.0, 1.0, 1.0]), "reflection"),
+    (np.array([[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], float), "bottom row"),
+])
+def test_validate_transform_rejects(bad, match):
+    with pytest.raises(ValueError, match=match):
+        g.validate_transform(bad, name="T_reference_tool")
+
+
+def test_error_message_names_the_input():
+    with pytest.raises(ValueError, match="T_reference_tool"):
+        g.validate_transform(np.full((4, 4), np.nan), name="T_reference_tool")
+
+
+def test_sheared_rotation_rejected():
+    T = np.eye(4)
+    T[0, 1] = 0.01  # shear
+    with pytest.raises(ValueError, match="not orthonormal"):
+        g.invert(T)
+
+
+@pytest.mark.parametrize("q", [[0, 0, 0, 0], [1, 1, 0, 0], [np.nan, 0, 0, 1], [0, 0, 1]])
+def test_quat_rejects_bad(q):
+    with pytest.raises(ValueError):
+        g.quat_to_matrix(q, order="xyzw")
+
+
+def test_quat_order_must_be_explicit_and_known():
+    with pytest.raises(ValueError, match="order"):
+        g.quat_to_matrix([0, 0, 0, 1], order="zyxw")  # type: ignore[arg-type]
+
+
+def test_points_shape_checked():
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        g.transform_points(np.eye(4), np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="non-finite"):
+        g.transform_points(np.eye(4), [0.0, np.nan, 0.0])
+
+
+def test_angle_between_zero_vector():
+    with pytest.raises(ValueError, match="zero-length"):
+        g.angle_between_deg([0, 0, 0], [1, 0, 0])
+
+
+def test_compose_needs_argument():
+    with pytest.raises(ValueError):
+        g.compose()
+
+# ---------------------------------------------------------------- happy paths
+
+
+def test_convention_T_a_b_maps_b_to_a():
+    # Tool frame is the tracker frame shifted +10 mm in x: a point at the tool origin is at x=10 in tracker.
+    T_tracker_tool = g.make_transform(translation_mm=[10.0, 0.0, 0.0])
+    assert np.allclose(g.transform_points(T_tracker_tool, [0.0, 0.0, 0.0]), [10.0, 0.0, 0.0])
+    # Compose right to left: T_reference_tool = inv(T_tracker_reference) @ T_tracker_tool
+    T_tracker_reference = g.make_transform(Rotation.from_euler("z", 90, degrees=True).as_matrix(), [0, 5, 0])
+    T_reference_tool = g.compose(g.invert(T_tracker_reference), T_tracker_tool)
+    p_tool = np.array([1.0, 2.0, 3.0])
+    via_tracker = g.transform_points(g.invert(T_tracker_reference), g.transform_points(T_tracker_tool, p_tool))
+    assert np.allclose(g.transform_points(T_reference_tool, p_tool), via_tracker)
+
+
+def test_quaternion_orders_agree():
+    R = Rotation.from_euler("xyz", [10, 20, 30], degrees=True).as_matrix()
+    xyzw = g.matrix_to_quat(R, order="xyzw")
+    wxyz = g.matrix_to_quat(R, order="wxyz")
+    assert np.allclose(wxyz, [xyzw[3], *xyzw[:3]])
+    import transforms3d
+
+    assert np.allclose(transforms3d.quaternions.quat2mat(wxyz), R)
+
+
+def test_units_boundary():
+    assert g.mm_to_m(1500.0) == 1.5
+    assert np.allclose(g.m_to_mm([0.001, 0.002, 0.0]), [1.0, 2.0, 0.0])
+
+
+def test_angle_between_small_angles_accurate():
+    u = np.array([0.0, 0.0, 1.0])
+    v = np.array([np.sin(np.radians(1e-4)), 0.0, np.cos(np.radians(1e-4))])
+    assert g.angle_between_deg(u, v) == pytest.approx(1e-4, rel=1e-6)
+
+
+def test_float32_igtl_matrix_accepted():
+    T = g.random_transform(np.random.default_rng(0)).astype(np.float32)
+    assert g.is_rigid(T)
+
+
+def test_average_transforms():
+    A = g.make_transform(translation_mm=[0, 0, 0])
+    B = g.make_transform(translation_mm=[2, 0, 0])
+    assert np.allclose(g.average_transforms([A, B])[:3, 3], [1, 0, 0])
+
+# ---------------------------------------------------------------- properties
+
+rotations = st.builds(
+    lambda v: Rotation.from_rotvec(np.asarray(v)).as_matrix(),
+    st.lists(st.floats(-3.0, 3.0, allow_nan=False), min_size=3, max_size=3),
+)
+translations = st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=3, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rotations, translations)
+def test_invert_round_trip(R, t):
+    T = g.make_transform(R, t)
+    assert np.allclose(g.compose(T, g.invert(T)), np.eye(4), atol=1e-9)
+    assert np.allclose(g.invert(g.invert(T)), T, atol=1e-9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rotations, translations, st.sampled_from(["xyzw", "wxyz"]))
+def test_quaternion_round_trip(R, t, order):
+    T = g.make_transform(R, t)
+    q, trans = g.transform_to_quat(T, order=order)
+    assert np.allclose(g.transform_from_quat(q, trans, order=order), T, atol=1e-9)
+
+
+@settings(max_examples=100, deadline=None)
+@given(rotations, translations, rotations, translations)
+def test_transform_difference_of_composition(R1, t1, R2, t2):
+    A = g.make_transform(R1, t1)
+    B = g.make_transform(R2, t2)
+    d_mm, d_deg = g.transform_difference(A, A)
+    assert d_mm == pytest.approx(0.0, abs=1e-9) and d_deg == pytest.approx(0.0, abs=1e-6)
+    p = np.array([1.0, -2.0, 3.0])
+    assert np.allclose(g.transform_points(g.compose(A, B), p), g.transform_points(A, g.transform_points(B, p)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=3, max_size=3))
+def test_mm_m_round_trip(v):
+    assert np.allclose(g.m_to_mm(g.mm_to_m(np.asarray(v))), v)
