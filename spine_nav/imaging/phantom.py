@@ -1,0 +1,553 @@
+"""The synthetic patient: a lumbar spine phantom with known ground truth (no ROS).
+
+:func:`generate_case` writes one case folder::
+
+    preop_ct.nii.gz      PreopCT, HU (int16), ~0.7 mm voxels (LPS affine, RAS on disk)
+    preop_labels.nii.gz  one integer label per vertebra (uint8); names in plan.json / ground_truth.json
+    cbct.nii.gz          intraoperative CBCT, HU-like (int16), coarser voxels, noise, limited
+                         field of view, optional metal streaks; its affine maps into the Reference frame
+    plan.json            bilateral pedicle screws per level (spine_nav.plan schema v1, PreopCT LPS mm)
+    ground_truth.json    per level ``preop_to_cbct`` = T_cbct_preop (PreopCT LPS mm -> CBCT/Reference LPS mm)
+
+Geometry: each vertebra is an analytic shape (:mod:`spine_nav.imaging.anatomy`) in
+its local frame; ``T_preop_local[level]`` places it in the preop CT (lumbar
+lordosis, seeded variation). The intraoperative pose of each level is
+``T_cbct_preop[level] = T_whole @ T_rel[level]`` where ``T_rel`` rotates/translates
+the vertebra about its own body centre (up to ~5 deg / ~5 mm; prone vs supine)
+and ``T_whole`` is a whole-spine pose change. Both volumes are rendered from the
+same analytic shapes, so the ground truth is exact up to voxelisation.
+
+Determinism: one ``numpy.random.Generator(seed)`` draws everything in a fixed
+order; volumes are saved with :func:`spine_nav.imaging.volume_io.save_volume`
+(gzip mtime 0), so the same seed gives byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+from scipy.spatial.transform import Rotation
+
+from spine_nav.geometry import compose, invert, make_transform, transform_points
+from spine_nav.imaging.anatomy import LUMBAR_LEVELS, LevelShape, disc_sdf, varied_shape, vertebra_sdf
+from spine_nav.imaging.volume import Volume
+from spine_nav.imaging.volume_io import save_volume
+from spine_nav.plan.io import save_plan, write_text_safely
+from spine_nav.plan.model import Plan, Screw
+
+TRUTH_SCHEMA = "spine_nav.phantom_truth"
+
+#: HU by bone quality: cortical shell and cancellous core (clinical notes: cortex ~700-1500 HU,
+#: cancellous normal ~200-300 HU, osteoporotic ~50-110 HU).
+BONE_HU: dict[str, dict[str, float]] = {
+    "normal": {"cortical_hu": 1200.0, "cancellous_hu": 250.0},
+    "osteopenic": {"cortical_hu": 950.0, "cancellous_hu": 140.0},
+    "osteoporotic": {"cortical_hu": 750.0, "cancellous_hu": 80.0},
+}
+CORTEX_MM = 1.2
+DISC_HU = 90.0
+MUSCLE_HU = 45.0
+FAT_HU = -95.0
+AIR_HU = -1000.0
+METAL_HU = 3000.0
+#: Standard screw sizes the planner chooses from (mm).
+SCREW_DIAMETERS_MM = (4.5, 5.0, 5.5, 6.0, 6.5, 7.0, 7.5)
+SCREW_LENGTHS_MM = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0)
+#: Bone kept on each side of the screw in the pedicle when choosing the diameter (mm).
+PEDICLE_MARGIN_MM = 1.25
+#: Distance kept between the screw tip and the anterior outer surface of the body (mm).
+TIP_MARGIN_MM = 5.0
+
+
+class PhantomError(ValueError):
+    """Bad phantom parameters (message names the parameter)."""
+
+
+@dataclass
+class PhantomSpine:
+    """The analytic spine in the PreopCT frame (mm, LPS).
+
+    ``T_preop_local[level]`` maps the vertebra's local frame (see anatomy) into PreopCT.
+    ``torso_centre_mm``/``torso_radii_mm`` describe the skin ellipse (axial plane, PreopCT).
+    """
+
+    levels: tuple[str, ...]
+    shapes: dict[str, LevelShape]
+    T_preop_local: dict[str, np.ndarray]
+    bone: str = "normal"
+    torso_centre_mm: tuple[float, float] = (0.0, -30.0)
+    torso_radii_mm: tuple[float, float] = (160.0, 120.0)
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Label value (as a string) -> level name."""
+        return {str(i + 1): lv for i, lv in enumerate(self.levels)}
+
+    def label_of(self, level: str) -> int:
+        return self.levels.index(level) + 1
+
+    @property
+    def hu(self) -> dict[str, float]:
+        return BONE_HU[self.bone]
+
+    def centre_mm(self, level: str) -> np.ndarray:
+        """Vertebral body centre of ``level`` in PreopCT (mm)."""
+        return self.T_preop_local[level][:3, 3].copy()
+
+    def sdf(self, level: str, points_preop: np.ndarray) -> np.ndarray:
+        """Signed distance (mm, < 0 inside bone) of PreopCT points to vertebra ``level``."""
+        local = transform_points(invert(self.T_preop_local[level]), np.atleast_2d(points_preop))
+        return vertebra_sdf(local, self.shapes[level])
+
+    def outside_distance_mm(self, level: str, points_preop: np.ndarray) -> np.ndarray:
+        """How far (mm) each PreopCT point lies outside the bone of ``level`` (0 inside)."""
+        return np.maximum(self.sdf(level, points_preop), 0.0)
+
+    # -- serialisation (ground truth keeps what later simulation needs) ----------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "levels": list(self.levels), "bone": self.bone,
+            "torso_centre_mm": list(self.torso_centre_mm), "torso_radii_mm": list(self.torso_radii_mm),
+            "shapes": {lv: {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.shapes[lv]).items()}
+                       for lv in self.levels},
+            "T_preop_local": {lv: self.T_preop_local[lv].tolist() for lv in self.levels},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "PhantomSpine":
+        shapes = {}
+        for lv, s in d["shapes"].items():
+            s = dict(s)
+            s["pedicle_width_mm"] = tuple(s["pedicle_width_mm"])
+            shapes[lv] = LevelShape(**s)
+        return cls(levels=tuple(d["levels"]), shapes=shapes,
+                   T_preop_local={lv: np.asarray(T, dtype=float) for lv, T in d["T_preop_local"].items()},
+                   bone=d.get("bone", "normal"), torso_centre_mm=tuple(d["torso_centre_mm"]),
+                   torso_radii_mm=tuple(d["torso_radii_mm"]))
+
+    @classmethod
+    def from_truth_file(cls, path: str | Path) -> "PhantomSpine":
+        """The analytic phantom of a case from its ``ground_truth.json``."""
+        return cls.from_dict(json.loads(Path(path).read_text())["phantom"])
+
+
+# --- building the spine -------------------------------------------------------------------------
+
+def build_spine(rng: np.random.Generator, levels: Sequence[str], bone: str = "normal") -> PhantomSpine:
+    """Lay out ``levels`` (superior to inferior) with lumbar lordosis and seeded variation."""
+    shapes = {lv: varied_shape(lv, rng) for lv in levels}
+    # lordosis: tilt (about +x) grows toward L5; the superior axis tilts anteriorly for > 0
+    nominal_tilt = {"L1": -4.0, "L2": 0.0, "L3": 4.0, "L4": 8.0, "L5": 13.0}
+    tilts = {lv: nominal_tilt[lv] + float(rng.uniform(-1.5, 1.5)) for lv in levels}
+    T: dict[str, np.ndarray] = {}
+    pos = np.zeros(3)
+    prev: str | None = None
+    for lv in levels:
+        R = Rotation.from_euler("x", tilts[lv], degrees=True).as_matrix()
+        if prev is not None:
+            Rp = T[prev][:3, :3]
+            Rm = Rotation.from_euler("x", 0.5 * (tilts[lv] + tilts[prev]), degrees=True).as_matrix()
+            down = np.array([0.0, 0.0, -1.0])
+            pos = (T[prev][:3, 3] + Rp @ down * (0.5 * shapes[prev].body_height_mm)
+                   + Rm @ down * shapes[prev].disc_height_mm + R @ down * (0.5 * shapes[lv].body_height_mm))
+        T[lv] = make_transform(R, pos + rng.uniform(-0.5, 0.5, size=3) * np.array([1.0, 1.0, 0.0]))
+        prev = lv
+    # centre the spine at a plausible table position
+    centre = np.mean([T[lv][:3, 3] for lv in levels], axis=0)
+    shift = np.array([0.0, 0.0, -150.0]) - centre
+    for lv in levels:
+        T[lv][:3, 3] += shift
+    y_bodies = float(np.mean([T[lv][1, 3] for lv in levels]))
+    return PhantomSpine(levels=tuple(levels), shapes=shapes, T_preop_local=T, bone=bone,
+                        torso_centre_mm=(0.0, y_bodies - 35.0), torso_radii_mm=(160.0, 125.0))
+
+
+def _local_box_corners(sh: LevelShape) -> np.ndarray:
+    x = sh.canal_half_width_mm + max(sh.pedicle_width_mm) + sh.pedicle_length_mm + sh.transverse_length_mm + 3.0
+    y0 = -sh.body_radius_y_mm - 3.0
+    y1 = sh.posterior_wall_y_mm + sh.canal_depth_mm + sh.lamina_thickness_mm + sh.spinous_length_mm + 3.0
+    z = 0.5 * sh.body_height_mm + sh.disc_height_mm + 10.0
+    return np.array([[sx, sy, sz] for sx in (-x, x) for sy in (y0, y1) for sz in (-z, z)])
+
+
+def bone_bounds_mm(spine: PhantomSpine, T_frame_preop: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """(2, 3) min/max corner of all vertebrae (with discs) in a frame (default PreopCT)."""
+    pts = []
+    for lv in spine.levels:
+        T = spine.T_preop_local[lv] if T_frame_preop is None else compose(T_frame_preop[lv], spine.T_preop_local[lv])
+        pts.append(transform_points(T, _local_box_corners(spine.shapes[lv])))
+    allp = np.concatenate(pts)
+    return np.stack([allp.min(axis=0), allp.max(axis=0)])
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+def _grid_points(affine: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Frame coordinates (N, 3) of voxel indices in the box [lo, hi) (C order)."""
+    ii, jj, kk = np.meshgrid(*(np.arange(a, b, dtype=np.float64) for a, b in zip(lo, hi)), indexing="ij")
+    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1)
+    return ijk @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _index_box(affine: np.ndarray, shape: Sequence[int], corners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    inv = np.linalg.inv(affine)
+    ijk = corners @ inv[:3, :3].T + inv[:3, 3]
+    lo = np.clip(np.floor(ijk.min(axis=0)).astype(int), 0, shape)
+    hi = np.clip(np.ceil(ijk.max(axis=0)).astype(int) + 1, 0, shape)
+    return lo, hi
+
+
+def _sdf_on_box(f: Callable[[np.ndarray], np.ndarray], affine: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                coarse: int = 4) -> np.ndarray:
+    """SDF of ``f`` (frame points -> mm) on the voxel box [lo, hi), coarse to fine.
+
+    The SDF is evaluated on every ``coarse``-th voxel first; only voxels whose nearest
+    coarse sample is within a band around the surface (and the cortex) are evaluated
+    exactly; the others keep their coarse value, which has the right sign (only
+    the sign and the cortex band matter to the renderer). ~4x fewer SDF evaluations
+    than the full box; written here because no library renders analytic SDFs.
+    """
+    shape = tuple(int(v) for v in hi - lo)
+    spacing = float(np.max(np.linalg.norm(affine[:3, :3], axis=0)))
+    cidx = [np.arange(0, n, coarse) for n in shape]
+    ii, jj, kk = np.meshgrid(*cidx, indexing="ij")
+    ijk = np.stack([ii.ravel(), jj.ravel(), kk.ravel()], axis=1) + lo
+    dc = f(ijk @ affine[:3, :3].T + affine[:3, 3]).reshape(ii.shape)
+    near = [np.minimum(np.rint(np.arange(n) / coarse).astype(int), len(c) - 1) for n, c in zip(shape, cidx)]
+    d = dc[np.ix_(*near)].astype(np.float32)
+    margin = 1.5 * (0.5 * coarse * spacing * math.sqrt(3.0)) + CORTEX_MM
+    band = np.abs(d) < margin
+    sel = np.nonzero(band)
+    if sel[0].size:
+        ijk = np.stack(sel, axis=1) + lo
+        d[sel] = f(ijk @ affine[:3, :3].T + affine[:3, 3])
+    return d
+
+
+def soft_tissue_hu(spine: PhantomSpine, points_preop: np.ndarray) -> np.ndarray:
+    """Muscle inside the torso, a fat layer under the skin, air outside (PreopCT points)."""
+    cx, cy = spine.torso_centre_mm
+    rx, ry = spine.torso_radii_mm
+    k = np.sqrt(((points_preop[:, 0] - cx) / rx) ** 2 + ((points_preop[:, 1] - cy) / ry) ** 2)
+    out = np.full(len(points_preop), MUSCLE_HU, dtype=np.float32)
+    out[k > 1.0 - 14.0 / ry] = FAT_HU
+    out[k > 1.0] = AIR_HU
+    return out
+
+
+def render(spine: PhantomSpine, affine: np.ndarray, shape: Sequence[int],
+           T_frame_preop: Mapping[str, np.ndarray], T_frame_preop_whole: np.ndarray,
+           chunk_slices: int = 24) -> tuple[np.ndarray, np.ndarray]:
+    """Noise-free HU (float32) and labels (uint8) of the spine on a grid.
+
+    ``affine`` maps voxel indices to the grid's frame; ``T_frame_preop[level]`` places each
+    vertebra (with the disc below it) in that frame; soft tissue follows ``T_frame_preop_whole``.
+    """
+    shape = tuple(int(s) for s in shape)
+    hu = np.empty(shape, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    T_preop_frame = invert(T_frame_preop_whole)
+    M = T_preop_frame[:3, :3] @ affine[:3, :3]
+    if abs(M[2, 0]) < 1e-12 and abs(M[2, 1]) < 1e-12 and abs(M[0, 2]) < 1e-12 and abs(M[1, 2]) < 1e-12:
+        # grid k axis along preop z: soft tissue (a function of preop x, y) is the same in every slice
+        pts = _grid_points(affine, np.array([0, 0, 0]), np.array([shape[0], shape[1], 1]))
+        hu[:] = soft_tissue_hu(spine, transform_points(T_preop_frame, pts)).reshape(shape[0], shape[1], 1)
+        slab_starts: range = range(0)
+    else:
+        slab_starts = range(0, shape[2], chunk_slices)
+    for k0 in slab_starts:  # soft tissue, slab by slab (bounded memory)
+        k1 = min(shape[2], k0 + chunk_slices)
+        pts = _grid_points(affine, np.array([0, 0, k0]), np.array([shape[0], shape[1], k1]))
+        hu[:, :, k0:k1] = soft_tissue_hu(spine, transform_points(T_preop_frame, pts)).reshape(
+            shape[0], shape[1], k1 - k0)
+    hu_bone = spine.hu
+    spacing = float(np.mean(np.linalg.norm(affine[:3, :3], axis=0)))
+    for sdf_fn, is_disc in ((disc_sdf, True), (vertebra_sdf, False)):  # discs first, bone wins
+        for n, lv in enumerate(spine.levels):
+            if is_disc and n == len(spine.levels) - 1:
+                continue  # no disc modelled below the last level (keeps labels/FOV honest)
+            T_frame_local = compose(T_frame_preop[lv], spine.T_preop_local[lv])
+            lo, hi = _index_box(affine, shape, transform_points(T_frame_local, _local_box_corners(spine.shapes[lv])))
+            if np.any(hi <= lo):
+                continue
+            d = _sdf_on_box(lambda q: sdf_fn(transform_points(invert(T_frame_local), q), spine.shapes[lv]),
+                            affine, lo, hi)
+            sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+            # partial volume: a voxel straddling the surface gets the mix of inside and outside
+            frac = np.clip(0.5 - d / spacing, 0.0, 1.0)
+            touched = frac > 0.0
+            block = hu[sl]
+            if is_disc:
+                touched &= labels[sl] == 0
+                inner = np.float32(DISC_HU)
+            else:
+                inner = np.where(d[touched] > -CORTEX_MM, hu_bone["cortical_hu"], hu_bone["cancellous_hu"])
+                labels[sl][d < 0.0] = spine.label_of(lv)
+            f = frac[touched]
+            block[touched] = (1.0 - f) * block[touched] + f * inner
+    return hu, labels
+
+
+def _add_metal(hu: np.ndarray, affine: np.ndarray, centre_mm: np.ndarray, rng: np.random.Generator) -> None:
+    """A metal clamp (reference array on a spinous process) and streaks in its axial slices.
+
+    Streaks are modelled as angular bright/dark bands decaying with distance, the pattern
+    beam hardening and photon starvation leave around metal in CT.
+    """
+    inv = np.linalg.inv(affine)
+    c_ijk = inv[:3, :3] @ centre_mm + inv[:3, 3]
+    sp = np.linalg.norm(affine[:3, :3], axis=0)
+    ii, jj = np.meshgrid(np.arange(hu.shape[0]), np.arange(hu.shape[1]), indexing="ij")
+    dx, dy = (ii - c_ijk[0]) * sp[0], (jj - c_ijk[1]) * sp[1]
+    r = np.sqrt(dx ** 2 + dy ** 2)
+    theta = np.arctan2(dy, dx)
+    phase = float(rng.uniform(0, 2 * math.pi))
+    streak = (400.0 * np.cos(7 * theta + phase) * np.exp(-r / 35.0)).astype(np.float32)
+    half_z = 6.0 / sp[2]
+    for k in range(max(0, int(c_ijk[2] - half_z)), min(hu.shape[2], int(c_ijk[2] + half_z) + 1)):
+        sl = hu[:, :, k]
+        sl += streak
+        sl[r < 3.0] = METAL_HU
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+def _march_exit(f: Callable[[np.ndarray], np.ndarray], p0: np.ndarray, u: np.ndarray,
+                t_max: float = 120.0, step: float = 0.25) -> float:
+    """Smallest t > 0 where f(p0 + t u) becomes >= 0 (refined by bisection to 0.01 mm)."""
+    ts = np.arange(0.0, t_max, step)
+    vals = f(p0 + ts[:, None] * u)
+    out = np.nonzero(vals >= 0.0)[0]
+    if len(out) == 0:
+        raise PhantomError("pedicle axis never leaves the bone (phantom geometry error)")
+    hi = ts[out[0]]
+    lo = hi - step
+    for _ in range(12):
+        mid = 0.5 * (lo + hi)
+        if f((p0 + mid * u)[None])[0] >= 0.0:
+            hi = mid
+        else:
+            lo = mid
+    return float(lo)
+
+
+def plan_screws(spine: PhantomSpine) -> list[Screw]:
+    """Bilateral pedicle screws along each pedicle axis, sized from the pedicle geometry.
+
+    Entry = where the pedicle axis leaves the bone posteriorly; trajectory along the axis
+    (medial angulation per level); diameter = largest standard size leaving
+    ``PEDICLE_MARGIN_MM`` of bone each side; length = longest standard size keeping
+    ``TIP_MARGIN_MM`` to the anterior cortex.
+    """
+    screws = []
+    for lv in spine.levels:
+        sh = spine.shapes[lv]
+        f = lambda p, sh=sh: vertebra_sdf(p, sh)  # noqa: E731
+        for i, side in enumerate(("left", "right")):
+            p0, u = sh.pedicle_axis(side)
+            t_back = _march_exit(f, p0, u)
+            t_front = _march_exit(f, p0, -u)
+            entry = p0 + t_back * u
+            available = t_back + t_front - TIP_MARGIN_MM
+            fits = [L for L in SCREW_LENGTHS_MM if L <= available]
+            length = fits[-1] if fits else max(20.0, math.floor(available))
+            dia_fits = [d for d in SCREW_DIAMETERS_MM if d <= sh.pedicle_width_mm[i] - 2 * PEDICLE_MARGIN_MM]
+            diameter = dia_fits[-1] if dia_fits else SCREW_DIAMETERS_MM[0]
+            target = entry - length * u
+            T = spine.T_preop_local[lv]
+            e, t = transform_points(T, np.stack([entry, target]))
+            screws.append(Screw(id=f"{lv}_{side}", level=lv, side=side, entry_mm=np.round(e, 3),
+                                target_mm=np.round(t, 3), diameter_mm=diameter, length_mm=length))
+    return screws
+
+
+# --- intraoperative motion ----------------------------------------------------------------------
+
+def _rigid_about(rng: np.random.Generator, centre: np.ndarray, angle_range_deg: tuple[float, float],
+                 trans_range_mm: tuple[float, float]) -> np.ndarray:
+    axis = rng.normal(size=3)
+    axis /= np.linalg.norm(axis)
+    angle = math.radians(rng.uniform(*angle_range_deg))
+    tdir = rng.normal(size=3)
+    tdir /= np.linalg.norm(tdir)
+    t = tdir * rng.uniform(*trans_range_mm)
+    R = Rotation.from_rotvec(axis * angle).as_matrix()
+    return compose(make_transform(None, centre + t), make_transform(R), make_transform(None, -centre))
+
+
+def intraop_motion(spine: PhantomSpine, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(T_whole, {level: T_cbct_preop}) with per-level motion up to 5 deg / 5 mm about each body centre."""
+    centre = np.mean([spine.centre_mm(lv) for lv in spine.levels], axis=0)
+    T_whole = _rigid_about(rng, centre, (3.0, 10.0), (5.0, 20.0))
+    per_level = {lv: compose(T_whole, _rigid_about(rng, spine.centre_mm(lv), (1.0, 5.0), (1.0, 5.0)))
+                 for lv in spine.levels}
+    return T_whole, per_level
+
+
+# --- the case -----------------------------------------------------------------------------------
+
+@dataclass
+class CaseFiles:
+    """Paths of a generated case plus its ground truth in memory.
+
+    ``truth`` is the parsed ground_truth.json; ``T_cbct_preop[level]`` maps PreopCT LPS mm to
+    CBCT (= Reference) LPS mm; ``spine`` is the analytic phantom (PreopCT).
+    """
+
+    out_dir: Path
+    preop_ct: Path
+    preop_labels: Path
+    cbct: Path
+    plan: Path
+    ground_truth: Path
+    truth: dict[str, Any] = field(default_factory=dict)
+    T_cbct_preop: dict[str, np.ndarray] = field(default_factory=dict)
+    spine: PhantomSpine | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _grid_for(bounds: np.ndarray, voxel_mm: float) -> tuple[np.ndarray, tuple[int, int, int]]:
+    shape = tuple(int(math.ceil((bounds[1, a] - bounds[0, a]) / voxel_mm)) + 1 for a in range(3))
+    affine = np.diag([voxel_mm, voxel_mm, voxel_mm, 1.0])
+    affine[:3, 3] = np.round(bounds[0], 1)
+    return affine, shape  # type: ignore[return-value]
+
+
+def _to_int16(a: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(a), -1024, 3071).astype(np.int16)
+
+
+def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LUMBAR_LEVELS,
+                  bone: str = "normal", voxel_mm: float | None = None, cbct_voxel_mm: float | None = None,
+                  metal: bool = False, overwrite: bool = False,
+                  progress: Callable[[str], None] | None = None) -> CaseFiles:
+    """Generate a synthetic case in ``out_dir`` (see module doc). Same seed -> same bytes.
+
+    Args:
+        levels: consecutive lumbar levels, superior first (e.g. ``("L3", "L4")``).
+        bone: ``normal``, ``osteopenic`` or ``osteoporotic`` (cancellous/cortical HU).
+        voxel_mm: preop CT voxel size (default 0.7 mm). cbct_voxel_mm: CBCT voxel (default 1.0 mm).
+        metal: add a metal clamp with streak artefacts to the CBCT.
+        overwrite: replace existing case files (otherwise FileExistsError naming the file).
+    """
+    t_start = time.perf_counter()
+    say = progress or (lambda _m: None)
+    levels = tuple(levels)
+    if not levels:
+        raise PhantomError("levels: give at least one level")
+    bad = [lv for lv in levels if lv not in LUMBAR_LEVELS]
+    if bad:
+        raise PhantomError(f"levels: unknown lumbar level(s) {', '.join(bad)} (phantom knows L1-L5)")
+    idx = [LUMBAR_LEVELS.index(lv) for lv in levels]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        raise PhantomError(f"levels: must be consecutive, superior first, got {', '.join(levels)}")
+    if bone not in BONE_HU:
+        raise PhantomError(f"bone: must be one of {', '.join(BONE_HU)}, got {bone!r}")
+    voxel_mm = 0.7 if voxel_mm is None else float(voxel_mm)
+    cbct_voxel_mm = 1.0 if cbct_voxel_mm is None else float(cbct_voxel_mm)
+    for name, v in (("voxel_mm", voxel_mm), ("cbct_voxel_mm", cbct_voxel_mm)):
+        if not (0.2 <= v <= 3.0):
+            raise PhantomError(f"{name}: {v:g} mm is outside 0.2-3.0 mm")
+    out = Path(out_dir)
+    names = ("preop_ct.nii.gz", "preop_labels.nii.gz", "cbct.nii.gz", "plan.json", "ground_truth.json")
+    if not overwrite:
+        existing = [str(out / n) for n in names if (out / n).exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]}: already exists; refusing to overwrite (pass overwrite=True / --force)")
+    out.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+
+    rng = np.random.default_rng(seed)
+    spine = build_spine(rng, levels, bone)
+    T_whole, T_cbct_preop = intraop_motion(spine, rng)
+    streak_rng = np.random.default_rng([seed, 7])
+    noise_rng = np.random.default_rng([seed, 11])
+
+    # preop CT: grid axis-aligned with PreopCT, covering bone (+ skin posteriorly)
+    t0 = time.perf_counter()
+    b = bone_bounds_mm(spine)
+    b[0] -= 6.0
+    b[1] += 6.0
+    b[1, 1] = max(b[1, 1], spine.torso_centre_mm[1] + spine.torso_radii_mm[1] + 8.0)
+    aff, shape = _grid_for(b, voxel_mm)
+    ident = {lv: np.eye(4) for lv in levels}
+    say(f"phantom: rendering preop CT {shape} at {voxel_mm:g} mm")
+    hu, labels = render(spine, aff, shape, ident, np.eye(4))
+    hu += noise_rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(10.0)
+    preop = Volume(_to_int16(hu), aff, frame="PreopCT")
+    label_vol = Volume(labels, aff, frame="PreopCT")
+    del hu
+    timings["preop_render_s"] = time.perf_counter() - t0
+
+    # CBCT: grid axis-aligned with Reference, bone bounds after motion, limited FOV (cylinder + z cut)
+    t0 = time.perf_counter()
+    bc = bone_bounds_mm(spine, T_cbct_preop)
+    centres = np.array([transform_points(T_cbct_preop[lv], spine.centre_mm(lv)) for lv in levels])
+    half_h = max(0.5 * spine.shapes[lv].body_height_mm for lv in levels)
+    bc[0, 2] = max(bc[0, 2], centres[:, 2].min() - half_h - 6.0)
+    bc[1, 2] = min(bc[1, 2], centres[:, 2].max() + half_h + 6.0)
+    caff, cshape = _grid_for(bc, cbct_voxel_mm)
+    say(f"phantom: rendering CBCT {cshape} at {cbct_voxel_mm:g} mm")
+    chu, _ = render(spine, caff, cshape, T_cbct_preop, T_whole)
+    chu = gaussian_filter(chu, sigma=0.6, mode="nearest")
+    if metal:
+        mid = levels[len(levels) // 2]
+        sh = spine.shapes[mid]
+        clamp_local = np.array([0.0, sh.posterior_wall_y_mm + sh.canal_depth_mm + sh.lamina_thickness_mm
+                                + 0.6 * sh.spinous_length_mm, -0.1 * sh.body_height_mm - 8.0])
+        clamp = transform_points(compose(T_cbct_preop[mid], spine.T_preop_local[mid]), clamp_local)
+        _add_metal(chu, caff, clamp, streak_rng)
+    chu += noise_rng.standard_normal(chu.shape, dtype=np.float32) * np.float32(30.0)
+    # limited field of view: a cylinder about the grid's z axis; outside reads as air
+    ci, cj = np.meshgrid(np.arange(cshape[0]), np.arange(cshape[1]), indexing="ij")
+    rx, ry = 0.5 * (cshape[0] - 1), 0.5 * (cshape[1] - 1)
+    r_fov = max(rx, ry) * 1.02
+    outside = np.hypot(ci - rx, cj - ry) > r_fov
+    chu[outside, :] = AIR_HU
+    cbct = Volume(_to_int16(chu), caff, frame="Reference")
+    del chu
+    timings["cbct_render_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    screws = plan_screws(spine)
+    labels_map = spine.labels
+    plan = Plan(screws=tuple(screws), frame="PreopCT", case_id=f"phantom-seed-{seed}",
+                metadata={"labels": labels_map, "generator": "spine_nav.imaging.phantom", "seed": int(seed),
+                          "bone": bone})
+    truth: dict[str, Any] = {
+        "schema": TRUTH_SCHEMA, "schema_version": 1, "seed": int(seed), "bone": bone,
+        "labels": labels_map,
+        "levels": {lv: {"preop_to_cbct": np.round(T_cbct_preop[lv], 12).tolist(), "label": spine.label_of(lv),
+                        "body_centre_preop_mm": spine.centre_mm(lv).round(6).tolist()} for lv in levels},
+        "whole_spine_preop_to_cbct": np.round(T_whole, 12).tolist(),
+        "bone_hu": {**BONE_HU[bone], "cortex_mm": CORTEX_MM},
+        "preop": {"voxel_mm": voxel_mm, "shape": list(shape), "noise_hu": 10.0},
+        "cbct": {"voxel_mm": cbct_voxel_mm, "shape": list(cshape), "noise_hu": 30.0, "blur_sigma_vox": 0.6,
+                 "fov_radius_mm": float(r_fov * cbct_voxel_mm), "metal": bool(metal), "frame": "Reference"},
+        "frames": "preop_to_cbct = T_cbct_preop: PreopCT LPS mm -> CBCT (= Reference) LPS mm",
+        "phantom": spine.to_dict(),
+    }
+    files = CaseFiles(out, out / names[0], out / names[1], out / names[2], out / names[3], out / names[4],
+                      truth=truth, T_cbct_preop=T_cbct_preop, spine=spine)
+    save_volume(preop, files.preop_ct, overwrite=overwrite)
+    save_volume(label_vol, files.preop_labels, overwrite=overwrite)
+    save_volume(cbct, files.cbct, overwrite=overwrite)
+    save_plan(plan, files.plan, overwrite=overwrite)
+    write_text_safely(files.ground_truth, json.dumps(truth, indent=1) + "\n", overwrite=overwrite)
+    timings["plan_and_save_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - t_start
+    files.timings_s = timings
+    say(f"phantom: wrote {out} in {timings['total_s']:.1f} s")
+    return files
+
+
+def load_truth(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(parsed ground_truth.json, {level: T_cbct_preop 4x4})."""
+    truth = json.loads(Path(path).read_text())
+    return truth, {lv: np.asarray(v["preop_to_cbct"], dtype=float) for lv, v in truth["levels"].items()}
