@@ -1,0 +1,76 @@
+"""Headless Chromium for the console's end-to-end tests and benchmark (Selenium + the system browser).
+
+Uses Debian's ``chromium`` and ``chromium-driver`` (installed by ``make setup``); never downloads a
+browser or a driver (Selenium Manager is kept offline). Chromium runs as root here, so it needs
+``--no-sandbox``; WebGL renders in software (SwiftShader), there is no GPU.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
+    "--disable-extensions", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader",
+    "--use-angle=swiftshader", "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding", "--disable-backgrounding-occluded-windows",
+    "--window-size=1140,920",
+)
+
+
+class BrowserUnavailable(RuntimeError):
+    """Chromium or chromedriver is missing: the message says what to install."""
+
+
+class HeadlessChromium:
+    """A Selenium-driven headless Chromium with a fresh profile; use as a context manager."""
+
+    def __init__(self, page_load_timeout_s: float = 20.0) -> None:
+        for exe, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
+            if not Path(exe).exists():
+                raise BrowserUnavailable(f"{exe} not found: install the Debian package {pkg} (make setup does)")
+        os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager: never download anything
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self._profile = tempfile.mkdtemp(prefix="spine_nav_chromium_")
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = CHROMIUM
+        for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={self._profile}"):
+            opts.add_argument(flag)
+        try:
+            self.driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
+        except Exception:
+            shutil.rmtree(self._profile, ignore_errors=True)
+            raise
+        self.driver.set_page_load_timeout(page_load_timeout_s)
+        self.driver.set_script_timeout(page_load_timeout_s)
+
+    def js(self, script: str, *args):
+        return self.driver.execute_script(script, *args)
+
+    def text(self, element_id: str) -> str:
+        return self.js(f"return document.getElementById({element_id!r}).textContent")
+
+    def screenshot(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        self.driver.save_screenshot(str(p))
+        return p
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            shutil.rmtree(self._profile, ignore_errors=True)
+
+    def __enter__(self) -> "HeadlessChromium":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,305 @@
+"""The console's web server: one port for HTTP (page, slices, surface) and the WebSocket (``/ws``).
+
+Built on the ``websockets`` library (asyncio): its ``process_request`` hook answers plain HTTP
+GETs, so the page, the data endpoints and the live stream share one port and one event loop.
+No ROS here: producers (the ROS bridge, tests, the benchmark) call :meth:`ConsoleServer.publish`
+from any thread with dicts in the format of :mod:`spine_nav.console.state`.
+
+Push path (latency matters: tool samples at up to 1 kHz): ``publish`` hands the dict to the event
+loop (``call_soon_threadsafe``); everything that arrived before the loop runs again is applied to
+the state and sent as ONE WebSocket text frame (a JSON array), so a burst costs one frame.
+A heartbeat (``{"t": "beat", "ages_s": {...}}``, every ``beat_period_s``) tells the page how old
+each live stream is, so the page can say "stale" when the stack stops even though the server runs.
+
+HTTP routes: ``/`` page, ``/app.js``, ``/app.js.map``, ``/style.css``, ``/api/case``,
+``/api/slice?vol=NAME&axis=axial|coronal|sagittal&x=&y=&z=`` (mm), ``/api/surface?vol=NAME&iso=HU``.
+Anything else is 404; files outside the case directory are refused (403).
+
+Page -> server messages (JSON objects): ``{"req": "select_screw", "screw_id": "L4_left"}``,
+``{"req": "ping"}``. A malformed message or an unknown request gets an ``{"t": "error"}`` reply;
+the connection and the server keep running.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from spine_nav.console.slices import CaseData, CaseError
+from spine_nav.console.state import ConsoleState
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/index.html": ("index.html", "text/html; charset=utf-8"),
+    "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/app.js.map": ("app.js.map", "application/json"),
+    "/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+#: streams whose age the heartbeat reports (the page marks them stale past its threshold)
+LIVE_KINDS = ("tool", "guard", "arm", "health")
+MAX_CLIENT_MESSAGE = 64 * 1024
+
+log = logging.getLogger("spine_nav.console")
+
+RequestHandler = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _response(status: int, body: bytes, content_type: str, extra: dict[str, str] | None = None) -> Response:
+    headers = Headers({"Content-Type": content_type, "Content-Length": str(len(body)),
+                       "Cache-Control": "no-store", "Connection": "close"})
+    for k, v in (extra or {}).items():
+        headers[k] = v
+    return Response(status, HTTPStatus(status).phrase, headers, body)
+
+
+def _text(status: int, text: str) -> Response:
+    return _response(status, (text + "\n").encode(), "text/plain; charset=utf-8")
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    return _response(status, json.dumps(obj).encode(), "application/json")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None: JSON has no NaN/Infinity and the page's
+    JSON.parse rejects a whole frame that contains one (the guard reports NaN errors when lost)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON for the page; non-finite floats become null."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(json_safe(obj), separators=(",", ":"), allow_nan=False)
+
+
+def _float_param(q: dict[str, list[str]], key: str) -> float:
+    try:
+        v = float(q[key][0])
+    except (KeyError, IndexError, ValueError):
+        raise CaseError(f"query parameter {key!r}: expected a number", 400) from None
+    if not math.isfinite(v):
+        raise CaseError(f"query parameter {key!r}: must be finite", 400)
+    return v
+
+
+class ConsoleServer:
+    """HTTP + WebSocket server of the console, running its own asyncio loop in a thread.
+
+    Args:
+        case: the case's volumes (or ``CaseData(None)`` for none).
+        host: bind address (127.0.0.1 unless the user asks for another).
+        port: TCP port (0: any free port; read :attr:`port` after :meth:`start`).
+        beat_period_s: heartbeat period (stream ages for the page's stale check).
+    """
+
+    def __init__(self, case: CaseData, host: str = "127.0.0.1", port: int = 8080,
+                 beat_period_s: float = 0.1) -> None:
+        self.case = case
+        self.host = host
+        self.port = port
+        self.beat_period_s = beat_period_s
+        self.state = ConsoleState(case=case.info())
+        self.request_handler: RequestHandler | None = None
+        self.stats = {"published": 0, "frames_sent": 0, "client_errors": 0, "http_requests": 0}
+        self._last_seen: dict[str, float] = {}
+        self._pending: list[dict[str, Any]] = []
+        self._flush_scheduled = False
+        self._clients: set[ServerConnection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._stopping: asyncio.Event | None = None
+        self._error: BaseException | None = None
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def start(self, timeout_s: float = 10.0) -> "ConsoleServer":
+        self._thread = threading.Thread(target=self._run, name="console_server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout_s):
+            raise RuntimeError(f"console server did not start within {timeout_s} s")
+        if self._error is not None:
+            raise OSError(f"console server could not listen on {self.host}:{self.port}: {self._error}")
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        if self._loop is not None and self._stopping is not None and self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> "ConsoleServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # reported by start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        async with serve(self._ws_handler, self.host, self.port, process_request=self._process_request,
+                         max_size=MAX_CLIENT_MESSAGE, compression=None, ping_interval=5,
+                         ping_timeout=10) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            self._ready.set()
+            beat = asyncio.create_task(self._beat())
+            await self._stopping.wait()
+            beat.cancel()
+            for ws in list(self._clients):
+                await ws.close(1001, "server stopping")
+
+    # ---- producers (any thread) -------------------------------------------------------------
+    def publish(self, update: dict[str, Any]) -> None:
+        """Queue ``update`` (dict with ``t``) for every page; thread-safe, never blocks."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._enqueue, update)
+        except RuntimeError:  # loop closed between the check and the call
+            pass
+
+    def _enqueue(self, update: dict[str, Any]) -> None:
+        self._pending.append(update)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        batch, self._pending = self._pending, []
+        out: list[dict[str, Any]] = []
+        now = time.monotonic()
+        sent_s = time.time()
+        for update in batch:
+            if update.get("t") == "tool":
+                update["sent_s"] = sent_s  # server send time: splits the page's latency into ROS+server / WebSocket+page
+            try:
+                out.extend(self.state.apply(update))
+            except ValueError as exc:
+                log.warning("dropped update: %s", exc)
+                continue
+            self._last_seen[update["t"]] = now
+        self.stats["published"] += len(batch)
+        if out and self._clients:
+            broadcast(self._clients, dumps(out))
+            self.stats["frames_sent"] += 1
+
+    def stream_ages_s(self) -> dict[str, float | None]:
+        now = time.monotonic()
+        return {k: (now - self._last_seen[k]) if k in self._last_seen else None for k in LIVE_KINDS}
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.beat_period_s)
+            if self._clients:
+                msg = dumps([{"t": "beat", "ages_s": self.stream_ages_s(),
+                                   "server_time_s": time.time()}])
+                broadcast(self._clients, msg)
+
+    # ---- WebSocket ------------------------------------------------------------------------------
+    async def _ws_handler(self, ws: ServerConnection) -> None:
+        self._clients.add(ws)
+        try:
+            await ws.send(dumps(self.state.snapshot() + [
+                {"t": "beat", "ages_s": self.stream_ages_s(), "server_time_s": time.time()}]))
+            async for raw in ws:
+                reply = await self._handle_client_message(raw)
+                await ws.send(dumps([reply]))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._clients.discard(ws)
+
+    async def _handle_client_message(self, raw: str | bytes) -> dict[str, Any]:
+        try:
+            msg = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.stats["client_errors"] += 1
+            return {"t": "error", "error": f"malformed message (not JSON): {exc}"}
+        if not isinstance(msg, dict) or not isinstance(msg.get("req"), str):
+            self.stats["client_errors"] += 1
+            return {"t": "error", "error": "malformed message: expected an object with a string 'req'"}
+        req = msg["req"]
+        if req == "ping":
+            return {"t": "pong", "server_time_s": time.time(), "echo": msg.get("echo")}
+        if req == "select_screw":
+            sid = msg.get("screw_id")
+            if not isinstance(sid, str) or not sid:
+                self.stats["client_errors"] += 1
+                return {"t": "error", "error": "select_screw: 'screw_id' must be a non-empty string"}
+            if self.request_handler is None:
+                return {"t": "reply", "req": req, "ok": False, "message": "no stack connected"}
+            try:
+                result = await asyncio.to_thread(self.request_handler, msg)
+            except Exception as exc:  # a failing handler must not take the server down
+                log.warning("request %s failed: %s", req, exc)
+                return {"t": "reply", "req": req, "ok": False, "message": str(exc)}
+            return {"t": "reply", "req": req, **result}
+        self.stats["client_errors"] += 1
+        return {"t": "error", "error": f"unknown request {req!r}"}
+
+    # ---- HTTP -------------------------------------------------------------------------------------
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        parts = urlsplit(request.path)
+        if parts.path == "/ws":
+            return None  # WebSocket handshake
+        self.stats["http_requests"] += 1
+        q = parse_qs(parts.query)
+        try:
+            if parts.path in STATIC_FILES:
+                name, ctype = STATIC_FILES[parts.path]
+                path = STATIC_DIR / name
+                if not path.is_file():
+                    return _text(404, f"{name} not built (run `make setup` or `npm --prefix web run build`)")
+                return _response(200, path.read_bytes(), ctype)
+            if parts.path == "/api/case":
+                return _json(self.case.info())
+            if parts.path == "/api/slice":
+                vol = q.get("vol", [""])[0]
+                axis = q.get("axis", [""])[0]
+                point = [_float_param(q, k) for k in ("x", "y", "z")]
+                sl = await asyncio.to_thread(self.case.slice, vol, axis, point)
+                return _response(200, sl.to_bytes(), "application/octet-stream")
+            if parts.path == "/api/surface":
+                vol = q.get("vol", [""])[0]
+                iso = _float_param(q, "iso") if "iso" in q else 500.0
+                blob = await asyncio.to_thread(self.case.surface, vol, iso)
+                return _response(200, blob, "application/octet-stream")
+        except CaseError as exc:
+            return _text(exc.status, str(exc))
+        except Exception as exc:  # a broken file must not take the server down
+            log.warning("request %s failed: %s", request.path, exc)
+            return _text(500, f"{parts.path}: {exc}")
+        return _text(404, f"{parts.path}: no such page or endpoint")
