@@ -1,0 +1,225 @@
+"""bridge: OpenIGTLink tracker bridge, zero-loss and latency on loopback, with pyigtl's client as the baseline.
+
+Streams (each from a separate sender process acting as the tracker server, absolute-deadline paced):
+* ``transform_1khz``: 1000 Hz, per sample a ``ReferenceToTracker`` + ``StylusToTracker`` TRANSFORM pair;
+* ``tdata_400hz``: 400 Hz TDATA with 4 tools (Reference, Stylus, ArmMarker and one unknown tool), after
+  the bridge sends STT_TDATA.
+The bridge is the real ``tracker_bridge`` ROS node (rclpy, Fast DDS) in a ComposedStack.
+
+Metrics: ``transform_1khz_lost`` = samples sent - tool-tip poses published; ``tdata_400hz_lost`` =
+3 x samples sent - poses published (tool tip, reference, arm marker); ``latency_p50_ms`` /
+``latency_p99_ms``: socket receive (``perf_counter_ns`` right after ``recv``) -> ``publish()`` returned,
+for every tool-tip pose of both streams. Baseline ``pyigtl``: pyigtl 0.3.4 ``OpenIGTLinkClient`` on
+the same 1 kHz TRANSFORM stream, polled every 0.5 ms with ``get_latest_messages()``:
+``delivered_rate_hz`` = distinct StylusToTracker samples surfaced per second; ``latency_p99_ms`` =
+sender's header time -> surfaced (one way; same clock, same host; pyigtl gives no socket receive time).
+``details`` has the counts per stream. No subscriber runs in the bench process (it would compete for the GIL).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spine_nav.bench import BenchResult
+from spine_nav.cli.common import info
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration-s", type=float, default=60.0, help="seconds per stream (default 60)")
+    p.add_argument("--quick", action="store_true", help="5 s per stream (tests)")
+
+
+# ---------------------------------------------------------------------------------------------- sender
+def sender_main(port: int, rate_hz: float, duration_s: float, mode: str) -> None:
+    """Run in a child process: serve one client, stream ``duration_s`` at ``rate_hz``, print {"sent": N}."""
+    from spine_nav.geometry import make_transform
+    from spine_nav.tracking import codec
+    from spine_nav.tracking.codec import TDataElement
+    from spine_nav.tracking.transport import IgtlServer
+
+    started = threading.Event()
+
+    def on_msg(msg, _t, _c):
+        if msg.type == "STT_TDATA":
+            started.set()
+
+    server = IgtlServer(port, on_message=on_msg, host="127.0.0.1").start()
+    print(json.dumps({"listening": server.port}), flush=True)
+    deadline = time.monotonic() + 30.0
+    while server.client_count == 0 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if mode == "tdata":
+        started.wait(30.0)
+    time.sleep(0.3)  # let the receiver settle
+    T_ref = make_transform(np.eye(3), [10.0, -50.0, -1500.0])
+    period = 1.0 / rate_hz
+    n = int(round(duration_s * rate_hz))
+    t0 = time.monotonic()
+    sent = nbytes = 0
+    for k in range(n):
+        delay = t0 + k * period - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        a = 2 * np.pi * k / n
+        T_tool = make_transform(np.eye(3), [30.0 * np.cos(a), 30.0 * np.sin(a), -1400.0])
+        t = time.time()
+        if mode == "tdata":
+            data = codec.encode_tdata("Tracker", [TDataElement("ReferenceToTracker", T_ref),
+                                                  TDataElement("StylusToTracker", T_tool),
+                                                  TDataElement("ArmMarkerToTracker", T_ref),
+                                                  TDataElement("Tool4ToTracker", T_tool)], t)
+        else:
+            data = (codec.encode_transform("ReferenceToTracker", T_ref, t)
+                    + codec.encode_transform("StylusToTracker", T_tool, t))
+        if server.broadcast(data) == 0:
+            break
+        sent += 1
+        nbytes += len(data)
+    print(json.dumps({"sent": sent, "bytes": nbytes}), flush=True)
+    deadline = time.monotonic() + 30.0  # keep the connection until the bridge hangs up (it may lag behind)
+    while server.client_count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.close()
+
+
+def _spawn_sender(rate_hz: float, duration_s: float, mode: str) -> tuple[subprocess.Popen, int]:
+    code = (f"from spine_nav.bench.bridge import sender_main; "
+            f"sender_main(0, {rate_hz}, {duration_s}, {mode!r})")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError("bench bridge: sender process did not start")
+    return proc, json.loads(line)["listening"]
+
+
+# ---------------------------------------------------------------------------------------------- runs
+def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
+    from spine_nav.nodes.runner import ComposedStack
+
+    proc, port = _spawn_sender(rate_hz, duration_s, mode)
+    args = ["-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:mode:=client",
+            "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}",
+            "-p", "tracker_bridge:console_port:=0"]
+    stack = ComposedStack(["tracker_bridge"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args)
+    bridge = stack.nodes["tracker_bridge"]
+    try:
+        stack.start()
+        line = proc.stdout.readline()
+        report = json.loads(line) if line else {"sent": 0, "bytes": 0}
+        sent = int(report["sent"])
+        # drain: every byte sent has been read and the published count has settled (bridge may lag behind
+        # on a loaded machine; that shows in the latency, not as loss)
+        last, t_last = -1, time.monotonic()
+        drain_deadline = t_last + 120.0
+        while time.monotonic() < drain_deadline:
+            conn = bridge.link.connection
+            now = sum(bridge.published.values())
+            if now != last:
+                last, t_last = now, time.monotonic()
+            if conn is not None and conn.bytes_received >= report["bytes"] and time.monotonic() - t_last > 0.3:
+                break
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        published = dict(bridge.published)
+        lat = np.array(bridge.latency_ns, dtype=float) * 1e-6
+        rejected = dict(bridge.core.rejected)
+        ignored = dict(bridge.core.ignored_devices)
+        stale = bridge.stale_reported
+        stack.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    expected = sent if mode == "transform" else 3 * sent
+    got = published["tool_tip"] if mode == "transform" else sum(published.values())
+    return {"sent": sent, "lost": int(expected - got), "published": published, "latency_ms": lat,
+            "rejected": rejected, "ignored_devices": ignored, "stale": stale}
+
+
+def _run_pyigtl(rate_hz: float, duration_s: float) -> dict:
+    import pyigtl
+
+    proc, port = _spawn_sender(rate_hz, duration_s, "transform")
+    client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
+    seen: set[float] = set()
+    lat = []
+    t_first = t_last = None
+    reader: dict = {}
+    th = threading.Thread(target=lambda: reader.update(line=proc.stdout.readline()), daemon=True)
+    th.start()
+    try:
+        while th.is_alive():  # until the sender reports it has sent everything
+            for msg in client.get_latest_messages():
+                if msg.device_name == "StylusToTracker" and msg.timestamp not in seen:
+                    now = time.time()
+                    seen.add(msg.timestamp)
+                    lat.append(now - msg.timestamp)
+                    t_first = t_first or now
+                    t_last = now
+            time.sleep(0.0005)
+        time.sleep(0.1)
+        for msg in client.get_latest_messages():
+            if msg.device_name == "StylusToTracker" and msg.timestamp not in seen:
+                seen.add(msg.timestamp)
+        sent = int(json.loads(reader["line"])["sent"]) if reader.get("line") else 0
+    finally:
+        client.stop()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return {"sent": sent, "delivered": len(seen), "duration_s": duration_s,
+            "latency_ms": np.array(lat) * 1e3}
+
+
+def _pcts(lat_ms: np.ndarray) -> dict:
+    if not lat_ms.size:
+        return {}
+    return {f"latency_p{q}_ms": round(float(np.percentile(lat_ms, q)), 4) for q in (50, 90, 99)}
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    duration = 5.0 if args.quick else float(args.duration_s)
+    info(f"bench bridge: 1 kHz TRANSFORM stream, {duration:g} s")
+    tr = _run_bridge("transform", 1000.0, duration)
+    info(f"bench bridge: sent {tr['sent']}, lost {tr['lost']}; 400 Hz TDATA x4 tools, {duration:g} s")
+    td = _run_bridge("tdata", 400.0, duration)
+    info(f"bench bridge: sent {td['sent']}, lost {td['lost']}; baseline pyigtl client on 1 kHz, {duration:g} s")
+    py = _run_pyigtl(1000.0, duration)
+    lat = np.concatenate([tr["latency_ms"], td["latency_ms"]])
+    metrics = {
+        "transform_1khz_lost": tr["lost"],
+        "tdata_400hz_lost": td["lost"],
+        "latency_p50_ms": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
+        "latency_p99_ms": round(float(np.percentile(lat, 99)), 4) if lat.size else None,
+    }
+    baselines = {"pyigtl": {
+        "delivered_rate_hz": round(py["delivered"] / duration, 1),
+        "latency_p99_ms": round(float(np.percentile(py["latency_ms"], 99)), 3) if py["latency_ms"].size else None,
+    }}
+    details = {
+        "duration_s": duration,
+        "transform_1khz": {**{k: v for k, v in tr.items() if k != "latency_ms"}, **_pcts(tr["latency_ms"])},
+        "tdata_400hz": {**{k: v for k, v in td.items() if k != "latency_ms"}, **_pcts(td["latency_ms"])},
+        "pyigtl": {"sent": py["sent"], "delivered": py["delivered"],
+                   "latency_p50_ms": round(float(np.percentile(py["latency_ms"], 50)), 3) if py["latency_ms"].size
+                   else None},
+        "why_own_transport": "pyigtl keeps only the latest message per device, polls with a 10 ms socket "
+                             "timeout without TCP_NODELAY and drops TDATA/STATUS on receive",
+    }
+    from importlib.metadata import version
+
+    env = {"pyigtl": version("pyigtl"), "executor": "events (spin_once loop)",
+           "sender": "separate process, absolute-deadline sleep"}
+    return BenchResult("bridge", metrics, baselines, env, details)

@@ -1,0 +1,56 @@
+"""Node `sim_tracker`: the simulated optical tracker as an OpenIGTLink server (see :mod:`spine_nav.sim.tracker`).
+
+Parameters (config/nodes.yaml): port, host, rate_hz, header_version, noise_mm, tremor_mm,
+breathing_amplitude_mm, breathing_hz, seed, tip_offset_mm (Tool frame), occlusions
+(``"Device:start_s:end_s[,...]"``), tool_pose_topic.
+
+Subscribes ``tool_pose_topic`` (PoseStamped, frame Reference, metres): the true tool-tip pose the
+simulated tool is held at (e.g. the demo's hand along the planned screw); until the first one the
+tool is out of view (STATUS not present). Clients get TRANSFORMs per device, or TDATA after STT_TDATA.
+"""
+from __future__ import annotations
+
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+
+from spine_nav.nodes.conversions import pose_to_matrix_mm
+from spine_nav.nodes.qos import SENSOR_QOS
+from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, parse_occlusions
+from spine_nav.sim.tracker_server import SimTrackerServer
+from spine_nav.tracking.tools import ToolDefinition
+
+
+class SimTrackerNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("sim_tracker", **kwargs)
+        p = {name: self.declare_parameter(name, default).value for name, default in [
+            ("port", 18944), ("host", "127.0.0.1"), ("rate_hz", 60.0), ("header_version", 1), ("noise_mm", 0.15),
+            ("tremor_mm", 0.1), ("breathing_amplitude_mm", 2.0), ("breathing_hz", 0.25), ("seed", 0),
+            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth")]}
+        cfg = TrackerModelConfig(
+            rate_hz=float(p["rate_hz"]), noise_mm=float(p["noise_mm"]), tremor_mm=float(p["tremor_mm"]),
+            breathing_amplitude_mm=float(p["breathing_amplitude_mm"]), breathing_hz=float(p["breathing_hz"]),
+            seed=int(p["seed"]), occlusions=parse_occlusions(p["occlusions"]),
+            tool=ToolDefinition(tip_offset_mm=tuple(float(x) for x in p["tip_offset_mm"])))
+        self.server = SimTrackerServer(TrackerModel(cfg), port=int(p["port"]), host=p["host"],
+                                       header_version=int(p["header_version"])).start()
+        self.create_subscription(PoseStamped, p["tool_pose_topic"], self._on_tool_pose, SENSOR_QOS)
+        self.get_logger().info(f"sim_tracker: OpenIGTLink server on {p['host']}:{self.server.port}, "
+                               f"{cfg.rate_hz:g} Hz, noise {cfg.noise_mm} mm RMS, breathing "
+                               f"{cfg.breathing_amplitude_mm} mm @ {cfg.breathing_hz} Hz")
+
+    def _on_tool_pose(self, msg: PoseStamped) -> None:
+        try:
+            self.server.model.set_tool_pose_mm(pose_to_matrix_mm(msg.pose))
+        except ValueError as exc:
+            self.get_logger().error(f"{msg.header.frame_id} tool pose ignored: {exc}")
+
+    def destroy_node(self) -> None:
+        self.server.close()
+        super().destroy_node()
+
+
+def main(argv=None) -> int:
+    from spine_nav.nodes.runner import run_node_main
+
+    return run_node_main(SimTrackerNode, argv)

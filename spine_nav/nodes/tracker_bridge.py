@@ -1,0 +1,263 @@
+"""Node `tracker_bridge`: OpenIGTLink tracker stream -> ROS poses (every sample), watchdog, console output.
+
+Parameters (config/nodes.yaml):
+    mode (str): ``client`` (connect to a tracker/PLUS server, reconnect with backoff) or ``server``
+        (trackers connect to us). host (str), port (int, default 18944).
+    tdata (bool): send STT_TDATA after connecting (a TDATA server streams only then);
+        tdata_resolution_ms (int).
+    reference_device, arm_marker_device (str): PLUS names (``ReferenceToTracker``, ``ArmMarkerToTracker``).
+    tool_name, tool_device, tool_tip_device (str); tip_offset_mm (float[3], Tool frame, from
+        ``spine-nav calibrate pivot``); shaft_direction (float[3], empty = along the tip offset).
+    max_skew_ms (float): largest |tool - reference| tracker-time difference used in a composition.
+    timeout_ms, timeout_periods (float): watchdog (TRACKING_LOST when the last sample is older than
+        max(timeout_ms, timeout_periods x measured period)); health_period_ms (float).
+    console_port (int): 0 = off; else an OpenIGTLink server for consoles (3D Slicer OpenIGTLinkIF):
+        tool tip as TRANSFORM ``StylusTipToReference``, ``ReferenceToTracker``, the registered plan as
+        POINT ``PlanPoints`` + TRAJ ``PlanTrajectories``, guard state as STRING ``GuardState``;
+        console_rate_hz (float) limits the pose/guard stream (state changes go out at once).
+
+Publishes ``tracking/tool_tip`` (PoseStamped, frame Reference, T_reference_tooltip),
+``tracking/reference`` and ``tracking/arm_marker`` (frame Tracker), all SENSOR_QOS with
+header.stamp = the OpenIGTLink message's own timestamp; ``tracking/health`` (ToolHealth per tool,
+on every state change and every health_period_ms); ``/diagnostics`` (1 Hz).
+
+Poses are published straight from the socket reader thread (no queue, no drop); this is safe with
+the ``spin_once`` executor loops used by :func:`main` and ComposedStack.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from spine_nav_interfaces.msg import GuardStatus, ScrewPlan, ToolHealth
+
+from spine_nav.nodes.conversions import (msg_to_plan, seconds_to_stamp, stamp_to_seconds,
+                                         validated_matrix_mm_to_pose_stamped)
+from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.tracking import codec
+from spine_nav.tracking.bridge import BridgeCore
+from spine_nav.tracking.tools import ComposedPose, PoseComposer, ToolDefinition
+from spine_nav.tracking.transport import IgtlClient, IgtlServer
+from spine_nav.tracking.watchdog import Watchdog
+
+FRAMES = {"tool_tip": "Reference", "reference": "Tracker", "arm_marker": "Tracker"}
+
+
+class TrackerBridgeNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("tracker_bridge", **kwargs)
+        p = {name: self.declare_parameter(name, default).value for name, default in [
+            ("mode", "client"), ("host", "127.0.0.1"), ("port", 18944), ("tdata", False),
+            ("tdata_resolution_ms", 0), ("reference_device", "ReferenceToTracker"),
+            ("arm_marker_device", "ArmMarkerToTracker"), ("tool_name", "stylus"), ("tool_device", "StylusToTracker"),
+            ("tool_tip_device", "StylusTipToReference"), ("tip_offset_mm", [0.0, 0.0, 150.0]),
+            ("shaft_direction", [0.0, 0.0, 0.0]), ("max_skew_ms", 2.0), ("timeout_ms", 50.0),
+            ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("console_port", 0), ("console_rate_hz", 30.0),
+            ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES)]}
+        self.params = p
+        if p["mode"] not in ("client", "server"):
+            raise ValueError(f"tracker_bridge: parameter mode must be 'client' or 'server', got {p['mode']!r}")
+        shaft = tuple(float(x) for x in p["shaft_direction"])
+        tool = ToolDefinition(name=p["tool_name"], device=p["tool_device"], tip_device=p["tool_tip_device"],
+                              tip_offset_mm=tuple(float(x) for x in p["tip_offset_mm"]),
+                              shaft_direction=shaft if any(shaft) else None)
+        composer = PoseComposer(tools=(tool,), reference_device=p["reference_device"],
+                                arm_marker_device=p["arm_marker_device"], max_skew_ms=float(p["max_skew_ms"]))
+        watchdog = Watchdog({"reference": p["reference_device"], "arm_marker": p["arm_marker_device"],
+                             tool.name: tool.device}, timeout_ms=float(p["timeout_ms"]),
+                            timeout_periods=float(p["timeout_periods"]))
+        self.core = BridgeCore(composer, watchdog, on_output=self._on_output)
+        self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
+        self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        #: (receive perf_counter_ns, publish perf_counter_ns) of the last tool-tip publications (bench, diagnostics)
+        self.latency_ns: deque[int] = deque(maxlen=200_000)
+        self.published = {kind: 0 for kind in FRAMES}
+        self.stale_reported = 0
+        self._msg_cache = threading.local()
+        self._last_console_s = 0.0
+        self._last_guard_state = None
+        self._last_guard_s = 0.0
+        self._plan_bytes = b""
+        self.console: IgtlServer | None = None
+        # console output leaves through its own thread and a bounded queue, so a slow console never
+        # stalls the tracker socket thread; display messages beyond the bound are counted, not queued
+        self._console_q: queue.Queue[bytes] = queue.Queue(maxsize=256)
+        self.console_dropped = 0
+        if int(p["console_port"]) > 0:
+            self.console = IgtlServer(int(p["console_port"]), on_connect=self._console_connected).start()
+            threading.Thread(target=self._console_sender, name="console-out", daemon=True).start()
+            self.create_subscription(ScrewPlan, "plan/registered", self._on_plan, PLAN_QOS)
+            self.create_subscription(GuardStatus, "guard/status", self._on_guard, STATUS_QOS)
+        self.create_timer(float(p["health_period_ms"]) * 1e-3, self._publish_health)
+        self.create_timer(1.0, self._publish_diagnostics)
+        on_msg = lambda msg, t_ns, conn: self.core.handle(msg, t_ns, conn.peer)  # noqa: E731
+        if p["mode"] == "client":
+            on_connect = None
+            if p["tdata"]:
+                stt = codec.encode_stt_tdata(int(p["tdata_resolution_ms"]))
+                on_connect = lambda conn: conn.send(stt)  # noqa: E731
+            self.link = IgtlClient(p["host"], int(p["port"]), on_msg, on_connect=on_connect,
+                                   max_body_bytes=int(p["max_body_bytes"])).start()
+        else:
+            self.link = IgtlServer(int(p["port"]), on_message=on_msg, host=p["host"],
+                                   max_body_bytes=int(p["max_body_bytes"])).start()
+        self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{p['port']} tool {tool.name} "
+                               f"({tool.device}, tip {tool.tip_offset_mm} mm), max skew {p['max_skew_ms']} ms"
+                               + (f", console on port {self.console.port}" if self.console else ""))
+
+    # ------------------------------------------------------------------ hot path (socket thread)
+    def _on_output(self, out: ComposedPose, receive_ns: int) -> None:
+        if out.kind == "stale":
+            self.stale_reported += 1
+            if self.stale_reported == 1 or self.stale_reported % 1000 == 0:
+                self.get_logger().warning(f"{out.name} sample at {out.timestamp_s:.3f} s not published: {out.detail} "
+                                          f"({self.stale_reported} so far)")
+            return
+        pub = self.pubs.get(out.kind)
+        if pub is None:
+            return
+        cache = getattr(self._msg_cache, "msgs", None)
+        if cache is None:  # one reusable message per kind and socket thread (publish() serialises it at once)
+            cache = self._msg_cache.msgs = {kind: PoseStamped() for kind in FRAMES}
+        pub.publish(validated_matrix_mm_to_pose_stamped(out.matrix, FRAMES[out.kind], out.timestamp_s,
+                                                        out=cache[out.kind]))
+        self.published[out.kind] += 1
+        if out.kind == "tool_tip":
+            self.latency_ns.append(time.perf_counter_ns() - receive_ns)
+            if self.console is not None:
+                self._console_pose(out)
+
+    # ------------------------------------------------------------------ watchdog
+    def _publish_health(self) -> None:
+        for h in self.core.check():
+            msg = ToolHealth(tool=h.tool, device=h.device, state=h.state, reason=h.reason, visible=h.visible,
+                             sample_age_ms=float(min(h.sample_age_ms, 1e9)), rate_hz=float(h.rate_hz),
+                             samples_received=h.samples_received, samples_rejected=h.samples_rejected)
+            msg.header.stamp = self.get_clock().now().to_msg()
+            msg.header.frame_id = FRAMES["tool_tip"] if h.tool not in ("reference", "arm_marker") else "Tracker"
+            msg.last_sample_stamp = seconds_to_stamp(h.last_sample_stamp_s)
+            self.health_pub.publish(msg)
+            if h.changed:
+                if h.state:
+                    self.get_logger().warning(f"{h.tool}: {h.state_name} {h.reason}")
+                else:
+                    self.get_logger().info(f"{h.tool}: {h.state_name}")
+
+    def _publish_diagnostics(self) -> None:
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        for h in self.core.watchdog.tools.values():
+            st = DiagnosticStatus(name=f"spine_nav/tracker_bridge/{h.tool}", hardware_id=h.device,
+                                  level=DiagnosticStatus.OK if h.state == 0 else DiagnosticStatus.ERROR,
+                                  message=h.state_name + (f": {h.reason}" if h.reason else ""))
+            st.values = [KeyValue(key=k, value=str(v)) for k, v in [
+                ("rate_hz", round(h.rate_hz, 1)), ("sample_age_ms", round(min(h.sample_age_ms, 1e9), 1)),
+                ("samples_received", h.samples_received), ("samples_rejected", h.samples_rejected)]]
+            arr.status.append(st)
+        link = DiagnosticStatus(name="spine_nav/tracker_bridge/link", level=DiagnosticStatus.OK,
+                                message=f"{self.params['mode']} {self.params['host']}:{self.params['port']}")
+        link.values = [KeyValue(key=f"rejected {k}", value=str(v)) for k, v in self.core.rejected.items()]
+        link.values.append(KeyValue(key="stale tool samples", value=str(self.stale_reported)))
+        link.values.append(KeyValue(key="console messages not sent (queue full)", value=str(self.console_dropped)))
+        arr.status.append(link)
+        self.diag_pub.publish(arr)
+
+    # ------------------------------------------------------------------ console output
+    def _console_send(self, data: bytes) -> None:
+        try:
+            self._console_q.put_nowait(data)
+        except queue.Full:
+            self.console_dropped += 1
+
+    def _console_sender(self) -> None:
+        while True:
+            data = self._console_q.get()
+            if not data:  # b"" = stop
+                return
+            self.console.broadcast(data)
+
+    def _console_connected(self, conn) -> None:
+        if self._plan_bytes:
+            conn.send(self._plan_bytes)
+
+    def _console_pose(self, out: ComposedPose) -> None:
+        now = time.monotonic()
+        if now - self._last_console_s < 1.0 / float(self.params["console_rate_hz"]):
+            return
+        self._last_console_s = now
+        self._console_send(codec.encode_transform(f"{out.name.capitalize()}TipToReference", out.matrix,
+                                                  out.timestamp_s))
+
+    def _on_plan(self, msg: ScrewPlan) -> None:
+        try:
+            plan, not_nav = msg_to_plan(msg)
+        except ValueError as exc:
+            self.get_logger().error(f"plan/registered not forwarded to consoles: {exc}")
+            return
+        t = stamp_to_seconds(msg.header.stamp)
+        names, pts, trajs = [], [], []
+        for s in plan.screws:
+            names += [f"{s.id}_entry", f"{s.id}_target"]
+            pts += [list(s.entry_mm), list(s.target_mm)]
+            trajs.append({"name": s.id, "group": "navigable" if s.id not in not_nav else "not navigable",
+                          "entry_mm": tuple(s.entry_mm), "target_mm": tuple(s.target_mm),
+                          "radius_mm": s.diameter_mm / 2.0,
+                          "rgba": (0, 200, 0, 255) if s.id not in not_nav else (200, 0, 0, 255)})
+        self._plan_bytes = (codec.encode_point("PlanPoints", names, pts, t, group="Plan") +
+                            codec.encode_traj("PlanTrajectories", trajs, t)) if names else b""
+        if self._plan_bytes:
+            self._console_send(self._plan_bytes)
+
+    def _on_guard(self, msg: GuardStatus) -> None:
+        now = time.monotonic()
+        changed = msg.state != self._last_guard_state
+        if not changed and now - self._last_guard_s < 1.0 / float(self.params["console_rate_hz"]):
+            return
+        self._last_guard_state, self._last_guard_s = msg.state, now
+        text = (f"{msg.state_name} screw={msg.active_screw_id or '-'} lateral_mm={msg.lateral_error_mm:.2f} "
+                f"angle_deg={msg.angular_error_deg:.2f} depth_mm={msg.depth_mm:.1f} "
+                f"remaining_mm={msg.remaining_mm:.1f}" + (f" ({msg.reason})" if msg.reason else ""))
+        self._console_send(codec.encode_string("GuardState", text, stamp_to_seconds(msg.tool_sample_stamp)))
+
+    def destroy_node(self) -> None:
+        self.link.close()
+        if self.console is not None:
+            try:
+                self._console_q.put(b"", timeout=1.0)
+            except queue.Full:
+                pass  # daemon thread; ends with the process
+            self.console.close()
+        super().destroy_node()
+
+
+def main(argv=None) -> int:
+    """Console script. Not ``run_node_main``: its ``EventsExecutor.spin()`` hung here (no message out, SIGTERM
+    ignored) while the socket thread published; a ``spin_once`` loop, as in ComposedStack, works."""
+    import sys
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    from spine_nav.nodes.runner import make_executor
+
+    rclpy.init(args=list(argv) if argv is not None else sys.argv)
+    node = TrackerBridgeNode()
+    executor = make_executor("events")
+    executor.add_node(node)
+    try:
+        while rclpy.ok():
+            executor.spin_once(timeout_sec=0.1)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

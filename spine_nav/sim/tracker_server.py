@@ -1,0 +1,106 @@
+"""The simulated tracker as an OpenIGTLink server (what a PLUS server in front of a camera does).
+
+Every connected client gets, per tracker sample, one TRANSFORM per visible device (header v1, or
+v2 with ``TransformStatus`` metadata when ``header_version=2``) and a STATUS (code 16, not present)
+for each occluded device. A client that sends STT_TDATA switches to one TDATA message per sample
+with all visible tools (STP_TDATA switches back). Sample times are the model's tracker times.
+
+Usable in-process (demo, tests, benchmark)::
+
+    server = SimTrackerServer(TrackerModel(cfg), port=0).start()
+    server.model.set_tool_pose_mm(T_reference_tooltip)
+    ...
+    server.close()
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from spine_nav.sim.tracker import TrackerFrame, TrackerModel
+from spine_nav.tracking import codec
+from spine_nav.tracking.codec import IgtlMessage, TDataElement
+from spine_nav.tracking.transport import DEFAULT_PORT, IgtlConnection, IgtlServer
+
+log = logging.getLogger("spine_nav.sim.tracker")
+
+
+def encode_frame(frame: TrackerFrame, tdata: bool, header_version: int = 1) -> bytes:
+    """Pack one tracker frame as TRANSFORMs (+STATUS for occluded devices) or one TDATA (+STATUS)."""
+    out = []
+    visible = {d: T for d, T in frame.poses.items() if T is not None}
+    for dev, T in frame.poses.items():
+        if T is None:
+            out.append(codec.encode_status(dev, codec.STATUS_NOT_PRESENT, frame.timestamp_s, "tool not visible",
+                                           error_name="MISSING"))
+    if tdata:
+        if visible:
+            out.append(codec.encode_tdata("Tracker", [TDataElement(d, T) for d, T in visible.items()],
+                                          frame.timestamp_s, header_version=header_version))
+    else:
+        for dev, T in visible.items():
+            md = {"TransformStatus": "OK"} if header_version > 1 else None
+            out.append(codec.encode_transform(dev, T, frame.timestamp_s, header_version=header_version, metadata=md))
+    return b"".join(out)
+
+
+class SimTrackerServer:
+    def __init__(self, model: TrackerModel, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
+                 header_version: int = 1) -> None:
+        self.model = model
+        self.header_version = header_version
+        self.server = IgtlServer(port, on_message=self._on_message, host=host)
+        self.port = self.server.port
+        self.samples_sent = 0
+        self.late_samples = 0
+        self._tdata_peers: set[IgtlConnection] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sim-tracker", daemon=True)
+
+    def _on_message(self, msg: IgtlMessage, _t_ns: int, conn: IgtlConnection) -> None:
+        with self._lock:
+            if msg.type == "STT_TDATA":
+                self._tdata_peers.add(conn)
+                log.info("sim tracker: %s started TDATA (resolution %s ms)", conn.peer, msg.resolution_ms)
+            elif msg.type == "STP_TDATA":
+                self._tdata_peers.discard(conn)
+
+    def start(self) -> "SimTrackerServer":
+        self.server.start()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        period = self.model.period_s
+        k = 0
+        t_start = time.monotonic()
+        self.model.t0_s = time.time()
+        while not self._stop.is_set():
+            deadline = t_start + k * period
+            delay = deadline - time.monotonic()
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -period:
+                self.late_samples += 1
+            frame = self.model.sample(k)
+            k += 1
+            peers = list(self.server.connections)
+            if not peers:
+                continue
+            with self._lock:
+                tdata_peers = set(self._tdata_peers)
+            cache: dict[bool, bytes] = {}
+            for conn in peers:
+                use_tdata = conn in tdata_peers
+                if use_tdata not in cache:
+                    cache[use_tdata] = encode_frame(frame, use_tdata, self.header_version)
+                conn.send(cache[use_tdata])
+            self.samples_sent += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        self.server.close()

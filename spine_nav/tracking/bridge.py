@@ -1,0 +1,100 @@
+"""The bridge's hot path without ROS: decoded message -> validate -> watchdog -> compose -> outputs.
+
+:class:`BridgeCore` is fed by a transport callback (any thread) and calls ``on_output`` for every
+pose it can publish (tool tip in Reference, reference, arm marker) and for every stale tool sample;
+the ROS node only converts and publishes. Thread-safe (one lock): the watchdog is judged from a
+timer thread while samples arrive on socket threads.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage
+from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_pose
+from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
+
+log = logging.getLogger("spine_nav.tracking")
+
+OutputCallback = Callable[[ComposedPose, int], None]  # (pose, socket receive time perf_counter_ns)
+
+#: PLUS (OpenIGTLink v3) puts the transform status in the header metadata.
+STATUS_METADATA_KEYS = ("TransformStatus", "Status")
+
+
+class BridgeCore:
+    def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
+                 on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.composer = composer
+        self.watch_name: dict[str, str] = {composer.reference_device: "reference",
+                                           composer.arm_marker_device: "arm_marker"}
+        for t in composer.tools:
+            self.watch_name[t.device] = t.name
+            if t.tip_device:
+                self.watch_name[t.tip_device] = t.name
+        if watchdog is None:
+            watchdog = Watchdog({"reference": composer.reference_device, "arm_marker": composer.arm_marker_device,
+                                 **{t.name: t.device for t in composer.tools}})
+        self.watchdog = watchdog
+        self.on_output = on_output
+        self.clock = clock
+        self.rejected: Counter[str] = Counter()
+        self.ignored_devices: Counter[str] = Counter()
+        self.messages = Counter()
+        self.last_text: dict[str, str] = {}
+        self._logged: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def _log_once(self, kind: str, peer: str, detail: str) -> None:
+        if (kind, peer) not in self._logged:
+            self._logged.add((kind, peer))
+            log.warning("tracker bridge: from %s dropped %s (%s); further ones counted only", peer, kind, detail)
+
+    def handle(self, msg: IgtlMessage, receive_ns: int, peer: str = "") -> None:
+        """Process one decoded message (transport callback signature minus the connection)."""
+        with self._lock:
+            self.messages[msg.type] += 1
+            now = self.clock()
+            if msg.type == "STATUS":
+                name = self.watch_name.get(msg.device)
+                if name is not None:
+                    self.watchdog.set_visible(name, msg.status_code == STATUS_OK,
+                                              f"tracker reports tool missing (STATUS {msg.status_code}: {msg.text})")
+                return
+            if msg.type == "STRING":
+                self.last_text[msg.device] = msg.text
+                return
+            if not msg.poses:
+                return
+            status = next((msg.metadata[k] for k in STATUS_METADATA_KEYS if k in msg.metadata), "OK")
+            visible = status.upper() == "OK"
+            poses = sorted(msg.poses, key=lambda p: p[0] != self.composer.reference_device)  # reference first
+            outputs: list[ComposedPose] = []
+            for device, matrix in poses:
+                name = self.watch_name.get(device)
+                if name is None:
+                    self.ignored_devices[device] += 1
+                    self._log_once("unknown device", peer, device)
+                    continue
+                if not visible:
+                    self.watchdog.set_visible(name, False, f"tracker reports tool missing ({status})")
+                    continue
+                try:
+                    T = validate_pose(matrix, device)
+                except MalformedMessage as exc:
+                    self.rejected[exc.kind] += 1
+                    self.watchdog.reject(name)
+                    self._log_once(exc.kind, peer, exc.detail)
+                    continue
+                self.watchdog.sample(name, now, msg.timestamp_s, True)
+                outputs.extend(self.composer.add(device, T, msg.timestamp_s))
+        if self.on_output is not None:
+            for out in outputs:
+                self.on_output(out, receive_ns)
+
+    def check(self) -> list[ToolHealthState]:
+        with self._lock:
+            return self.watchdog.check(self.clock())

@@ -1,0 +1,275 @@
+"""OpenIGTLink over TCP: client (connect, reconnect with backoff) and server (accept many peers).
+
+Why our own transport and not pyigtl's ``OpenIGTLinkClient``/``OpenIGTLinkServer`` (measured in
+``spine-nav bench bridge``, baseline ``pyigtl``): pyigtl keeps only the *latest* message per device
+(intermediate samples are silently replaced), polls with a 10 ms socket timeout, sets no
+TCP_NODELAY, installs signal handlers in its server constructor (main thread only) and drops TDATA
+and STATUS on receive. Here every connection has one reader thread with TCP_NODELAY that decodes
+the stream (:class:`~spine_nav.tracking.codec.StreamDecoder`) and hands *every* message to a
+callback, stamped with the receive time (``time.perf_counter_ns()`` right after ``recv``). There is
+no queue to overflow: back-pressure is TCP's. Malformed input is counted per kind, logged once per
+kind and peer, and skipped; the connection stays up.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Callable
+
+from spine_nav.tracking.codec import DEFAULT_MAX_BODY_BYTES, DecodeError, IgtlMessage, StreamDecoder
+
+DEFAULT_PORT = 18944
+log = logging.getLogger("spine_nav.tracking")
+
+#: on_message(message, receive time perf_counter_ns, connection)
+MessageCallback = Callable[[IgtlMessage, int, "IgtlConnection"], None]
+ErrorCallback = Callable[[DecodeError, "IgtlConnection"], None]
+
+
+class IgtlConnection:
+    """One TCP peer: a reader thread feeding a decoder, and a locked ``send``."""
+
+    def __init__(self, sock: socket.socket, peer: str, on_message: MessageCallback | None,
+                 on_error: ErrorCallback | None = None, on_close: Callable[["IgtlConnection"], None] | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, send_timeout_s: float = 1.0) -> None:
+        self.sock, self.peer = sock, peer
+        self.on_message, self.on_error, self.on_close = on_message, on_error, on_close
+        self.decoder = StreamDecoder(max_body_bytes)
+        self.send_timeout_s = send_timeout_s
+        self.messages_received = 0
+        self.bytes_received = 0
+        self.errors: Counter[str] = Counter()
+        self._logged: set[str] = set()
+        self._send_lock = threading.Lock()
+        self._closed = threading.Event()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(0.2)
+        self._thread = threading.Thread(target=self._read_loop, name=f"igtl-{peer}", daemon=True)
+
+    def start(self) -> "IgtlConnection":
+        self._thread.start()
+        return self
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def _report(self, err: DecodeError) -> None:
+        self.errors[err.kind] += 1
+        if err.kind not in self._logged:  # once per kind and peer
+            self._logged.add(err.kind)
+            log.warning("OpenIGTLink from %s: dropped malformed message (%s: %s); further '%s' counted only",
+                        self.peer, err.kind, err.detail, err.kind)
+        if self.on_error is not None:
+            self.on_error(err, self)
+
+    def _read_loop(self) -> None:
+        try:
+            while not self._closed.is_set():
+                try:
+                    data = self.sock.recv(65536)
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+                t_ns = time.perf_counter_ns()
+                if not data:
+                    break
+                self.bytes_received += len(data)
+                for item in self.decoder.feed(data):
+                    if isinstance(item, DecodeError):
+                        self._report(item)
+                        continue
+                    self.messages_received += 1
+                    if self.on_message is not None:
+                        try:
+                            self.on_message(item, t_ns, self)
+                        except Exception:  # a consumer bug must not kill the connection
+                            log.exception("OpenIGTLink from %s: message handler failed on %s %r",
+                                          self.peer, item.type, item.device)
+        finally:
+            tail = self.decoder.close()
+            if tail is not None:
+                self._report(tail)
+            self.close()
+
+    def send(self, data: bytes) -> bool:
+        """Send one or more packed messages; False (and the connection closed) if the peer is gone."""
+        if self._closed.is_set():
+            return False
+        with self._send_lock:
+            try:
+                self.sock.settimeout(self.send_timeout_s)
+                self.sock.sendall(data)
+                return True
+            except OSError as exc:
+                log.warning("OpenIGTLink to %s: send failed (%s); closing", self.peer, exc)
+                self.close()
+                return False
+            finally:
+                if not self._closed.is_set():
+                    try:
+                        self.sock.settimeout(0.2)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        if self.on_close is not None:
+            self.on_close(self)
+
+    def join(self, timeout_s: float = 2.0) -> None:
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout_s)
+
+
+class IgtlClient:
+    """Connects to ``host:port`` and keeps reconnecting with exponential backoff (0.1 s doubling to 2 s).
+
+    ``on_connect(conn)`` runs after every (re)connection, e.g. to send STT_TDATA.
+    """
+
+    def __init__(self, host: str, port: int, on_message: MessageCallback | None,
+                 on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, backoff_s: tuple[float, float] = (0.1, 2.0)) -> None:
+        self.host, self.port = host, int(port)
+        self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
+        self.max_body_bytes, self.backoff_s = max_body_bytes, backoff_s
+        self.connection: IgtlConnection | None = None
+        self.connects = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"igtl-client-{host}:{port}", daemon=True)
+        self._connected = threading.Event()
+
+    def start(self) -> "IgtlClient":
+        self._thread.start()
+        return self
+
+    def wait_connected(self, timeout_s: float = 5.0) -> bool:
+        return self._connected.wait(timeout_s)
+
+    def _run(self) -> None:
+        delay = self.backoff_s[0]
+        while not self._stop.is_set():
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=1.0)
+            except OSError as exc:
+                log.info("OpenIGTLink: cannot connect to %s:%d (%s); retry in %.1f s", self.host, self.port, exc, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.backoff_s[1])
+                continue
+            delay = self.backoff_s[0]
+            conn = IgtlConnection(sock, f"{self.host}:{self.port}", self.on_message, self.on_error,
+                                  max_body_bytes=self.max_body_bytes)
+            self.connection = conn
+            self.connects += 1
+            log.info("OpenIGTLink: connected to %s:%d", self.host, self.port)
+            if self.on_connect is not None:
+                self.on_connect(conn)
+            conn.start()
+            self._connected.set()
+            while not self._stop.is_set() and not conn.closed:
+                self._stop.wait(0.05)
+            self._connected.clear()
+            conn.close()
+            conn.join()
+            if not self._stop.is_set():
+                log.warning("OpenIGTLink: connection to %s:%d lost; reconnecting", self.host, self.port)
+
+    def send(self, data: bytes) -> bool:
+        conn = self.connection
+        return conn.send(data) if conn is not None else False
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.connection is not None:
+            self.connection.close()
+        if self._thread.is_alive():
+            self._thread.join(3.0)
+
+
+class IgtlServer:
+    """Listens on ``host:port`` (default all interfaces, 18944); every peer gets an :class:`IgtlConnection`.
+
+    ``broadcast(data)`` sends to every connected peer (console output, simulator, replay).
+    ``port=0`` picks a free port (read ``.port`` after construction).
+    """
+
+    def __init__(self, port: int = DEFAULT_PORT, on_message: MessageCallback | None = None,
+                 on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
+                 host: str = "0.0.0.0", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
+        self.max_body_bytes = max_body_bytes
+        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._lsock.bind((host, int(port)))
+        except OSError as exc:
+            self._lsock.close()
+            raise OSError(f"OpenIGTLink server: cannot listen on {host}:{port} ({exc})") from None
+        self._lsock.listen(8)
+        self._lsock.settimeout(0.2)
+        self.host, self.port = host, self._lsock.getsockname()[1]
+        self.connections: list[IgtlConnection] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._accept_loop, name=f"igtl-server-{self.port}", daemon=True)
+
+    def start(self) -> "IgtlServer":
+        self._thread.start()
+        return self
+
+    def _accept_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sock, addr = self._lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn = IgtlConnection(sock, f"{addr[0]}:{addr[1]}", self.on_message, self.on_error,
+                                  on_close=self._forget, max_body_bytes=self.max_body_bytes)
+            with self._lock:
+                self.connections.append(conn)
+            log.info("OpenIGTLink server %d: %s connected", self.port, conn.peer)
+            if self.on_connect is not None:
+                self.on_connect(conn)
+            conn.start()
+
+    def _forget(self, conn: IgtlConnection) -> None:
+        with self._lock:
+            if conn in self.connections:
+                self.connections.remove(conn)
+        log.info("OpenIGTLink server %d: %s disconnected", self.port, conn.peer)
+
+    @property
+    def client_count(self) -> int:
+        with self._lock:
+            return len(self.connections)
+
+    def broadcast(self, data: bytes) -> int:
+        """Send to every peer; returns how many got it."""
+        with self._lock:
+            peers = list(self.connections)
+        return sum(1 for c in peers if c.send(data))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._lsock.close()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+        with self._lock:
+            peers = list(self.connections)
+        for c in peers:
+            c.close()
+            c.join()

@@ -1,0 +1,246 @@
+"""tracker_bridge node over real TCP and real rclpy/DDS: no drops, stamps, fuzz survival, watchdog, console output."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spine_nav.geometry import make_transform
+from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig
+from spine_nav.sim.tracker_server import SimTrackerServer
+from spine_nav.tracking import codec
+from spine_nav.tracking.transport import IgtlClient
+from tests.helpers import free_tcp_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+PARAMS = REPO / "config" / "nodes.yaml"
+T_REF_TIP = make_transform(np.eye(3), [12.0, -30.0, 45.0])
+
+
+class Listener:
+    """A node in the stack's context that records what the bridge publishes."""
+
+    def __init__(self, stack):
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.node import Node
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from spine_nav_interfaces.msg import ToolHealth
+
+        from spine_nav.nodes.qos import STATUS_QOS
+
+        self.node = Node("bridge_test_listener", context=stack.context)
+        self.tips, self.health, self.lock = [], [], threading.Lock()
+        be = QoSProfile(depth=5000, reliability=ReliabilityPolicy.BEST_EFFORT)
+        self.node.create_subscription(PoseStamped, "tracking/tool_tip", self._tip, be)
+        self.node.create_subscription(ToolHealth, "tracking/health", self._health, STATUS_QOS)
+        stack.executor.add_node(self.node)
+
+    def _tip(self, msg):
+        with self.lock:
+            self.tips.append(msg)
+
+    def _health(self, msg):
+        with self.lock:
+            self.health.append(msg)
+
+
+def _stack(port: int, mode: str = "client", console_port: int = 0, extra=()):
+    from spine_nav.nodes.runner import ComposedStack
+
+    args = ["-p", f"tracker_bridge:port:={port}", "-p", f"tracker_bridge:mode:={mode}",
+            "-p", f"tracker_bridge:console_port:={console_port}", *extra]
+    return ComposedStack(["tracker_bridge"], params_file=PARAMS, extra_ros_args=args)
+
+
+def test_sim_stream_every_sample_published_with_tracker_stamp():
+    model = TrackerModel(TrackerModelConfig(rate_hz=200.0, noise_mm=0.0, tremor_mm=0.0, seed=1))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0)
+    stack = _stack(sim.port)
+    listener = Listener(stack)
+    try:
+        stack.start()
+        sim.start()
+        assert wait_until(lambda: len(listener.tips) >= 150, timeout_s=20.0)
+        sim.close()
+        bridge = stack.nodes["tracker_bridge"]
+        time.sleep(0.3)
+        with listener.lock:
+            tips = list(listener.tips)
+        stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in tips])
+        k = np.round((stamps - model.t0_s) * model.config.rate_hz)
+        assert np.allclose(stamps, model.t0_s + k / 200.0, atol=2e-6)  # the tracker's own sample times
+        assert np.all(np.diff(k) == 1), "a sample was dropped or duplicated"
+        assert bridge.published["tool_tip"] == len(tips) == bridge.core.watchdog.tools["stylus"].samples_received
+        assert bridge.stale_reported == 0
+        p = np.array([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in tips]) * 1000.0
+        np.testing.assert_allclose(p, np.tile(T_REF_TIP[:3, 3], (len(p), 1)), atol=0.01)  # mm; float32 wire
+        assert all(m.header.frame_id == "Reference" for m in tips)
+        assert len(bridge.latency_ns) == len(tips)
+    finally:
+        sim.close()
+        listener.node.destroy_node()
+        stack.close()
+
+
+def test_fuzzed_input_counted_and_node_keeps_serving():
+    port = free_tcp_port()
+    stack = _stack(port, mode="server")
+    listener = Listener(stack)
+    rng = np.random.default_rng(5)
+    T_tr = make_transform(np.eye(3), [0, 0, -1000.0])
+    good = (codec.encode_transform("ReferenceToTracker", T_tr, 50.0)
+            + codec.encode_transform("StylusToTracker", T_tr @ T_REF_TIP @ np.linalg.inv(
+                make_transform(np.eye(3), [0, 0, 150.0])), 50.0))
+    try:
+        stack.start()
+        bridge = stack.nodes["tracker_bridge"]
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            bad_crc = bytearray(good)
+            bad_crc[70] ^= 0x55
+            s.sendall(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+            s.sendall(bytes(bad_crc))
+            s.sendall(codec.encode_transform("StylusToTracker", np.full((4, 4), np.nan), 50.0))
+            s.sendall(codec.encode_transform("StylusToTracker", np.diag([1.0, 1.0, 3.0, 1.0]), 50.0))
+            s.sendall(good[:30])  # truncated header, then a complete stream again
+            s.sendall(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+            for i in range(20):
+                s.sendall(codec.encode_transform("ReferenceToTracker", T_tr, 60.0 + i)
+                          + codec.encode_transform("StylusToTracker", T_tr @ T_REF_TIP @ np.linalg.inv(
+                              make_transform(np.eye(3), [0, 0, 150.0])), 60.0 + i))
+            assert wait_until(lambda: len(listener.tips) >= 15, timeout_s=10.0)
+        conn_errors = bridge.core.rejected
+        assert conn_errors["non-finite pose"] + conn_errors["non-rigid pose"] >= 1
+        # the node still serves a brand-new connection
+        n0 = len(listener.tips)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(codec.encode_transform("StylusTipToReference", T_REF_TIP, 99.0))
+            assert wait_until(lambda: len(listener.tips) > n0, timeout_s=10.0)
+    finally:
+        listener.node.destroy_node()
+        stack.close()
+
+
+def test_watchdog_occlusion_and_timeout_on_health_topic():
+    model = TrackerModel(TrackerModelConfig(rate_hz=100.0, noise_mm=0.0, seed=2,
+                                            occlusions=(("StylusToTracker", 0.6, 0.9),)))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0)
+    stack = _stack(sim.port)
+    listener = Listener(stack)
+
+    def saw(pred):
+        with listener.lock:
+            return any(pred(h) for h in listener.health if h.tool == "stylus")
+
+    try:
+        stack.start()
+        sim.start()
+        assert wait_until(lambda: saw(lambda h: h.state == 0), timeout_s=15.0)
+        assert wait_until(lambda: saw(lambda h: h.state == 1 and "missing" in h.reason), timeout_s=15.0)
+        with listener.lock:
+            listener.health.clear()
+        assert wait_until(lambda: saw(lambda h: h.state == 0), timeout_s=15.0)  # visible again
+        sim.close()  # tracker stops: sample age grows past 50 ms
+        assert wait_until(lambda: saw(lambda h: h.state == 1 and h.reason.startswith("sample age")), timeout_s=15.0)
+    finally:
+        sim.close()
+        listener.node.destroy_node()
+        stack.close()
+
+
+def test_console_output_plan_guard_and_tool_pose():
+    from rclpy.node import Node
+    from spine_nav_interfaces.msg import GuardStatus
+
+    from spine_nav.nodes.conversions import plan_to_msg
+    from spine_nav.nodes.qos import PLAN_QOS, STATUS_QOS
+    from spine_nav.plan import Plan, Screw
+    from spine_nav_interfaces.msg import ScrewPlan
+
+    model = TrackerModel(TrackerModelConfig(rate_hz=100.0, noise_mm=0.0, seed=3))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0)
+    console_port = free_tcp_port()
+    stack = _stack(sim.port, console_port=console_port)
+    pub_node = Node("console_test_pub", context=stack.context)
+    plan_pub = pub_node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
+    guard_pub = pub_node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
+    stack.executor.add_node(pub_node)
+    got, lock = [], threading.Lock()
+
+    def on_msg(msg, _t, _c):
+        with lock:
+            got.append(msg)
+
+    def types():
+        with lock:
+            return {(m.type, m.device) for m in got}
+
+    client = None
+    try:
+        stack.start()
+        sim.start()
+        client = IgtlClient("127.0.0.1", console_port, on_msg).start()
+        assert client.wait_connected(10.0)
+        plan = Plan(screws=(Screw(id="L4_left", level="L4", side="left", entry_mm=np.array([10.0, 20.0, 30.0]),
+                                  target_mm=np.array([15.0, 60.0, 25.0]), diameter_mm=6.5, length_mm=45.0),),
+                    frame="Reference", case_id="t")
+        plan_pub.publish(plan_to_msg(plan, 1.0))
+        guard_pub.publish(GuardStatus(state=3, state_name="ALIGNED", active_screw_id="L4_left"))
+        want = {("POINT", "PlanPoints"), ("TRAJ", "PlanTrajectories"), ("STRING", "GuardState"),
+                ("TRANSFORM", "StylusTipToReference")}
+        assert wait_until(lambda: want <= types(), timeout_s=15.0), types()
+        with lock:
+            pts = next(m for m in got if m.type == "POINT")
+            text = next(m for m in got if m.type == "STRING").text
+            tool = next(m for m in got if m.type == "TRANSFORM")
+        assert pts.raw.names == ["L4_left_entry", "L4_left_target"]
+        np.testing.assert_allclose(pts.raw.positions[1], [15.0, 60.0, 25.0], atol=1e-3)  # mm, PLUS/Slicer units
+        assert text.startswith("ALIGNED screw=L4_left")
+        np.testing.assert_allclose(tool.poses[0][1], T_REF_TIP, atol=1e-3)
+    finally:
+        if client is not None:
+            client.close()
+        sim.close()
+        pub_node.destroy_node()
+        stack.close()
+
+
+def test_console_script_runs_standalone_and_stops_on_sigterm(ros_context):
+    """The `tracker_bridge` console script (own process, params file) publishes the sim stream."""
+    import subprocess
+    import sys
+
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    model = TrackerModel(TrackerModelConfig(rate_hz=100.0, noise_mm=0.0, seed=4))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0).start()
+    script = Path(sys.executable).parent / "tracker_bridge"
+    proc = subprocess.Popen([str(script), "--ros-args", "--params-file", str(PARAMS), "-p", f"port:={sim.port}",
+                             "-p", "console_port:=0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    node = Node("standalone_listener", context=ros_context)
+    got = []
+    node.create_subscription(PoseStamped, "tracking/tool_tip", got.append,
+                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.BEST_EFFORT))
+    ex = SingleThreadedExecutor(context=ros_context)
+    ex.add_node(node)
+    try:
+        assert wait_until(lambda: len(got) >= 20, timeout_s=30.0, spin=lambda: ex.spin_once(timeout_sec=0.02))
+        proc.terminate()
+        assert proc.wait(timeout=15) is not None  # stops on SIGTERM (no hang)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        sim.close()
+        ex.shutdown()
+        node.destroy_node()
+    np.testing.assert_allclose([got[-1].pose.position.x * 1000.0], [T_REF_TIP[0, 3]], atol=0.01)
