@@ -43,15 +43,29 @@ def ros_args_for(params_file: str | Path | None) -> list[str]:
     return ["--ros-args", "--params-file", str(path)]
 
 
+def spin_until(executor: Executor, keep_going: Callable[[], bool], period_s: float = 0.05) -> None:
+    """Spin ``executor`` with ``spin_once`` while ``keep_going()``.
+
+    Not ``executor.spin()``: in rclpy 7.1 an EventsExecutor inside ``spin()`` hangs (no message out,
+    SIGTERM ignored) when another thread publishes, and deadlocks when another thread shuts it down;
+    a ``spin_once`` loop does neither (seen here; tests/test_ros_interfaces.py, tests/test_bridge_node.py).
+    """
+    try:
+        while keep_going():
+            executor.spin_once(timeout_sec=period_s)
+    except rclpy.executors.ExternalShutdownException:
+        pass
+
+
 def run_node_main(node_factory: Callable[[], Node], argv: Sequence[str] | None = None) -> int:
-    """Body of a node's ``main()``: init, spin until Ctrl-C, shut down cleanly."""
+    """Body of every node's ``main()``: init, spin until Ctrl-C / shutdown, release cleanly."""
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node = node_factory()
     executor = make_executor("events")
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        spin_until(executor, rclpy.ok)
+    except KeyboardInterrupt:
         pass
     finally:
         executor.shutdown()
@@ -113,13 +127,7 @@ class ComposedStack:
         return self
 
     def _spin(self) -> None:
-        # spin_once in a loop with a stop flag, not spin(): shutting down an EventsExecutor (or its
-        # context) from another thread while it is inside spin() deadlocks in rclpy 7.1 (seen here).
-        try:
-            while not self._stop.is_set() and self.context.ok():
-                self.executor.spin_once(timeout_sec=0.05)
-        except rclpy.executors.ExternalShutdownException:
-            pass
+        spin_until(self.executor, lambda: not self._stop.is_set() and self.context.ok())
 
     def close(self) -> None:
         """Stop spinning (bounded wait), then release the executor, the nodes and the context."""

@@ -237,27 +237,6 @@ class TrackerBridgeNode(Node):
 
 
 def main(argv=None) -> int:
-    """Console script. Not ``run_node_main``: its ``EventsExecutor.spin()`` hung here (no message out, SIGTERM
-    ignored) while the socket thread published; a ``spin_once`` loop, as in ComposedStack, works."""
-    import sys
+    from spine_nav.nodes.runner import run_node_main
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-
-    from spine_nav.nodes.runner import make_executor
-
-    rclpy.init(args=list(argv) if argv is not None else sys.argv)
-    node = TrackerBridgeNode()
-    executor = make_executor("events")
-    executor.add_node(node)
-    try:
-        while rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node_main(TrackerBridgeNode, argv)
