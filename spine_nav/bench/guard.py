@@ -1,0 +1,285 @@
+"""Trajectory guard: core evaluation time per sample (20 screws) and node latency at 1 kHz.
+
+Core (`core_eval_median_us`): :meth:`TrajectoryGuard.evaluate` (pose checks, automatic screw
+selection, metrics, latches, debounce) on a scripted tool path over a 20-screw plan
+(10 levels x 2 sides): approach, align, drill, retract, next screw, with 0.15 mm tracker noise.
+``details.core`` also times the alternatives measured in the same run: numpy vs plain-math
+selection, selection without the exact search skipping (full nearest search every sample),
+and plain vs numpy metrics alone. The guard ships with the plain-math path (see
+:mod:`spine_nav.guard.metrics`).
+
+Node (`node_latency_p99_ms`, `node_dropped`): the `trajectory_guard` node runs in its own
+process (``python -m spine_nav.bench.guard --serve EXECUTOR``); this process publishes the
+registered plan and ``tracking/tool_tip`` at ``--rate-hz`` (1 kHz) for ``--duration-s`` (60 s)
+from a driver node and receives ``guard/status`` (separate processes over Fast DDS on one host).
+Latency = status received (wall clock) - tool sample stamp (wall clock at publish), matched by
+the exact stamp the status echoes; dropped = samples without a status. Measured with the
+EventsExecutor (``executor``) and, in the same run, rclpy's SingleThreadedExecutor
+(``baselines.default_executor``). The driver uses the same SingleThreadedExecutor in both runs.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from spine_nav.bench import BenchResult
+from spine_nav.cli.common import info
+
+RATE_HZ = 1000.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration-s", type=float, default=60.0, help="node run per executor, s (default 60)")
+    p.add_argument("--rate-hz", type=float, default=RATE_HZ, help="tool sample rate, Hz (default 1000)")
+    p.add_argument("--quick", action="store_true",
+                   help="short run for tests: at most 3 s per executor, fewer core samples")
+    p.add_argument("--skip-node", action="store_true", help="core timing only")
+
+
+# ---- the plan and the tool path -------------------------------------------------------------
+def bench_plan(n_levels: int = 10):
+    """A 2 x n_levels screw plan in Reference: levels 35 mm apart, entries +-22 mm, 20 deg medial."""
+    from spine_nav.plan import KNOWN_LEVELS, Plan, Screw
+
+    levels = [lv for lv in KNOWN_LEVELS if lv.startswith(("T", "L"))][-n_levels:]
+    screws = []
+    for i, lv in enumerate(levels):
+        for side, sx in (("left", 1.0), ("right", -1.0)):
+            entry = np.array([22.0 * sx, 35.0 * i, 0.0])
+            direction = np.array([-math.sin(math.radians(20)) * sx, 0.0, math.cos(math.radians(20))])
+            screws.append(Screw(id=f"{lv}_{side}", level=lv, side=side, entry_mm=entry,
+                                target_mm=entry + 45.0 * direction, diameter_mm=6.5, length_mm=45.0))
+    return Plan(screws=tuple(screws), frame="Reference", case_id="bench_guard")
+
+
+def tool_path(plan, n_samples: int, seed: int = 6) -> list[np.ndarray]:
+    """Scripted tool poses (4x4, mm) visiting the screws in turn: approach 25 mm -> entry -> 44 mm deep
+    -> out; small tilt and 0.15 mm noise."""
+    from scipy.spatial.transform import Rotation
+
+    from spine_nav.geometry import make_transform
+
+    rng = np.random.default_rng(seed)
+    poses: list[np.ndarray] = []
+    per_screw = 1000
+    phase = np.concatenate([np.linspace(-25, 0, 300), np.linspace(0, 44, 500), np.linspace(44, -25, 200)])
+    k = 0
+    while len(poses) < n_samples:
+        s = plan.screws[k % len(plan.screws)]
+        R = Rotation.align_vectors([s.direction], [[0, 0, 1]])[0]
+        tilt = Rotation.from_rotvec(np.radians(1.0) * np.array([1.0, 0.0, 0.0]))
+        Rm = (tilt * R).as_matrix()
+        for depth in phase[: min(per_screw, n_samples - len(poses))]:
+            tip = s.entry_mm + depth * s.direction + rng.normal(0, 0.15, 3)
+            poses.append(make_transform(Rm, tip))
+        k += 1
+    return poses
+
+
+# ---- core -------------------------------------------------------------------------------------
+def _time_guard(plan, poses, method: str, skip_search: bool = True) -> list[float]:
+    from spine_nav.guard import TrajectoryGuard
+
+    g = TrajectoryGuard(selection_method=method)
+    g.set_plan(plan)
+    if not skip_search:
+        g.selector._skip_search = lambda tip: False  # noqa: SLF001 - measuring the alternative
+    out = []
+    clock = time.perf_counter_ns
+    t = 1000.0
+    for T in poses:
+        t += 0.001
+        t0 = clock()
+        g.evaluate(T, t, t + 0.0005)
+        out.append((clock() - t0) / 1000.0)
+    return out
+
+
+def _time_metrics(plan, poses) -> dict[str, float]:
+    from spine_nav.guard import ScrewGeometry, compute_metrics, compute_metrics_numpy, tip_and_axis
+
+    s = plan.screws[0]
+    g = ScrewGeometry.from_screw(s)
+    clock = time.perf_counter_ns
+    plain, npy = [], []
+    for T in poses[:5000]:
+        t0 = clock()
+        tip, axis = tip_and_axis(T)
+        compute_metrics(g, tip, axis)
+        t1 = clock()
+        compute_metrics_numpy(s, T)
+        t2 = clock()
+        plain.append((t1 - t0) / 1000.0)
+        npy.append((t2 - t1) / 1000.0)
+    return {"metrics_plain_median_us": statistics.median(plain), "metrics_numpy_median_us": statistics.median(npy)}
+
+
+def core_bench(n_samples: int) -> dict:
+    plan = bench_plan()
+    poses = tool_path(plan, n_samples)
+    res = {"screws": len(plan), "samples": n_samples}
+    for method in ("plain", "numpy"):
+        for skip in (True, False):
+            key = f"evaluate_{method}{'' if skip else '_full_search'}"
+            times = _time_guard(plan, poses, method, skip)
+            res[f"{key}_median_us"] = round(statistics.median(times), 3)
+            res[f"{key}_p99_us"] = round(float(np.percentile(times, 99)), 3)
+    res.update({k: round(v, 3) for k, v in _time_metrics(plan, poses).items()})
+    res["shipped"] = "plain (math module, tuples) with exact search skipping"
+    return res
+
+
+# ---- node ---------------------------------------------------------------------------------------
+def serve(executor: str) -> int:
+    """Child process: the trajectory_guard node alone, composed like `spine-nav up`, until SIGINT/SIGTERM."""
+    from spine_nav.nodes.runner import ComposedStack
+
+    stop = {"flag": False}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *a: stop.__setitem__("flag", True))
+    with ComposedStack(["trajectory_guard"], executor=executor,
+                       extra_ros_args=["-p", "trajectory_guard:markers_period_s:=0.1"]):
+        while not stop["flag"]:
+            time.sleep(0.1)
+    return 0
+
+
+def node_run(executor: str, duration_s: float, rate_hz: float) -> dict:
+    """Run the guard node with ``executor`` in a child process and drive it at ``rate_hz``."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
+    from rclpy.executors import SingleThreadedExecutor
+    from spine_nav_interfaces.msg import GuardStatus, ScrewPlan
+
+    from spine_nav.nodes.conversions import matrix_mm_to_pose, plan_to_msg, seconds_to_stamp
+    from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+
+    child = subprocess.Popen([sys.executable, "-m", "spine_nav.bench.guard", "--serve", executor],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("bench_guard_driver", context=ctx)
+    first_rx: dict[tuple[int, int], float] = {}
+    states: dict[str, int] = {}
+
+    def on_status(msg: GuardStatus) -> None:
+        now = time.time()
+        key = (msg.tool_sample_stamp.sec, msg.tool_sample_stamp.nanosec)
+        if key not in first_rx:
+            first_rx[key] = now
+            states[msg.state_name] = states.get(msg.state_name, 0) + 1
+
+    node.create_subscription(GuardStatus, "guard/status", on_status, STATUS_QOS)
+    pub = node.create_publisher(PoseStamped, "tracking/tool_tip", SENSOR_QOS)
+    plan_pub = node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(node)
+    plan = bench_plan()
+    poses = [matrix_mm_to_pose(T) for T in tool_path(plan, 1000)]  # one screw's path, repeated
+    sent: dict[tuple[int, int], float] = {}
+    try:
+        deadline = time.monotonic() + 60.0
+        while time.monotonic() < deadline and not (pub.get_subscription_count() and plan_pub.get_subscription_count()
+                                                   and node.count_publishers("guard/status")):
+            if child.poll() is not None:
+                raise RuntimeError(f"guard node process exited: {child.stderr.read()[-2000:]}")
+            ex.spin_once(timeout_sec=0.05)
+        plan_pub.publish(plan_to_msg(plan, time.time()))
+        # warm-up: until statuses come back for samples (plan latched, discovery done both ways)
+        warm = time.monotonic() + 30.0
+        msg = PoseStamped()
+        msg.header.frame_id = "Reference"
+        while time.monotonic() < warm:
+            msg.pose = poses[0]
+            msg.header.stamp = seconds_to_stamp(time.time())
+            pub.publish(msg)
+            ex.spin_once(timeout_sec=0.05)
+            if len(first_rx) >= 5:
+                break
+        if len(first_rx) < 5:
+            raise RuntimeError(f"guard node ({executor}) answered {len(first_rx)} warm-up samples in 30 s")
+        info(f"bench guard: {executor} node ready ({len(first_rx)} warm-up statuses)")
+        first_rx.clear()
+        states.clear()
+        time.sleep(0.2)
+        ex.spin_once(timeout_sec=0.05)
+        first_rx.clear()
+        states.clear()
+        info(f"bench guard: {executor} executor, {rate_hz:g} Hz for {duration_s:g} s")
+        period = 1.0 / rate_hz
+        n = int(round(duration_s * rate_hz))
+        t_start = time.monotonic()
+        for i in range(n):
+            due = t_start + i * period
+            while True:  # absolute deadlines; serve DDS while waiting
+                left = due - time.monotonic()
+                if left <= 0:
+                    break
+                ex.spin_once(timeout_sec=left)
+            msg = PoseStamped()
+            msg.header.frame_id = "Reference"
+            msg.pose = poses[i % len(poses)]
+            t_pub = time.time()
+            msg.header.stamp = seconds_to_stamp(t_pub)
+            sent[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = t_pub
+            pub.publish(msg)
+            if i and i % int(rate_hz * 10) == 0:
+                info(f"  {i}/{n} samples sent, {len(first_rx)} statuses")
+        achieved_hz = n / (time.monotonic() - t_start)
+        drain = time.monotonic() + 3.0
+        while time.monotonic() < drain and len(set(sent) - set(first_rx)) > 0:
+            ex.spin_once(timeout_sec=0.05)
+    finally:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    lat = [(first_rx[k] - sent[k]) * 1000.0 for k in sent if k in first_rx]
+    dropped = sum(1 for k in sent if k not in first_rx)
+    return {"executor": executor, "sent": len(sent), "dropped": dropped, "achieved_rate_hz": round(achieved_hz, 1),
+            "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if lat else None,
+            "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if lat else None,
+            "latency_max_ms": round(float(max(lat)), 3) if lat else None, "states": states}
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    quick = getattr(args, "quick", False)
+    duration = min(3.0, args.duration_s) if quick else args.duration_s
+    n_core = 3000 if quick else 20000
+    info(f"bench guard: core, {n_core} samples x 4 variants")
+    core = core_bench(n_core)
+    details = {"core": core}
+    metrics = {"core_eval_median_us": core["evaluate_plain_median_us"]}
+    baselines: dict = {}
+    if not getattr(args, "skip_node", False):
+        events = node_run("events", duration, args.rate_hz)
+        single = node_run("single", duration, args.rate_hz)
+        details["node"] = {"events": events, "single": single,
+                           "layout": "guard node in its own process; driver (publisher + status subscriber) "
+                                     "in the bench process; Fast DDS on one host"}
+        metrics.update({"node_latency_p99_ms": events["latency_p99_ms"], "node_dropped": events["dropped"],
+                        "executor": "rclpy.experimental.EventsExecutor"})
+        baselines["default_executor"] = {"node_latency_p99_ms": single["latency_p99_ms"]}
+    env = {"node_process_layout": "separate processes", "duration_s": duration, "rate_hz": args.rate_hz,
+           "load_average": os.getloadavg()}
+    return BenchResult(bench="guard", metrics=metrics, baselines=baselines, env=env, details=details)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        sys.exit(serve(sys.argv[2]))
+    sys.exit("usage: python -m spine_nav.bench.guard --serve {events,single}")

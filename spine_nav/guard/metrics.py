@@ -1,0 +1,216 @@
+r"""Guard quantities: where the tool is relative to one planned screw (Reference frame, mm, deg).
+
+Inputs (all in the ``Reference`` frame):
+
+* planned screw: entry point ``E``, target ``T``; unit direction ``d = (T - E) / |T - E|``;
+  planned depth ``L = |T - E|``.
+* tool: ``T_reference_tooltip``; tip ``p`` = its translation, tool axis ``a`` = its z column
+  (unit, along the shaft toward the tip).
+
+Sketch (plane of the planned line and the tip)::
+
+                   entry plane (through E, normal d)
+                          |
+        tool axis a       |
+            \             |
+             \ p (tip)    |                      depth stop = L + depth_margin_mm
+              o . . . . . | . . . . . . . . . . . . . . . . . . . . |
+              :\  lateral |                                         |
+              : \  error  |                                         |
+   ---- -depth:--\--------E=================================T-------+---->  d (planned)
+         (<0) :   \  C    |<------------ L ---------------->|
+                   \ |    |                                 |  Q = p + s'a (tip if it
+          C = axis crosses the entry plane                  |      advances along a to depth L)
+          entry_offset = |C - E|                            predicted_tip_error = |Q - T|
+
+Definitions (written once, here; the README repeats them):
+
+* ``depth_mm = (p - E) . d``: tip progression along the planned direction from the entry
+  point, negative before the entry plane.
+* ``remaining_mm = L - depth_mm``.
+* ``lateral_error_mm = |(p - E) - depth_mm * d|``: distance from the tip to the planned
+  (infinite) line.
+* ``angular_error_deg = atan2(|a x d|, a . d)``: angle between tool axis and planned
+  direction, 0..180 (180 = pointing backwards).
+* ``entry_offset_mm = |C - E|`` with ``C = p + s a``, ``s = -depth_mm / (a . d)``: the tool
+  axis (as an infinite line) crossing the entry plane, vs the entry point. ``inf`` when the
+  tool is parallel to the entry plane (``|a . d| < 1e-9``, i.e. perpendicular to the
+  trajectory): the axis never crosses.
+* ``predicted_tip_error_mm = |Q - T|`` with ``Q = p + s' a``, ``s' = remaining_mm / (a . d)``:
+  where the tip ends when it advances along its own axis until it reaches the planned depth.
+  ``inf`` when ``a . d <= 1e-9`` (perpendicular or pointing backwards: advancing never
+  reaches the planned depth).
+
+Implementation choice: the per-sample path is plain Python floats (``math`` module, tuples)
+on geometry precomputed per screw (:class:`ScrewGeometry`). numpy costs ~1 us per call on
+3-vectors, and one evaluation needs ~15 vector ops, so numpy would spend ~15 us in call
+overhead alone; the plain version takes ~2-3 us (``spine-nav bench guard`` measures both:
+:func:`compute_metrics_numpy` is the numpy reference, also used as a test oracle).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+from spine_nav.geometry import ORTHONORMAL_TOL, angle_between_deg
+from spine_nav.plan import Screw
+
+#: |a . d| below this counts as "tool axis parallel to the entry plane".
+PARALLEL_EPS = 1e-9
+
+Vec3 = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class ScrewGeometry:
+    """One planned trajectory, precomputed as plain floats (Reference frame, mm)."""
+
+    screw_id: str
+    entry: Vec3
+    target: Vec3
+    direction: Vec3
+    depth_mm: float
+    navigable: bool = True
+    status_reason: str = ""
+
+    @classmethod
+    def from_screw(cls, screw: Screw, navigable: bool = True, status_reason: str = "") -> "ScrewGeometry":
+        e = tuple(float(v) for v in screw.entry_mm)
+        t = tuple(float(v) for v in screw.target_mm)
+        d = tuple(float(v) for v in screw.direction)
+        return cls(screw.id, e, t, d, screw.depth_mm, navigable, status_reason)  # type: ignore[arg-type]
+
+
+class GuardMetrics(NamedTuple):
+    """The guard quantities for one sample against one screw (see module docstring).
+
+    A NamedTuple (immutable, and ~5x cheaper to build than a frozen dataclass on the hot path).
+    """
+
+    lateral_error_mm: float
+    entry_offset_mm: float
+    angular_error_deg: float
+    depth_mm: float
+    remaining_mm: float
+    predicted_tip_error_mm: float
+    tip_to_entry_mm: float
+
+
+NAN_METRICS = GuardMetrics(*(math.nan,) * 7)
+
+
+def compute_metrics(g: ScrewGeometry, tip: Sequence[float], axis: Sequence[float]) -> GuardMetrics:
+    """Guard quantities for tool ``tip`` (mm) and unit ``axis`` against screw ``g`` (plain math)."""
+    ex, ey, ez = g.entry
+    dx, dy, dz = g.direction
+    px, py, pz = tip
+    ax, ay, az = axis
+    vx, vy, vz = px - ex, py - ey, pz - ez
+    depth = vx * dx + vy * dy + vz * dz
+    lx, ly, lz = vx - depth * dx, vy - depth * dy, vz - depth * dz
+    lateral = math.sqrt(lx * lx + ly * ly + lz * lz)
+    cos_a = ax * dx + ay * dy + az * dz
+    cx, cy, cz = ay * dz - az * dy, az * dx - ax * dz, ax * dy - ay * dx
+    angle = math.degrees(math.atan2(math.sqrt(cx * cx + cy * cy + cz * cz), cos_a))
+    remaining = g.depth_mm - depth
+    if abs(cos_a) < PARALLEL_EPS:
+        entry_offset = math.inf
+    else:
+        s = -depth / cos_a
+        ox, oy, oz = vx + s * ax, vy + s * ay, vz + s * az
+        entry_offset = math.sqrt(ox * ox + oy * oy + oz * oz)
+    if cos_a <= PARALLEL_EPS:
+        predicted = math.inf
+    else:
+        s = remaining / cos_a
+        tx, ty, tz = g.target
+        qx, qy, qz = px + s * ax - tx, py + s * ay - ty, pz + s * az - tz
+        predicted = math.sqrt(qx * qx + qy * qy + qz * qz)
+    return GuardMetrics(lateral, entry_offset, angle, depth, remaining, predicted,
+                        math.sqrt(vx * vx + vy * vy + vz * vz))
+
+
+def compute_metrics_numpy(screw: Screw, T_reference_tooltip: np.ndarray) -> GuardMetrics:
+    """The same quantities with numpy and :mod:`spine_nav.geometry` (reference / test oracle; slower)."""
+    T = np.asarray(T_reference_tooltip, dtype=float)
+    p, a = T[:3, 3], T[:3, 2]
+    e, t, d, L = screw.entry_mm, screw.target_mm, screw.direction, screw.depth_mm
+    v = p - e
+    depth = float(v @ d)
+    lateral = float(np.linalg.norm(v - depth * d))
+    cos_a = float(a @ d)
+    angle = angle_between_deg(a, d)
+    entry_offset = math.inf if abs(cos_a) < PARALLEL_EPS else float(np.linalg.norm(p + (-depth / cos_a) * a - e))
+    predicted = math.inf if cos_a <= PARALLEL_EPS else float(np.linalg.norm(p + ((L - depth) / cos_a) * a - t))
+    return GuardMetrics(lateral, entry_offset, angle, depth, L - depth, predicted, float(np.linalg.norm(v)))
+
+
+def axis_segment_mm(tip: Sequence[float], axis: Sequence[float], length_mm: float) -> tuple[Vec3, Vec3]:
+    """(point ``length_mm`` back along the tool axis, tip): the tool shaft for displays (mm)."""
+    return (tip[0] - length_mm * axis[0], tip[1] - length_mm * axis[1], tip[2] - length_mm * axis[2]), \
+        (tip[0], tip[1], tip[2])
+
+
+#: Quaternion norm tolerance, the same as :func:`spine_nav.geometry.quat_to_matrix`.
+QUAT_NORM_TOL = 1e-3
+
+
+class PoseError(ValueError):
+    """A tool pose that cannot be judged (non-finite, wrong shape, not a rigid transform)."""
+
+
+def tip_and_axis(T_reference_tooltip: object, tol: float = ORTHONORMAL_TOL) -> tuple[Vec3, Vec3]:
+    """Tip position (mm) and unit tool axis (z column) from a 4x4 pose, after checking it.
+
+    Same checks as :func:`spine_nav.geometry.validate_transform` (finite, 4x4, bottom row
+    [0,0,0,1], orthonormal proper rotation within ``tol``) but in plain floats: the numpy
+    version costs ~15 us, more than the whole evaluation budget (20 us). A test checks
+    both agree. Raises :class:`PoseError` naming the failed check.
+    """
+    try:
+        rows = T_reference_tooltip.tolist() if hasattr(T_reference_tooltip, "tolist") else T_reference_tooltip
+        (r00, r01, r02, tx), (r10, r11, r12, ty), (r20, r21, r22, tz), (b0, b1, b2, b3) = rows  # type: ignore[misc]
+        # One sum propagates any NaN/inf (inf - inf is NaN too): a single finiteness test.
+        total = r00 + r01 + r02 + tx + r10 + r11 + r12 + ty + r20 + r21 + r22 + tz + b0 + b1 + b2 + b3
+    except (TypeError, ValueError):
+        raise PoseError("tool pose: expected a 4x4 matrix of numbers") from None
+    if not math.isfinite(total):
+        raise PoseError("tool pose: contains non-finite values (NaN or inf)")
+    if abs(b0) > tol or abs(b1) > tol or abs(b2) > tol or abs(b3 - 1.0) > tol:
+        raise PoseError(f"tool pose: bottom row must be [0, 0, 0, 1], got {[b0, b1, b2, b3]}")
+    err = max(abs(r00 * r00 + r10 * r10 + r20 * r20 - 1.0), abs(r01 * r01 + r11 * r11 + r21 * r21 - 1.0),
+              abs(r02 * r02 + r12 * r12 + r22 * r22 - 1.0), abs(r00 * r01 + r10 * r11 + r20 * r21),
+              abs(r00 * r02 + r10 * r12 + r20 * r22), abs(r01 * r02 + r11 * r12 + r21 * r22))
+    if err > tol:
+        raise PoseError(f"tool pose: rotation is not orthonormal (max |R^T R - I| = {err:.3g} > {tol:.1g})")
+    # det R = c0 . (c1 x c2) with columns c0=(r00,r10,r20), c1=(r01,r11,r21), c2=(r02,r12,r22)
+    det = (r00 * (r11 * r22 - r21 * r12) + r10 * (r21 * r02 - r01 * r22) + r20 * (r01 * r12 - r11 * r02))
+    if det < 0.0:
+        raise PoseError(f"tool pose: rotation has det = {det:.4f} (a reflection, expected +1)")
+    return (tx, ty, tz), (r02, r12, r22)
+
+
+def tip_and_axis_from_quat(q_xyzw: Sequence[float], t_mm: Sequence[float]) -> tuple[Vec3, Vec3]:
+    """Tip (mm) and unit tool axis from a quaternion (order ``xyzw``) and translation, checked.
+
+    Same rules as :func:`spine_nav.geometry.transform_from_quat` (finite; norm within
+    :data:`QUAT_NORM_TOL` of 1, then renormalised) in plain floats: the scipy path costs
+    ~100 us per sample, this ~1 us. The axis is the third column of the rotation matrix,
+    ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``. A test checks both agree.
+    """
+    try:
+        x, y, z, w = q_xyzw
+        px, py, pz = t_mm
+        total = x + y + z + w + px + py + pz
+    except (TypeError, ValueError):
+        raise PoseError("tool pose: expected a quaternion (4 numbers) and a translation (3 numbers)") from None
+    if not math.isfinite(total):
+        raise PoseError("tool pose: contains non-finite values (NaN or inf)")
+    norm = math.sqrt(x * x + y * y + z * z + w * w)
+    if abs(norm - 1.0) > QUAT_NORM_TOL:
+        raise PoseError(f"tool pose: quaternion norm {norm:.6f} is not 1 (order xyzw)")
+    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    return (px, py, pz), (2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y))

@@ -1,0 +1,259 @@
+"""Node `trajectory_guard`: the live check of the tool against the planned screws.
+
+Subscribes (relative names, see the topic contract in the README):
+    ``tracking/tool_tip``  geometry_msgs/PoseStamped, frame ``Reference``: T_reference_tooltip (m),
+                           header.stamp = the tracker's sample time (SENSOR_QOS).
+    ``tracking/health``    spine_nav_interfaces/ToolHealth: STATE_TRACKING_LOST or visible=false
+                           -> TRACKING_LOST (filtered by ``tool_name`` when set).
+    ``plan/registered``    spine_nav_interfaces/ScrewPlan in ``Reference`` (PLAN_QOS); screws with
+                           navigable=false report NO_PLAN with their status_reason.
+Publishes:
+    ``guard/status``  spine_nav_interfaces/GuardStatus, one per tool sample (STATUS_QOS, reliable),
+                      plus one per watchdog tick while samples are missing (TRACKING_LOST).
+    ``guard/markers`` visualization_msgs/MarkerArray (planned corridors coloured by state, tool axis).
+    ``/diagnostics``  diagnostic_msgs/DiagnosticArray.
+Services:
+    ``guard/select_screw``   SelectScrew (empty id: automatic selection).
+    ``guard/set_thresholds`` SetGuardThresholds (validated; rejected with the reason).
+Parameters: every :class:`spine_nav.guard.GuardConfig` field (same names and units), plus
+    ``active_screw_id`` (""=auto), ``tool_name`` (""=any), topics, ``watchdog_period_ms``,
+    ``markers_period_s``, ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be
+    changed at run time with ``ros2 param set`` (validated the same way).
+
+All the judging is in :class:`spine_nav.guard.TrajectoryGuard`; this node converts and publishes.
+"""
+from __future__ import annotations
+
+import time
+import copy
+from dataclasses import fields
+
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from spine_nav_interfaces.msg import GuardStatus, ScrewPlan, ToolHealth
+from spine_nav_interfaces.srv import SelectScrew, SetGuardThresholds
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from spine_nav.guard import GuardConfig, GuardConfigError, GuardState, GuardVerdict, TrajectoryGuard
+from spine_nav.guard.metrics import axis_segment_mm
+from spine_nav.nodes.conversions import msg_to_plan, point_mm_to_msg, pose_to_quat_mm, stamp_to_seconds
+from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.plan import PlanError
+
+FRAME = "Reference"
+
+#: Marker colours (r, g, b, a) by state of the active screw; inactive screws grey, not navigable dark red.
+STATE_COLOURS = {
+    GuardState.ALIGNED: (0.1, 0.8, 0.2, 0.9), GuardState.WARN: (1.0, 0.8, 0.0, 0.9),
+    GuardState.VIOLATION: (0.9, 0.1, 0.1, 0.9), GuardState.APPROACH: (0.2, 0.5, 1.0, 0.8),
+    GuardState.TRACKING_LOST: (0.6, 0.0, 0.6, 0.8), GuardState.NO_PLAN: (0.5, 0.5, 0.5, 0.5),
+}
+INACTIVE_COLOUR = (0.6, 0.6, 0.6, 0.4)
+NOT_NAVIGABLE_COLOUR = (0.4, 0.0, 0.0, 0.4)
+DIAG_LEVEL = {GuardState.ALIGNED: DiagnosticStatus.OK, GuardState.APPROACH: DiagnosticStatus.OK,
+              GuardState.WARN: DiagnosticStatus.WARN, GuardState.NO_PLAN: DiagnosticStatus.WARN,
+              GuardState.VIOLATION: DiagnosticStatus.ERROR, GuardState.TRACKING_LOST: DiagnosticStatus.ERROR}
+CONFIG_FIELDS = tuple(f.name for f in fields(GuardConfig))
+
+#: Tool samples: SENSOR_QOS (best effort, so it matches the tracker bridge's publisher) but a
+#: deeper reader history: with depth 5 a burst of >5 samples during a scheduling hiccup is
+#: dropped silently, and the guard must judge every sample (measured in `spine-nav bench guard`).
+TOOL_SUB_QOS = copy.copy(SENSOR_QOS)
+TOOL_SUB_QOS.depth = 200
+
+
+class TrajectoryGuardNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("trajectory_guard", **kwargs)
+        defaults = GuardConfig()
+        for name in CONFIG_FIELDS:
+            self.declare_parameter(name, getattr(defaults, name))
+        p = {n: self.declare_parameter(n, v).value for n, v in (
+            ("active_screw_id", ""), ("tool_name", ""), ("tool_topic", "tracking/tool_tip"),
+            ("health_topic", "tracking/health"), ("plan_topic", "plan/registered"),
+            ("status_topic", "guard/status"), ("markers_topic", "guard/markers"),
+            ("watchdog_period_ms", 10.0), ("markers_period_s", 0.1), ("diagnostics_period_s", 1.0))}
+        self.tool_name = p["tool_name"]
+        self.guard = TrajectoryGuard()
+        self.config_error = ""
+        try:
+            self.guard.set_config(GuardConfig.from_mapping({n: self.get_parameter(n).value for n in CONFIG_FIELDS}))
+        except GuardConfigError as exc:
+            self.config_error = f"parameters rejected, using defaults: {exc}"
+            self.get_logger().error(self.config_error)
+        self.requested_screw = p["active_screw_id"]
+        self.samples = 0
+        self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
+        self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
+        self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS)
+        self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
+        self.create_subscription(ScrewPlan, p["plan_topic"], self.on_plan, PLAN_QOS)
+        self.create_service(SelectScrew, "guard/select_screw", self.on_select)
+        self.create_service(SetGuardThresholds, "guard/set_thresholds", self.on_set_thresholds)
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.create_timer(p["watchdog_period_ms"] / 1000.0, self.on_watchdog)
+        self.create_timer(p["markers_period_s"], self.publish_markers)
+        self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
+
+    # ---- inputs -----------------------------------------------------------------------------
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def on_tool(self, msg: PoseStamped) -> None:
+        now = self.get_clock().now()
+        now_s = now.nanoseconds * 1e-9
+        t = stamp_to_seconds(msg.header.stamp)
+        self.samples += 1
+        self.last_stamp = msg.header.stamp
+        if msg.header.frame_id != FRAME:
+            v = self.guard.reject_sample(f"tool pose in frame {msg.header.frame_id!r}, expected {FRAME!r}", t, now_s)
+        else:
+            v = self.guard.evaluate_quat(*pose_to_quat_mm(msg.pose), t, now_s)  # checks the pose itself
+        self.publish_status(v, msg.header.stamp, now.to_msg())
+
+    def on_health(self, msg: ToolHealth) -> None:
+        if self.tool_name and msg.tool != self.tool_name:
+            return
+        lost = msg.state == ToolHealth.STATE_TRACKING_LOST or not msg.visible
+        reason = (msg.reason or ("tool not visible" if not msg.visible else "tracking lost")) if lost else ""
+        was_lost = bool(self.guard.health_lost_reason)
+        self.guard.set_tracking_health(f"{msg.tool or 'tool'}: {reason}" if lost else "")
+        if lost and not was_lost:
+            self.publish_status(self.guard.report_lost(f"tracker: {self.guard.health_lost_reason}", self._now_s()),
+                                self.last_stamp)
+
+    def on_plan(self, msg: ScrewPlan) -> None:
+        if msg.header.frame_id != FRAME:
+            self._plan_rejected(f"plan in frame {msg.header.frame_id!r}, expected {FRAME!r}")
+            return
+        try:
+            plan, not_navigable = msg_to_plan(msg)
+        except PlanError as exc:
+            self._plan_rejected(str(exc))
+            return
+        self.guard.set_plan(plan, not_navigable)
+        if self.requested_screw:
+            try:
+                self.guard.select(self.requested_screw)
+            except KeyError as exc:
+                self.get_logger().error(f"active_screw_id: {exc.args[0]}; automatic selection")
+        self.get_logger().info(f"plan {msg.case_id or '(no case id)'}: {len(plan)} screws"
+                               + (f", not navigable: {', '.join(not_navigable)}" if not_navigable else ""))
+
+    def _plan_rejected(self, reason: str) -> None:
+        self.get_logger().error(f"plan/registered rejected: {reason}")
+        self.guard.clear_plan(f"plan rejected: {reason}")
+
+    def on_watchdog(self) -> None:
+        v = self.guard.watchdog(self._now_s())
+        if v is not None:
+            self.publish_status(v, self.last_stamp)
+
+    # ---- services / parameters --------------------------------------------------------------
+    def on_select(self, req: SelectScrew.Request, resp: SelectScrew.Response) -> SelectScrew.Response:
+        try:
+            self.guard.select(req.screw_id)
+        except KeyError as exc:
+            resp.success, resp.message = False, str(exc.args[0])
+            return resp
+        self.requested_screw = req.screw_id
+        resp.success = True
+        resp.message = f"active screw: {req.screw_id}" if req.screw_id else "automatic selection"
+        return resp
+
+    def on_set_thresholds(self, req: SetGuardThresholds.Request,
+                          resp: SetGuardThresholds.Response) -> SetGuardThresholds.Response:
+        try:
+            cfg = self.guard.config.updated(
+                warn_lateral_mm=req.warn_lateral_mm, warn_angle_deg=req.warn_angle_deg,
+                violation_lateral_mm=req.violation_lateral_mm, violation_angle_deg=req.violation_angle_deg,
+                depth_margin_mm=req.depth_margin_mm)
+        except GuardConfigError as exc:
+            resp.success, resp.message = False, f"rejected: {exc}"
+            return resp
+        self.guard.set_config(cfg)
+        self.get_logger().info(f"thresholds changed: {cfg.to_dict()}")
+        resp.success, resp.message = True, "thresholds updated"
+        return resp
+
+    def on_set_parameters(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in CONFIG_FIELDS}
+        screw = [p.value for p in params if p.name == "active_screw_id"]
+        try:
+            cfg = self.guard.config.updated(**changes) if changes else None
+            if screw:
+                self.guard.select(screw[-1])
+                self.requested_screw = screw[-1]
+        except (GuardConfigError, KeyError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        if cfg is not None:
+            self.guard.set_config(cfg)
+        return SetParametersResult(successful=True)
+
+    # ---- outputs ----------------------------------------------------------------------------
+    def publish_status(self, v: GuardVerdict, sample_stamp, stamp=None) -> None:
+        m = v.metrics
+        msg = GuardStatus(active_screw_id=v.screw_id, state=int(v.state), state_name=v.state.name, reason=v.reason,
+                          lateral_error_mm=m.lateral_error_mm, entry_offset_mm=m.entry_offset_mm,
+                          angular_error_deg=m.angular_error_deg, depth_mm=m.depth_mm, remaining_mm=m.remaining_mm,
+                          predicted_tip_error_mm=m.predicted_tip_error_mm, sample_age_ms=v.sample_age_ms)
+        msg.header.frame_id = FRAME
+        msg.header.stamp = stamp if stamp is not None else self.get_clock().now().to_msg()
+        if sample_stamp is not None:
+            msg.tool_sample_stamp = sample_stamp
+        self.status_pub.publish(msg)
+
+    def publish_markers(self) -> None:
+        v = self.guard.last_verdict
+        state = v.state if v is not None else GuardState.NO_PLAN
+        active = self.guard.selector.active_id
+        arr = MarkerArray()
+        stamp = self.get_clock().now().to_msg()
+        for i, g in enumerate(self.guard.selector.segments.screws):
+            colour = (STATE_COLOURS[state] if g.screw_id == active else
+                      INACTIVE_COLOUR if g.navigable else NOT_NAVIGABLE_COLOUR)
+            arr.markers.append(self._line_marker("planned_corridors", i, stamp, g.entry, g.target, colour,
+                                                 width_mm=2.0 * self.guard.config.violation_lateral_mm))
+        if self.guard.last_tip_axis is not None:
+            back, tip = axis_segment_mm(*self.guard.last_tip_axis, length_mm=150.0)
+            arr.markers.append(self._line_marker("tool_axis", 0, stamp, back, tip, (1.0, 1.0, 1.0, 1.0), width_mm=1.0))
+        if arr.markers:
+            self.marker_pub.publish(arr)
+
+    def _line_marker(self, ns: str, idx: int, stamp, a_mm, b_mm, colour, width_mm: float) -> Marker:
+        mk = Marker(ns=ns, id=idx, type=Marker.LINE_LIST, action=Marker.ADD, lifetime=Duration(sec=1))
+        mk.header.frame_id, mk.header.stamp = FRAME, stamp
+        mk.pose.orientation.w = 1.0
+        mk.scale.x = width_mm / 1000.0  # line width, metres on the topic
+        mk.points = [point_mm_to_msg(a_mm), point_mm_to_msg(b_mm)]
+        mk.color = ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=colour[3])
+        return mk
+
+    def publish_diagnostics(self) -> None:
+        v = self.guard.last_verdict
+        st = DiagnosticStatus(name="spine_nav/trajectory_guard", hardware_id="trajectory_guard")
+        if self.config_error:
+            st.level, st.message = DiagnosticStatus.ERROR, self.config_error
+        elif v is None:
+            st.level, st.message = DiagnosticStatus.WARN, "no verdict yet"
+        else:
+            st.level, st.message = DIAG_LEVEL[v.state], f"{v.state.name}: {v.reason}"
+        st.values = [KeyValue(key="samples", value=str(self.samples)),
+                     KeyValue(key="active_screw_id", value=self.guard.selector.active_id or ""),
+                     KeyValue(key="screws", value=str(len(self.guard.selector.segments))),
+                     KeyValue(key="sample_age_ms", value=f"{v.sample_age_ms:.3f}" if v else "")]
+        arr = DiagnosticArray(status=[st])
+        arr.header.stamp = self.get_clock().now().to_msg()
+        self.diag_pub.publish(arr)
+
+
+def main(argv=None) -> int:
+    from spine_nav.nodes.runner import run_node_main
+
+    return run_node_main(TrajectoryGuardNode, argv)
