@@ -1,0 +1,442 @@
+"""The arm guide controller: alignment to a planned screw, motion compensation, safe hold.
+
+Pure core, clock injected: :meth:`ArmGuide.step` is called once per control cycle (1 kHz by
+:class:`spine_nav.arm.servo.ServoLoop`, or stepped by tests/benchmarks in simulated time) with
+the cycle's time and the joint feedback, and returns the joint position/velocity command.
+
+Frames and units (mm, s, rad)::
+
+    T_robotbase_reference = inv(T_tracker_robotbase) @ T_tracker_reference    (latest, filtered)
+    screw (Reference):  entry_mm, direction (entry -> target, into the bone)
+    target (RobotBase): tube opening at entry - standoff_mm * direction, guide +z = direction
+
+Each cycle in ALIGNING/TRACKING: the target is recomputed from the latest reference sample (so
+the tube follows breathing), one warm-started IK step updates the goal joints, and ruckig
+(jerk-limited online trajectory generation) moves the command toward it; velocity limits are
+scaled down when the tube is within ``near_patient_mm`` of its target.
+
+Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, stale
+reference sample, stale joint feedback, control-cycle overrun, joint position outside the
+limits, joint velocity above limit -> HOLD: commanded velocity zero and the command frozen from
+this cycle on; only :meth:`resume` (explicit) leaves HOLD. Requests made from other threads
+(``on_guard_state``, ``hold``) take effect at the next cycle.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError, Synchronization
+
+from spine_nav.arm.kinematics import AlignmentTarget, ArmKinematics, UnreachableTarget
+from spine_nav.arm.reference_filter import ReferenceFilter
+from spine_nav.arm.safety import GUARD_STOP_STATES, StopCause, StopEvent, log_stop
+from spine_nav.geometry import invert, transform_directions, transform_points, validate_transform
+from spine_nav.plan import Screw
+
+MODES = ("IDLE", "ALIGNING", "TRACKING", "HOLD")
+
+
+@dataclass
+class ArmGuideConfig:
+    """Controller parameters (units in the names)."""
+
+    standoff_mm: float = 25.0
+    control_period_s: float = 0.001
+    reference_timeout_s: float = 0.1
+    feedback_timeout_s: float = 0.02
+    cycle_watchdog_s: float = 0.02
+    velocity_scale: float = 0.5            # fraction of the URDF velocity limits
+    near_patient_mm: float = 80.0
+    near_patient_velocity_scale: float = 0.25
+    max_acceleration_rad_s2: float = 3.0
+    max_jerk_rad_s3: float = 30.0
+    velocity_violation_factor: float = 1.1
+    joint_limit_tolerance_rad: float = 1e-3
+    settled_mm: float = 0.1
+    settled_deg: float = 0.1
+    compensate_motion: bool = True          # False: keep the reference at align() time (baseline)
+    filter_alpha: float = 0.35
+    filter_beta: float = 0.05
+    marker_drift_mm: float = 3.0            # arm marker vs T_tracker_robotbase @ FK: beyond this -> hold
+    marker_check_max_rad_s: float = 0.01    # compare only while the arm is still (not ALIGNING) ...
+    marker_drift_samples: int = 3           # ... and hold after this many consecutive samples beyond
+    monitor_every: int = 5                  # cycles between alignment-error updates once TRACKING
+    ik_every: int = 2                       # cycles between warm IK steps (ruckig runs every cycle)
+
+
+@dataclass(frozen=True)
+class ServoCommand:
+    q_rad: np.ndarray
+    qd_rad_s: np.ndarray
+    holding: bool
+
+
+@dataclass
+class ArmGuideState:
+    """Snapshot for publishing (ArmState message) and logs."""
+
+    mode: str = "IDLE"
+    active_screw_id: str = ""
+    stop_cause: str = ""
+    alignment_error_mm: float = float("nan")
+    alignment_error_deg: float = float("nan")
+    holding: bool = False
+    T_reference_guidetube: np.ndarray | None = None
+    stops: list = field(default_factory=list)
+
+
+class ArmGuide:
+    """In-process API: ``align(screw)``, ``hold(cause)``, ``resume()``, ``release()``, ``state``."""
+
+    def __init__(self, kin: ArmKinematics, T_tracker_robotbase: np.ndarray, config: ArmGuideConfig | None = None,
+                 q0_rad: np.ndarray | None = None) -> None:
+        self.kin = kin  # used by the servo cycle (under self._lock)
+        self._planner = ArmKinematics(kin.arm)  # own Pinocchio data for align() outside the lock
+        self.cfg = config or ArmGuideConfig()
+        self.T_tracker_robotbase = validate_transform(T_tracker_robotbase, "T_tracker_robotbase")
+        self.T_robotbase_tracker = invert(self.T_tracker_robotbase)
+        n = kin.arm.dof
+        self.vmax = kin.arm.velocity_limit_rad_s
+        self._q_lo = kin.lower - self.cfg.joint_limit_tolerance_rad
+        self._q_hi = kin.upper + self.cfg.joint_limit_tolerance_rad
+        self._qd_max = self.cfg.velocity_violation_factor * self.vmax
+        self._lock = threading.Lock()
+        self._filter = ReferenceFilter(self.cfg.filter_alpha, self.cfg.filter_beta)
+        self._ref_stamp_s: float | None = None
+        self._frozen_reference: np.ndarray | None = None
+        self._guard_state = ""
+        self._pending_stop: StopEvent | None = None
+        self._screw: Screw | None = None
+        self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
+        self._q_goal: np.ndarray | None = None
+        self._mode = "IDLE"
+        self._holding = False
+        self._stop_cause = ""
+        self.stops: list[StopEvent] = []
+        self._last_step_s: float | None = None
+        self._q_meas_last: np.ndarray | None = None
+        self._qd_meas_last: np.ndarray | None = None
+        self.marker_drift_mm = float("nan")
+        self._drift_count = 0
+        self._T_b_r_sample = np.eye(4)
+        self._v_b_mm_s = np.zeros(3)
+        self._filter_stamp_s = 0.0
+        self._cycle = 0
+        self._since_monitor = 0
+        self._ik_ran = False
+        self._err = (float("nan"), float("nan"))
+        self._distance_to_target_mm = float("inf")
+        self._cycle_target: tuple[np.ndarray, np.ndarray] | None = None
+        self._T_b_tube: tuple[np.ndarray, np.ndarray] | None = None
+        self.hold_request_mono_ns: int | None = None  # set when a stop request arrives (for latency measurement)
+        self.hold_effective_mono_ns: int | None = None
+        self._otg = Ruckig(n, self.cfg.control_period_s)
+        self._inp = InputParameter(n)
+        self._out = OutputParameter(n)
+        q0 = np.zeros(n) if q0_rad is None else np.asarray(q0_rad, dtype=float)
+        self._q_cmd = q0.copy()
+        self._qd_cmd = np.zeros(n)
+        self._reset_otg(q0)
+
+    # ------------------------------------------------------------------ inputs (any thread)
+    def on_reference(self, T_tracker_reference: np.ndarray, stamp_s: float) -> None:
+        """Latest tracker sample of the patient reference (``T_tracker_reference``, mm; tracker time s)."""
+        with self._lock:
+            self._filter.update(T_tracker_reference, stamp_s)
+            self._ref_stamp_s = stamp_s
+            # per sample (not per cycle): the filtered reference and its velocity in RobotBase
+            self._T_b_r_sample = self.T_robotbase_tracker @ self._filter.T
+            self._v_b_mm_s = self.T_robotbase_tracker[:3, :3] @ self._filter.v_mm_s
+            self._filter_stamp_s = self._filter.stamp_s
+
+    def on_arm_marker(self, T_tracker_armmarker: np.ndarray, t_s: float) -> float | None:
+        """Tracker sample of the arm's marker: checks the robot-to-tracker registration live.
+
+        Compares it with ``T_tracker_robotbase @ FK(q, ArmMarker)`` while the arm is nearly still
+        and not ALIGNING (sample/encoder timing would otherwise show as drift); a disagreement above
+        ``marker_drift_mm`` in ``marker_drift_samples`` consecutive samples (the base or the camera
+        moved, or the marker slipped) holds the arm at the next cycle. Returns the drift in mm (None
+        when not checked)."""
+        import time
+
+        T = validate_transform(T_tracker_armmarker, "T_tracker_armmarker")
+        with self._lock:
+            if self._q_meas_last is None or self._mode == "ALIGNING" \
+                    or float(np.max(np.abs(self._qd_meas_last))) > self.cfg.marker_check_max_rad_s:
+                self._drift_count = 0
+                return None
+            pred = self.T_tracker_robotbase @ self.kin.fk(self._q_meas_last, "ArmMarker")
+            drift = float(np.linalg.norm(pred[:3, 3] - T[:3, 3]))
+            self.marker_drift_mm = drift
+            self._drift_count = self._drift_count + 1 if drift > self.cfg.marker_drift_mm else 0
+            if self._drift_count >= self.cfg.marker_drift_samples and not self._holding and self._pending_stop is None:
+                self._pending_stop = StopEvent(t_s, StopCause.REGISTRATION_DRIFT,
+                                               f"{drift:.1f} mm > {self.cfg.marker_drift_mm} mm")
+                self.hold_request_mono_ns = time.monotonic_ns()
+            return drift
+
+    def on_guard_state(self, state_name: str, t_s: float, detail: str = "") -> None:
+        """Guard verdict (GuardStatus.state_name). VIOLATION / TRACKING_LOST stop at the next cycle."""
+        import time
+
+        with self._lock:
+            self._guard_state = state_name
+            cause = GUARD_STOP_STATES.get(state_name)
+            if cause is not None and not self._holding and self._pending_stop is None:
+                self._pending_stop = StopEvent(t_s, cause, detail)
+                self.hold_request_mono_ns = time.monotonic_ns()
+
+    def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
+        """Request a hold (takes effect at the next control cycle)."""
+        import time
+
+        with self._lock:
+            if self._pending_stop is None:
+                self._pending_stop = StopEvent(t_s, cause, detail)
+                self.hold_request_mono_ns = time.monotonic_ns()
+
+    def reference_in_robotbase(self, t_s: float) -> np.ndarray:
+        """``T_robotbase_reference`` from the latest (filtered, predicted to ``t_s``) reference sample."""
+        if not self.cfg.compensate_motion and self._frozen_reference is not None:
+            return self.T_robotbase_tracker @ self._frozen_reference
+        T = self._T_b_r_sample.copy()
+        dt = t_s - self._filter_stamp_s
+        T[:3, 3] += self._v_b_mm_s * (0.0 if dt < 0.0 else min(dt, self._filter.max_horizon_s))
+        return T
+
+    # ------------------------------------------------------------------ commands
+    def align(self, screw: Screw, t_s: float) -> tuple[bool, str]:
+        """Start aligning the guide to ``screw`` (Reference frame). Returns (accepted, message).
+
+        Refused while holding (resume first), without a reference sample, or when the IK says
+        the target is unreachable (the message says why)."""
+        with self._lock:
+            if self._holding:
+                return False, f"holding ({self._stop_cause}); send resume first"
+            if self._filter.T is None:
+                return False, "no tracker sample of the patient reference yet (tracking/reference)"
+            entry, d = np.asarray(screw.entry_mm, float), screw.direction
+            point_ref = entry - self.cfg.standoff_mm * d
+            T_b_r = self.reference_in_robotbase(t_s)
+            q_seed = self._q_cmd.copy()
+            frozen = self._filter.predict(t_s)
+        # The full IK (several seeds, up to ~100 ms) runs outside the lock on the planner's own
+        # Pinocchio data, so the servo keeps cycling (and its watchdog stays quiet) meanwhile.
+        target = AlignmentTarget(transform_points(T_b_r, point_ref), transform_directions(T_b_r, d))
+        try:
+            ik = self._planner.align(target, q_seed)
+        except UnreachableTarget as exc:
+            return False, f"screw {screw.id}: {exc}"
+        with self._lock:
+            if self._holding:
+                return False, f"holding ({self._stop_cause}) since the request; send resume first"
+            self._frozen_reference = frozen
+            self._screw = screw
+            self._target_ref = (point_ref, d)
+            self._q_goal = ik.q_rad
+            self._mode = "ALIGNING"
+            self._reset_otg(self._q_cmd, self._qd_cmd)
+            return True, f"aligning to {screw.id} (IK {ik.iterations} it, margin {self.kin.limit_margin(ik.q_rad):.2f})"
+
+    def resume(self, t_s: float) -> tuple[bool, str]:
+        """Leave HOLD (the only way out). Refused while the stop condition persists."""
+        with self._lock:
+            if not self._holding:
+                return False, "not holding"
+            if self._guard_state in GUARD_STOP_STATES:
+                return False, f"guard still reports {self._guard_state}"
+            if self._target_ref is not None and (self._ref_stamp_s is None
+                                                 or t_s - self._ref_stamp_s > self.cfg.reference_timeout_s):
+                return False, "tracker reference still stale"
+            self._holding = False
+            self._pending_stop = None
+            self._last_step_s = None
+            self._mode = "ALIGNING" if self._target_ref is not None else "IDLE"
+            self._reset_otg(self._q_cmd)
+            return True, f"resumed ({self._mode})"
+
+    def release(self) -> tuple[bool, str]:
+        """Drop the target: IDLE, holding the current position (no latch)."""
+        with self._lock:
+            if self._holding:
+                return False, f"holding ({self._stop_cause}); send resume first"
+            self._screw, self._target_ref, self._q_goal = None, None, None
+            self._mode = "IDLE"
+            self._qd_cmd = np.zeros_like(self._qd_cmd)
+            self._reset_otg(self._q_cmd)
+            return True, "released"
+
+    # ------------------------------------------------------------------ the control cycle
+    def step(self, t_s: float, q_meas: np.ndarray, qd_meas: np.ndarray, feedback_stamp_s: float | None = None) -> ServoCommand:
+        """One control cycle at time ``t_s`` with joint feedback (rad, rad/s, sampled at ``feedback_stamp_s``)."""
+        with self._lock:
+            self._q_meas_last, self._qd_meas_last = q_meas, qd_meas
+            stop = self._check_safety(t_s, q_meas, qd_meas, feedback_stamp_s)
+            self._last_step_s = t_s
+            if stop is not None and not self._holding:
+                self._enter_hold(stop)
+            if self._holding or self._mode == "IDLE":
+                self._qd_cmd = np.zeros_like(self._qd_cmd)
+            else:
+                try:
+                    self._track(t_s)
+                except (RuckigError, RuntimeError, ValueError, np.linalg.LinAlgError) as exc:
+                    # never leave a cycle without a safe command: hold where the command is
+                    self._enter_hold(StopEvent(t_s, StopCause.MOTION_ERROR, str(exc).splitlines()[0][:200]))
+            self._cycle += 1
+            self._since_monitor += 1
+            # monitoring (FK + error) preferably on a cycle without an IK step, to keep cycles short
+            due = self._since_monitor >= self.cfg.monitor_every
+            if self._mode == "ALIGNING" or (due and (not self._ik_ran or self._since_monitor >= 2 * self.cfg.monitor_every)):
+                self._update_error(t_s, q_meas)
+                self._since_monitor = 0
+            else:
+                self._cycle_target = None
+            return ServoCommand(self._q_cmd.copy(), self._qd_cmd.copy(), self._holding)
+
+    def _check_safety(self, t_s, q, qd, fb_stamp) -> StopEvent | None:
+        if self._pending_stop is not None:
+            return self._pending_stop
+        if self._holding:
+            return None
+        c = self.cfg
+        if self._last_step_s is not None and t_s - self._last_step_s > c.cycle_watchdog_s:
+            return StopEvent(t_s, StopCause.CYCLE_WATCHDOG, f"{(t_s - self._last_step_s) * 1e3:.1f} ms since last cycle")
+        if fb_stamp is not None and t_s - fb_stamp > c.feedback_timeout_s:
+            return StopEvent(t_s, StopCause.FEEDBACK_STALE, f"joint state {(t_s - fb_stamp) * 1e3:.1f} ms old")
+        if self._mode in ("ALIGNING", "TRACKING") and c.compensate_motion:
+            age = float("inf") if self._ref_stamp_s is None else t_s - self._ref_stamp_s
+            if age > c.reference_timeout_s:
+                return StopEvent(t_s, StopCause.REFERENCE_STALE, f"reference sample {age * 1e3:.0f} ms old")
+        out = (q < self._q_lo) | (q > self._q_hi)
+        if out.any():
+            j = int(np.flatnonzero(out)[0])
+            return StopEvent(t_s, StopCause.JOINT_LIMIT, f"{self.kin.arm.joint_names[j]} at {q[j]:.3f} rad")
+        fast = np.abs(qd) > self._qd_max
+        if fast.any():
+            j = int(np.flatnonzero(fast)[0])
+            return StopEvent(t_s, StopCause.JOINT_VELOCITY, f"{self.kin.arm.joint_names[j]} at {qd[j]:.2f} rad/s")
+        return None
+
+    def _enter_hold(self, event: StopEvent) -> None:
+        import time
+
+        self._holding = True
+        self._mode = "HOLD"
+        self._pending_stop = None
+        self._stop_cause = str(event)
+        self._qd_cmd = np.zeros_like(self._qd_cmd)
+        self.stops.append(event)
+        self.hold_effective_mono_ns = time.monotonic_ns()
+        log_stop(event)
+
+    def _target_in_robotbase(self, t_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """(tube point mm, axis) in RobotBase for this cycle. Plain matrix products (inputs were
+        validated on arrival; geometry's validating helpers cost ~100 us per call at 1 kHz)."""
+        T_b_r = self.reference_in_robotbase(t_s)
+        point_ref, d = self._target_ref
+        R = T_b_r[:3, :3]
+        return R @ point_ref + T_b_r[:3, 3], R @ d
+
+    def _track(self, t_s: float) -> None:
+        self._ik_ran = self._cycle % self.cfg.ik_every == 0
+        if self._ik_ran:
+            # the goal moves at breathing speed (~3 mm/s): a 2 ms IK period costs < 0.01 mm of lag
+            point_b, axis_b = self._cycle_target = self._target_in_robotbase(t_s)
+            self._q_goal, _, _ = self.kin.ik_step_raw(self._q_goal, point_b, axis_b)
+        near = self._distance_to_target_mm < self.cfg.near_patient_mm
+        scale = self.cfg.velocity_scale * (self.cfg.near_patient_velocity_scale if near else 1.0)
+        inp = self._inp
+        inp.max_velocity = (self.vmax * scale).tolist()
+        inp.target_position = self._q_goal.tolist()
+        try:
+            res = self._otg.update(inp, self._out)
+        except RuckigError:
+            # ruckig's time synchronisation can fail numerically on tiny moves (seen at ~1e-4 rad):
+            # per-joint time-optimal profiles (no synchronisation) are always solvable.
+            inp.synchronization = Synchronization.No
+            res = self._otg.update(inp, self._out)
+            inp.synchronization = Synchronization.Time
+        if res not in (Result.Working, Result.Finished):
+            raise RuntimeError(f"ruckig failed: {res}")
+        self._q_cmd = np.asarray(self._out.new_position)
+        self._qd_cmd = np.asarray(self._out.new_velocity)
+        self._out.pass_to_input(inp)
+
+    def _update_error(self, t_s: float, q_meas: np.ndarray) -> None:
+        if self._target_ref is None:
+            self._err = (float("nan"), float("nan"))
+            self._T_b_tube = None
+            return
+        R, p = self.kin.tube_pose_raw(q_meas)
+        if self._cycle_target is None:
+            self._cycle_target = self._target_in_robotbase(t_s)
+        point_b, axis_b = self._cycle_target
+        self._cycle_target = None
+        self._T_b_tube = (R.copy(), p.copy())
+        self._err = line_error(p, R[:, 2], point_b, axis_b)
+        dp = p - point_b
+        self._distance_to_target_mm = float(np.sqrt(dp @ dp))
+        if self._mode == "ALIGNING" and self._err[0] <= self.cfg.settled_mm and self._err[1] <= self.cfg.settled_deg \
+                and float(np.max(np.abs(self._qd_cmd))) < 1e-3:
+            self._mode = "TRACKING"
+
+    def _reset_otg(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:
+        n = len(q)
+        inp = self._inp
+        inp.current_position = list(map(float, q))
+        inp.current_velocity = list(map(float, qd)) if qd is not None else [0.0] * n
+        inp.current_acceleration = [0.0] * n
+        inp.target_position = list(map(float, q))
+        inp.target_velocity = [0.0] * n
+        inp.target_acceleration = [0.0] * n
+        inp.max_velocity = (self.vmax * self.cfg.velocity_scale).tolist()
+        inp.max_acceleration = [self.cfg.max_acceleration_rad_s2] * n
+        inp.max_jerk = [self.cfg.max_jerk_rad_s3] * n
+        self._q_cmd = np.asarray(q, dtype=float).copy()
+
+    # ------------------------------------------------------------------ state
+    @property
+    def state(self) -> ArmGuideState:
+        with self._lock:
+            T_ref_tube = None
+            if self._T_b_tube is not None and self._filter.T is not None:
+                T_b_tube = np.eye(4)
+                T_b_tube[:3, :3], T_b_tube[:3, 3] = self._T_b_tube
+                T_ref_tube = invert(self.reference_in_robotbase(self._last_step_s or 0.0)) @ T_b_tube
+            return ArmGuideState(
+                mode=self._mode, active_screw_id=self._screw.id if self._screw else "", stop_cause=self._stop_cause,
+                alignment_error_mm=self._err[0], alignment_error_deg=self._err[1], holding=self._holding,
+                T_reference_guidetube=T_ref_tube,
+                stops=list(self.stops))
+
+    @property
+    def q_command(self) -> np.ndarray:
+        with self._lock:
+            return self._q_cmd.copy()
+
+
+def guide_error(T_reference_guidetube: np.ndarray, point_mm: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
+    """Guide-to-trajectory error in Reference: (distance of the tube opening from the planned line
+    [mm], angle between the guide axis +z and the planned direction [deg])."""
+    T = validate_transform(T_reference_guidetube, "T_reference_guidetube")
+    return line_error(T[:3, 3], T[:3, 2], np.asarray(point_mm, float), np.asarray(direction, float))
+
+
+def line_error(p_mm: np.ndarray, z: np.ndarray, point_mm: np.ndarray, d: np.ndarray) -> tuple[float, float]:
+    """(distance of ``p_mm`` from the line ``point_mm + s d`` [mm], angle between ``z`` and ``d`` [deg]);
+    all in one frame, ``d`` and ``z`` unit."""
+    v = p_mm - point_mm
+    w = v - (v @ d) * d
+    lateral = float(np.sqrt(w @ w))
+    ang = float(np.degrees(np.arccos(min(1.0, max(-1.0, float(z @ d))))))
+    return lateral, ang
+
+
+def tube_target_in_reference(screw: Screw, standoff_mm: float) -> np.ndarray:
+    """Desired ``T_reference_guidetube``'s origin: ``entry - standoff * direction`` (mm)."""
+    return np.asarray(screw.entry_mm, float) - standoff_mm * screw.direction
+
+

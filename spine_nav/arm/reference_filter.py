@@ -1,0 +1,48 @@
+"""Alpha-beta filter of the patient reference pose (tracker frame, mm, s).
+
+Hand-written (15 lines) because it must run per tracker sample with no allocation-heavy
+library call: it smooths tracker noise on the translation and estimates its velocity, so the
+servo can predict the reference at its own cycle time (compensates sample latency and the
+filter's lag on breathing motion). The rotation is taken from the latest sample (breathing is
+a translation; rotation noise of a reference array is ~0.01 deg).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from spine_nav.geometry import validate_transform
+
+
+class ReferenceFilter:
+    max_horizon_s = 0.05  # never extrapolate further than this past the last sample
+
+    def __init__(self, alpha: float = 0.35, beta: float = 0.05) -> None:
+        if not (0 < alpha <= 1 and 0 <= beta < 2):
+            raise ValueError(f"alpha/beta: need 0 < alpha <= 1 and 0 <= beta < 2, got {alpha}, {beta}")
+        self.alpha, self.beta = alpha, beta
+        self.T: np.ndarray | None = None
+        self.v_mm_s = np.zeros(3)
+        self.stamp_s: float | None = None
+
+    def update(self, T_tracker_reference: np.ndarray, stamp_s: float) -> None:
+        T = validate_transform(T_tracker_reference, "T_tracker_reference")
+        if self.T is None or self.stamp_s is None or stamp_s <= self.stamp_s:
+            if self.T is None or stamp_s > (self.stamp_s or -np.inf) + 1.0:
+                self.T, self.v_mm_s, self.stamp_s = T.copy(), np.zeros(3), stamp_s
+            return
+        dt = stamp_s - self.stamp_s
+        pred = self.T[:3, 3] + self.v_mm_s * dt
+        r = T[:3, 3] - pred
+        new = T.copy()
+        new[:3, 3] = pred + self.alpha * r
+        self.v_mm_s = self.v_mm_s + (self.beta / dt) * r
+        self.T, self.stamp_s = new, stamp_s
+
+    def predict(self, t_s: float, max_horizon_s: float | None = None) -> np.ndarray:
+        """Filtered ``T_tracker_reference`` extrapolated to ``t_s`` (at most ``max_horizon_s`` ahead)."""
+        if self.T is None:
+            raise ValueError("reference filter: no sample yet")
+        T = self.T.copy()
+        h = self.max_horizon_s if max_horizon_s is None else max_horizon_s
+        T[:3, 3] += self.v_mm_s * float(np.clip(t_s - self.stamp_s, 0.0, h))
+        return T

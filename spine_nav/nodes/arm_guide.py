@@ -1,0 +1,265 @@
+"""Node `arm_guide`: aligns the guide tube to a planned screw and holds it there (1 kHz servo).
+
+Thin wrapper over :class:`spine_nav.arm.controller.ArmGuide` (all math in the core); the servo
+runs in its own thread (:class:`spine_nav.arm.servo.ServoLoop`), ROS callbacks only hand data over.
+
+Subscribes: ``plan/registered`` (ScrewPlan, Reference), ``tracking/reference`` (PoseStamped,
+T_tracker_reference), ``guard/status`` (GuardStatus: VIOLATION / TRACKING_LOST hold from the next
+servo cycle), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
+T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm).
+Publishes: ``arm/joint_command`` (trajectory_msgs/JointTrajectory, one point: positions + velocities),
+``arm/state`` (ArmState), ``arm/guide_pose`` (PoseStamped, T_reference_guidetube in Reference),
+``/diagnostics``. Service: ``arm/command`` (ArmCommand: align screw_id / hold / release / resume).
+
+Parameters (units in names): tracker_robotbase_xyz_mm + tracker_robotbase_quat_xyzw
+(T_tracker_robotbase from hand-eye calibration: ``spine-nav arm calibrate``), standoff_mm,
+servo_rate_hz, command_rate_hz, state_rate_hz, realtime (SCHED_FIFO), reference_timeout_s,
+feedback_timeout_s, cycle_watchdog_s, velocity_scale, near_patient_mm, near_patient_velocity_scale.
+
+Clocks: the servo runs on time.monotonic; a tracker sample's header stamp (ROS time) is mapped to
+monotonic with the current ROS-monotonic offset, so the stale-reference watchdog sees its real age.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rclpy.node import Node
+from sensor_msgs.msg import JointState
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+from spine_nav_interfaces.srv import ArmCommand
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
+from spine_nav.arm.kinematics import ArmKinematics
+from spine_nav.arm.model import load_arm_model
+from spine_nav.arm.safety import StopCause
+from spine_nav.arm.servo import ServoLoop
+from spine_nav.geometry import transform_from_quat
+from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, msg_to_plan, pose_to_matrix_mm, stamp_to_seconds
+from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.plan import PlanError
+
+
+#: GuardStatus.state -> name, for senders that leave state_name empty.
+_GUARD_STATE_NAMES = {GuardStatus.STATE_TRACKING_LOST: "TRACKING_LOST", GuardStatus.STATE_VIOLATION: "VIOLATION"}
+
+
+class ArmGuideNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__("arm_guide", **kwargs)
+        p = self.declare_parameter
+        xyz = list(p("tracker_robotbase_xyz_mm", [0.0, 0.0, 0.0]).value)
+        quat = list(p("tracker_robotbase_quat_xyzw", [0.0, 0.0, 0.0, 1.0]).value)
+        self.servo_rate_hz = float(p("servo_rate_hz", 1000.0).value)
+        cfg = ArmGuideConfig(
+            standoff_mm=float(p("standoff_mm", 25.0).value),
+            control_period_s=1.0 / self.servo_rate_hz,
+            reference_timeout_s=float(p("reference_timeout_s", 0.1).value),
+            feedback_timeout_s=float(p("feedback_timeout_s", 0.05).value),
+            cycle_watchdog_s=float(p("cycle_watchdog_s", 0.02).value),
+            velocity_scale=float(p("velocity_scale", 0.5).value),
+            near_patient_mm=float(p("near_patient_mm", 80.0).value),
+            near_patient_velocity_scale=float(p("near_patient_velocity_scale", 0.25).value),
+            marker_drift_mm=float(p("marker_drift_mm", 3.0).value),
+        )
+        command_rate_hz = float(p("command_rate_hz", 250.0).value)
+        state_rate_hz = float(p("state_rate_hz", 20.0).value)
+        realtime = bool(p("realtime", True).value)
+        T_tracker_robotbase = transform_from_quat(quat, xyz, order="xyzw")
+
+        self.kin = ArmKinematics(load_arm_model())
+        self.joint_names = self.kin.arm.joint_names
+        self._lock = threading.Lock()
+        self._feedback: tuple[np.ndarray, np.ndarray, float] | None = None
+        self.plan = None
+        self.not_navigable: dict[str, str] = {}
+        self.guide: ArmGuide | None = None  # created at the first joint state (starts where the arm is)
+        self._cfg, self._T_tracker_robotbase = cfg, T_tracker_robotbase
+        self._pending_reference: list = []
+
+        self.cmd_pub = self.create_publisher(JointTrajectory, "arm/joint_command", STATUS_QOS)
+        self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
+        self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_subscription(ScrewPlan, "plan/registered", self.on_plan, PLAN_QOS)
+        self.create_subscription(PoseStamped, "tracking/reference", self.on_reference, SENSOR_QOS)
+        self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
+        self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
+        self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS)
+        self.create_service(ArmCommand, "arm/command", self.on_command)
+        self.create_timer(1.0 / command_rate_hz, self.publish_command)
+        self.create_timer(1.0 / state_rate_hz, self.publish_state)
+        self.create_timer(1.0, self.publish_diagnostics)
+        self.servo = ServoLoop(self.servo_cycle, period_s=1.0 / self.servo_rate_hz, realtime=realtime, record=False)
+        self.servo.start()
+        self.get_logger().info(f"arm_guide: servo {self.servo_rate_hz:.0f} Hz (realtime={realtime}), "
+                               f"standoff {cfg.standoff_mm} mm")
+
+    # ---------------------------------------------------------------- clocks
+    def _ros_to_mono(self, stamp) -> float:
+        offset = self.get_clock().now().nanoseconds * 1e-9 - time.monotonic()
+        return stamp_to_seconds(stamp) - offset
+
+    # ---------------------------------------------------------------- inputs
+    def on_plan(self, msg: ScrewPlan) -> None:
+        try:
+            plan, not_nav = msg_to_plan(msg)
+        except PlanError as exc:
+            self.get_logger().error(f"plan/registered rejected: {exc}")
+            return
+        if plan.frame != "Reference":
+            self.get_logger().error(f"plan/registered: frame {plan.frame!r}, expected 'Reference'; ignored")
+            return
+        self.plan, self.not_navigable = plan, not_nav
+        self.get_logger().info(f"plan: {len(plan)} screws ({len(not_nav)} not navigable)")
+
+    def on_reference(self, msg: PoseStamped) -> None:
+        try:
+            T = pose_to_matrix_mm(msg.pose)
+        except ValueError as exc:
+            self.get_logger().warn(f"tracking/reference: bad pose ({exc})", throttle_duration_sec=1.0)
+            return
+        t = self._ros_to_mono(msg.header.stamp)
+        if self.guide is None:
+            self._pending_reference = [(T, t)]
+        else:
+            self.guide.on_reference(T, t)
+
+    def on_arm_marker(self, msg: PoseStamped) -> None:
+        if self.guide is None:
+            return
+        try:
+            T = pose_to_matrix_mm(msg.pose)
+        except ValueError as exc:
+            self.get_logger().warn(f"tracking/arm_marker: bad pose ({exc})", throttle_duration_sec=1.0)
+            return
+        self.guide.on_arm_marker(T, self._ros_to_mono(msg.header.stamp))
+
+    def on_guard(self, msg: GuardStatus) -> None:
+        if self.guide is not None:
+            name = msg.state_name or _GUARD_STATE_NAMES.get(msg.state, "")
+            self.guide.on_guard_state(name, time.monotonic(), msg.reason)
+
+    def on_joint_state(self, msg: JointState) -> None:
+        try:
+            idx = [list(msg.name).index(n) for n in self.joint_names]
+        except ValueError:
+            self.get_logger().error(f"joint_states: expected joints {self.joint_names}, got {list(msg.name)}",
+                                    throttle_duration_sec=5.0)
+            return
+        q = np.array([msg.position[i] for i in idx])
+        qd = np.array([msg.velocity[i] for i in idx]) if len(msg.velocity) == len(msg.name) else np.zeros(len(idx))
+        with self._lock:
+            self._feedback = (q, qd, time.monotonic())
+        if self.guide is None:
+            self.guide = ArmGuide(self.kin, self._T_tracker_robotbase, self._cfg, q0_rad=q)
+            for T, t in self._pending_reference:
+                self.guide.on_reference(T, t)
+
+    def on_command(self, req: ArmCommand.Request, res: ArmCommand.Response) -> ArmCommand.Response:
+        now = time.monotonic()
+        if self.guide is None:
+            res.success, res.message = False, "no joint_states from the arm yet"
+            return res
+        cmd = req.command.strip().lower()
+        if cmd == "align":
+            if self.plan is None:
+                res.success, res.message = False, "no plan on plan/registered yet"
+                return res
+            if req.screw_id in self.not_navigable:
+                res.success, res.message = False, f"screw {req.screw_id}: not navigable ({self.not_navigable[req.screw_id]})"
+                return res
+            try:
+                screw = self.plan.screw(req.screw_id)
+            except KeyError as exc:
+                res.success, res.message = False, str(exc.args[0])
+                return res
+            res.success, res.message = self.guide.align(screw, now)
+        elif cmd == "hold":
+            self.guide.hold(now, StopCause.OPERATOR, "arm/command hold")
+            res.success, res.message = True, "hold requested"
+        elif cmd == "resume":
+            res.success, res.message = self.guide.resume(now)
+        elif cmd == "release":
+            res.success, res.message = self.guide.release()
+        else:
+            res.success, res.message = False, f"command: unknown {req.command!r} (align, hold, release, resume)"
+        if res.success:
+            self.get_logger().info(f"arm/command {cmd}: {res.message}")
+        else:  # rclpy: one severity per logging call site
+            self.get_logger().warn(f"arm/command {cmd} refused: {res.message}")
+        return res
+
+    # ---------------------------------------------------------------- servo thread
+    def servo_cycle(self, t_s: float) -> None:
+        with self._lock:
+            fb = self._feedback
+        if self.guide is None or fb is None:
+            return
+        self.guide.step(t_s, fb[0], fb[1], fb[2])
+
+    # ---------------------------------------------------------------- outputs (executor thread)
+    def publish_command(self) -> None:
+        if self.guide is None:
+            return
+        if self.servo.error is not None:
+            self.guide.hold(time.monotonic(), StopCause.CYCLE_WATCHDOG, f"servo thread died: {self.servo.error}")
+        q = self.guide.q_command
+        st = self.guide.state
+        msg = JointTrajectory()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.joint_names = self.joint_names
+        pt = JointTrajectoryPoint(positions=q.tolist())  # position streaming; the servo limits velocity
+        pt.time_from_start = Duration(sec=0, nanosec=0)
+        msg.points.append(pt)
+        if st.holding:
+            msg.header.frame_id = "hold"
+        self.cmd_pub.publish(msg)
+
+    def publish_state(self) -> None:
+        if self.guide is None:
+            return
+        st = self.guide.state
+        now = self.get_clock().now()
+        msg = ArmState(mode=st.mode, active_screw_id=st.active_screw_id, stop_cause=st.stop_cause,
+                       alignment_error_mm=float(st.alignment_error_mm), alignment_error_deg=float(st.alignment_error_deg),
+                       holding=st.holding)
+        msg.header.stamp = now.to_msg()
+        msg.header.frame_id = "Reference"
+        self.state_pub.publish(msg)
+        if st.T_reference_guidetube is not None:
+            self.pose_pub.publish(matrix_mm_to_pose_stamped(st.T_reference_guidetube, "Reference",
+                                                            now.nanoseconds * 1e-9))
+
+    def publish_diagnostics(self) -> None:
+        st = self.guide.state if self.guide is not None else None
+        status = DiagnosticStatus(name="spine_nav/arm_guide", hardware_id="spine_arm")
+        if st is None:
+            status.level, status.message = DiagnosticStatus.WARN, "waiting for joint_states"
+        elif st.holding:
+            status.level, status.message = DiagnosticStatus.WARN, f"HOLD: {st.stop_cause}"
+        else:
+            status.level, status.message = DiagnosticStatus.OK, st.mode
+        status.values = [KeyValue(key="servo_cycles", value=str(self.servo.stats.cycles)),
+                         KeyValue(key="servo_overruns", value=str(self.servo.stats.overruns)),
+                         KeyValue(key="realtime", value=str(self.servo.stats.realtime)),
+                         KeyValue(key="marker_drift_mm", value=f"{self.guide.marker_drift_mm:.2f}" if self.guide else "nan")]
+        arr = DiagnosticArray()
+        arr.header.stamp = self.get_clock().now().to_msg()
+        arr.status.append(status)
+        self.diag_pub.publish(arr)
+
+    def destroy_node(self) -> None:
+        self.servo.stop()
+        super().destroy_node()
+
+
+def main(argv=None) -> int:
+    from spine_nav.nodes.runner import run_node_main
+
+    return run_node_main(ArmGuideNode, argv)

@@ -1,0 +1,1 @@
+"""Simulators (pure core, no ROS): the MuJoCo arm and the synthetic tracker."""

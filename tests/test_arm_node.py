@@ -1,0 +1,108 @@
+"""Node level, real rclpy over DDS: arm_guide drives the MuJoCo arm (sim_arm) to one screw, then
+a guard VIOLATION holds it and only an explicit resume releases it. Bounded waits throughout."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+OVERRIDES = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
+             "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
+             "-p", "arm_guide:reference_timeout_s:=2.0", 
+             "-p", "sim_arm:marker_noise_mm:=0.0", "-p", "sim_arm:command_timeout_s:=2.0"]
+
+
+def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+    from spine_nav_interfaces.srv import ArmCommand
+    from trajectory_msgs.msg import JointTrajectory
+
+    from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, plan_to_msg
+    from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+    from spine_nav.nodes.runner import ComposedStack
+    from spine_nav.plan import Plan
+    from spine_nav.sim.arm import default_scene
+
+    scene = default_scene()
+    screws = scene.screws()
+    with ComposedStack(["sim_arm", "arm_guide"], params_file=REPO / "config" / "nodes.yaml",
+                       extra_ros_args=OVERRIDES):
+        node = Node("arm_test", context=ros_context)
+        ex = SingleThreadedExecutor(context=ros_context)
+        ex.add_node(node)
+        states: list = []
+        commands: list = []
+        poses: list = []
+        node.create_subscription(ArmState, "arm/state", states.append, STATUS_QOS)
+        node.create_subscription(JointTrajectory, "arm/joint_command", commands.append, STATUS_QOS)
+        node.create_subscription(PoseStamped, "arm/guide_pose", poses.append, 10)
+        plan_pub = node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
+        ref_pub = node.create_publisher(PoseStamped, "tracking/reference", SENSOR_QOS)
+        guard_pub = node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
+        cli = node.create_client(ArmCommand, "arm/command")
+        plan_pub.publish(plan_to_msg(Plan(tuple(screws), frame="Reference"), 0.0))
+        last_ref = [0.0]
+
+        def spin():
+            now = time.monotonic()
+            if now - last_ref[0] > 0.02:  # the patient reference at 50 Hz, stamped now
+                ref_pub.publish(matrix_mm_to_pose_stamped(scene.T_tracker_reference, "Tracker",
+                                                          node.get_clock().now().nanoseconds * 1e-9))
+                last_ref[0] = now
+            for _ in range(100):  # drain the 250 Hz command stream (one callback per spin_once)
+                n = len(commands) + len(states) + len(poses)
+                ex.spin_once(timeout_sec=0.0)
+                if len(commands) + len(states) + len(poses) == n:
+                    break
+            ex.spin_once(timeout_sec=0.002)
+
+        def call(command, screw_id=""):
+            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
+            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
+            return fut.result()
+
+        assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=15.0, spin=spin)
+        assert wait_until(lambda: False, timeout_s=0.5, spin=spin) is False  # let plan + references arrive
+        bad = call("align", "T1_left")
+        assert not bad.success and "no screw" in bad.message
+        res = call("align", screws[0].id)
+        assert res.success, res.message
+
+        def tracking():
+            s = states[-1]
+            return s.mode == "TRACKING" and s.alignment_error_mm < 0.5 and s.alignment_error_deg < 0.5
+
+        assert wait_until(tracking, timeout_s=40.0, spin=spin), f"last state: {states[-1]}"
+        assert states[-1].active_screw_id == screws[0].id and poses and poses[-1].header.frame_id == "Reference"
+        # the guide pose in Reference: tube opening 25 mm above the entry on the planned line
+        p_mm = 1000.0 * np.array([poses[-1].pose.position.x, poses[-1].pose.position.y, poses[-1].pose.position.z])
+        assert np.linalg.norm(p_mm - (screws[0].entry_mm - 25.0 * screws[0].direction)) < 1.0
+
+        guard_pub.publish(GuardStatus(state=GuardStatus.STATE_VIOLATION, state_name="VIOLATION",
+                                      reason="test: outside corridor"))
+        assert wait_until(lambda: states[-1].holding, timeout_s=5.0, spin=spin), f"last state: {states[-1]}"
+        assert "guard VIOLATION" in states[-1].stop_cause and states[-1].mode == "HOLD"
+        assert wait_until(lambda: commands[-1].header.frame_id == "hold", timeout_s=5.0, spin=spin), "no hold command"
+        held = list(commands[-1].points[0].positions)
+        wait_until(lambda: False, timeout_s=0.3, spin=spin)
+        assert states[-1].holding and list(commands[-1].points[0].positions) == held
+        refused = call("resume")
+        assert not refused.success and "VIOLATION" in refused.message
+        guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
+        wait_until(lambda: False, timeout_s=0.3, spin=spin)
+        assert states[-1].holding  # the guard recovering does not resume by itself
+        ok = call("resume")
+        assert ok.success, ok.message
+        assert wait_until(lambda: not states[-1].holding, timeout_s=5.0, spin=spin), f"last state: {states[-1]}"
+        assert call("release").success
+        ex.shutdown()
+        node.destroy_node()
