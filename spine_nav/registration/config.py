@@ -1,0 +1,107 @@
+"""Tunable numbers of the registration and its gate (one dataclass each, mm/deg units).
+
+The defaults were tuned on the synthetic phantom (``spine-nav phantom``) and are
+measured by ``spine-nav bench registration``; the node reads overrides from
+``config/nodes.yaml`` (``registration: ros__parameters: gate_*``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, Mapping
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """A level is accepted only when every check passes.
+
+    Attributes:
+        min_fitness: fraction of the level's preop surface points (those inside the CBCT
+            field of view) with a CBCT surface point within ``inlier_distance_mm``.
+        max_inlier_rmse_mm: RMS point-to-plane distance of those inlier pairs.
+        max_residual_p95_mm: 95th percentile of the same distances (a different patient's vertebra
+            differs locally - processes, endplates - more than noise does).
+        inlier_distance_mm: distance that counts as a match.
+        min_fov_fraction: fraction of the level's surface (mapped by the result) inside the CBCT volume.
+        max_condition_number: of the (length-normalised) point-to-plane Hessian; high = a sliding
+            direction the surface does not constrain (degenerate, e.g. a cylinder-like patch).
+        max_multistart_spread_mm: RMS displacement of the level's points between the result and the
+            results from perturbed starts (disagreement = local minimum / symmetry).
+        max_neighbour_translation_mm / max_neighbour_rotation_deg: allowed difference between adjacent
+            levels' transforms (evaluated at the mid-point of their centroids); vertebrae move
+            relative to each other by a few mm/deg between supine CT and prone surgery, not more.
+        max_global_translation_mm / max_global_rotation_deg: allowed difference to the whole-spine transform.
+        min_plan_in_label_fraction: fraction of the planned screw trajectory samples of a level that lie
+            inside that level's label (dilated); catches a mislabelled level.
+        min_points: minimum surface points of the level (preop) and in the CBCT crop.
+    """
+
+    min_fitness: float = 0.80
+    max_inlier_rmse_mm: float = 0.18
+    max_residual_p95_mm: float = 0.35
+    inlier_distance_mm: float = 1.5
+    min_fov_fraction: float = 0.80
+    max_condition_number: float = 200.0
+    max_multistart_spread_mm: float = 0.30
+    max_neighbour_translation_mm: float = 8.0
+    max_neighbour_rotation_deg: float = 12.0
+    max_global_translation_mm: float = 10.0
+    max_global_rotation_deg: float = 15.0
+    min_plan_in_label_fraction: float = 0.6
+    min_points: int = 300
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> "GateThresholds":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"gate thresholds: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**{k: type(getattr(cls(), k))(v) for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class RegistrationConfig:
+    """How surfaces are extracted and aligned.
+
+    Attributes:
+        bone_threshold_hu: iso-value of the bone surface (same for CT and CBCT); cancellous bone
+            enclosed by the cortex is filled (see :func:`~spine_nav.registration.surface.bone_surface`).
+            0 = adaptive (default): ``50 + 0.25 * (p90 of the labelled preop HU - 50)``, i.e. 25 % of
+            the way from soft tissue to cortical bone: ~340 HU for normal bone, ~225 HU for
+            osteoporotic bone (whose blurred CBCT cortex does not reliably reach 300 HU).
+        smoothing_sigma_mm: Gaussian smoothing before marching cubes (suppresses CBCT noise).
+        surface_voxel_mm: voxel-grid down-sampling of the surface points used by ICP.
+        global_voxel_mm: voxel size for the FPFH + RANSAC whole-spine initialisation.
+        crop_margin_mm: CBCT points farther than this from the level (mapped by the whole-spine
+            estimate) are not used for that level.
+        icp_max_distances_mm: coarse-to-fine max correspondence distances of the per-level GICP.
+        multistart_max_distances_mm: the same for the perturbed starts (they start closer).
+        multistart_count / multistart_angle_deg / multistart_offset_mm: perturbed starts of the
+            multi-start agreement check.
+        method: ``small_gicp`` (GICP, default: faster and unbiased on partial views, see the
+            bench) or ``open3d`` (open3d generalized ICP).
+        num_threads: threads for small_gicp / open3d.
+        seed: RANSAC / multi-start random seed (results are reproducible).
+    """
+
+    bone_threshold_hu: float = 0.0
+    smoothing_sigma_mm: float = 0.8
+    surface_voxel_mm: float = 1.5
+    global_voxel_mm: float = 5.0
+    crop_margin_mm: float = 8.0
+    icp_max_distances_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
+    multistart_max_distances_mm: tuple[float, ...] = (3.0, 1.0)
+    multistart_count: int = 2
+    multistart_angle_deg: float = 3.0
+    multistart_offset_mm: float = 2.0
+    method: str = "small_gicp"
+    num_threads: int = 2
+    seed: int = 0
+    gate: GateThresholds = field(default_factory=GateThresholds)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("small_gicp", "open3d"):
+            raise ValueError(f"method: must be 'small_gicp' or 'open3d', got {self.method!r}")
+        if self.surface_voxel_mm <= 0 or self.global_voxel_mm <= 0:
+            raise ValueError("surface_voxel_mm and global_voxel_mm must be > 0")
+        for name in ("icp_max_distances_mm", "multistart_max_distances_mm"):
+            object.__setattr__(self, name, tuple(float(d) for d in getattr(self, name)))

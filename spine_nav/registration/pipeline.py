@@ -1,0 +1,261 @@
+"""Register a preop CT (with its label map and plan) to an intraop CBCT, vertebra by vertebra.
+
+Steps (frames: preop points in ``PreopCT`` mm, CBCT points in the CBCT affine's frame,
+``Reference`` mm; every transform is ``T_cbct_preop``):
+
+1. bone surfaces at one HU iso-value: the preop one split per level by the label map;
+2. whole-spine initialisation without a prior pose (FPFH + RANSAC, then GICP);
+3. per level: CBCT points within ``crop_margin_mm`` of the level (mapped by step 2), GICP
+   from the whole-spine pose, quality figures (fitness, RMSE, field of view, Hessian
+   condition, perturbed-start agreement, plan-in-label);
+4. consistency with the whole spine and the neighbouring levels;
+5. the gate: a level's transform is returned only when every check passed.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from spine_nav.geometry import transform_points
+from spine_nav.imaging.volume import Volume
+from spine_nav.plan import Plan
+from spine_nav.registration import align
+from spine_nav.registration.config import RegistrationConfig
+from spine_nav.registration.gate import LevelQuality, local_checks, neighbour_checks
+from spine_nav.registration.surface import (Surface, SurfaceError, adaptive_threshold_hu, bone_surface, downsample,
+                                            level_surfaces)
+
+Progress = Callable[[str], None]
+
+
+class RegistrationError(ValueError):
+    """The inputs cannot be registered at all (no bone, no labels, inconsistent plan); names the input."""
+
+
+@dataclass
+class LevelResult:
+    """One level's outcome. ``T_cbct_preop`` is set only when ``accepted`` (PreopCT mm -> CBCT/Reference mm)."""
+
+    level: str
+    accepted: bool
+    reason: str
+    quality: LevelQuality
+    time_s: float
+    T_cbct_preop: np.ndarray | None = None
+
+
+@dataclass
+class CaseRegistration:
+    """All levels, in spine order, plus timings and the plan mapped into the CBCT (Reference) frame."""
+
+    levels: dict[str, LevelResult]
+    registered_plan: Plan
+    not_navigable: dict[str, str]
+    timings_s: dict[str, float] = field(default_factory=dict)
+    frame: str = "Reference"
+    #: per level, the preop bone surface points used (PreopCT mm; for overlays)
+    preop_points_mm: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def all_accepted(self) -> bool:
+        return bool(self.levels) and all(r.accepted for r in self.levels.values())
+
+    @property
+    def accepted_transforms(self) -> dict[str, np.ndarray]:
+        return {lv: r.T_cbct_preop for lv, r in self.levels.items() if r.accepted and r.T_cbct_preop is not None}
+
+
+def labels_from_plan(plan: Plan) -> dict[int, str]:
+    """Label value -> level name from the plan's ``metadata.labels`` ({"1": "L1", ...})."""
+    raw = plan.metadata.get("labels") if isinstance(plan.metadata, Mapping) else None
+    if not isinstance(raw, Mapping) or not raw:
+        raise RegistrationError("plan: metadata.labels (label value -> level name) is missing; "
+                                "cannot tell which label is which vertebra")
+    try:
+        return {int(k): str(v) for k, v in raw.items()}
+    except (TypeError, ValueError):
+        raise RegistrationError(f"plan: metadata.labels keys must be integer label values, got {list(raw)}") from None
+
+
+def _in_volume_fraction(volume: Volume, points_mm: np.ndarray, margin_vox: float = 1.0) -> float:
+    if len(points_mm) == 0:
+        return 0.0
+    ijk = volume.lps_to_index(points_mm)
+    hi = np.array(volume.shape, float) - 1 - margin_vox
+    return float(np.mean(np.all((ijk >= margin_vox) & (ijk <= hi), axis=1)))
+
+
+def plan_in_label_fraction(plan: Plan, level: str, labels: Volume, value: int, dilate_mm: float = 2.0) -> float:
+    """Fraction of samples along the level's planned trajectories (10 %..90 % of the way from
+    entry to target, PreopCT mm) that fall in the level's label, dilated by ``dilate_mm``."""
+    screws = plan.screws_at(level)
+    if not screws:
+        return float("nan")
+    t = np.linspace(0.1, 0.9, 17)
+    pts = np.concatenate([s.entry_mm + t[:, None] * (s.target_mm - s.entry_mm) for s in screws])
+    ijk = np.rint(labels.lps_to_index(pts)).astype(int)
+    lab = np.asarray(labels.data)
+    inside = np.all((ijk >= 0) & (ijk < np.array(lab.shape)), axis=1)
+    if not inside.any():
+        return 0.0
+    r = np.maximum(np.rint(dilate_mm / labels.spacing_mm).astype(int), 0)
+    hits = 0
+    for i, j, k in ijk[inside]:
+        block = lab[max(i - r[0], 0):i + r[0] + 1, max(j - r[1], 0):j + r[1] + 1, max(k - r[2], 0):k + r[2] + 1]
+        hits += bool(np.any(block == value))
+    return hits / len(pts)
+
+
+def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
+                     config: RegistrationConfig | None = None,
+                     label_to_level: Mapping[int, str] | None = None,
+                     progress: Progress | None = None) -> CaseRegistration:
+    """Register every labelled level of ``preop`` to ``cbct`` (see module doc).
+
+    Args:
+        preop: preop CT (HU), affine in PreopCT; labels: same grid, one integer per vertebra.
+        cbct: intraop CBCT (HU), affine in its frame (``Reference``).
+        plan: screws in PreopCT mm; ``metadata.labels`` names the labels unless ``label_to_level`` is given.
+        progress: called with one human-readable line per step/level.
+    Raises RegistrationError when no level can even be attempted (no bone, no labels).
+    """
+    cfg = config or RegistrationConfig()
+    g = cfg.gate
+    say = progress or (lambda _m: None)
+    l2l = dict(label_to_level) if label_to_level is not None else labels_from_plan(plan)
+    timings: dict[str, float] = {}
+    import open3d  # noqa: F401  (first import costs seconds: keep it out of the measured time)
+    import small_gicp  # noqa: F401
+
+    t0 = time.perf_counter()
+    try:
+        threshold = cfg.bone_threshold_hu or adaptive_threshold_hu(preop, labels)
+        timings["bone_threshold_hu"] = threshold
+        pre_surfs = level_surfaces(preop, labels, l2l, threshold, cfg.smoothing_sigma_mm)
+        cbct_surf, _ = bone_surface(cbct, threshold, cfg.smoothing_sigma_mm, name="CBCT")
+    except SurfaceError as exc:
+        raise RegistrationError(str(exc)) from None
+    order = [l2l[v] for v in sorted(l2l)]
+    pre_ds = {lv: downsample(pre_surfs[lv], cfg.surface_voxel_mm) for lv in order}
+    cbct_ds = downsample(cbct_surf, cfg.surface_voxel_mm)
+    cbct_tree = cKDTree(cbct_surf.points_mm)
+    timings["surfaces_s"] = time.perf_counter() - t0
+    say(f"surfaces at {threshold:.0f} HU: {', '.join(f'{lv} {len(pre_ds[lv].points_mm)}' for lv in order)} preop points; "
+        f"{len(cbct_ds.points_mm)} CBCT points ({timings['surfaces_s']:.2f} s)")
+
+    t1 = time.perf_counter()
+    all_pre = np.concatenate([pre_ds[lv].points_mm for lv in order if len(pre_ds[lv].points_mm)])
+    if len(all_pre) < g.min_points or len(cbct_ds.points_mm) < g.min_points:
+        raise RegistrationError(f"too few bone surface points (preop {len(all_pre)}, CBCT {len(cbct_ds.points_mm)}) "
+                                f"at {threshold:.0f} HU")
+    T_global = align.global_init(all_pre, cbct_ds.points_mm, cfg.global_voxel_mm, seed=cfg.seed)
+    T_global = align.refine(all_pre, cbct_ds.points_mm, T_global, (cfg.global_voxel_mm, 0.5 * cfg.global_voxel_mm),
+                            2 * cfg.surface_voxel_mm, cfg.method, cfg.num_threads)
+    timings["global_s"] = time.perf_counter() - t1
+    say(f"whole-spine initialisation done ({timings['global_s']:.2f} s)")
+
+    rng = np.random.default_rng(cfg.seed)
+    candidates: dict[str, np.ndarray] = {}
+    qualities: dict[str, LevelQuality] = {}
+    centroids: dict[str, np.ndarray] = {}
+    level_times: dict[str, float] = {}
+    value_of = {lv: v for v, lv in l2l.items()}
+    for lv in order:
+        tl = time.perf_counter()
+        src = pre_ds[lv]
+        q = LevelQuality(preop_points=len(src.points_mm))
+        qualities[lv] = q
+        q.plan_in_label_fraction = plan_in_label_fraction(plan, lv, labels, value_of[lv])
+        if q.preop_points:
+            centroids[lv] = src.points_mm.mean(axis=0)
+            moved0 = transform_points(T_global, src.points_mm)
+            d, _ = cKDTree(moved0).query(cbct_ds.points_mm, distance_upper_bound=cfg.crop_margin_mm)
+            crop = cbct_ds.points_mm[np.isfinite(d)]
+            q.cbct_points = len(crop)
+        if q.preop_points >= g.min_points and q.cbct_points >= g.min_points:
+            aligner = align.Aligner(src.points_mm, crop, cfg.surface_voxel_mm, cfg.method, cfg.num_threads)
+            T = aligner.align(T_global, cfg.icp_max_distances_mm)
+            _measure(q, T, src, cbct, cbct_tree, cbct_surf, g.inlier_distance_mm)
+            spread = 0.0
+            for P in align.perturbations(rng, cfg.multistart_count, cfg.multistart_angle_deg,
+                                         cfg.multistart_offset_mm, centroids[lv]):
+                T_alt = aligner.align(P @ T, cfg.multistart_max_distances_mm)
+                spread = max(spread, align.rms_displacement_mm(T, T_alt, src.points_mm))
+            q.multistart_spread_mm = spread
+            candidates[lv] = T
+        q.failures.extend(local_checks(q, g))
+        level_times[lv] = time.perf_counter() - tl
+    neighbour_checks(order, candidates, centroids, qualities, T_global, g)
+
+    results: dict[str, LevelResult] = {}
+    for lv in order:
+        q = qualities[lv]
+        ok = lv in candidates and not q.failures
+        reason = "all quality checks passed" if ok else "; ".join(q.failures) or "not registered"
+        results[lv] = LevelResult(lv, ok, reason, q, level_times[lv], candidates[lv] if ok else None)
+        say(f"level {lv}: {'ACCEPTED' if ok else 'FAILED'} ({level_times[lv]:.2f} s) fitness "
+            f"{q.fitness:.2f} rmse {q.inlier_rmse_mm:.2f} mm spread {q.multistart_spread_mm:.2f} mm"
+            + ("" if ok else f" - {reason}"))
+    timings["levels_s"] = float(sum(level_times.values()))
+    timings["total_s"] = time.perf_counter() - t0
+    out = _finish(results, plan, timings)
+    out.preop_points_mm = {lv: pre_ds[lv].points_mm for lv in order}
+    return out
+
+
+def _measure(q: LevelQuality, T: np.ndarray, src: Surface, cbct: Volume, cbct_tree: cKDTree,
+             cbct_surf: Surface, inlier_mm: float) -> None:
+    moved = transform_points(T, src.points_mm)
+    q.fov_fraction = _in_volume_fraction(cbct, moved)
+    ijk = cbct.lps_to_index(moved)
+    in_fov = np.all((ijk >= 1) & (ijk <= np.array(cbct.shape) - 2), axis=1)
+    q.fitness, _, ok, idx = align.inlier_stats(moved[in_fov], cbct_tree, inlier_mm)
+    # RMSE of the point-to-plane distances of the inlier pairs: the nearest CBCT vertex of a
+    # perfectly placed point is up to half a voxel away along the surface, the plane is not.
+    matched, normals = moved[in_fov][ok], cbct_surf.normals[idx]
+    d_plane = np.einsum("ij,ij->i", matched - cbct_surf.points_mm[idx], normals)
+    q.inlier_rmse_mm = float(np.sqrt(np.mean(d_plane ** 2))) if len(d_plane) else float("inf")
+    q.residual_p95_mm = float(np.percentile(np.abs(d_plane), 95)) if len(d_plane) else float("inf")
+    q.condition_number = align.point_to_plane_condition(matched, normals)
+
+
+def _finish(results: dict[str, LevelResult], plan: Plan, timings: dict[str, float]) -> CaseRegistration:
+    accepted = {lv: r.T_cbct_preop for lv, r in results.items() if r.accepted}
+    not_nav: dict[str, str] = {}
+    for s in plan.screws:
+        if s.level not in results:
+            not_nav[s.id] = f"level {s.level} has no label in the preop label map; not registered"
+        elif not results[s.level].accepted:
+            not_nav[s.id] = f"registration of {s.level} failed: {results[s.level].reason}"
+    registered = plan.transformed_per_level(accepted, frame="Reference")
+    return CaseRegistration(results, registered, not_nav, timings)
+
+
+def register_case(preop_path, labels_path, cbct_path, plan_path, config: RegistrationConfig | None = None,
+                  progress: Progress | None = None) -> tuple[CaseRegistration, dict]:
+    """Load the four files and register them. Returns (result, loaded inputs for overlays).
+
+    Raises RegistrationError naming the file when an input cannot be loaded.
+    """
+    from spine_nav.imaging.volume import VolumeError
+    from spine_nav.imaging.volume_io import load_volume
+    from spine_nav.plan import PlanError, load_plan
+
+    inputs: dict = {}
+    for key, path, frame in (("preop", preop_path, "PreopCT"), ("labels", labels_path, "PreopCT"),
+                             ("cbct", cbct_path, "Reference")):
+        try:
+            inputs[key] = load_volume(path, frame=frame)
+        except (VolumeError, OSError) as exc:
+            raise RegistrationError(f"{key} ({path}): {exc}") from None
+    try:
+        inputs["plan"] = load_plan(plan_path)
+    except PlanError as exc:
+        raise RegistrationError(f"plan: {exc}") from None
+    result = register_volumes(inputs["preop"], inputs["labels"], inputs["cbct"], inputs["plan"], config,
+                              progress=progress)
+    return result, inputs
