@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := build/stamps
-SYSTEM_PACKAGES := libusb-1.0-0 libgomp1 cmake g++
+SYSTEM_PACKAGES := libusb-1.0-0 libgomp1 cmake g++ libopenigtlink-dev openigtlink-examples nodejs chromium chromium-driver
 PYTEST_ARGS ?=
 
 .PHONY: all setup test demo bench clean distclean
@@ -40,7 +40,15 @@ $(STAMPS)/package: $(STAMPS)/interfaces setup.py setup.cfg package.xml
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
-setup: $(STAMPS)/package
+# browser console front-end (issue #9): npm ci + esbuild bundle into spine_nav/console/static/
+$(STAMPS)/web: $(STAMPS)/system web/package.json web/package-lock.json $(wildcard web/src/*.js)
+	@echo "[setup] building the console front-end (npm ci, esbuild)"
+	@# Debian 12's npm package; skipped when nodejs already brings npm (NodeSource builds conflict with it)
+	@command -v npm >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm >/dev/null || exit 1; }
+	@cd web && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build
+	@touch $@
+
+setup: $(STAMPS)/package $(STAMPS)/web
 
 test: setup
 	@export ROS_DOMAIN_ID=$$(( ($$$$ % 200) + 20 )) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST MPLBACKEND=Agg; \

@@ -9,6 +9,13 @@ PACKAGE = "spine_nav"
 # spine_nav/nodes/registry.py (a test checks it).
 NODE_SCRIPTS = {
     "plan_publisher": "spine_nav.nodes.plan_publisher:main",
+    "registration": "spine_nav.nodes.registration:main",
+    "arm_guide": "spine_nav.nodes.arm_guide:main",
+    "sim_arm": "spine_nav.nodes.sim_arm:main",
+    "tracker_bridge": "spine_nav.nodes.tracker_bridge:main",
+    "sim_tracker": "spine_nav.nodes.sim_tracker:main",
+    "trajectory_guard": "spine_nav.nodes.trajectory_guard:main",
+    "console_bridge": "spine_nav.nodes.console_bridge:main",
 }
 
 setup(

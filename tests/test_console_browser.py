@@ -262,7 +262,7 @@ def test_page_follows_the_real_trajectory_guard(console):
     # a loaded CI machine can delay samples: judge geometry, not sample age (that is the bench's job)
     with ComposedStack(["trajectory_guard"], params_file=REPO / "config" / "nodes.yaml",
                        extra_ros_args=["-p", "trajectory_guard:stale_after_s:=60.0",
-                                       "-p", "trajectory_guard:tool_name:=stylus"]):
+                                       "-p", "trajectory_guard:health_tools:=[stylus]"]):
         _start_probe(b)
         stack.set(10.0, 0.3, None)
         assert wait_until(lambda: "ALIGNED" in _probe(b)["seen"], timeout_s=20), _probe(b)["why"][-10:]
@@ -320,8 +320,7 @@ def test_page_follows_a_replayed_recording_through_bridge_and_guard(console, tmp
     _write_recording(rec, screw, time.time())
     with ComposedStack(["tracker_bridge", "trajectory_guard"], params_file=REPO / "config" / "nodes.yaml",
                        extra_ros_args=["-p", f"tracker_bridge:port:={port}", "-p", "trajectory_guard:stale_after_s:=60.0",
-                                       # judge the stylus only (the recording has no arm marker)
-                                       "-p", "trajectory_guard:tool_name:=stylus",
+                                       # stylus + reference health (default health_tools; no arm marker recorded)
                                        "-p", "tracker_bridge:timeout_ms:=1000.0"]):
         console["feeder"].plan(console["plan"])  # (transient-local anyway; re-sent for a fresh guard)
         # the guard is up and has the plan when it reports the missing tool (not NO_PLAN)

@@ -165,6 +165,25 @@ def test_tracker_health_lost_and_no_plan():
     assert v.state == S.NO_PLAN and "capture radius" in v.reason
 
 
+def test_tracker_health_per_tool_one_ok_never_clears_another_lost():
+    g = make_guard()
+    g.set_tracking_health("reference: reference array moved 3.0 mm / 0.1 deg in 4 ms: bumped?", tool="reference")
+    g.set_tracking_health("", tool="stylus")  # the stylus's OK arrives after: must not clear the reference
+    for k in range(5):  # every sample while lost
+        v = g.evaluate(pose(0.3, 5.0), 1.0 + k * 0.01, 1.0 + k * 0.01)
+        assert v.state == S.TRACKING_LOST and "reference array moved" in v.reason
+    g.set_tracking_health("stylus: tracker reports tool missing", tool="stylus")
+    assert g.lost_tools == ("reference", "stylus")
+    assert "reference array moved" in g.health_lost_reason and "tool missing" in g.health_lost_reason
+    g.set_tracking_health("", tool="reference")
+    assert g.evaluate(pose(0.3, 5.0), 1.1, 1.1).state == S.TRACKING_LOST  # stylus still lost
+    g.set_tracking_health("", tool="stylus")
+    assert g.health_lost_reason == "" and g.lost_tools == ()
+    v = g.evaluate(pose(0.3, 5.0), 1.2, 1.2)
+    assert v.state == S.TRACKING_LOST and "pending debounce" in v.reason  # leaving LOST is debounced
+    assert g.evaluate(pose(0.3, 5.0), 1.3, 1.3).state == S.ALIGNED
+
+
 def test_non_navigable_screw_reports_no_plan_with_reason():
     g = TrajectoryGuard()
     g.set_plan(Plan(screws=(Screw(id="L3_right", level="L3", side="right", entry_mm=(0, 0, 0),

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: bench name -> module
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "arm": "spine_nav.bench.arm",
+    "registration": "spine_nav.bench.registration",
+    "bridge": "spine_nav.bench.bridge",
+    "console": "spine_nav.bench.console",
+    "guard": "spine_nav.bench.guard",
+}
 
 
 @dataclass

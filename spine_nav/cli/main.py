@@ -20,6 +20,16 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spine_nav.cli.demo",
     "spine_nav.cli.up",
     "spine_nav.cli.bench",
+    "spine_nav.cli.arm",
+    "spine_nav.cli.phantom",
+    "spine_nav.cli.plan",
+    "spine_nav.cli.register",
+    "spine_nav.cli.record",
+    "spine_nav.cli.replay",
+    "spine_nav.cli.calibrate",
+    "spine_nav.cli.sim_tracker",
+    "spine_nav.cli.guard",
+    "spine_nav.cli.console",
 )
 
 

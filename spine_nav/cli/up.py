@@ -13,7 +13,8 @@ DEFAULT_STACK = Path(__file__).resolve().parents[2] / "config" / "stack.yaml"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("up", help="start the ROS 2 stack in one process (no `ros2 launch` needed)")
     p.add_argument("--config", default=str(DEFAULT_STACK), help="stack config (default: config/stack.yaml)")
-    p.add_argument("--nodes", nargs="*", help="only these nodes (default: all in the config)")
+    p.add_argument("--nodes", nargs="*", help="these nodes (default: the stack in the config; any registered "
+                                              "node may be named, e.g. the simulators sim_tracker sim_arm)")
     p.add_argument("--executor", choices=("events", "single"), default="events")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
@@ -22,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spine_nav.nodes.registry import NODES
     from spine_nav.nodes.runner import ComposedStack, load_stack_config
 
     try:
@@ -29,9 +31,9 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         return fail(str(exc))
     names = args.nodes or cfg["nodes"]
-    unknown = [n for n in names if n not in cfg["nodes"]]
+    unknown = [n for n in names if n not in NODES]
     if unknown:
-        return fail(f"node(s) not in {args.config}: {', '.join(unknown)}")
+        return fail(f"unknown node(s) {', '.join(unknown)} (known: {', '.join(sorted(NODES))})")
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor); Ctrl-C to stop")
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
     with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,

@@ -51,7 +51,7 @@ class TrajectoryGuard:
         self._latched_screw: str | None = None
         self.last_sample_time_s: float | None = None
         self.last_arrival_s: float | None = None
-        self.health_lost_reason = ""
+        self._health_lost: dict[str, str] = {}  # tool -> lost reason (only tools that are lost)
         self.last_verdict: GuardVerdict | None = None
         #: (tip mm, unit axis) of the last sample that passed the pose checks (for displays).
         self.last_tip_axis: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None
@@ -103,9 +103,22 @@ class TrajectoryGuard:
         """Explicit screw (``""``/None: automatic). Raises KeyError for an unknown id."""
         self.selector.select(screw_id)
 
-    def set_tracking_health(self, lost_reason: str) -> None:
-        """Tracker health: non-empty ``lost_reason`` = tool lost (every verdict TRACKING_LOST)."""
-        self.health_lost_reason = lost_reason
+    def set_tracking_health(self, lost_reason: str, tool: str = "") -> None:
+        """Tracker health of one ``tool``: non-empty ``lost_reason`` = lost, "" = OK. Every verdict is
+        TRACKING_LOST while ANY tool is lost (one tool's OK does not clear another's lost)."""
+        if lost_reason:
+            self._health_lost[tool] = lost_reason
+        else:
+            self._health_lost.pop(tool, None)
+
+    @property
+    def health_lost_reason(self) -> str:
+        """Lost reasons of all lost tools joined with "; " ("" = every tool OK)."""
+        return "; ".join(self._health_lost.values())
+
+    @property
+    def lost_tools(self) -> tuple[str, ...]:
+        return tuple(self._health_lost)
 
     # ---- evaluation ----------------------------------------------------------------------
     def _reset_latches(self) -> None:

@@ -42,6 +42,7 @@ from spine_nav.arm.servo import ServoLoop
 from spine_nav.geometry import transform_from_quat
 from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, msg_to_plan, pose_to_matrix_mm, stamp_to_seconds
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.nodes.runner import InnerNode
 from spine_nav.plan import PlanError
 
 
@@ -81,6 +82,7 @@ class ArmGuideNode(Node):
         self.guide: ArmGuide | None = None  # created at the first joint state (starts where the arm is)
         self._cfg, self._T_tracker_robotbase = cfg, T_tracker_robotbase
         self._pending_reference: list = []
+        self._new_reference_stamp = None  # tracker stamp of a reference sample the servo has not answered yet
 
         self.cmd_pub = self.create_publisher(JointTrajectory, "arm/joint_command", STATUS_QOS)
         self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
@@ -91,7 +93,11 @@ class ArmGuideNode(Node):
         self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
         self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS)
-        self.create_service(ArmCommand, "arm/command", self.on_command)
+        # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
+        # on an inner node with its own executor thread so joint feedback and tracker samples keep
+        # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
+        self._command_node = InnerNode("arm_guide_command", self.context)
+        self._command_node.node.create_service(ArmCommand, "arm/command", self.on_command)
         self.create_timer(1.0 / command_rate_hz, self.publish_command)
         self.create_timer(1.0 / state_rate_hz, self.publish_state)
         self.create_timer(1.0, self.publish_diagnostics)
@@ -129,6 +135,8 @@ class ArmGuideNode(Node):
             self._pending_reference = [(T, t)]
         else:
             self.guide.on_reference(T, t)
+            with self._lock:
+                self._new_reference_stamp = msg.header.stamp
 
     def on_arm_marker(self, msg: PoseStamped) -> None:
         if self.guide is None:
@@ -199,12 +207,19 @@ class ArmGuideNode(Node):
     def servo_cycle(self, t_s: float) -> None:
         with self._lock:
             fb = self._feedback
+            answered, self._new_reference_stamp = self._new_reference_stamp, None
         if self.guide is None or fb is None:
             return
         self.guide.step(t_s, fb[0], fb[1], fb[2])
+        if answered is not None:
+            # The cycle that consumed a new tracker sample sends its command at once, stamped with that
+            # sample's tracker time (frame_id "sample"): sample -> arm command latency is measurable
+            # end to end, and the arm reacts to patient motion within one servo cycle.
+            self.publish_command(sample_stamp=answered)
 
     # ---------------------------------------------------------------- outputs (executor thread)
-    def publish_command(self) -> None:
+    def publish_command(self, sample_stamp=None) -> None:
+        """Position command. Keep-alive commands (timer) are stamped now; see servo_cycle for "sample"."""
         if self.guide is None:
             return
         if self.servo.error is not None:
@@ -212,7 +227,8 @@ class ArmGuideNode(Node):
         q = self.guide.q_command
         st = self.guide.state
         msg = JointTrajectory()
-        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.stamp = sample_stamp if sample_stamp is not None else self.get_clock().now().to_msg()
+        msg.header.frame_id = "sample" if sample_stamp is not None else ""
         msg.joint_names = self.joint_names
         pt = JointTrajectoryPoint(positions=q.tolist())  # position streaming; the servo limits velocity
         pt.time_from_start = Duration(sec=0, nanosec=0)
@@ -256,6 +272,7 @@ class ArmGuideNode(Node):
 
     def destroy_node(self) -> None:
         self.servo.stop()
+        self._command_node.destroy()
         super().destroy_node()
 
 

@@ -25,14 +25,11 @@ gate threshold as ``gate.<name>`` (see spine_nav.registration.config.GateThresho
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from spine_nav_interfaces.msg import LevelRegistration, ScrewPlan
@@ -40,6 +37,7 @@ from spine_nav_interfaces.srv import Register
 
 from spine_nav.nodes.conversions import matrix_mm_to_transform, plan_to_msg
 from spine_nav.nodes.qos import PLAN_QOS
+from spine_nav.nodes.runner import InnerNode
 from spine_nav.registration import GateThresholds, RegistrationConfig, RegistrationError
 from spine_nav.registration.pipeline import CaseRegistration, register_case
 
@@ -63,24 +61,13 @@ class RegistrationNode(Node):
                                          bone_threshold_hu=self.bone_threshold_hu, gate=self.gate)
         self.last_result: CaseRegistration | None = None
         # inner node + own executor thread for the long-running service (see module doc)
-        self._inner = Node("registration_service", context=self.context)
+        self._service_node = InnerNode("registration_service", self.context)
+        self._inner = self._service_node.node
         self.plan_pub = self._inner.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
         self.levels_pub = self._inner.create_publisher(LevelRegistration, "registration/levels", LEVELS_QOS)
         self.diag_pub = self._inner.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.srv = self._inner.create_service(Register, "registration/register", self._on_register)
-        self._executor = SingleThreadedExecutor(context=self.context)
-        self._executor.add_node(self._inner)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._spin, name="registration_service", daemon=True)
-        self._thread.start()
         self.get_logger().info(f"ready: service registration/register ({self.method}, gate {self.gate})")
-
-    def _spin(self) -> None:
-        try:
-            while not self._stop.is_set() and self.context.ok():
-                self._executor.spin_once(timeout_sec=0.05)
-        except rclpy.executors.ExternalShutdownException:
-            pass
 
     def _on_register(self, request: Register.Request, response: Register.Response) -> Register.Response:
         log = self._inner.get_logger()
@@ -166,10 +153,7 @@ class RegistrationNode(Node):
         self.diag_pub.publish(arr)
 
     def destroy_node(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5.0)
-        self._executor.shutdown(timeout_sec=1.0)
-        self._inner.destroy_node()
+        self._service_node.destroy()
         super().destroy_node()
 
 

@@ -6,6 +6,13 @@ import importlib
 #: node name -> "module:Class". The module also has ``main()`` (its console script).
 NODES: dict[str, str] = {
     "plan_publisher": "spine_nav.nodes.plan_publisher:PlanPublisherNode",
+    "registration": "spine_nav.nodes.registration:RegistrationNode",
+    "arm_guide": "spine_nav.nodes.arm_guide:ArmGuideNode",
+    "sim_arm": "spine_nav.nodes.sim_arm:SimArmNode",
+    "tracker_bridge": "spine_nav.nodes.tracker_bridge:TrackerBridgeNode",
+    "sim_tracker": "spine_nav.nodes.sim_tracker:SimTrackerNode",
+    "trajectory_guard": "spine_nav.nodes.trajectory_guard:TrajectoryGuardNode",
+    "console_bridge": "spine_nav.nodes.console_bridge:ConsoleBridgeNode",
 }
 
 

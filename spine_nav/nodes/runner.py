@@ -146,3 +146,30 @@ class ComposedStack:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class InnerNode:
+    """A helper node with its own executor in a dedicated thread, for slow callbacks.
+
+    A service that computes for a long time (registration: seconds; the arm's alignment IK: up to
+    ~150 ms) must not block the node's other callbacks (joint feedback, tracker samples), whose
+    absence would trip watchdogs. Put such services on an ``InnerNode``: same context, separate
+    executor and thread (a spin_once loop, see :func:`spin_until`).
+    """
+
+    def __init__(self, name: str, context: Context) -> None:
+        self.node = Node(name, context=context)
+        self._context = context
+        self._executor = SingleThreadedExecutor(context=context)
+        self._executor.add_node(self.node)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=spin_until, args=(self._executor, lambda: not self._stop.is_set() and self._context.ok()),
+            name=name, daemon=True)
+        self._thread.start()
+
+    def destroy(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self._executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()

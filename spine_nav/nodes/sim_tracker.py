@@ -2,7 +2,14 @@
 
 Parameters (config/nodes.yaml): port, host, rate_hz, header_version, noise_mm, tremor_mm,
 breathing_amplitude_mm, breathing_hz, seed, tip_offset_mm (Tool frame), occlusions
-(``"Device:start_s:end_s[,...]"``), tool_pose_topic.
+(``"Device:start_s:end_s[,...]"``), tool_pose_topic, tracker_reference_xyz_mm (float[3]) +
+tracker_reference_quat_xyzw (float[4]): the static ``T_tracker_reference`` (patient Reference in
+the tracker, before breathing; default :func:`spine_nav.sim.tracker.default_T_tracker_reference`).
+
+Simulation-control API (in-process callers such as the demo, tests): ``node.model`` is the
+:class:`~spine_nav.sim.tracker.TrackerModel` the server samples; it is thread-safe, so
+``node.model.occlude("StylusToTracker", 0.5)``, ``node.model.bump(T_delta)`` and
+``node.model.T_tracker_reference_true(node.model.model_time_s(time.time()))`` may be called from any thread.
 
 Subscribes ``tool_pose_topic`` (PoseStamped, frame Reference, metres): the true tool-tip pose the
 simulated tool is held at (e.g. the demo's hand along the planned screw); until the first one the
@@ -13,9 +20,10 @@ from __future__ import annotations
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
+from spine_nav.geometry import transform_from_quat, transform_to_quat
 from spine_nav.nodes.conversions import pose_to_matrix_mm
 from spine_nav.nodes.qos import SENSOR_QOS
-from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, parse_occlusions
+from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, default_T_tracker_reference, parse_occlusions
 from spine_nav.sim.tracker_server import SimTrackerServer
 from spine_nav.tracking.tools import ToolDefinition
 
@@ -23,17 +31,28 @@ from spine_nav.tracking.tools import ToolDefinition
 class SimTrackerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_tracker", **kwargs)
+        q0, t0 = transform_to_quat(default_T_tracker_reference(), order="xyzw")
         p = {name: self.declare_parameter(name, default).value for name, default in [
             ("port", 18944), ("host", "127.0.0.1"), ("rate_hz", 60.0), ("header_version", 1), ("noise_mm", 0.15),
             ("tremor_mm", 0.1), ("breathing_amplitude_mm", 2.0), ("breathing_hz", 0.25), ("seed", 0),
-            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth")]}
+            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth"),
+            ("tracker_reference_xyz_mm", [float(x) for x in t0]),
+            ("tracker_reference_quat_xyzw", [float(x) for x in q0])]}
+        try:
+            T_tracker_reference = transform_from_quat(list(p["tracker_reference_quat_xyzw"]),
+                                                      list(p["tracker_reference_xyz_mm"]), order="xyzw")
+        except ValueError as exc:
+            raise ValueError(f"sim_tracker: parameters tracker_reference_xyz_mm/tracker_reference_quat_xyzw: "
+                             f"{exc}") from None
         cfg = TrackerModelConfig(
             rate_hz=float(p["rate_hz"]), noise_mm=float(p["noise_mm"]), tremor_mm=float(p["tremor_mm"]),
             breathing_amplitude_mm=float(p["breathing_amplitude_mm"]), breathing_hz=float(p["breathing_hz"]),
-            seed=int(p["seed"]), occlusions=parse_occlusions(p["occlusions"]),
+            seed=int(p["seed"]), T_tracker_reference=T_tracker_reference, occlusions=parse_occlusions(p["occlusions"]),
             tool=ToolDefinition(tip_offset_mm=tuple(float(x) for x in p["tip_offset_mm"])))
         self.server = SimTrackerServer(TrackerModel(cfg), port=int(p["port"]), host=p["host"],
                                        header_version=int(p["header_version"])).start()
+        #: simulation-control API: the model the server samples (occlude / bump / true reference pose)
+        self.model: TrackerModel = self.server.model
         self.create_subscription(PoseStamped, p["tool_pose_topic"], self._on_tool_pose, SENSOR_QOS)
         self.get_logger().info(f"sim_tracker: OpenIGTLink server on {p['host']}:{self.server.port}, "
                                f"{cfg.rate_hz:g} Hz, noise {cfg.noise_mm} mm RMS, breathing "

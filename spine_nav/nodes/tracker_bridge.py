@@ -11,6 +11,12 @@ Parameters (config/nodes.yaml):
     max_skew_ms (float): largest |tool - reference| tracker-time difference used in a composition.
     timeout_ms, timeout_periods (float): watchdog (TRACKING_LOST when the last sample is older than
         max(timeout_ms, timeout_periods x measured period)); health_period_ms (float).
+    reference_jump_check (bool), reference_jump_mm, reference_jump_deg, reference_noise_mm,
+        reference_noise_deg, reference_max_speed_mm_s (float): bumped-reference detection
+        (:mod:`spine_nav.tracking.reference_jump`): a step between consecutive reference samples
+        beyond max(reference_jump_mm, speed x dt + 4 noise) or max(reference_jump_deg, 4 sqrt2 noise_deg)
+        latches ``reference`` TRACKING_LOST ("reference array moved ... bumped? re-register ...")
+        until the service ``tracking/reset_reference`` (std_srvs/Trigger) is called.
     console_port (int): 0 = off; else an OpenIGTLink server for consoles (3D Slicer OpenIGTLinkIF):
         tool tip as TRANSFORM ``StylusTipToReference``, ``ReferenceToTracker``, the registered plan as
         POINT ``PlanPoints`` + TRAJ ``PlanTrajectories``, guard state as STRING ``GuardState``;
@@ -19,7 +25,8 @@ Parameters (config/nodes.yaml):
 Publishes ``tracking/tool_tip`` (PoseStamped, frame Reference, T_reference_tooltip),
 ``tracking/reference`` and ``tracking/arm_marker`` (frame Tracker), all SENSOR_QOS with
 header.stamp = the OpenIGTLink message's own timestamp; ``tracking/health`` (ToolHealth per tool,
-on every state change and every health_period_ms); ``/diagnostics`` (1 Hz).
+on every state change and every health_period_ms); ``/diagnostics`` (1 Hz). Service
+``tracking/reset_reference`` (std_srvs/Trigger): release a bumped-reference latch (after re-registration).
 
 Poses are published straight from the socket reader thread (no queue, no drop); this is safe with
 the ``spin_once`` executor loops used by :func:`main` and ComposedStack.
@@ -35,12 +42,14 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from spine_nav_interfaces.msg import GuardStatus, ScrewPlan, ToolHealth
+from std_srvs.srv import Trigger
 
 from spine_nav.nodes.conversions import (msg_to_plan, seconds_to_stamp, stamp_to_seconds,
                                          validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.tracking import codec
 from spine_nav.tracking.bridge import BridgeCore
+from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, ToolDefinition
 from spine_nav.tracking.transport import IgtlClient, IgtlServer
 from spine_nav.tracking.watchdog import Watchdog
@@ -58,7 +67,9 @@ class TrackerBridgeNode(Node):
             ("tool_tip_device", "StylusTipToReference"), ("tip_offset_mm", [0.0, 0.0, 150.0]),
             ("shaft_direction", [0.0, 0.0, 0.0]), ("max_skew_ms", 2.0), ("timeout_ms", 50.0),
             ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("console_port", 0), ("console_rate_hz", 30.0),
-            ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES)]}
+            ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES), ("reference_jump_check", True),
+            ("reference_jump_mm", 1.0), ("reference_jump_deg", 0.5), ("reference_noise_mm", 0.25),
+            ("reference_noise_deg", 0.1), ("reference_max_speed_mm_s", 5.0)]}
         self.params = p
         if p["mode"] not in ("client", "server"):
             raise ValueError(f"tracker_bridge: parameter mode must be 'client' or 'server', got {p['mode']!r}")
@@ -71,7 +82,14 @@ class TrackerBridgeNode(Node):
         watchdog = Watchdog({"reference": p["reference_device"], "arm_marker": p["arm_marker_device"],
                              tool.name: tool.device}, timeout_ms=float(p["timeout_ms"]),
                             timeout_periods=float(p["timeout_periods"]))
-        self.core = BridgeCore(composer, watchdog, on_output=self._on_output)
+        jump = None
+        if p["reference_jump_check"]:
+            jump = ReferenceJumpDetector(ReferenceJumpConfig(
+                min_jump_mm=float(p["reference_jump_mm"]), max_rotation_deg=float(p["reference_jump_deg"]),
+                noise_mm=float(p["reference_noise_mm"]), noise_deg=float(p["reference_noise_deg"]),
+                max_speed_mm_s=float(p["reference_max_speed_mm_s"])))
+        self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump)
+        self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -148,6 +166,13 @@ class TrackerBridgeNode(Node):
                     self.get_logger().warning(f"{h.tool}: {h.state_name} {h.reason}")
                 else:
                     self.get_logger().info(f"{h.tool}: {h.state_name}")
+
+    def _on_reset_reference(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        cleared = self.core.reset_reference()
+        resp.success = True
+        resp.message = f"reference latch cleared (was: {cleared})" if cleared else "reference was not latched"
+        self.get_logger().warning(f"tracking/reset_reference: {resp.message}")
+        return resp
 
     def _publish_diagnostics(self) -> None:
         arr = DiagnosticArray()

@@ -4,7 +4,8 @@ Subscribes (relative names, see the topic contract in the README):
     ``tracking/tool_tip``  geometry_msgs/PoseStamped, frame ``Reference``: T_reference_tooltip (m),
                            header.stamp = the tracker's sample time (SENSOR_QOS).
     ``tracking/health``    spine_nav_interfaces/ToolHealth: STATE_TRACKING_LOST or visible=false
-                           -> TRACKING_LOST (filtered by ``tool_name`` when set).
+                           -> TRACKING_LOST while ANY tool in ``health_tools`` is lost (a lost
+                           reason is kept per tool; one tool's OK never clears another's lost).
     ``plan/registered``    spine_nav_interfaces/ScrewPlan in ``Reference`` (PLAN_QOS); screws with
                            navigable=false report NO_PLAN with their status_reason.
 Publishes:
@@ -16,7 +17,9 @@ Services:
     ``guard/select_screw``   SelectScrew (empty id: automatic selection).
     ``guard/set_thresholds`` SetGuardThresholds (validated; rejected with the reason).
 Parameters: every :class:`spine_nav.guard.GuardConfig` field (same names and units), plus
-    ``active_screw_id`` (""=auto), ``tool_name`` (""=any), topics, ``watchdog_period_ms``,
+    ``active_screw_id`` (""=auto), ``health_tools`` (tools whose
+    ToolHealth counts, default ["stylus", "reference"]: a lost or bumped reference stops navigation,
+    an untracked arm_marker does not; "*" = any tool), topics, ``watchdog_period_ms``,
     ``markers_period_s``, ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be
     changed at run time with ``ros2 param set`` (validated the same way).
 
@@ -73,11 +76,11 @@ class TrajectoryGuardNode(Node):
         for name in CONFIG_FIELDS:
             self.declare_parameter(name, getattr(defaults, name))
         p = {n: self.declare_parameter(n, v).value for n, v in (
-            ("active_screw_id", ""), ("tool_name", ""), ("tool_topic", "tracking/tool_tip"),
+            ("active_screw_id", ""), ("health_tools", ["stylus", "reference"]), ("tool_topic", "tracking/tool_tip"),
             ("health_topic", "tracking/health"), ("plan_topic", "plan/registered"),
             ("status_topic", "guard/status"), ("markers_topic", "guard/markers"),
             ("watchdog_period_ms", 10.0), ("markers_period_s", 0.1), ("diagnostics_period_s", 1.0))}
-        self.tool_name = p["tool_name"]
+        self.health_tools = frozenset(str(t) for t in p["health_tools"] if str(t))
         self.guard = TrajectoryGuard()
         self.config_error = ""
         try:
@@ -118,12 +121,12 @@ class TrajectoryGuardNode(Node):
         self.publish_status(v, msg.header.stamp, now.to_msg())
 
     def on_health(self, msg: ToolHealth) -> None:
-        if self.tool_name and msg.tool != self.tool_name:
+        if "*" not in self.health_tools and msg.tool not in self.health_tools:
             return
         lost = msg.state == ToolHealth.STATE_TRACKING_LOST or not msg.visible
         reason = (msg.reason or ("tool not visible" if not msg.visible else "tracking lost")) if lost else ""
-        was_lost = bool(self.guard.health_lost_reason)
-        self.guard.set_tracking_health(f"{msg.tool or 'tool'}: {reason}" if lost else "")
+        was_lost = msg.tool in self.guard.lost_tools
+        self.guard.set_tracking_health(f"{msg.tool or 'tool'}: {reason}" if lost else "", tool=msg.tool)
         if lost and not was_lost:
             self.publish_status(self.guard.report_lost(f"tracker: {self.guard.health_lost_reason}", self._now_s()),
                                 self.last_stamp)

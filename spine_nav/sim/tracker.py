@@ -14,6 +14,21 @@ Per sample ``k`` at ``rate_hz`` (tracker time ``t = t0 + k / rate_hz``):
   has the realistic lever-arm structure.
 * Occlusions: ``(device, start_s, end_s)`` windows relative to ``t0``: the tool is reported missing.
 
+Simulation-control API (runtime fault injection, thread-safe; the server thread samples the model):
+
+* :meth:`TrackerModel.occlude` ``(device, duration_s)``: the device is reported missing from the next
+  sample on for ``duration_s`` (model time).
+* :meth:`TrackerModel.bump` ``(T_delta)``: from the next sample on the reference ARRAY is knocked
+  relative to the patient: reported ``ReferenceToTracker`` = ``T_tracker_reference_true(t) @ T_delta``
+  (bumps accumulate: ``T_delta_total = T_delta_1 @ T_delta_2 ...``). The tool truth (given in the
+  patient/Reference frame) and the anatomy do not move, so a navigation system that keeps using the
+  old registration is now wrong by ``T_delta``.
+* :meth:`TrackerModel.T_tracker_reference_true` ``(t_rel_s)``: the patient's Reference frame in the
+  tracker (static pose + breathing, never bumped); :meth:`TrackerModel.T_tracker_reference_array`
+  is what the tracker reports for the array (incl. bumps).
+* Model time ``t_rel_s`` = sample index / rate_hz; :meth:`TrackerModel.model_time_s` maps a
+  ``time.time()`` value to it (the server sets ``t0_s = time.time()`` when it starts).
+
 Deterministic for a given ``seed`` and sample index. Units mm, s.
 """
 from __future__ import annotations
@@ -109,6 +124,10 @@ class TrackerModel:
         rng = np.random.default_rng(self.config.seed)
         self._tremor_hz = rng.uniform(8.0, 12.0, size=(3, 3))
         self._tremor_phase = rng.uniform(0, 2 * np.pi, size=(3, 3))
+        # runtime faults (guarded by self._lock): extra occlusion windows and timed bumps
+        self._occlusions: list[tuple[str, float, float]] = list(self.config.occlusions)
+        self._bumps: list[tuple[float, np.ndarray]] = []  # (start t_rel_s, T_delta), in start order
+        self._last_t_rel_s: float | None = None
 
     @property
     def period_s(self) -> float:
@@ -120,7 +139,65 @@ class TrackerModel:
             self._tool_pose = (None if T_reference_tooltip is None
                                else validate_transform(T_reference_tooltip, "T_reference_tooltip"))
 
+    # ---------------------------------------------------------------- simulation control (fault injection)
+    def model_time_s(self, wall_s: float) -> float:
+        """Model time (s since sample 0) of a ``time.time()`` value (uses ``t0_s`` set by the server)."""
+        return float(wall_s) - self.t0_s
+
+    def _next_sample_t_rel(self) -> float:
+        """Model time of the next sample the caller has not taken yet ("now"); call with the lock held."""
+        if self._last_t_rel_s is None:
+            return 0.0
+        return self._last_t_rel_s + 0.5 * self.period_s  # strictly after the last sample, at or before the next
+
+    def occlude(self, device: str, duration_s: float, at_rel_s: float | None = None) -> tuple[float, float]:
+        """Report ``device`` (e.g. ``StylusToTracker``) missing for ``duration_s`` from now (or from model
+        time ``at_rel_s``). Returns the window ``(start_s, end_s)`` in model time."""
+        if not duration_s > 0:
+            raise ValueError(f"occlude: duration_s must be > 0, got {duration_s}")
+        with self._lock:
+            start = self._next_sample_t_rel() if at_rel_s is None else float(at_rel_s)
+            window = (str(device), start, start + float(duration_s))
+            self._occlusions.append(window)
+        return window[1], window[2]
+
+    def bump(self, T_delta: np.ndarray, at_rel_s: float | None = None) -> float:
+        """Knock the reference array relative to the patient by ``T_delta`` (4x4 mm, in the array's own
+        frame) from now (or model time ``at_rel_s``); returns the start (model time s)."""
+        D = validate_transform(T_delta, "bump T_delta")
+        with self._lock:
+            start = self._next_sample_t_rel() if at_rel_s is None else float(at_rel_s)
+            self._bumps.append((start, D))
+            self._bumps.sort(key=lambda b: b[0])
+        return start
+
+    def clear_faults(self) -> None:
+        """Remove runtime occlusions and bumps (the configured occlusion windows stay)."""
+        with self._lock:
+            self._occlusions = list(self.config.occlusions)
+            self._bumps = []
+
+    def T_reference_bump(self, t_rel_s: float) -> np.ndarray:
+        """Accumulated bump ``T_delta`` in effect at model time ``t_rel_s`` (identity when none)."""
+        with self._lock:
+            bumps = [D for start, D in self._bumps if start <= t_rel_s]
+        T = np.eye(4)
+        for D in bumps:
+            T = T @ D
+        return T
+
+    def T_tracker_reference_true(self, t_rel_s: float) -> np.ndarray:
+        """The patient's Reference frame in the tracker at model time ``t_rel_s`` (static pose moved by
+        breathing; never bumped). Tool truth and anatomy are rigid in this frame."""
+        return self.T_tracker_reference(t_rel_s)
+
+    def T_tracker_reference_array(self, t_rel_s: float) -> np.ndarray:
+        """Where the reference ARRAY is (what the tracker reports): true reference @ accumulated bump."""
+        return self.T_tracker_reference(t_rel_s) @ self.T_reference_bump(t_rel_s)
+
+    # ---------------------------------------------------------------- model
     def T_tracker_reference(self, t_rel_s: float) -> np.ndarray:
+        """Patient Reference frame in the tracker (static + breathing), mm; see T_tracker_reference_true."""
         c = self.config
         shift = self._breath_dir * c.breathing_amplitude_mm * np.sin(2 * np.pi * c.breathing_hz * t_rel_s)
         T = np.array(c.T_tracker_reference, dtype=float)
@@ -142,7 +219,8 @@ class TrackerModel:
         return T
 
     def _occluded(self, device: str, t_rel_s: float) -> bool:
-        return any(dev == device and a <= t_rel_s < b for dev, a, b in self.config.occlusions)
+        with self._lock:
+            return any(dev == device and a <= t_rel_s < b for dev, a, b in self._occlusions)
 
     def _measure(self, device: str, T_true: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.config.noise_mm <= 0:
@@ -156,9 +234,11 @@ class TrackerModel:
         c = self.config
         t_rel = index / c.rate_hz
         rng = np.random.default_rng((c.seed, index))
+        with self._lock:
+            self._last_t_rel_s = t_rel if self._last_t_rel_s is None else max(self._last_t_rel_s, t_rel)
         truth: dict[str, np.ndarray] = {}
-        T_tr = self.T_tracker_reference(t_rel)
-        truth["ReferenceToTracker"] = T_tr
+        T_tr = self.T_tracker_reference(t_rel)  # patient frame (tool truth is given in it)
+        truth["ReferenceToTracker"] = T_tr @ self.T_reference_bump(t_rel)  # the array (moved by bumps)
         T_ref_tip = self._tool_truth(t_rel)
         if T_ref_tip is not None:
             truth[c.tool.device] = T_tr @ T_ref_tip @ self._T_tooltip_tool

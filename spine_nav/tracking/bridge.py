@@ -2,7 +2,9 @@
 
 :class:`BridgeCore` is fed by a transport callback (any thread) and calls ``on_output`` for every
 pose it can publish (tool tip in Reference, reference, arm marker) and for every stale tool sample;
-the ROS node only converts and publishes. Thread-safe (one lock): the watchdog is judged from a
+the ROS node only converts and publishes. With a :class:`ReferenceJumpDetector`, every reference
+sample is checked for a jump (bumped array); a jump latches the ``reference`` tool TRACKING_LOST in
+the watchdog until :meth:`BridgeCore.reset_reference`. Thread-safe (one lock): the watchdog is judged from a
 timer thread while samples arrive on socket threads.
 """
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections import Counter
 from typing import Callable
 
 from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage
+from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_pose
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
 
@@ -27,8 +30,10 @@ STATUS_METADATA_KEYS = ("TransformStatus", "Status")
 
 class BridgeCore:
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
-                 on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
+                 jump_detector: ReferenceJumpDetector | None = None) -> None:
         self.composer = composer
+        self.jump_detector = jump_detector  # None = no bump detection
         self.watch_name: dict[str, str] = {composer.reference_device: "reference",
                                            composer.arm_marker_device: "arm_marker"}
         for t in composer.tools:
@@ -90,10 +95,24 @@ class BridgeCore:
                     self._log_once(exc.kind, peer, exc.detail)
                     continue
                 self.watchdog.sample(name, now, msg.timestamp_s, True)
+                if name == "reference" and self.jump_detector is not None:
+                    jump = self.jump_detector.update(T, msg.timestamp_s)
+                    if jump is not None:
+                        self.watchdog.latch_lost("reference", jump.reason)
+                        log.error("tracker bridge: %s (latched until reset)", jump.reason)
                 outputs.extend(self.composer.add(device, T, msg.timestamp_s))
         if self.on_output is not None:
             for out in outputs:
                 self.on_output(out, receive_ns)
+
+    def reset_reference(self) -> str:
+        """Release a bumped-reference latch (after re-registration); returns what was cleared ("" = none)."""
+        with self._lock:
+            reason = self.watchdog.latched_reason("reference")
+            self.watchdog.clear_latch("reference")
+            if self.jump_detector is not None:
+                self.jump_detector.reset()
+            return reason
 
     def check(self) -> list[ToolHealthState]:
         with self._lock:

@@ -5,6 +5,8 @@ reports it missing (STATUS code != OK for its device, or v2/v3 metadata ``Transf
 or before its first sample. Timeout = max(``timeout_ms``, ``timeout_periods`` x measured sample
 period): 50 ms and 3 periods by default (equal at 60 Hz; a 10 Hz tracker gets 300 ms).
 Ages are measured on the receiver's monotonic clock (the tracker's clock need not be synchronised).
+A tool can also be LATCHED lost (:meth:`Watchdog.latch_lost`, e.g. a bumped reference array): it then
+stays TRACKING_LOST with that reason, whatever samples arrive, until :meth:`Watchdog.clear_latch`.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ class Watchdog:
         self.tools = {name: ToolHealthState(name, dev) for name, dev in tools.items()}
         self._period_s: dict[str, float] = {}
         self._missing_reason: dict[str, str] = {}
+        self._latched_reason: dict[str, str] = {}
 
     def effective_timeout_ms(self, tool: str) -> float:
         period = self._period_s.get(tool)
@@ -67,6 +70,18 @@ class Watchdog:
         else:
             self._missing_reason[tool] = reason
 
+    def latch_lost(self, tool: str, reason: str) -> None:
+        """Hold ``tool`` TRACKING_LOST with ``reason`` until :meth:`clear_latch` (samples do not clear it)."""
+        self.tools[tool]  # KeyError for an unknown tool, like sample()
+        self._latched_reason[tool] = reason
+
+    def clear_latch(self, tool: str) -> bool:
+        """Release a latch set by :meth:`latch_lost`; True when there was one."""
+        return self._latched_reason.pop(tool, None) is not None
+
+    def latched_reason(self, tool: str) -> str:
+        return self._latched_reason.get(tool, "")
+
     def reject(self, tool: str) -> None:
         self.tools[tool].samples_rejected += 1
 
@@ -77,7 +92,10 @@ class Watchdog:
             prev = h.state
             p = self._period_s.get(name)
             h.rate_hz = 1.0 / p if p else 0.0
-            if h.last_receive_s is None:
+            if name in self._latched_reason:
+                h.state, h.reason = TRACKING_LOST, self._latched_reason[name]
+                h.sample_age_ms = float("inf") if h.last_receive_s is None else (now_s - h.last_receive_s) * 1e3
+            elif h.last_receive_s is None:
                 h.state, h.reason, h.sample_age_ms = TRACKING_LOST, "no sample yet", float("inf")
             else:
                 h.sample_age_ms = (now_s - h.last_receive_s) * 1e3
