@@ -54,8 +54,9 @@ class ArmGuideConfig:
     max_jerk_rad_s3: float = 30.0
     velocity_violation_factor: float = 1.1
     joint_limit_tolerance_rad: float = 1e-3
-    settled_mm: float = 0.1
-    settled_deg: float = 0.1
+    settled_mm: float = 0.2                 # ALIGNING -> TRACKING once the guide is this close to the line ...
+    settled_deg: float = 0.2
+    settled_goal_rad: float = 2e-3          # ... and the commanded joints this close to the IK goal
     compensate_motion: bool = True          # False: keep the reference at align() time (baseline)
     filter_alpha: float = 0.35
     filter_beta: float = 0.05
@@ -379,8 +380,11 @@ class ArmGuide:
         self._err = line_error(p, R[:, 2], point_b, axis_b)
         dp = p - point_b
         self._distance_to_target_mm = float(np.sqrt(dp @ dp))
+        # Settled = on the line AND the motion generator has caught up with the (moving) goal. Not "joint
+        # velocity ~ 0": under breathing the goal moves ~3 mm/s, so the joints never stop and a velocity
+        # criterion would keep the arm in ALIGNING forever (seen in the end-to-end demo).
         if self._mode == "ALIGNING" and self._err[0] <= self.cfg.settled_mm and self._err[1] <= self.cfg.settled_deg \
-                and float(np.max(np.abs(self._qd_cmd))) < 1e-3:
+                and float(np.max(np.abs(self._q_goal - self._q_cmd))) < self.cfg.settled_goal_rad:
             self._mode = "TRACKING"
 
     def _reset_otg(self, q: np.ndarray, qd: np.ndarray | None = None) -> None:

@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spine_nav.nodes.registry import NODES
-    from spine_nav.nodes.runner import ComposedStack, load_stack_config
+    from spine_nav.nodes.runner import ComposedStack, load_stack_config, tune_process_for_nodes
 
     try:
         cfg = load_stack_config(args.config)
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in NODES]
     if unknown:
         return fail(f"unknown node(s) {', '.join(unknown)} (known: {', '.join(sorted(NODES))})")
+    tune_process_for_nodes()
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor); Ctrl-C to stop")
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
     with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
