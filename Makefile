@@ -13,6 +13,8 @@ all: test
 
 $(STAMPS)/system: Makefile
 	@mkdir -p $(STAMPS)
+	@# chromedriver/selenium talk over "localhost": a bare system (debootstrap chroot) may lack /etc/hosts
+	@getent hosts localhost >/dev/null || { echo "[setup] adding localhost to /etc/hosts"; echo "127.0.0.1 localhost" >> /etc/hosts; }
 	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "[setup] installing system packages:$$missing"; \
