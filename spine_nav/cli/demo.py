@@ -1,80 +1,56 @@
-"""`spine-nav demo`: run the main job on the bundled synthetic spine.
-
-Interim version (foundation): runs the largest slice that works end to end
-today — a plan is written, published by the real `plan_publisher` node over
-DDS and received back — then lists what is still missing.
-"""
+"""`spine-nav demo`: a whole simulated robot-assisted pedicle-screw case (see :mod:`spine_nav.demo.run`)."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
-from spine_nav.cli.common import info
+from spine_nav.cli.common import fail, info
 
-MISSING = [
-    "synthetic patient (phantom, CBCT, plan, bone quality) — issue #3",
-    "per-vertebra registration — issue #4",
-    "OpenIGTLink tracker bridge — issue #5",
-    "trajectory guard — issue #6",
-    "arm guide in MuJoCo — issue #7",
-    "end-to-end case and report — issue #8",
-]
+LEVELS = ("L1", "L2", "L3", "L4", "L5")
 
-EXAMPLE_PLAN = {
-    "schema": "spine_nav.plan", "schema_version": 1, "frame": "PreopCT", "case_id": "demo-example",
-    "screws": [
-        {"id": "L4_left", "level": "L4", "side": "left", "entry_mm": [22.0, 38.0, -120.0],
-         "target_mm": [12.0, -5.0, -120.0], "diameter_mm": 6.5, "length_mm": 45.0},
-        {"id": "L4_right", "level": "L4", "side": "right", "entry_mm": [-22.0, 38.0, -120.0],
-         "target_mm": [-12.0, -5.0, -120.0], "diameter_mm": 6.5, "length_mm": 45.0},
-    ],
-}
+
+def parse_levels(text: str) -> tuple[str, ...]:
+    """``L1-L5`` or ``L3,L4`` -> ("L1", ..., "L5"); lumbar levels only (the phantom's)."""
+    if "-" in text:
+        a, b = text.split("-", 1)
+        if a not in LEVELS or b not in LEVELS or LEVELS.index(a) > LEVELS.index(b):
+            raise argparse.ArgumentTypeError(f"--levels: expected a lumbar range like L1-L5, got {text!r}")
+        return LEVELS[LEVELS.index(a): LEVELS.index(b) + 1]
+    out = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [t for t in out if t not in LEVELS]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"--levels: unknown level(s) {', '.join(bad) or text!r} (L1-L5)")
+    return out
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="run a whole simulated case (the main job)")
-    p.add_argument("--out", default="demo_output", help="output folder")
-    p.add_argument("--headless", action="store_true", help="no windows (always true on these machines)")
+    p = sub.add_parser("demo", help="run a whole simulated case through the real stack (the main job)")
+    p.add_argument("--out", default="demo_output", help="output folder (report.json, report.md, PNGs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--levels", type=parse_levels, default=LEVELS, help="e.g. L1-L5 (default) or L4,L5")
+    p.add_argument("--bone", choices=("normal", "osteopenic", "osteoporotic"), default="normal")
+    p.add_argument("--case", type=Path, help="use this case folder (from `spine-nav phantom`) instead of a new one")
+    p.add_argument("--headless", action="store_true", help="no windows (always the case on these machines)")
+    p.add_argument("--occlude", action="store_true", help="fault: the tracker loses the drill mid-drilling")
+    p.add_argument("--bump", action="store_true", help="fault: the reference array is knocked mid-drilling")
+    p.add_argument("--bad-registration", action="store_true", help="fault: one level fails the registration gate")
+    p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
+    p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    from spine_nav.demo.run import DemoConfig, run_demo
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from spine_nav_interfaces.msg import ScrewPlan
-
-    from spine_nav.nodes.qos import PLAN_QOS
-    from spine_nav.nodes.runner import ComposedStack
-    from spine_nav.plan import load_plan
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plan_path = out / "plan.json"
-    plan_path.write_text(json.dumps(EXAMPLE_PLAN, indent=2))
-    plan = load_plan(plan_path)
-    info(f"[1/2] plan validated: {len(plan)} screws ({', '.join(plan.ids)})")
-    with ComposedStack(["plan_publisher"], extra_ros_args=["-p", f"plan_publisher:plan_path:={plan_path}"]):
-        ctx = rclpy.context.Context()
-        rclpy.init(context=ctx)
-        node = rclpy.create_node("demo_listener", context=ctx)
-        got: list = []
-        node.create_subscription(ScrewPlan, "plan/preop", got.append, PLAN_QOS)
-        ex = SingleThreadedExecutor(context=ctx)
-        ex.add_node(node)
-        deadline = time.monotonic() + 10.0
-        while not got and time.monotonic() < deadline:
-            ex.spin_once(timeout_sec=0.05)
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=ctx)
-    if not got:
-        info("demo: the plan did not arrive over DDS within 10 s")
-        return 1
-    info(f"[2/2] plan received over DDS: {[s.id for s in got[0].screws]} in frame {got[0].header.frame_id}")
-    info("not done yet (see README status):")
-    for m in MISSING:
-        info(f"  - {m}")
-    return 0
+    if args.case is not None and not (args.case / "plan.json").is_file():
+        return fail(f"--case {args.case}: not a case folder (no plan.json); make one with `spine-nav phantom`")
+    if not 60.0 <= args.tracker_rate_hz <= 400.0:
+        return fail(f"--tracker-rate-hz: {args.tracker_rate_hz:g} is outside 60-400 Hz")
+    if args.screws is not None and args.screws < 1:
+        return fail(f"--screws: must be >= 1, got {args.screws}")
+    cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
+                     occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
+                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz)
+    report = run_demo(cfg, info)
+    held = all(f.arm_held for f in report.faults)
+    return 0 if held else 1
