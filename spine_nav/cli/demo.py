@@ -20,6 +20,9 @@ def parse_levels(text: str) -> tuple[str, ...]:
     bad = [t for t in out if t not in LEVELS]
     if bad or not out:
         raise argparse.ArgumentTypeError(f"--levels: unknown level(s) {', '.join(bad) or text!r} (L1-L5)")
+    idx = [LEVELS.index(t) for t in out]
+    if idx != list(range(idx[0], idx[0] + len(idx))):
+        raise argparse.ArgumentTypeError(f"--levels: must be consecutive, superior first, got {text!r}")
     return out
 
 

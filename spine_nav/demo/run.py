@@ -35,6 +35,8 @@ from spine_nav.geometry import invert, make_transform, transform_points
 
 Log = Callable[[str], None]
 LUMBAR = ("L1", "L2", "L3", "L4", "L5")
+#: Gertzbein-Robbins grading of the simulated screw: breaches below this count as none (sub-voxel).
+GR_NO_BREACH_TOL_MM = 0.5
 
 #: Watchdogs widened for the demo, which runs the whole stack, both simulators and the recorder on
 #: 2 shared cores in Python (a 1 kHz servo included): with the clinical defaults of config/nodes.yaml
@@ -460,7 +462,7 @@ class Demo:
             if not sent_align:
                 ok, why = c.arm("align", nav.id)
                 sent_align = ok
-                if not ok and "unreachable" in why:
+                if not ok and ("unreachable" in why or "out of reach" in why):
                     return False, f"arm refused to align: {why}"
             time.sleep(0.02)
         arm = c.last_arm
@@ -492,7 +494,8 @@ class Demo:
         u = axis_preop / np.linalg.norm(axis_preop)
         entry = tip_preop - planned.depth_mm * u
         breach = float(cortical_breach_mm(entry, tip_preop, planned.diameter_mm, planned.level, self.spine))
-        return breach, gertzbein_robbins_grade(breach)
+        # a breach thinner than the CT's voxel (0.7 mm) is not seen on a postoperative CT either: grade A
+        return breach, gertzbein_robbins_grade(breach, no_breach_tol_mm=GR_NO_BREACH_TOL_MM)
 
     # ------------------------------------------------------------------ 6 report
     def build_report(self, duration_s: float) -> CaseReport:
