@@ -432,7 +432,10 @@ class Demo:
         result.entry_error_mm, result.tip_error_mm = err.entry_error_mm, err.tip_error_mm
         result.angular_error_deg = err.angular_error_deg
         result.breach_mm, result.gr_grade = self._grade(planned, tip_preop, axis_preop)
-        result.status, result.reason = "placed", end_reason
+        # "placed" only when the drill reached the guard's depth stop; otherwise the errors are kept
+        # for the record but the screw counts as incomplete
+        result.status = "placed" if end_reason.startswith("depth stop") else "incomplete"
+        result.reason = end_reason
         self.placed[planned.id] = (tip_preop, axis_preop)
         self.log(f"{head} aligned in {result.time_to_align_s:.1f} s, placed: entry {err.entry_error_mm:.2f} mm, "
                  f"tip {err.tip_error_mm:.2f} mm, angle {err.angular_error_deg:.2f} deg, grade {result.gr_grade}")
