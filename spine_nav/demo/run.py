@@ -70,6 +70,7 @@ class DemoConfig:
     tracker_rate_hz: float = 100.0
     drill_speed_mm_s: float = 12.0
     final_speed_mm_s: float = 2.0          # for the last 6 mm (guard's remaining depth)
+    reinsert_speed_mm_s: float = 40.0      # back down an already drilled hole after a pause
     standoff_mm: float = 25.0
     align_timeout_s: float = 20.0
     handeye_poses: int = 20
@@ -362,6 +363,7 @@ class Demo:
         inject_at = 0.5 * nav.depth_mm
         injected_t = None
         injected_wall_s = float("inf")
+        deepest = depth_true
         T_last = None
         end_reason = "drill time limit"
         deadline = time.monotonic() + (nav.depth_mm + cfg.standoff_mm + 20.0) / cfg.drill_speed_mm_s + 30.0
@@ -400,9 +402,15 @@ class Demo:
             if st is not None and st.active_screw_id == nav.id and st.depth_mm > 0 and st.remaining_mm <= 0.0:
                 end_reason = f"depth stop (guard depth {st.depth_mm:.2f} mm, remaining {st.remaining_mm:.2f} mm)"
                 break
-            # like a surgeon watching the depth readout: slow down for the last millimetres
+            # like a surgeon watching the depth readout: slow down for the last millimetres; back into an
+            # already drilled hole after a pause at the re-insertion speed
             slow = st is not None and st.active_screw_id == nav.id and 0.0 < st.depth_mm and st.remaining_mm < 6.0
-            depth_true += (cfg.final_speed_mm_s if slow else cfg.drill_speed_mm_s) * period
+            if depth_true < deepest - 1.0:
+                speed = cfg.reinsert_speed_mm_s
+            else:
+                speed = cfg.final_speed_mm_s if slow else cfg.drill_speed_mm_s
+            depth_true += speed * period
+            deepest = max(deepest, depth_true)
             time.sleep(period)
         # 4. outcome
         statuses = c.rec.statuses[t0_status:]

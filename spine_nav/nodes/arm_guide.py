@@ -43,6 +43,7 @@ from spine_nav.geometry import transform_from_quat
 from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, msg_to_plan, pose_to_matrix_mm, stamp_to_seconds
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.nodes.runner import InnerNode
+from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.plan import PlanError
 
 
@@ -265,10 +266,7 @@ class ArmGuideNode(Node):
                          KeyValue(key="servo_overruns", value=str(self.servo.stats.overruns)),
                          KeyValue(key="realtime", value=str(self.servo.stats.realtime)),
                          KeyValue(key="marker_drift_mm", value=f"{self.guide.marker_drift_mm:.2f}" if self.guide else "nan")]
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status.append(status)
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, status)
 
     def destroy_node(self) -> None:
         self.servo.stop()

@@ -15,6 +15,7 @@ from spine_nav_interfaces.msg import ScrewPlan
 
 from spine_nav.nodes.conversions import plan_to_msg
 from spine_nav.nodes.qos import PLAN_QOS
+from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.plan import PlanError, load_plan
 
 
@@ -46,10 +47,7 @@ class PlanPublisherNode(Node):
         return True
 
     def _publish_diag(self, status: DiagnosticStatus) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status.append(status)
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, status)
 
 
 def main(argv=None) -> int:

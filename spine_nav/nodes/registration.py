@@ -38,6 +38,7 @@ from spine_nav_interfaces.srv import Register
 from spine_nav.nodes.conversions import matrix_mm_to_transform, plan_to_msg
 from spine_nav.nodes.qos import PLAN_QOS
 from spine_nav.nodes.runner import InnerNode
+from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.registration import GateThresholds, RegistrationConfig, RegistrationError
 from spine_nav.registration.pipeline import CaseRegistration, register_case
 
@@ -147,10 +148,7 @@ class RegistrationNode(Node):
         self._publish_statuses(statuses)
 
     def _publish_statuses(self, statuses: list[DiagnosticStatus]) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status = statuses
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, *statuses)
 
     def destroy_node(self) -> None:
         self._service_node.destroy()

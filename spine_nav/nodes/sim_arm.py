@@ -25,6 +25,7 @@ from trajectory_msgs.msg import JointTrajectory
 from spine_nav.geometry import transform_from_quat
 from spine_nav.nodes.conversions import validated_matrix_mm_to_pose_stamped
 from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
+from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.sim.arm import MujocoArm
 
 
@@ -121,10 +122,7 @@ class SimArmNode(Node):
     def publish_diagnostics(self) -> None:
         st = DiagnosticStatus(name="spine_nav/sim_arm", hardware_id="mujoco",
                               level=DiagnosticStatus.OK, message=f"sim time {self.sim.time_s:.2f} s")
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
-        arr.status.append(st)
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, st)
 
 
 def main(argv=None) -> int:

@@ -47,6 +47,7 @@ from std_srvs.srv import Trigger
 from spine_nav.nodes.conversions import (msg_to_plan, seconds_to_stamp, stamp_to_seconds,
                                          validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.tracking import codec
 from spine_nav.tracking.bridge import BridgeCore
 from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
@@ -175,8 +176,7 @@ class TrackerBridgeNode(Node):
         return resp
 
     def _publish_diagnostics(self) -> None:
-        arr = DiagnosticArray()
-        arr.header.stamp = self.get_clock().now().to_msg()
+        statuses = []
         for h in self.core.watchdog.tools.values():
             st = DiagnosticStatus(name=f"spine_nav/tracker_bridge/{h.tool}", hardware_id=h.device,
                                   level=DiagnosticStatus.OK if h.state == 0 else DiagnosticStatus.ERROR,
@@ -184,14 +184,13 @@ class TrackerBridgeNode(Node):
             st.values = [KeyValue(key=k, value=str(v)) for k, v in [
                 ("rate_hz", round(h.rate_hz, 1)), ("sample_age_ms", round(min(h.sample_age_ms, 1e9), 1)),
                 ("samples_received", h.samples_received), ("samples_rejected", h.samples_rejected)]]
-            arr.status.append(st)
+            statuses.append(st)
         link = DiagnosticStatus(name="spine_nav/tracker_bridge/link", level=DiagnosticStatus.OK,
                                 message=f"{self.params['mode']} {self.params['host']}:{self.params['port']}")
         link.values = [KeyValue(key=f"rejected {k}", value=str(v)) for k, v in self.core.rejected.items()]
         link.values.append(KeyValue(key="stale tool samples", value=str(self.stale_reported)))
         link.values.append(KeyValue(key="console messages not sent (queue full)", value=str(self.console_dropped)))
-        arr.status.append(link)
-        self.diag_pub.publish(arr)
+        publish_diagnostics(self, self.diag_pub, *statuses, link)
 
     # ------------------------------------------------------------------ console output
     def _console_send(self, data: bytes) -> None:
