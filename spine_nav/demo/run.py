@@ -364,6 +364,7 @@ class Demo:
         injected_t = None
         injected_wall_s = float("inf")
         deepest = depth_true
+        t_prev = time.monotonic()
         T_last = None
         end_reason = "drill time limit"
         deadline = time.monotonic() + (nav.depth_mm + cfg.standoff_mm + 20.0) / cfg.drill_speed_mm_s + 30.0
@@ -386,6 +387,7 @@ class Demo:
                     return result, None
                 time.sleep(0.3)
                 deadline += time.monotonic() - t_pause  # pauses do not count against the drill time
+                t_prev = time.monotonic()
                 continue
             T_guide = self.true_guide_in_reference()
             T_tip = T_guide @ make_transform(translation_mm=[0.0, 0.0, cfg.standoff_mm + depth_true])
@@ -409,7 +411,9 @@ class Demo:
                 speed = cfg.reinsert_speed_mm_s
             else:
                 speed = cfg.final_speed_mm_s if slow else cfg.drill_speed_mm_s
-            depth_true += speed * period
+            now = time.monotonic()
+            depth_true += speed * min(now - t_prev, 0.02)  # real elapsed time, so a slow loop drills on
+            t_prev = now
             deepest = max(deepest, depth_true)
             time.sleep(period)
         # 4. outcome
