@@ -17,10 +17,12 @@ redundancy are used to stay away from joint limits; damping keeps steps bounded 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pinocchio as pin
+from scipy.linalg.lapack import dposv as _dposv
 
 from spine_nav.arm.model import BASE_FRAME, FLANGE_FRAME, MARKER_FRAME, TUBE_FRAME, ArmModel
 from spine_nav.geometry import validate_vector3
@@ -75,7 +77,11 @@ class ArmKinematics:
         self.range = self.upper - self.lower
         self.damping = damping
         self._damping_eye = (damping**2) * np.eye(5)
+        self._damping_sq = damping**2
         self.null_gain = null_gain
+        self._null_k = null_gain * 4.0 / (self.range**2)
+        self._A = np.empty((5, self.model.nv))  # IK scratch (one kinematics object per thread)
+        self._rhs = np.empty((5, 2))
         # Reach facts from the model at q = 0 (metres): shoulder (joint2), elbow (joint4), wrist (joint6).
         pin.forwardKinematics(self.model, self.data, np.zeros(self.model.nq))
         sh, el, wr = (self.data.oMi[self.model.getJointId(n)].translation.copy() for n in ("joint2", "joint4", "joint6"))
@@ -154,33 +160,47 @@ class ArmKinematics:
                     tol_m: float = 0.0, tol_rad: float = 0.0) -> tuple[np.ndarray, float, float]:
         """:meth:`ik_step` on unvalidated arrays (the servo's hot path: ``axis`` must be unit, all finite).
 
-        Returns ``q`` itself (no Jacobian work) when already within ``tol_m`` / ``tol_rad``."""
+        Returns ``q`` itself (no Jacobian work) when already within ``tol_m`` / ``tol_rad``.
+
+        Hot-path note (measured with /tmp-style line timers and in ``bench arm``: ``ik_median_us``): each
+        numpy call on these 3..7-element arrays costs 3-15 us here and ``np.linalg.solve`` ~45 us with its
+        wrappers, more than Pinocchio's FK + Jacobian (~4 us). So the errors are plain floats, the 5x5
+        SPD system goes straight to LAPACK ``dposv``, and the FK pass is reused for the Jacobian.
+        """
         fid = self.frame_ids[TUBE_FRAME]
         model, data = self.model, self.data
-        # one FK pass for both the placement and the Jacobian (computeJointJacobians runs FK)
-        pin.computeJointJacobians(model, data, q)
+        pin.forwardKinematics(model, data, q)
         M = pin.updateFramePlacement(model, data, fid)
         R = M.rotation
-        z = R[:, 2]
-        e_p = point_mm * M_PER_MM - M.translation
-        a = axis
-        # rotate z toward the axis (z x a; written out: np.cross costs ~100 us on small arrays here)
-        e_w = np.array([z[1] * a[2] - z[2] * a[1], z[2] * a[0] - z[0] * a[2], z[0] * a[1] - z[1] * a[0]])
-        pos_m = float(np.sqrt(e_p @ e_p))
-        ang_rad = float(np.arcsin(min(1.0, float(np.sqrt(e_w @ e_w)))))
-        if pos_m <= tol_m and ang_rad <= tol_rad and z @ a > 0:
+        (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = R.tolist()
+        px, py, pz = M.translation.tolist()
+        tx, ty, tz = point_mm.tolist()
+        ax, ay, az = axis.tolist()
+        ex, ey, ez = tx * M_PER_MM - px, ty * M_PER_MM - py, tz * M_PER_MM - pz
+        # rotate z (third column) toward the axis: w = z x a
+        wx, wy, wz = r12 * az - r22 * ay, r22 * ax - r02 * az, r02 * ay - r12 * ax
+        pos_m = math.sqrt(ex * ex + ey * ey + ez * ez)
+        ang_rad = math.asin(min(1.0, math.sqrt(wx * wx + wy * wy + wz * wz)))
+        if pos_m <= tol_m and ang_rad <= tol_rad and r02 * ax + r12 * ay + r22 * az > 0:
             return q, pos_m, ang_rad
+        pin.computeJointJacobians(model, data)  # reuses the FK pass above
         J = pin.getFrameJacobian(model, data, fid, pin.LOCAL_WORLD_ALIGNED)
-        Rxy = R[:, :2].T
-        A = np.vstack((J[:3], Rxy @ J[3:]))  # 5x7: position + rotation about the tube x, y
-        e = np.concatenate((e_p, Rxy @ e_w))
-        AAt = A @ A.T + self._damping_eye
+        A = self._A
+        A[:3] = J[:3]
+        A[3:] = R[:, :2].T @ J[3:]  # 5x7: position + rotation about the tube x, y
+        rhs = self._rhs
+        rhs[:, 0] = (ex, ey, ez, r00 * wx + r10 * wy + r20 * wz, r01 * wx + r11 * wy + r21 * wz)
         # Null space: pull toward mid-range (joint-limit avoidance) without disturbing the task.
-        grad = self.null_gain * (self.mid - q) / (self.range**2) * 4.0
-        sol = np.linalg.solve(AAt, np.stack((e, A @ grad), axis=1))  # one factorisation, two right-hand sides
+        grad = self._null_k * (self.mid - q)
+        rhs[:, 1] = A @ grad
+        AAt = A @ A.T
+        AAt.flat[::6] += self._damping_sq
+        _, sol, info = _dposv(AAt, rhs, overwrite_a=1, overwrite_b=0)
+        if info != 0:  # not SPD (cannot happen with damping > 0; kept as a guard)
+            sol = np.linalg.solve(A @ A.T + self._damping_eye, rhs)
         dq = A.T @ (sol[:, 0] - sol[:, 1]) + grad
         # Bound the step (0.2 rad) so a far target does not jump through a singularity.
-        n = float(np.abs(dq).max())
+        n = max(map(abs, dq.tolist()))
         if n > 0.2:
             dq *= 0.2 / n
         q_new = np.minimum(np.maximum(q + dq, self.lower), self.upper)

@@ -12,8 +12,11 @@ Node (`node_latency_p99_ms`, `node_dropped`): the `trajectory_guard` node runs i
 process (``python -m spine_nav.bench.guard --serve EXECUTOR``); this process publishes the
 registered plan and ``tracking/tool_tip`` at ``--rate-hz`` (1 kHz) for ``--duration-s`` (60 s)
 from a driver node and receives ``guard/status`` (separate processes over Fast DDS on one host).
-Latency = status received (wall clock) - tool sample stamp (wall clock at publish), matched by
-the exact stamp the status echoes; dropped = samples without a status. Measured with the
+Latency (the issue's "tool sample in -> status out") = the guard node's own record of
+status ``publish()`` returned (wall clock) - the tool sample's stamp (wall clock at the driver's
+publish), i.e. one DDS hop + executor dispatch + judging + publishing, for the samples of the measured
+window; ``round_trip_*`` adds the status's way back to the driver and the driver's own executor
+(status received - stamp). Dropped = samples without a status reaching the driver. Measured with the
 EventsExecutor (``executor``) and, in the same run, rclpy's SingleThreadedExecutor
 (``baselines.default_executor``). The driver uses the same SingleThreadedExecutor in both runs.
 """
@@ -26,6 +29,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -139,17 +143,22 @@ def core_bench(n_samples: int) -> dict:
 
 
 # ---- node ---------------------------------------------------------------------------------------
-def serve(executor: str) -> int:
-    """Child process: the trajectory_guard node alone, composed like `spine-nav up`, until SIGINT/SIGTERM."""
-    from spine_nav.nodes.runner import ComposedStack
+def serve(executor: str, latency_out: str) -> int:
+    """Child process: the trajectory_guard node alone, composed like `spine-nav up`, until SIGINT/SIGTERM;
+    then saves the node's own (sample stamp ns, sample -> status published ns) pairs to ``latency_out`` (.npy)."""
+    from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, tune_process_for_nodes
 
+    tune_process_for_nodes()
     stop = {"flag": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *a: stop.__setitem__("flag", True))
     with ComposedStack(["trajectory_guard"], executor=executor,
-                       extra_ros_args=["-p", "trajectory_guard:markers_period_s:=0.1"]):
+                       extra_ros_args=["-p", "trajectory_guard:markers_period_s:=0.1"]) as stack:
+        freeze_startup_objects()
         while not stop["flag"]:
             time.sleep(0.1)
+        pairs = np.array(list(stack.nodes["trajectory_guard"].sample_latency_ns), dtype=np.int64).reshape(-1, 2)
+    np.save(latency_out, pairs)
     return 0
 
 
@@ -164,7 +173,9 @@ def node_run(executor: str, duration_s: float, rate_hz: float) -> dict:
     from spine_nav.nodes.conversions import matrix_mm_to_pose, plan_to_msg, seconds_to_stamp
     from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 
-    child = subprocess.Popen([sys.executable, "-m", "spine_nav.bench.guard", "--serve", executor],
+    latency_file = tempfile.NamedTemporaryFile(suffix=".npy", delete=False)
+    latency_file.close()
+    child = subprocess.Popen([sys.executable, "-m", "spine_nav.bench.guard", "--serve", executor, latency_file.name],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ctx = Context()
     rclpy.init(context=ctx)
@@ -248,12 +259,24 @@ def node_run(executor: str, duration_s: float, rate_hz: float) -> dict:
         ex.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
-    lat = [(first_rx[k] - sent[k]) * 1000.0 for k in sent if k in first_rx]
+    round_trip = [(first_rx[k] - sent[k]) * 1000.0 for k in sent if k in first_rx]
     dropped = sum(1 for k in sent if k not in first_rx)
+    try:  # the node's own sample -> status-published ages, for the measured samples only
+        pairs = np.load(latency_file.name)
+    except (OSError, ValueError):
+        pairs = np.zeros((0, 2), dtype=np.int64)
+    finally:
+        Path(latency_file.name).unlink(missing_ok=True)
+    measured = {k[0] * 1_000_000_000 + k[1] for k in sent}
+    lat = [age * 1e-6 for stamp, age in pairs.tolist() if stamp in measured]
+
+    def pct(values, q):
+        return round(float(np.percentile(values, q)), 3) if values else None
+
     return {"executor": executor, "sent": len(sent), "dropped": dropped, "achieved_rate_hz": round(achieved_hz, 1),
-            "latency_p50_ms": round(float(np.percentile(lat, 50)), 3) if lat else None,
-            "latency_p99_ms": round(float(np.percentile(lat, 99)), 3) if lat else None,
-            "latency_max_ms": round(float(max(lat)), 3) if lat else None, "states": states}
+            "latency_samples": len(lat), "latency_p50_ms": pct(lat, 50), "latency_p99_ms": pct(lat, 99),
+            "latency_max_ms": round(float(max(lat)), 3) if lat else None,
+            "round_trip_p50_ms": pct(round_trip, 50), "round_trip_p99_ms": pct(round_trip, 99), "states": states}
 
 
 def run(args: argparse.Namespace) -> BenchResult:
@@ -280,6 +303,6 @@ def run(args: argparse.Namespace) -> BenchResult:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        sys.exit(serve(sys.argv[2]))
-    sys.exit("usage: python -m spine_nav.bench.guard --serve {events,single}")
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        sys.exit(serve(sys.argv[2], sys.argv[3]))
+    sys.exit("usage: python -m spine_nav.bench.guard --serve {events,single} LATENCY_OUT.npy")

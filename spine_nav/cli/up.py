@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spine_nav.nodes.registry import NODES
-    from spine_nav.nodes.runner import ComposedStack, load_stack_config, tune_process_for_nodes
+    from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, load_stack_config, tune_process_for_nodes
 
     try:
         cfg = load_stack_config(args.config)
@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
     with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
                        extra_ros_args=extra[1:] if extra else ()):
+        freeze_startup_objects()
         t0 = time.monotonic()
         while args.duration <= 0 or time.monotonic() - t0 < args.duration:
             time.sleep(0.1)

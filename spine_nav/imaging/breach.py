@@ -23,6 +23,9 @@ from scipy.ndimage import distance_transform_edt, map_coordinates
 
 from spine_nav.imaging.volume import Volume, VolumeError
 
+#: Length of the screw (mm) from the entry point that is not scored: the head's seat on the bone surface.
+SKIP_ENTRY_MM = 2.0
+
 
 class BoneModel(Protocol):
     def outside_distance_mm(self, level: str, points_mm: np.ndarray) -> np.ndarray:
@@ -70,7 +73,7 @@ class LabelBone:
 
 
 def cylinder_samples(entry_mm: np.ndarray, target_mm: np.ndarray, diameter_mm: float,
-                     skip_entry_mm: float = 2.0, step_mm: float = 0.5, n_around: int = 24) -> np.ndarray:
+                     skip_entry_mm: float = SKIP_ENTRY_MM, step_mm: float = 0.5, n_around: int = 24) -> np.ndarray:
     """Points (N, 3) on the screw cylinder's surface and axis from ``skip_entry_mm`` to the tip."""
     e = np.asarray(entry_mm, dtype=float)
     t = np.asarray(target_mm, dtype=float)
@@ -90,13 +93,13 @@ def cylinder_samples(entry_mm: np.ndarray, target_mm: np.ndarray, diameter_mm: f
 
 
 def cortical_breach_mm(entry_mm: np.ndarray, target_mm: np.ndarray, diameter_mm: float, level: str,
-                       bone: BoneModel, skip_entry_mm: float = 2.0, step_mm: float = 0.5) -> float:
+                       bone: BoneModel, skip_entry_mm: float = SKIP_ENTRY_MM, step_mm: float = 0.5) -> float:
     """Largest distance (mm) the screw cylinder leaves the bone of ``level`` (0 = fully inside)."""
     pts = cylinder_samples(entry_mm, target_mm, diameter_mm, skip_entry_mm, step_mm)
     return float(np.max(bone.outside_distance_mm(level, pts)))
 
 
-def screw_breach_mm(screw, bone: BoneModel, skip_entry_mm: float = 2.0) -> float:
+def screw_breach_mm(screw, bone: BoneModel, skip_entry_mm: float = SKIP_ENTRY_MM) -> float:
     """:func:`cortical_breach_mm` of a :class:`spine_nav.plan.Screw` (in the bone model's frame)."""
     return cortical_breach_mm(screw.entry_mm, screw.target_mm, screw.diameter_mm, screw.level, bone,
                               skip_entry_mm=skip_entry_mm)

@@ -337,33 +337,100 @@ def _march_exit(f: Callable[[np.ndarray], np.ndarray], p0: np.ndarray, u: np.nda
     return float(lo)
 
 
-def plan_screws(spine: PhantomSpine) -> list[Screw]:
-    """Bilateral pedicle screws along each pedicle axis, sized from the pedicle geometry.
+#: Bone clearance (mm) the planner wants around the whole screw cylinder (past the head's seat).
+MIN_CLEARANCE_MM = 0.5
+#: Trajectory search about the pedicle isthmus: medial and cranio-caudal deviations (deg) from the
+#: anatomical pedicle axis, tried in order of increasing deviation.
+_SEARCH_MEDIAL_DEG = tuple(float(a) for a in range(-8, 9))
+_SEARCH_CRANIAL_DEG = tuple(float(a) for a in range(-8, 9, 2))
 
-    Entry = where the pedicle axis leaves the bone posteriorly; trajectory along the axis
-    (medial angulation per level); diameter = largest standard size leaving
-    ``PEDICLE_MARGIN_MM`` of bone each side; length = longest standard size keeping
-    ``TIP_MARGIN_MM`` to the anterior cortex.
+
+@dataclass(frozen=True)
+class _Trajectory:
+    entry_local: np.ndarray
+    direction_local: np.ndarray  # unit, entry -> tip
+    length_mm: float
+    clearance_mm: float  # min bone around the cylinder past the seat (< 0: breach by that much)
+    deviation_deg: float
+
+
+def _axis_direction(medial_deg: float, cranial_deg: float, side: str) -> np.ndarray:
+    """Posterior-pointing unit axis in the level's local frame (x lateral-left, y posterior, z cranial)."""
+    s = 1.0 if side == "left" else -1.0
+    m, c = math.radians(medial_deg), math.radians(cranial_deg)
+    return np.array([s * math.sin(m) * math.cos(c), math.cos(m) * math.cos(c), math.sin(c)])
+
+
+def _trajectory(sh: LevelShape, side: str, pivot: np.ndarray, u: np.ndarray, diameter_mm: float,
+                deviation_deg: float) -> _Trajectory | None:
+    from spine_nav.imaging.breach import SKIP_ENTRY_MM, cylinder_samples
+
+    f = lambda p: vertebra_sdf(p, sh)  # noqa: E731
+    t_back = _march_exit(f, pivot, u)
+    t_front = _march_exit(f, pivot, -u)
+    available = t_back + t_front - TIP_MARGIN_MM
+    fits = [L for L in SCREW_LENGTHS_MM if L <= available]
+    if not fits:
+        return None
+    entry = pivot + t_back * u
+    length = fits[-1]
+    pts = cylinder_samples(entry, entry - length * u, diameter_mm, skip_entry_mm=SKIP_ENTRY_MM)
+    clearance = -float(np.max(f(pts)))
+    return _Trajectory(entry, -u, length, clearance, deviation_deg)
+
+
+def _plan_one(sh: LevelShape, side: str) -> tuple[_Trajectory, float]:
+    """Best trajectory and diameter for one pedicle (local frame).
+
+    The anatomical pedicle axis first; if its screw cylinder keeps less than ``MIN_CLEARANCE_MM`` of bone
+    (e.g. an oblique posterior surface at the entry, as at L1), the axis is re-aimed about the pedicle
+    isthmus by the smallest medial/cranio-caudal deviation that does; failing that, the next smaller
+    diameter. This is what a surgeon does on the planning screen: keep the screw centred in the
+    pedicle and move its entry until the whole shank is in bone.
+    """
+    i = 0 if side == "left" else 1
+    p0, _ = sh.pedicle_axis(side)
+    pivot = p0 + 0.5 * sh.pedicle_length_mm * _axis_direction(sh.medial_angle_deg, 0.0, side)
+    candidates = sorted(((math.hypot(dm, dc), dm, dc) for dm in _SEARCH_MEDIAL_DEG for dc in _SEARCH_CRANIAL_DEG))
+    sizes = [d for d in SCREW_DIAMETERS_MM if d <= sh.pedicle_width_mm[i] - 2 * PEDICLE_MARGIN_MM] \
+        or [SCREW_DIAMETERS_MM[0]]
+    best: tuple[_Trajectory, float] | None = None
+    for diameter in reversed(sizes):
+        for dev, dm, dc in candidates:
+            u = _axis_direction(sh.medial_angle_deg + dm, dc, side)
+            tr = _trajectory(sh, side, pivot, u, diameter, dev)
+            if tr is None:
+                continue
+            if tr.clearance_mm >= MIN_CLEARANCE_MM:
+                return tr, diameter
+            if best is None or tr.clearance_mm > best[0].clearance_mm:
+                best = (tr, diameter)
+    if best is None or best[0].clearance_mm < 0.0:
+        got = "no trajectory fits" if best is None else f"best breaches by {-best[0].clearance_mm:.2f} mm"
+        raise PhantomError(f"{sh.level} {side}: no pedicle screw trajectory stays in bone ({got}; "
+                           "phantom geometry error)")
+    return best
+
+
+def plan_screws(spine: PhantomSpine) -> list[Screw]:
+    """Bilateral pedicle screws through each pedicle, sized from the pedicle geometry.
+
+    Diameter = largest standard size leaving ``PEDICLE_MARGIN_MM`` of bone each side of the pedicle;
+    trajectory through the pedicle isthmus along the pedicle axis (medial angulation per level),
+    re-aimed when needed so the whole cylinder keeps ``MIN_CLEARANCE_MM`` of bone (see
+    :func:`_plan_one`); entry = where the axis leaves the bone posteriorly; length = longest standard
+    size keeping ``TIP_MARGIN_MM`` to the anterior cortex.
     """
     screws = []
     for lv in spine.levels:
         sh = spine.shapes[lv]
-        f = lambda p, sh=sh: vertebra_sdf(p, sh)  # noqa: E731
-        for i, side in enumerate(("left", "right")):
-            p0, u = sh.pedicle_axis(side)
-            t_back = _march_exit(f, p0, u)
-            t_front = _march_exit(f, p0, -u)
-            entry = p0 + t_back * u
-            available = t_back + t_front - TIP_MARGIN_MM
-            fits = [L for L in SCREW_LENGTHS_MM if L <= available]
-            length = fits[-1] if fits else max(20.0, math.floor(available))
-            dia_fits = [d for d in SCREW_DIAMETERS_MM if d <= sh.pedicle_width_mm[i] - 2 * PEDICLE_MARGIN_MM]
-            diameter = dia_fits[-1] if dia_fits else SCREW_DIAMETERS_MM[0]
-            target = entry - length * u
-            T = spine.T_preop_local[lv]
-            e, t = transform_points(T, np.stack([entry, target]))
+        for side in ("left", "right"):
+            tr, diameter = _plan_one(sh, side)
+            entry = tr.entry_local
+            target = entry + tr.length_mm * tr.direction_local
+            e, t = transform_points(spine.T_preop_local[lv], np.stack([entry, target]))
             screws.append(Screw(id=f"{lv}_{side}", level=lv, side=side, entry_mm=np.round(e, 3),
-                                target_mm=np.round(t, 3), diameter_mm=diameter, length_mm=length))
+                                target_mm=np.round(t, 3), diameter_mm=diameter, length_mm=tr.length_mm))
     return screws
 
 

@@ -27,8 +27,9 @@ All the judging is in :class:`spine_nav.guard.TrajectoryGuard`; this node conver
 """
 from __future__ import annotations
 
-import time
 import copy
+import time
+from collections import deque
 from dataclasses import fields
 
 from builtin_interfaces.msg import Duration
@@ -56,6 +57,10 @@ STATE_COLOURS = {
     GuardState.TRACKING_LOST: (0.6, 0.0, 0.6, 0.8), GuardState.NO_PLAN: (0.5, 0.5, 0.5, 0.5),
 }
 INACTIVE_COLOUR = (0.6, 0.6, 0.6, 0.4)
+
+
+def _colour(rgba: tuple[float, float, float, float]) -> ColorRGBA:
+    return ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
 NOT_NAVIGABLE_COLOUR = (0.4, 0.0, 0.0, 0.4)
 DIAG_LEVEL = {GuardState.ALIGNED: DiagnosticStatus.OK, GuardState.APPROACH: DiagnosticStatus.OK,
               GuardState.WARN: DiagnosticStatus.WARN, GuardState.NO_PLAN: DiagnosticStatus.WARN,
@@ -91,8 +96,15 @@ class TrajectoryGuardNode(Node):
         self.requested_screw = p["active_screw_id"]
         self.samples = 0
         self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
+        #: (sample stamp ns, age ns) of recent tool samples; age = when their status left: status publish() returned (system clock)
+        #: - the sample's header.stamp. The sample->status latency (DDS hop + executor + judging) when the
+        #: tracker stamps with this machine's clock (simulator, PLUS on the same host); what `spine-nav bench
+        #: guard` reports as node latency. (rmw's received_timestamp would isolate the node, but rclpy 7.1's
+        #: EventsExecutor fails on message-info callbacks: "SystemError: null argument to internal routine".)
+        self.sample_latency_ns: deque[tuple[int, int]] = deque(maxlen=200_000)
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
+        self._corridors = None  # (segments it was built from, corridor Marker, {(state, active id): colours})
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS)
         self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
@@ -119,6 +131,8 @@ class TrajectoryGuardNode(Node):
         else:
             v = self.guard.evaluate_quat(*pose_to_quat_mm(msg.pose), t, now_s)  # checks the pose itself
         self.publish_status(v, msg.header.stamp, now.to_msg())
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self.sample_latency_ns.append((stamp_ns, time.time_ns() - stamp_ns))
 
     def on_health(self, msg: ToolHealth) -> None:
         if "*" not in self.health_tools and msg.tool not in self.health_tools:
@@ -213,30 +227,54 @@ class TrajectoryGuardNode(Node):
         self.status_pub.publish(msg)
 
     def publish_markers(self) -> None:
-        v = self.guard.last_verdict
-        state = v.state if v is not None else GuardState.NO_PLAN
-        active = self.guard.selector.active_id
-        arr = MarkerArray()
+        """Planned corridors (one LINE_LIST, a colour per screw) and the tool axis.
+
+        The corridor points are built once per plan (building 20 Marker messages each tick took ~2.4 ms
+        of the executor thread at 10 Hz, which showed as the guard's p99 latency in `bench guard`);
+        each tick only recolours them by state."""
+        segments = self.guard.selector.segments
+        screws = segments.screws
         stamp = self.get_clock().now().to_msg()
-        for i, g in enumerate(self.guard.selector.segments.screws):
-            colour = (STATE_COLOURS[state] if g.screw_id == active else
-                      INACTIVE_COLOUR if g.navigable else NOT_NAVIGABLE_COLOUR)
-            arr.markers.append(self._line_marker("planned_corridors", i, stamp, g.entry, g.target, colour,
-                                                 width_mm=2.0 * self.guard.config.violation_lateral_mm))
+        arr = MarkerArray()
+        if screws:
+            if self._corridors is None or self._corridors[0] is not segments:
+                mk = self._line_marker("planned_corridors", 0, [p for g in screws for p in (g.entry, g.target)])
+                self._corridors = (segments, mk, {})
+            _, mk, colours = self._corridors
+            v = self.guard.last_verdict
+            state = v.state if v is not None else GuardState.NO_PLAN
+            active = self.guard.selector.active_id
+            key = (state, active)
+            if key not in colours:
+                colours.clear()
+                colours[key] = [c for g in screws for c in 2 * [_colour(STATE_COLOURS[state] if g.screw_id == active
+                                                                       else INACTIVE_COLOUR if g.navigable
+                                                                       else NOT_NAVIGABLE_COLOUR)]]
+            mk.colors = colours[key]
+            mk.scale.x = 2.0 * self.guard.config.violation_lateral_mm / 1000.0  # corridor width, metres
+            mk.header.stamp = stamp
+            arr.markers.append(mk)
         if self.guard.last_tip_axis is not None:
             back, tip = axis_segment_mm(*self.guard.last_tip_axis, length_mm=150.0)
-            arr.markers.append(self._line_marker("tool_axis", 0, stamp, back, tip, (1.0, 1.0, 1.0, 1.0), width_mm=1.0))
+            mk = self._line_marker("tool_axis", 0, [back, tip])
+            mk.colors = 2 * [_colour((1.0, 1.0, 1.0, 1.0))]
+            mk.scale.x = 1.0 / 1000.0
+            mk.header.stamp = stamp
+            arr.markers.append(mk)
         if arr.markers:
             self.marker_pub.publish(arr)
 
-    def _line_marker(self, ns: str, idx: int, stamp, a_mm, b_mm, colour, width_mm: float) -> Marker:
+    @staticmethod
+    def _line_marker(ns: str, idx: int, points_mm) -> Marker:
         mk = Marker(ns=ns, id=idx, type=Marker.LINE_LIST, action=Marker.ADD, lifetime=Duration(sec=1))
-        mk.header.frame_id, mk.header.stamp = FRAME, stamp
+        mk.header.frame_id = FRAME
         mk.pose.orientation.w = 1.0
-        mk.scale.x = width_mm / 1000.0  # line width, metres on the topic
-        mk.points = [point_mm_to_msg(a_mm), point_mm_to_msg(b_mm)]
-        mk.color = ColorRGBA(r=colour[0], g=colour[1], b=colour[2], a=colour[3])
+        mk.points = [point_mm_to_msg(p) for p in points_mm]
         return mk
+
+    def _recent_latency_p99_ms(self, n: int = 1000) -> str:
+        recent = sorted(age for _, age in list(self.sample_latency_ns)[-n:])
+        return f"{recent[int(0.99 * (len(recent) - 1))] * 1e-6:.3f}" if recent else ""
 
     def publish_diagnostics(self) -> None:
         v = self.guard.last_verdict
@@ -250,7 +288,8 @@ class TrajectoryGuardNode(Node):
         st.values = [KeyValue(key="samples", value=str(self.samples)),
                      KeyValue(key="active_screw_id", value=self.guard.selector.active_id or ""),
                      KeyValue(key="screws", value=str(len(self.guard.selector.segments))),
-                     KeyValue(key="sample_age_ms", value=f"{v.sample_age_ms:.3f}" if v else "")]
+                     KeyValue(key="sample_age_ms", value=f"{v.sample_age_ms:.3f}" if v else ""),
+                     KeyValue(key="sample_to_status_p99_ms", value=self._recent_latency_p99_ms())]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
