@@ -103,8 +103,9 @@ def _spawn_sender(rate_hz: float, duration_s: float, mode: str) -> tuple[subproc
 
 # ---------------------------------------------------------------------------------------------- runs
 def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
-    from spine_nav.nodes.runner import ComposedStack
+    from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, tune_process_for_nodes
 
+    tune_process_for_nodes()  # as `spine-nav up` does for the stack's process
     proc, port = _spawn_sender(rate_hz, duration_s, mode)
     args = ["-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:mode:=client",
             "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}",
@@ -113,6 +114,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
     bridge = stack.nodes["tracker_bridge"]
     try:
         stack.start()
+        freeze_startup_objects()
         line = proc.stdout.readline()
         report = json.loads(line) if line else {"sent": 0, "bytes": 0}
         sent = int(report["sent"])

@@ -15,9 +15,11 @@ import time
 from collections import Counter
 from typing import Callable
 
+import numpy as np
+
 from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
-from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_pose
+from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_rows
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
 
 log = logging.getLogger("spine_nav.tracking")
@@ -74,9 +76,13 @@ class BridgeCore:
                 return
             if not msg.poses:
                 return
-            status = next((msg.metadata[k] for k in STATUS_METADATA_KEYS if k in msg.metadata), "OK")
-            visible = status.upper() == "OK"
-            poses = sorted(msg.poses, key=lambda p: p[0] != self.composer.reference_device)  # reference first
+            status, visible = "OK", True
+            if msg.metadata:
+                status = next((msg.metadata[k] for k in STATUS_METADATA_KEYS if k in msg.metadata), "OK")
+                visible = status.upper() == "OK"
+            poses = msg.poses
+            if len(poses) > 1:  # reference first
+                poses = sorted(poses, key=lambda p: p[0] != self.composer.reference_device)
             outputs: list[ComposedPose] = []
             for device, matrix in poses:
                 name = self.watch_name.get(device)
@@ -88,7 +94,9 @@ class BridgeCore:
                     self.watchdog.set_visible(name, False, f"tracker reports tool missing ({status})")
                     continue
                 try:
-                    T = validate_pose(matrix, device)
+                    T = matrix if type(matrix) is np.ndarray and matrix.dtype == np.float64 else \
+                        np.asarray(matrix, dtype=float)
+                    rows = validate_rows(T, device)
                 except MalformedMessage as exc:
                     self.rejected[exc.kind] += 1
                     self.watchdog.reject(name)
@@ -96,11 +104,11 @@ class BridgeCore:
                     continue
                 self.watchdog.sample(name, now, msg.timestamp_s, True)
                 if name == "reference" and self.jump_detector is not None:
-                    jump = self.jump_detector.update(T, msg.timestamp_s)
+                    jump = self.jump_detector.update_rows(rows, msg.timestamp_s)
                     if jump is not None:
                         self.watchdog.latch_lost("reference", jump.reason)
                         log.error("tracker bridge: %s (latched until reset)", jump.reason)
-                outputs.extend(self.composer.add(device, T, msg.timestamp_s))
+                outputs.extend(self.composer.add(device, T, msg.timestamp_s, rows))
         if self.on_output is not None:
             for out in outputs:
                 self.on_output(out, receive_ns)

@@ -92,8 +92,11 @@ class ReferenceJumpDetector:
         self.max_step_deg = 0.0
 
     def update(self, T_tracker_reference: np.ndarray, stamp_s: float) -> ReferenceJump | None:
+        return self.update_rows(np.asarray(T_tracker_reference, dtype=float)[:3].tolist(), stamp_s)
+
+    def update_rows(self, R: list, stamp_s: float) -> ReferenceJump | None:
+        """:meth:`update` with the transform's first three rows as lists (the bridge has them from validation)."""
         # plain-Python arithmetic on the 12 floats: ~5x cheaper than numpy calls on 4x4 arrays (bridge hot path)
-        R = np.asarray(T_tracker_reference, dtype=float)[:3].tolist()
         prev, self._prev = self._prev, (R, float(stamp_s))
         if prev is None or self.latched is not None:
             return None
