@@ -90,3 +90,27 @@ def test_plan_publisher_rejects_corrupt_plan_and_keeps_running(tmp_path):
         good.write_text(json.dumps(_plan_dict()))
         assert node.load_and_publish(str(good)) is True
         assert node.plan.ids == ["L3_left"]
+
+
+def test_pose_parameter_helper_builds_the_transform_and_names_bad_values(ros_context):
+    import numpy as np
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from spine_nav.geometry import make_transform
+    from spine_nav.nodes.parameters import declare_pose_parameter
+
+    default = make_transform(np.eye(3), [1.0, 2.0, 3.0])
+    node = rclpy.create_node("pose_param_ok", context=ros_context)
+    try:
+        assert np.allclose(declare_pose_parameter(node, "tracker_robotbase", default), default)
+    finally:
+        node.destroy_node()
+    node = rclpy.create_node("pose_param_bad", context=ros_context, parameter_overrides=[
+        Parameter("tracker_robotbase_quat_xyzw", value=[0.0, 0.0, 0.0, 0.0])])
+    try:
+        with pytest.raises(ValueError, match=r"pose_param_bad: parameters tracker_robotbase_xyz_mm=.* / "
+                                             r"tracker_robotbase_quat_xyzw=\[0.0, 0.0, 0.0, 0.0\]"):
+            declare_pose_parameter(node, "tracker_robotbase")
+    finally:
+        node.destroy_node()

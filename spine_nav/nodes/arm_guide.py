@@ -39,11 +39,11 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
-from spine_nav.geometry import transform_from_quat
 from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, msg_to_plan, pose_to_matrix_mm, stamp_to_seconds
+from spine_nav.nodes.diagnostics import publish_diagnostics
+from spine_nav.nodes.parameters import declare_pose_parameter
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.nodes.runner import InnerNode
-from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.plan import PlanError
 
 
@@ -55,8 +55,7 @@ class ArmGuideNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("arm_guide", **kwargs)
         p = self.declare_parameter
-        xyz = list(p("tracker_robotbase_xyz_mm", [0.0, 0.0, 0.0]).value)
-        quat = list(p("tracker_robotbase_quat_xyzw", [0.0, 0.0, 0.0, 1.0]).value)
+        T_tracker_robotbase = declare_pose_parameter(self, "tracker_robotbase")
         self.servo_rate_hz = float(p("servo_rate_hz", 1000.0).value)
         cfg = ArmGuideConfig(
             standoff_mm=float(p("standoff_mm", 25.0).value),
@@ -72,7 +71,6 @@ class ArmGuideNode(Node):
         command_rate_hz = float(p("command_rate_hz", 250.0).value)
         state_rate_hz = float(p("state_rate_hz", 20.0).value)
         realtime = bool(p("realtime", True).value)
-        T_tracker_robotbase = transform_from_quat(quat, xyz, order="xyzw")
 
         self.kin = ArmKinematics(load_arm_model())
         self.joint_names = self.kin.arm.joint_names

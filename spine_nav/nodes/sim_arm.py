@@ -22,10 +22,10 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from trajectory_msgs.msg import JointTrajectory
 
-from spine_nav.geometry import transform_from_quat
 from spine_nav.nodes.conversions import validated_matrix_mm_to_pose_stamped
-from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
 from spine_nav.nodes.diagnostics import publish_diagnostics
+from spine_nav.nodes.parameters import declare_pose_parameter
+from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
 from spine_nav.sim.arm import MujocoArm
 
 
@@ -33,14 +33,13 @@ class SimArmNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_arm", **kwargs)
         p = self.declare_parameter
-        xyz = list(p("tracker_robotbase_xyz_mm", [0.0, 0.0, 0.0]).value)
-        quat = list(p("tracker_robotbase_quat_xyzw", [0.0, 0.0, 0.0, 1.0]).value)
+        T_tracker_robotbase = declare_pose_parameter(self, "tracker_robotbase")
         q0 = list(p("q0_rad", [0.0, 0.4, 0.0, -1.3, 0.0, 1.0, 0.0]).value)
         rate = float(p("publish_rate_hz", 250.0).value)
         self.noise_mm = float(p("marker_noise_mm", 0.0).value)
         self.command_timeout_s = float(p("command_timeout_s", 0.1).value)
         self.max_steps = int(p("max_steps_per_tick", 20).value)
-        self.sim = MujocoArm(T_tracker_robotbase=transform_from_quat(quat, xyz, order="xyzw"), q0_rad=np.array(q0))
+        self.sim = MujocoArm(T_tracker_robotbase=T_tracker_robotbase, q0_rad=np.array(q0))
         self.joint_names = self.sim.arm.joint_names
         self._max_step_rad = 0.9 * self.sim.arm.velocity_limit_rad_s * self.sim.dt_s
         self.rng = np.random.default_rng()

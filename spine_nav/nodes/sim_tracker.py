@@ -20,8 +20,8 @@ from __future__ import annotations
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
-from spine_nav.geometry import transform_from_quat, transform_to_quat
 from spine_nav.nodes.conversions import pose_to_matrix_mm
+from spine_nav.nodes.parameters import declare_pose_parameter
 from spine_nav.nodes.qos import SENSOR_QOS
 from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, default_T_tracker_reference, parse_occlusions
 from spine_nav.sim.tracker_server import SimTrackerServer
@@ -31,19 +31,11 @@ from spine_nav.tracking.tools import ToolDefinition
 class SimTrackerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_tracker", **kwargs)
-        q0, t0 = transform_to_quat(default_T_tracker_reference(), order="xyzw")
         p = {name: self.declare_parameter(name, default).value for name, default in [
             ("port", 18944), ("host", "127.0.0.1"), ("rate_hz", 60.0), ("header_version", 1), ("noise_mm", 0.15),
             ("tremor_mm", 0.1), ("breathing_amplitude_mm", 2.0), ("breathing_hz", 0.25), ("seed", 0),
-            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth"),
-            ("tracker_reference_xyz_mm", [float(x) for x in t0]),
-            ("tracker_reference_quat_xyzw", [float(x) for x in q0])]}
-        try:
-            T_tracker_reference = transform_from_quat(list(p["tracker_reference_quat_xyzw"]),
-                                                      list(p["tracker_reference_xyz_mm"]), order="xyzw")
-        except ValueError as exc:
-            raise ValueError(f"sim_tracker: parameters tracker_reference_xyz_mm/tracker_reference_quat_xyzw: "
-                             f"{exc}") from None
+            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth")]}
+        T_tracker_reference = declare_pose_parameter(self, "tracker_reference", default_T_tracker_reference())
         cfg = TrackerModelConfig(
             rate_hz=float(p["rate_hz"]), noise_mm=float(p["noise_mm"]), tremor_mm=float(p["tremor_mm"]),
             breathing_amplitude_mm=float(p["breathing_amplitude_mm"]), breathing_hz=float(p["breathing_hz"]),
