@@ -116,6 +116,24 @@ def test_phantom_levels_recovered_after_30deg_50mm_misplacement(loaded_case):
     assert not res.not_navigable
 
 
+def test_level_stuck_in_a_wrong_minimum_is_retried_from_wider_starts(loaded_case, monkeypatch):
+    """Seed 0's L3 case: the whole-spine pose is ~6-8 mm off a level, its first fit settles in a wrong
+    minimum and fails the gate; the retry (well-fitted neighbour's pose, wider first step) finds the
+    level and the gate accepts it on its merits."""
+    import spine_nav.registration.pipeline as pipeline
+    from spine_nav.geometry import make_transform
+
+    refine = pipeline.align.refine
+    monkeypatch.setattr(pipeline.align, "refine",
+                        lambda *a, **k: make_transform(None, [6.0, 0.0, 0.0]) @ refine(*a, **k))
+    preop, labels, cbct, plan, _truth, gt = loaded_case
+    res = _run(preop, labels, cbct, plan)
+    assert any(r.quality.retried_starts > 0 for r in res.levels.values())
+    assert res.all_accepted, {lv: r.reason for lv, r in res.levels.items()}
+    for lv, r in res.levels.items():
+        assert screw_tre_mm(plan, lv, r.T_cbct_preop, gt[lv]).max() < 0.5, lv
+
+
 def _assert_refused(res, levels, word):
     for lv in levels:
         r = res.levels[lv]

@@ -75,6 +75,8 @@ class RegistrationConfig:
             estimate) are not used for that level.
         icp_max_distances_mm: coarse-to-fine max correspondence distances of the per-level GICP.
         multistart_max_distances_mm: the same for the perturbed starts (they start closer).
+        retry_max_distances_mm: the schedule of the retry from the whole-spine pose for a level whose
+            first fit failed the gate (a wider first step to climb out of a wrong local minimum).
         multistart_count / multistart_angle_deg / multistart_offset_mm: perturbed starts of the
             multi-start agreement check.
         method: ``small_gicp`` (GICP, default: faster and unbiased on partial views, see the
@@ -90,6 +92,7 @@ class RegistrationConfig:
     crop_margin_mm: float = 8.0
     icp_max_distances_mm: tuple[float, ...] = (4.0, 2.0, 1.0)
     multistart_max_distances_mm: tuple[float, ...] = (3.0, 1.0)
+    retry_max_distances_mm: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
     multistart_count: int = 2
     multistart_angle_deg: float = 3.0
     multistart_offset_mm: float = 2.0
@@ -103,5 +106,5 @@ class RegistrationConfig:
             raise ValueError(f"method: must be 'small_gicp' or 'open3d', got {self.method!r}")
         if self.surface_voxel_mm <= 0 or self.global_voxel_mm <= 0:
             raise ValueError("surface_voxel_mm and global_voxel_mm must be > 0")
-        for name in ("icp_max_distances_mm", "multistart_max_distances_mm"):
+        for name in ("icp_max_distances_mm", "multistart_max_distances_mm", "retry_max_distances_mm"):
             object.__setattr__(self, name, tuple(float(d) for d in getattr(self, name)))

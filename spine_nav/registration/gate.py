@@ -41,6 +41,7 @@ class LevelQuality:
     neighbour_rotation_deg: float = float("nan")
     preop_points: int = 0
     cbct_points: int = 0
+    retried_starts: int = 0  # extra starts tried after the first fit failed the gate (0 = none needed)
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float | int]:
