@@ -17,8 +17,8 @@ from ``q_seed`` and its deterministic seeds, joint-limit margin >= ``min_limit_m
 
 A layout is scored lexicographically (:attr:`LayoutScore.key`): screws reached (IK converged within
 the joint limits), then the worst joint-limit margin (fraction of the joint's range, rounded to
-0.01 so nearly equal margins fall through to), then the worst distance from a singularity (smallest
-singular value of the 5x7 alignment-task Jacobian, position rows in metres).
+0.01: nearly equal margins are decided by the next criterion), then the worst distance from a
+singularity (smallest singular value of the 5x7 alignment-task Jacobian, position rows in metres).
 
 Candidates (:func:`candidate_poses`) are poses a real OR uses, yaw facing the spine:
 
@@ -29,7 +29,8 @@ Candidates (:func:`candidate_poses`) are poses a real OR uses, yaw facing the sp
 
 :func:`search_layout` is coarse to fine: a vectorised reach screen of every candidate (the wrist
 centre each target needs against the arm's shell, no IK), the full IK on the best few per family,
-then a local refinement of the best (step halved each round).
+then a local refinement of the overall best (step halved each round). About 1 s of IK per pose and
+plan of ten screws (pruned as soon as a pose cannot win): ~10 s for one plan, ~1 min for ten.
 """
 from __future__ import annotations
 
@@ -141,6 +142,10 @@ class LayoutScore:
         return (self.n_reached, round(self.worst_margin, 2), self.worst_sigma)
 
     @property
+    def pruned(self) -> bool:
+        return any(s.reason.startswith("not evaluated") for s in self.screws)
+
+    @property
     def failures(self) -> dict[str, str]:
         return {s.screw_id: s.reason for s in self.screws if not s.reached}
 
@@ -189,13 +194,25 @@ def task_sigma_min(kin: ArmKinematics, q_rad: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def evaluate_pose(kin: ArmKinematics, pose: BasePose, targets: tuple[list[str], np.ndarray, np.ndarray],
-                  q_seed: np.ndarray, min_limit_margin: float = 0.02,
-                  max_failures: int | None = None) -> LayoutScore:
-    """Align every target from ``pose`` with :meth:`ArmKinematics.align` (the demo's IK path).
+def builtin_seed(target_point_mm: np.ndarray) -> np.ndarray:
+    """The first of :meth:`ArmKinematics.align`'s own deterministic seeds (n_seeds = 6) for a target.
 
-    ``max_failures``: search pruning: after that many unreachable screws the rest are marked
-    "not evaluated" (the layout cannot beat the best one any more).
+    Passed as ``q_seed`` it makes a score independent of where the arm happens to be: the demo seeds
+    align() with the arm's current joints, *plus* these seeds, and keeps the converged solution with
+    the largest margin, so its margin is at least the one scored here."""
+    yaw = math.atan2(float(target_point_mm[1]), float(target_point_mm[0]))
+    return np.array([yaw, 0.6, -1.0, -1.2, 0.0, 0.9, -1.0])
+
+
+def evaluate_pose(kin: ArmKinematics, pose: BasePose, targets: tuple[list[str], np.ndarray, np.ndarray],
+                  q_seed: np.ndarray | None = None, min_limit_margin: float = 0.02,
+                  max_failures: int | None = None, beat_margin: float | None = None) -> LayoutScore:
+    """Align every target (Table frame) from ``pose`` with :meth:`ArmKinematics.align` (the demo's path).
+
+    ``q_seed``: the arm's current joints; None: only align()'s own seeds (see :func:`builtin_seed`).
+    Search pruning (the rest are marked "not evaluated": the layout cannot beat the best one any
+    more): ``max_failures`` unreachable screws, or, with ``beat_margin``, one reached screw whose
+    margin is below it when no failure is allowed.
     """
     why = pose.plausible()
     ids, pts, axes = targets
@@ -204,23 +221,26 @@ def evaluate_pose(kin: ArmKinematics, pose: BasePose, targets: tuple[list[str], 
     T_b_t = invert(pose.T_table_robotbase)
     p_b = transform_points(T_b_t, pts)
     a_b = transform_directions(T_b_t, axes)
-    out: dict[int, ScrewReach] = {}
-    failed = 0
-    for k in range(len(ids)):
-        if max_failures is not None and failed > max_failures:
-            out[k] = ScrewReach(ids[k], False, "not evaluated (search pruned this layout)")
+    out: list[ScrewReach] = []
+    failed, pruned = 0, False
+    for k, sid in enumerate(ids):
+        if pruned or (max_failures is not None and failed > max_failures):
+            out.append(ScrewReach(sid, False, "not evaluated (search pruned this layout)"))
             continue
+        seed = builtin_seed(p_b[k]) if q_seed is None else q_seed
         try:
-            r = kin.align(AlignmentTarget(p_b[k], a_b[k]), q_seed, min_limit_margin=min_limit_margin)
+            r = kin.align(AlignmentTarget(p_b[k], a_b[k]), seed, min_limit_margin=min_limit_margin)
         except UnreachableTarget as exc:
-            out[k] = ScrewReach(ids[k], False, str(exc))
+            out.append(ScrewReach(sid, False, str(exc)))
             failed += 1
             continue
-        out[k] = ScrewReach(ids[k], True, "", kin.limit_margin(r.q_rad), task_sigma_min(kin, r.q_rad), r.q_rad)
-    return LayoutScore(pose, tuple(out[k] for k in range(len(ids))))
+        margin = kin.limit_margin(r.q_rad)
+        out.append(ScrewReach(sid, True, "", margin, task_sigma_min(kin, r.q_rad), r.q_rad))
+        pruned = beat_margin is not None and max_failures == 0 and margin < beat_margin
+    return LayoutScore(pose, tuple(out))
 
 
-def evaluate_layout(kin: ArmKinematics, plan_reference: Plan, pose: BasePose, q_seed: np.ndarray,
+def evaluate_layout(kin: ArmKinematics, plan_reference: Plan, pose: BasePose, q_seed: np.ndarray | None = None,
                     standoff_mm: float = 25.0, min_limit_margin: float = 0.02) -> LayoutScore:
     """Score ``pose`` for one plan (Reference frame); see :func:`evaluate_pose`."""
     return evaluate_pose(kin, pose, alignment_targets(plan_reference, standoff_mm), q_seed, min_limit_margin)
@@ -279,7 +299,7 @@ class SearchResult:
     screened: int
 
 
-def search_layout(kin: ArmKinematics, plans_reference: Sequence[Plan], q_seed: np.ndarray,
+def search_layout(kin: ArmKinematics, plans_reference: Sequence[Plan], q_seed: np.ndarray | None = None,
                   standoff_mm: float = 25.0, min_limit_margin: float = 0.02, families: Iterable[str] = FAMILIES,
                   per_family: int = 3, refine_rounds: int = 2, coarse_step_mm: float = 50.0,
                   log=None) -> SearchResult:
@@ -301,20 +321,22 @@ def search_layout(kin: ArmKinematics, plans_reference: Sequence[Plan], q_seed: n
     evaluated = 0
     cache: dict[tuple, LayoutScore] = {}
 
-    def full(pose: BasePose, stop_below: int | None = None) -> LayoutScore:
-        """All plans from ``pose``; pruned once fewer than ``stop_below`` screws can still be reached."""
+    def full(pose: BasePose, to_beat: LayoutScore | None = None) -> LayoutScore:
+        """All plans from ``pose``; pruned as soon as it cannot beat ``to_beat``."""
         nonlocal evaluated
         k = (pose.family, round(pose.x_mm, 3), round(pose.y_mm, 3), round(pose.z_mm, 3), pose.yaw_deg)
-        if k in cache:
+        if k in cache and (to_beat is None or not cache[k].pruned):
             return cache[k]
-        budget = None if stop_below is None else n_total - stop_below  # failures allowed
+        budget = None if to_beat is None else n_total - to_beat.n_reached  # failures allowed
+        beat = None if to_beat is None else round(to_beat.worst_margin, 2) - 0.005
         sc = []
         for t in targets:
-            one = evaluate_pose(kin, pose, t, q_seed, min_limit_margin,
-                                max_failures=None if budget is None else budget)
+            one = evaluate_pose(kin, pose, t, q_seed, min_limit_margin, max_failures=budget, beat_margin=beat)
             sc.append(one)
             if budget is not None:
                 budget -= one.n_screws - one.n_reached
+                if one.pruned:
+                    budget = -1
         evaluated += 1
         res = combine(sc)
         cache[k] = res
@@ -327,7 +349,7 @@ def search_layout(kin: ArmKinematics, plans_reference: Sequence[Plan], q_seed: n
         # most screws passing the reach check, then the largest worst slack (deterministic: stable sort)
         idx.sort(key=lambda i: (-screen[i, 0], -screen[i, 1]))
         for i in idx[:per_family]:
-            sc = full(cands[i])
+            sc = full(cands[i], to_beat=best_by_family.get(fam))
             if fam not in best_by_family or sc.key > best_by_family[fam].key:
                 best_by_family[fam] = sc
         say(f"layout search: {fam}: {best_by_family[fam].summary().splitlines()[0]}")
@@ -340,11 +362,14 @@ def search_layout(kin: ArmKinematics, plans_reference: Sequence[Plan], q_seed: n
         while improved:
             improved = False
             p = best.pose
-            for dx, dy, dz in ((step, 0, 0), (-step, 0, 0), (0, step, 0), (0, -step, 0), (0, 0, step), (0, 0, -step)):
+            moves = [(0, step, 0), (0, -step, 0), (0, 0, step), (0, 0, -step)]
+            if p.family != "cranial":  # the cranial column stays on the midline
+                moves = [(step, 0, 0), (-step, 0, 0)] + moves
+            for dx, dy, dz in moves:
                 q = BasePose(p.family, p.x_mm + dx, p.y_mm + dy, p.z_mm + dz, p.yaw_deg)
                 if q.plausible():
                     continue
-                sc = full(q, stop_below=best.n_reached)
+                sc = full(q, to_beat=best)
                 if sc.key > best.key:
                     best, improved = sc, True
                     say(f"layout search: refined (step {step:g} mm): {sc.summary().splitlines()[0]}")

@@ -159,7 +159,9 @@ class Demo:
         self.kin = ArmKinematics(load_arm_model())
         self.q_home = arm_scene.q_home_rad
         true_plan_ref = self.plan.transformed_per_level(self.T_cbct_preop, frame="Reference")
-        self.scene = layout_for_plan(true_plan_ref, arm_scene.T_tracker_robotbase)
+        self.scene = layout_for_plan(true_plan_ref, arm_scene.T_tracker_robotbase, kin=self.kin,
+                                     standoff_mm=self.cfg.standoff_mm, log=lambda m: self.log(f"      {m}"))
+        self.log(f"[3/6] robot base: {self.scene.layout.summary()}")
         he = handeye_in_sim(MujocoArm(self.kin.arm, T_tracker_robotbase=self.scene.T_tracker_robotbase), self.kin,
                             self.q_home, n_poses=self.cfg.handeye_poses, noise_mm=0.1, seed=self.cfg.seed)
         self.T_tracker_robotbase_est = he.T_tracker_robotbase
@@ -540,6 +542,7 @@ class Demo:
                                f"{self.cfg.bone} bone, seed {self.cfg.seed}",
                 "seed": self.cfg.seed, "levels": list(self.plan.levels), "bone": self.cfg.bone,
                 "handeye": self.handeye, "tracker_rate_hz": self.cfg.tracker_rate_hz,
+                "robot_base": self._layout_summary(),
                 "watchdogs": {f"{n}.{k}": v for n, k, v in DEMO_WATCHDOGS}},
             bone_quality=[{"id": s["id"], "mean_hu": s.get("mean_hu"), "flags": s.get("flags", [])}
                           for s in self.bone_quality["screws"]])
@@ -557,6 +560,16 @@ class Demo:
             "statuses": [s.__dict__ for s in rec.statuses[:200000]],
             "command_latency_s": rec.command_latency_s}, default=float) + "\n")
         return report
+
+
+    def _layout_summary(self) -> dict:
+        lay = getattr(getattr(self, "scene", None), "layout", None)
+        if lay is None:
+            return {}
+        p = lay.pose
+        return {"family": p.family, "table_xyz_mm": [p.x_mm, p.y_mm, p.z_mm], "yaw_deg": float(np.degrees(p.yaw)),
+                "screws_reached": lay.n_reached, "screws": lay.n_screws, "worst_joint_margin": lay.worst_margin,
+                "unreachable": lay.failures}
 
 
 def _state_changes(statuses) -> list[dict]:

@@ -457,6 +457,18 @@ def intraop_motion(spine: PhantomSpine, rng: np.random.Generator) -> tuple[np.nd
     return T_whole, per_level
 
 
+def case_geometry(seed: int, levels: Sequence[str] = LUMBAR_LEVELS, bone: str = "normal"
+                  ) -> tuple[PhantomSpine, np.ndarray, dict[str, np.ndarray]]:
+    """The analytic part of :func:`generate_case` (no volumes): (spine, T_whole, {level: T_cbct_preop}).
+
+    Same seed -> same draws as the case files, so callers that need only the geometry and the plan
+    (``plan_screws(spine)``) get exactly the case's."""
+    rng = np.random.default_rng(seed)
+    spine = build_spine(rng, tuple(levels), bone)
+    T_whole, T_cbct_preop = intraop_motion(spine, rng)
+    return spine, T_whole, T_cbct_preop
+
+
 # --- the case -----------------------------------------------------------------------------------
 
 @dataclass
@@ -530,9 +542,7 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    rng = np.random.default_rng(seed)
-    spine = build_spine(rng, levels, bone)
-    T_whole, T_cbct_preop = intraop_motion(spine, rng)
+    spine, T_whole, T_cbct_preop = case_geometry(seed, levels, bone)
     streak_rng = np.random.default_rng([seed, 7])
     noise_rng = np.random.default_rng([seed, 11])
 
