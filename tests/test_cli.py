@@ -38,3 +38,21 @@ def test_bad_argument_exit_2(capsys):
 def test_up_missing_config_is_clear(capsys, tmp_path):
     assert main(["up", "--config", str(tmp_path / "nope.yaml"), "--duration", "0.1"]) == 2
     assert "nope.yaml" in capsys.readouterr().err
+
+
+def test_up_rt_priority_out_of_range_is_clear(capsys):
+    assert main(["up", "--rt-priority", "120", "--duration", "0.1"]) == 2
+    assert "--rt-priority: 120 is outside 0-98" in capsys.readouterr().err
+
+
+def test_realtime_threads_restores_the_calling_thread():
+    import os
+
+    from spine_nav.nodes.runner import realtime_threads
+
+    before = os.sched_getscheduler(0)
+    with realtime_threads(10) as status:
+        assert status.startswith("SCHED_FIFO") or "refused" in status
+        if status.startswith("SCHED_FIFO"):
+            assert os.sched_getscheduler(0) == os.SCHED_FIFO
+    assert os.sched_getscheduler(0) == before

@@ -60,6 +60,7 @@ class ArmGuideConfig:
     compensate_motion: bool = True          # False: keep the reference at align() time (baseline)
     filter_alpha: float = 0.35
     filter_beta: float = 0.05
+    filter_rotation_alpha: float = 0.1      # reference rotation smoothing (see arm/reference_filter.py)
     marker_drift_mm: float = 3.0            # arm marker vs T_tracker_robotbase @ FK: beyond this -> hold
     marker_check_max_rad_s: float = 0.01    # compare only while the arm is still (not ALIGNING) ...
     marker_drift_samples: int = 3           # ... and hold after this many consecutive samples beyond
@@ -104,7 +105,7 @@ class ArmGuide:
         self._q_hi = kin.upper + self.cfg.joint_limit_tolerance_rad
         self._qd_max = self.cfg.velocity_violation_factor * self.vmax
         self._lock = threading.Lock()
-        self._filter = ReferenceFilter(self.cfg.filter_alpha, self.cfg.filter_beta)
+        self._filter = ReferenceFilter(self.cfg.filter_alpha, self.cfg.filter_beta, self.cfg.filter_rotation_alpha)
         self._ref_stamp_s: float | None = None
         self._frozen_reference: np.ndarray | None = None
         self._guard_state = ""

@@ -17,6 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "node may be named, e.g. the simulators sim_tracker sim_arm)")
     p.add_argument("--executor", choices=("events", "single"), default="events")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: until Ctrl-C)")
+    p.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                   help="run every thread of this process under SCHED_FIFO priority N (1-98; 0: normal, default); "
+                        "the arm servo keeps its own higher priority")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                    help="extra ROS arguments, e.g. -p plan_publisher:plan_path:=plan.json")
     p.set_defaults(func=run)
@@ -24,7 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spine_nav.nodes.registry import NODES
-    from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, load_stack_config, tune_process_for_nodes
+    from spine_nav.nodes.runner import (ComposedStack, freeze_startup_objects, load_stack_config, set_process_realtime,
+                                        tune_process_for_nodes)
 
     try:
         cfg = load_stack_config(args.config)
@@ -34,8 +38,11 @@ def run(args: argparse.Namespace) -> int:
     unknown = [n for n in names if n not in NODES]
     if unknown:
         return fail(f"unknown node(s) {', '.join(unknown)} (known: {', '.join(sorted(NODES))})")
+    if not 0 <= args.rt_priority <= 98:
+        return fail(f"--rt-priority: {args.rt_priority} is outside 0-98")
     tune_process_for_nodes()
-    info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor); Ctrl-C to stop")
+    sched = set_process_realtime(args.rt_priority)
+    info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor, {sched}); Ctrl-C to stop")
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
     with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
                        extra_ros_args=extra[1:] if extra else ()):

@@ -68,6 +68,7 @@ class DemoConfig:
     voxel_mm: float | None = None          # phantom resolution (None: phantom defaults)
     cbct_voxel_mm: float | None = None
     tracker_rate_hz: float = 100.0
+    rt_priority: int = 20                  # SCHED_FIFO for the navigation and arm processes (0: normal)
     drill_speed_mm_s: float = 12.0
     final_speed_mm_s: float = 2.0          # for the last 6 mm (guard's remaining depth)
     reinsert_speed_mm_s: float = 40.0      # back down an already drilled hole after a pause
@@ -221,7 +222,7 @@ class Demo:
     # ------------------------------------------------------------------ the case
     def run(self) -> CaseReport:
         from spine_nav.demo.conductor import Conductor
-        from spine_nav.nodes.runner import ComposedStack
+        from spine_nav.nodes.runner import ComposedStack, realtime_threads
 
         t_start = time.monotonic()
         self.prepare_case()
@@ -235,11 +236,15 @@ class Demo:
                  f"{self.cfg.tracker_rate_hz:g} Hz) + sim_arm (MuJoCo) in this process (logs: {logs})")
         from spine_nav.demo.processes import NodeProcess
 
-        procs = [NodeProcess("navigation", ["tracker_bridge", "trajectory_guard"], args, logs / "navigation.log"),
-                 NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log"),
+        rt = self.cfg.rt_priority
+        procs = [NodeProcess("navigation", ["tracker_bridge", "trajectory_guard"], args, logs / "navigation.log",
+                             rt_priority=rt),
+                 NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
                  NodeProcess("registration", ["registration"], args, logs / "registration.log")]
         try:
-            with ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
+            with realtime_threads(rt) as sched, \
+                    ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
+                self.log(f"      stack processes and simulators: {sched}")
                 self.sim_arm = stack.nodes["sim_arm"]
                 self.tracker_model = stack.nodes["sim_tracker"].model
                 conductor = Conductor()

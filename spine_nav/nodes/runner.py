@@ -7,8 +7,10 @@ so launch files, console scripts and the composed stack share one source of trut
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,6 +33,45 @@ NODE_PROCESS_SWITCH_INTERVAL_S = 0.0005
 def tune_process_for_nodes() -> None:
     """Process-wide settings for a process that hosts spine_nav nodes (call once, from main)."""
     sys.setswitchinterval(NODE_PROCESS_SWITCH_INTERVAL_S)
+
+
+def set_process_realtime(priority: int) -> str:
+    """SCHED_FIFO at ``priority`` (1-99) for the calling thread; every thread it creates afterwards
+    (rclpy/DDS, executor, socket and servo threads) inherits it. Call from main before building nodes.
+
+    Why: on 2 cores the stack shares the CPUs with the simulators and whatever else runs; a node
+    thread preempted while it holds the GIL stalls the 1 kHz servo behind it for tens of ms
+    (priority inversion through the GIL, seen as 60-70 ms control-cycle overruns in the demo). Our
+    threads all block (spin_once waits, recv, absolute-deadline sleep), so FIFO cannot spin the
+    CPU away; the kernel's RT throttling bounds it anyway. Returns what happened, for the log.
+    """
+    if priority <= 0:
+        return "normal scheduling"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(int(priority)))
+    except (PermissionError, OSError, AttributeError) as exc:
+        return f"SCHED_FIFO {priority} refused ({exc}): normal scheduling"
+    return f"SCHED_FIFO priority {priority}"
+
+
+@contextmanager
+def realtime_threads(priority: int):
+    """:func:`set_process_realtime` for the threads created inside the ``with`` block; the calling
+    thread returns to its previous policy on exit (e.g. the demo's simulators and recorder run under
+    FIFO while the case runs, the report is drawn with normal priority afterwards)."""
+    try:
+        before = (os.sched_getscheduler(0), os.sched_getparam(0))
+    except (OSError, AttributeError):
+        before = None
+    status = set_process_realtime(priority)
+    try:
+        yield status
+    finally:
+        if before is not None and priority > 0:
+            try:
+                os.sched_setscheduler(0, before[0], before[1])
+            except (PermissionError, OSError):
+                pass
 
 
 def freeze_startup_objects() -> None:
