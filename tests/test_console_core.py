@@ -60,12 +60,14 @@ def test_slices_are_oriented_for_display_and_carry_exact_geometry(case_dir):
     assert cor.index == 2 and cor.row_mm[2] < 0 and cor.col_mm[0] > 0
     pt = cor.origin_mm + 1 * cor.row_mm + 2 * cor.col_mm
     assert cor.pixels[1, 2] == _value(*np.rint(vol.lps_to_index(pt[None])[0]).astype(int))
+    # the distance to the next plane (the page asks for a new slice only past half of it)
+    assert (ax.step_mm, sag.step_mm, cor.step_mm) == pytest.approx((3.0, 2.0, 1.5))
     # a point outside the volume clamps to the nearest slice
     assert case.slice("cbct.nii.gz", "axial", p + [0, 0, 1e4]).index == SHAPE[2] - 1
     blob = ax.to_bytes()
     n = struct.unpack("<I", blob[:4])[0]
     head = json.loads(blob[4:4 + n])
-    assert (head["rows"], head["cols"]) == ax.pixels.shape
+    assert (head["rows"], head["cols"]) == ax.pixels.shape and head["step_mm"] == pytest.approx(3.0)
     assert np.array_equal(np.frombuffer(blob[4 + n:], "<i2").reshape(ax.pixels.shape), ax.pixels)
 
 
@@ -178,6 +180,34 @@ def test_server_http_and_websocket_survive_bad_input(case_dir):
         assert _get(f"{base}/api/case")[0] == 200
 
 
+def test_updates_are_coalesced_and_every_tool_sample_is_accounted_for(case_dir):
+    """A burst becomes a few WebSocket frames holding the latest update per stream; the tool samples a
+    newer one replaced travel in ``covers_s`` (the page's latency measurement counts each of them)."""
+    from websockets.sync.client import connect
+
+    with ConsoleServer(CaseData(case_dir), port=0, send_interval_s=0.05) as server:
+        with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws:
+            assert json.loads(ws.recv(timeout=5))[0]["t"] == "case"
+            T = list(np.eye(4).ravel())
+            for i in range(50):
+                server.publish({"t": "tool", "stamp_s": 100.0 + i, "frame": "Reference", "T_mm": T})
+                server.publish({"t": "guard", "state_name": "ALIGNED", "depth_mm": float(i)})
+            frames, stamps, depths = [], [], []
+            while 149.0 not in stamps or 49.0 not in depths:
+                frame = [u for u in json.loads(ws.recv(timeout=5)) if u["t"] != "beat"]
+                if frame:
+                    frames.append(frame)
+                    stamps += [s for u in frame if u["t"] == "tool" for s in (u["stamp_s"], *u.get("covers_s", []))]
+                    depths += [u["depth_mm"] for u in frame if u["t"] == "guard"]
+    assert sorted(stamps) == [100.0 + i for i in range(50)]  # each sample exactly once
+    assert len(frames) <= 5, [[u["t"] for u in f] for f in frames]  # 100 updates within a few ms
+    for frame in frames:  # at most one update per stream in a frame, the latest
+        kinds = [u["t"] for u in frame]
+        assert len(kinds) == len(set(kinds)), kinds
+    assert depths == sorted(depths)  # in order, the latest last
+    assert server.stats["published"] == 100 and server.stats["frames_sent"] == len(frames)
+
+
 def test_stream_ages_grow_when_producers_stop(case_dir):
     with ConsoleServer(CaseData(case_dir), port=0) as server:
         assert server.stream_ages_s()["tool"] is None
@@ -234,6 +264,30 @@ def test_bridge_forwards_stack_topics_over_dds(ros_context):
         ex.shutdown()
         feeder.destroy_node()
         bridge.destroy_node()
+
+
+def test_tool_pose_conversion_matches_the_checked_conversion():
+    """The bridge's per-sample float conversion gives pose_to_matrix_mm's matrix and refuses what it refuses."""
+    from geometry_msgs.msg import PoseStamped
+
+    from spine_nav.nodes.console_bridge import tool_to_dict
+    from spine_nav.nodes.conversions import pose_to_matrix_mm
+
+    rng = np.random.default_rng(7)
+    m = PoseStamped()
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q *= (1.0 + rng.uniform(-5e-4, 5e-4)) / np.linalg.norm(q)  # within the norm tolerance
+        m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = map(float, q)
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, rng.uniform(-0.5, 0.5, 3))
+        T = np.array(tool_to_dict(m)["T_mm"]).reshape(4, 4)
+        assert np.allclose(T, pose_to_matrix_mm(m.pose), atol=1e-12, rtol=0)
+    for bad in (float("nan"), float("inf"), 1.5):
+        m.pose.orientation.w = bad
+        with pytest.raises(ValueError):
+            pose_to_matrix_mm(m.pose)
+        with pytest.raises(ValueError):
+            tool_to_dict(m)
 
 
 def test_console_core_does_not_import_ros():

@@ -8,10 +8,15 @@ Debian's Chromium (Selenium) showing the page.
 Metrics (exact keys of issue #9):
     sample_to_frame_p95_ms / _p99_ms: tracker sample time (``header.stamp``, carried through ROS,
         the server and the WebSocket) -> end of the requestAnimationFrame callback that first
-        draws the sample (page clock = same host clock).
+        draws the sample (page clock = same host clock). Every sample counts: one the server
+        replaced by a newer one before sending (it sends the latest per stream) travels in the
+        newer one's ``covers_s`` and counts at the frame that shows its successor.
     fps: requestAnimationFrame callbacks per second while the tool moves.
     server_cpu_cores: CPU time of the console process / wall time while the tool moves.
 Baseline ``idle`` (same run, before the tool moves): fps and server CPU with no tool input.
+Details: the split sample -> server send -> page receive, WebSocket frames per second, the page's
+JS time per drawn frame (``page_draw_ms``; the 3D view renders in a worker, its own time is
+``view3d_worker_ms`` per render).
 """
 from __future__ import annotations
 
@@ -222,6 +227,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             "server_cpu_cores": round(cpu, 3),
         }
         details = {"samples_sent": n, "samples_drawn": int(lat.size), "sample_rate_hz": rate,
+                   "ws_messages_per_s": round(m.get("messages", 0) / wall, 1),
                    "sample_to_frame_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
                    "seconds": seconds, "wall_s": round(wall, 2), "page_draw_ms": m.get("timing_ms"),
                    "sample_to_server_send_p50_ms": round(float(np.percentile(m["server_ms"], 50)), 2) if m["server_ms"] else None,

@@ -58,11 +58,13 @@ class Slice:
     col_mm: np.ndarray        # step per column (3,)
     frame: str
     index: int                # slice index along the fixed voxel axis
+    step_mm: float = 0.0      # distance between this slice's plane and the next one (0: unknown)
 
     def header(self) -> dict[str, Any]:
         return {"rows": int(self.pixels.shape[0]), "cols": int(self.pixels.shape[1]),
                 "origin_mm": self.origin_mm.tolist(), "row_mm": self.row_mm.tolist(),
-                "col_mm": self.col_mm.tolist(), "frame": self.frame, "index": self.index}
+                "col_mm": self.col_mm.tolist(), "frame": self.frame, "index": self.index,
+                "step_mm": self.step_mm}
 
     def to_bytes(self) -> bytes:
         """``uint32 header length`` + JSON header + little-endian int16 pixels (row-major)."""
@@ -165,7 +167,11 @@ class CaseData:
             col_step = -col_step
         origin = vol.index_to_lps(start[None, :])[0]
         pixels = np.clip(np.rint(plane), *HU_RANGE).astype(np.int16)
-        return Slice(np.ascontiguousarray(pixels), origin, row_step, col_step, vol.frame, idx)
+        # plane spacing: the fixed axis' voxel step along the plane's normal (the page asks for a new
+        # slice only when a point is nearer the next plane than this one)
+        normal = np.cross(row_step, col_step)
+        step = abs(float(A[:, fixed_vox] @ normal)) / float(np.linalg.norm(normal))
+        return Slice(np.ascontiguousarray(pixels), origin, row_step, col_step, vol.frame, idx, step)
 
     def surface(self, name: str, iso_hu: float = 500.0, step: int = 2) -> bytes:
         """Bone surface (marching cubes at ``iso_hu`` on every ``step``-th voxel), in the volume's frame.

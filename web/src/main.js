@@ -1,35 +1,75 @@
 // spine_nav console page: receives the stack's state over a WebSocket and draws it.
-// One requestAnimationFrame loop draws whatever changed; every tool sample's tracker time
-// (stamp_s) is carried to the frame that first shows it, for the latency measurement
-// (window.consoleMetrics(), read by the benchmark and the tests).
+// Messages only update the state; one requestAnimationFrame loop draws what changed since the
+// last frame (slices when the tool, the screws' colours or an image changed; the readout when the
+// guard changed; nothing when nothing changed). Every tool sample's tracker time (stamp_s, and
+// covers_s: samples the server replaced by this newer one before sending) is carried to the frame
+// that first shows it, for the latency measurement (window.consoleMetrics(), read by the benchmark
+// and the tests). The 3D view renders in a worker (view3d_worker.js), off this thread.
 import { SliceView } from './slices.js';
-import { View3D } from './view3d.js';
 import { tipOf, axisOf } from './geometry.js';
 import * as panel from './panel.js';
 
 const STALE_AFTER_S = 0.25;      // a live stream older than this is stale (page says so; issue: within 0.5 s)
 const BEAT_LOST_AFTER_S = 0.3;   // no heartbeat from the server for this long: server gone
 const MAX_SAMPLES = 20000;
-const VIEW3D_PERIOD_MS = 40;     // 3D view refresh limit (25 Hz)
-let last3d = -1e9;
+const MAX_DPR = 2;
 
 const st = {
   caseInfo: null, plan: null, tool: null, guard: null, arm: null,
   health: {}, levels: {}, diag: {}, training: [],
   beat: null, beatAt: 0, selected: null, lastGuardActive: null,
-  win: 1800, lev: 400, dirty: true, connected: false,
+  win: 1800, lev: 400, connected: false,
+  // what the next frame has to redraw
+  redraw: { slices: true, guard: true },
   changed: new Set(['levels', 'health', 'arm', 'training', 'diag']), // panel sections to rebuild
 };
 const TIMING = { slices: 0, view3d: 0, panel: 0, n: 0 };
-const metrics = { server_ms: [], recv_ms: [], latencies_ms: [], frame_times_ms: [], pending: [], samples: 0, frames: 0 };
+const metrics = { server_ms: [], recv_ms: [], latencies_ms: [], frame_times_ms: [], pending: [], samples: 0, frames: 0, messages: 0 };
+const view3dStats = { renders: 0, render_ms: 0 };
 const nowEpochMs = () => performance.timeOrigin + performance.now();
 
 const views = ['axial', 'sagittal', 'coronal'].map((a) => new SliceView(document.getElementById(a), a));
-views.forEach((v) => { v.onchange = () => { st.dirty = true; }; });
-let view3d = null;
 const params = new URLSearchParams(location.search);
-if (params.get('view3d') !== '0') try { view3d = new View3D(document.getElementById('view3d')); } catch (e) {
-  document.getElementById('view3d').textContent = `3D view unavailable: ${e.message}`;
+let view3d = null;
+if (params.get('view3d') !== '0') {
+  try { view3d = start3D(document.getElementById('view3d')); } catch (e) { view3dUnavailable(e.message); }
+}
+
+// ---- 3D view (worker) -------------------------------------------------------------------------
+function view3dUnavailable(message) {
+  view3d = null;
+  document.getElementById('view3d').textContent = `3D view unavailable: ${message}`;
+}
+
+function start3D(container) {
+  const w = container.clientWidth || 330, h = container.clientHeight || 290;
+  const dpr = Math.min(MAX_DPR, window.devicePixelRatio || 1);
+  const canvas = document.createElement('canvas');
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  canvas.style.width = `${w}px`; canvas.style.height = `${h}px`; canvas.style.display = 'block';
+  if (canvas.width === w * dpr && canvas.height === h * dpr) canvas.style.imageRendering = 'pixelated'; // 1:1, see slices.js
+  if (!canvas.transferControlToOffscreen || typeof Worker === 'undefined') throw new Error('this browser has no OffscreenCanvas');
+  const offscreen = canvas.transferControlToOffscreen();
+  const worker = new Worker('/view3d-worker.js', { type: 'module' });
+  worker.onerror = (e) => view3dUnavailable(e.message || 'worker failed');
+  worker.onmessage = (ev) => {
+    const m = ev.data;
+    if (m.type === 'error') view3dUnavailable(m.message);
+    else if (m.type === 'rendered') { view3dStats.renders = m.renders; view3dStats.render_ms = m.render_ms; }
+  };
+  worker.postMessage({ type: 'init', canvas: offscreen, width: w, height: h, dpr }, [offscreen]);
+  container.appendChild(canvas);
+  let lastState = '';
+  return {
+    post: (m) => worker.postMessage(m),
+    /** Send the moving parts when they changed (one small message per frame at most). */
+    state(colours, tool, tube) {
+      const key = JSON.stringify([colours, tool, tube]);
+      if (key === lastState) return;
+      lastState = key;
+      worker.postMessage({ type: 'state', colours, tool, tube });
+    },
+  };
 }
 
 // ---- stale detection ------------------------------------------------------------------------
@@ -71,7 +111,7 @@ function selectScrew(step) {
   const i = list.findIndex((s) => s.id === activeId());
   const next = list[(i + step + list.length) % list.length];
   st.selected = next.id;
-  st.dirty = true;
+  st.redraw.slices = st.redraw.guard = true;
   send({ req: 'select_screw', screw_id: next.id });
 }
 
@@ -79,29 +119,39 @@ function selectScrew(step) {
 let ws = null;
 function send(obj) { if (ws && ws.readyState === 1) ws.send(JSON.stringify(obj)); }
 
+function toolSample(stampS, arrivedMs, sentS) {
+  metrics.samples++;
+  if (metrics.pending.length < 1000) metrics.pending.push(stampS * 1000);
+  if (metrics.recv_ms.length < MAX_SAMPLES) metrics.recv_ms.push(arrivedMs - stampS * 1000);
+  if (metrics.server_ms.length < MAX_SAMPLES && sentS) metrics.server_ms.push((sentS - stampS) * 1000);
+}
+
 function apply(m, arrivedMs) {
   switch (m.t) {
     case 'case':
       st.caseInfo = m;
       document.getElementById('case').textContent = m.case_dir ? `case ${m.case_dir}` : 'no case';
-      if (view3d && m.slice_volume) {
-        fetch(`/api/surface?vol=${encodeURIComponent(m.slice_volume)}`).then((r) => (r.ok ? r.arrayBuffer() : null))
-          .then((b) => { if (b) { view3d.setSurface(b); st.dirty = true; } }).catch(() => {});
-      }
+      if (view3d && m.slice_volume) view3d.post({ type: 'surface', url: `/api/surface?vol=${encodeURIComponent(m.slice_volume)}` });
+      st.redraw.slices = true;
       break;
-    case 'plan': st.plan = m; if (view3d) view3d.setScrews(m.screws.map((s) => ({ ...s, colour: '#b0b0b0' }))); break;
+    case 'plan':
+      st.plan = m;
+      if (view3d) view3d.post({ type: 'screws', screws: m.screws.map(({ id, entry_mm, target_mm, diameter_mm }) => ({ id, entry_mm, target_mm, diameter_mm })) });
+      st.redraw.slices = st.redraw.guard = true;
+      break;
     case 'tool':
       st.tool = m;
-      metrics.samples++;
-      if (metrics.pending.length < 1000) metrics.pending.push(m.stamp_s * 1000);
-      if (metrics.recv_ms.length < MAX_SAMPLES) metrics.recv_ms.push(arrivedMs - m.stamp_s * 1000);
-      if (metrics.server_ms.length < MAX_SAMPLES && m.sent_s) metrics.server_ms.push((m.sent_s - m.stamp_s) * 1000);
+      // samples the server replaced by this one (it sends the latest only): shown by the same frame
+      if (m.covers_s) for (const s of m.covers_s) toolSample(s, arrivedMs, m.sent_s);
+      toolSample(m.stamp_s, arrivedMs, m.sent_s);
+      st.redraw.slices = true;
       break;
     case 'guard':
       st.guard = m;
       if (m.active_screw_id && m.active_screw_id !== st.lastGuardActive) {
         st.lastGuardActive = m.active_screw_id; st.selected = null; // the guard decides
       }
+      st.redraw.guard = true; // (the screws' colours follow it: draw() compares them every frame)
       break;
     case 'arm': st.arm = m; st.changed.add('arm'); break;
     case 'health': st.health[m.tool] = m; st.changed.add('health'); break;
@@ -115,7 +165,6 @@ function apply(m, arrivedMs) {
     case 'reply': case 'error': st.lastReply = m; break; // shown in the console log, kept for tests
     default: break; // pongs: nothing to draw
   }
-  st.dirty = true;
 }
 
 function connect() {
@@ -123,25 +172,28 @@ function connect() {
   ws.onopen = () => { st.connected = true; st.beatAt = nowEpochMs(); };
   ws.onmessage = (ev) => {
     const t = nowEpochMs();
+    metrics.messages++;
     st.beatAt = Math.max(st.beatAt, t);
     let batch;
     try { batch = JSON.parse(ev.data); } catch (e) { console.error('bad frame from server', e); return; }
     for (const m of batch) apply(m, t);
   };
-  ws.onclose = () => { st.connected = false; st.dirty = true; setTimeout(connect, 500); };
+  ws.onclose = () => { st.connected = false; setTimeout(connect, 500); };
 }
 
 // ---- drawing ------------------------------------------------------------------------------------
-let lastStale = undefined;
+let lastStale;
+let lastToolShown = null;
+let lastScrewKey = '';
+let lastOverlay = null;
 function frame() {
   const stale = staleness();
   if (stale !== lastStale) {
     if (stale && !lastStale) st.staleAt = nowEpochMs(); // when the page started saying so (tests report it)
-    lastStale = stale; st.dirty = true;
+    lastStale = stale;
+    st.redraw.slices = st.redraw.guard = true;
   }
-  if (st.dirty) {
-    st.dirty = false;
-    draw(stale);
+  if (draw(stale)) {
     const t = nowEpochMs();
     // every tool sample received since the last frame is first shown by this one
     for (const s of metrics.pending) metrics.latencies_ms.push(t - s);
@@ -154,44 +206,60 @@ function frame() {
   requestAnimationFrame(frame);
 }
 
+/** Draw what changed; returns whether anything was drawn. */
 function draw(stale) {
   const scr = activeScrew();
-  const toolOk = st.tool && !stale && !isStale('tool', STALE_AFTER_S) && !(st.guard && st.guard.state_name === 'TRACKING_LOST');
+  // the tool disappears when its stream stops (age > 0.25 s) even while the guard still talks
+  const toolOk = !!st.tool && !stale && !isStale('tool', STALE_AFTER_S) && !(st.guard && st.guard.state_name === 'TRACKING_LOST');
   const tool = toolOk ? { tip: tipOf(st.tool.T_mm), axis: axisOf(st.tool.T_mm) } : null;
+  if (toolOk !== lastToolShown) { lastToolShown = toolOk; st.redraw.slices = true; }
   const centre = tool ? tool.tip : (scr ? scr.entry_mm : null);
   const vol = st.caseInfo && st.caseInfo.slice_volume;
   const drawn = screws().map((s) => ({ ...s, colour: screwColour(s, stale), dashed: !s.navigable }));
+  const screwKey = drawn.map((s) => s.colour).join();
+  if (screwKey !== lastScrewKey) { lastScrewKey = screwKey; st.redraw.slices = true; }
+  let any = false;
   const t0 = performance.now();
   for (const v of views) {
-    v.follow(vol, centre);
-    v.draw(st.win, st.lev, drawn, tool, v.slice ? `${v.axis} #${v.slice.index}` : v.axis);
+    if (v.resize()) st.redraw.slices = true;
+    v.follow(vol, centre); // cheap unless the point left the slice's plane: then one fetch
   }
+  for (const v of views) {
+    if (st.redraw.slices || v.dirty) {
+      v.draw(st.win, st.lev, drawn, tool, v.slice ? `${v.axis} #${v.slice.index}` : v.axis);
+      any = true;
+    }
+  }
+  st.redraw.slices = false;
   const t1 = performance.now();
   if (view3d) {
-    view3d.colourScrews((id) => drawn.find((s) => s.id === id)?.colour || '#b0b0b0');
-    view3d.setTool(tool && tool.tip, tool && tool.axis);
     const armScrew = st.arm && screws().find((s) => s.id === st.arm.active_screw_id);
-    view3d.setTube(armScrew && ['ALIGNING', 'TRACKING', 'HOLD'].includes(st.arm.mode) ? armScrew.entry_mm : null,
-      armScrew && armScrew.target_mm, 30);
-    // the 3D view renders in software (no GPU) and costs the most per frame: at most every
-    // VIEW3D_PERIOD_MS; the slices and the readout follow every frame
-    const now = performance.now();
-    if (now - last3d >= VIEW3D_PERIOD_MS) { view3d.render(); last3d = now; } else st.dirty = true;
+    const tube = armScrew && ['ALIGNING', 'TRACKING', 'HOLD'].includes(st.arm.mode)
+      ? { entry: armScrew.entry_mm, target: armScrew.target_mm, standoff_mm: 30 } : null;
+    view3d.state(drawn.map((s) => [s.id, s.colour]), tool, tube);
   }
   const t2 = performance.now();
-  document.getElementById('stale-overlay').hidden = !stale;
+  if (lastOverlay !== !stale) { lastOverlay = !stale; document.getElementById('stale-overlay').hidden = !stale; }
   panel.showConnection(!st.connected ? 'disconnected' : (stale ? 'stale' : 'live'),
     !st.connected ? 'down' : (stale ? 'stale' : 'live'));
-  panel.showGuard(st.guard, scr, stale);
-  st.drawnGuard = st.guard; // what the readout shows now (st.guard may be newer until the next frame)
-  if (st.changed.has('levels')) panel.showLevels(st.levels);
-  if (st.changed.has('health')) panel.showHealth(st.health, isStale('health'));
-  if (st.changed.has('arm')) panel.showArm(st.arm, st.arm && isStale('arm'));
-  if (st.changed.has('training')) panel.showTraining(st.training);
-  if (st.changed.has('diag')) panel.showDiag(st.diag);
-  st.changed.clear();
+  if (st.redraw.guard) {
+    panel.showGuard(st.guard, scr, stale);
+    st.drawnGuard = st.guard; // what the readout shows now (st.guard may be newer until the next frame)
+    st.redraw.guard = false;
+    any = true;
+  }
+  if (st.changed.size) {
+    if (st.changed.has('levels')) panel.showLevels(st.levels);
+    if (st.changed.has('health')) panel.showHealth(st.health, isStale('health'));
+    if (st.changed.has('arm')) panel.showArm(st.arm, st.arm && isStale('arm'));
+    if (st.changed.has('training')) panel.showTraining(st.training);
+    if (st.changed.has('diag')) panel.showDiag(st.diag);
+    st.changed.clear();
+    any = true;
+  }
   const t3 = performance.now();
-  TIMING.slices += t1 - t0; TIMING.view3d += t2 - t1; TIMING.panel += t3 - t2; TIMING.n++;
+  if (any) { TIMING.slices += t1 - t0; TIMING.view3d += t2 - t1; TIMING.panel += t3 - t2; TIMING.n++; }
+  return any;
 }
 
 // ---- input --------------------------------------------------------------------------------------
@@ -201,8 +269,7 @@ function setWL(w, l) {
   win.value = st.win; lev.value = st.lev;
   document.getElementById('win-v').textContent = st.win;
   document.getElementById('lev-v').textContent = st.lev;
-  views.forEach((v) => { v.image = null; });
-  st.dirty = true;
+  views.forEach((v) => v.setWindow());
 }
 win.oninput = () => setWL(+win.value, st.lev);
 lev.oninput = () => setWL(st.win, +lev.value);
@@ -215,10 +282,14 @@ document.addEventListener('keydown', (e) => {
 
 // ---- measurement hook (benchmark, tests) -----------------------------------------------------------
 window.consoleMetrics = (reset = false) => {
-  const out = { timing_ms: Object.fromEntries(Object.entries(TIMING).map(([k, v]) => [k, k === 'n' ? v : v / Math.max(1, TIMING.n)])),
+  const timing = Object.fromEntries(Object.entries(TIMING).map(([k, v]) => [k, k === 'n' ? v : v / Math.max(1, TIMING.n)]));
+  // the 3D view's own render time (worker thread, JS side; the software GL work is in the GPU process)
+  timing.view3d_worker_renders = view3dStats.renders;
+  timing.view3d_worker_ms = view3dStats.render_ms / Math.max(1, view3dStats.renders);
+  const out = { timing_ms: timing,
     latencies_ms: metrics.latencies_ms.slice(), recv_ms: metrics.recv_ms.slice(), server_ms: metrics.server_ms.slice(), frame_times_ms: metrics.frame_times_ms.slice(),
-    samples: metrics.samples, frames: metrics.frames };
-  if (reset) { metrics.server_ms.length = 0; metrics.recv_ms.length = 0; metrics.latencies_ms.length = 0; metrics.frame_times_ms.length = 0; metrics.samples = 0; }
+    samples: metrics.samples, frames: metrics.frames, messages: metrics.messages };
+  if (reset) { metrics.server_ms.length = 0; metrics.recv_ms.length = 0; metrics.latencies_ms.length = 0; metrics.frame_times_ms.length = 0; metrics.samples = 0; metrics.messages = 0; }
   return out;
 };
 window.consoleState = () => ({ drawnGuard: st.drawnGuard || null, staleAtMs: st.staleAt || null, lastReply: st.lastReply || null, guard: st.guard, tool: st.tool, plan: st.plan, stale: staleness(), selected: activeId(),

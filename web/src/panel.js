@@ -3,6 +3,9 @@
 const $ = (id) => document.getElementById(id);
 // write only on change: every write invalidates layout, and the readout is written every frame
 const put = (id, text) => { const el = $(id); if (el.textContent !== text) el.textContent = text; };
+// the same for the tables rebuilt on every heartbeat (their stale marks): no change, no new DOM
+const html = {};
+const putHtml = (id, text) => { if (html[id] !== text) { html[id] = text; $(id).innerHTML = text; } };
 const f1 = (v) => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(1) : '—');
 const esc = (s) => String(s ?? '').replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' }[c]));
 
@@ -41,35 +44,35 @@ export function showLevels(levels) {
   const rows = Object.values(levels).sort((a, b) => a.level.localeCompare(b.level)).map((l) =>
     `<tr><td>${esc(l.level)}</td><td class="${l.accepted ? 'ok' : 'bad'}">${l.accepted ? 'accepted' : 'REJECTED'}</td>` +
     `<td>fitness ${f1(l.fitness * 100)}%</td><td>rmse ${f1(l.inlier_rmse_mm)} mm</td><td>${esc(l.reason)}</td></tr>`);
-  $('levels').innerHTML = rows.join('') || '<tr><td>no registration yet</td></tr>';
+  putHtml('levels', rows.join('') || '<tr><td>no registration yet</td></tr>');
 }
 
 export function showHealth(health, stale) {
   const rows = Object.values(health).map((h) =>
     `<tr><td>${esc(h.tool)}</td><td class="${h.state_name === 'OK' && !stale ? 'ok' : 'bad'}">${stale ? 'STALE' : esc(h.state_name)}</td>` +
     `<td>${f1(h.rate_hz)} Hz</td><td>age ${f1(h.sample_age_ms)} ms</td><td>${esc(h.reason)}</td></tr>`);
-  $('health').innerHTML = rows.join('') || '<tr><td>no tracker health yet</td></tr>';
+  putHtml('health', rows.join('') || '<tr><td>no tracker health yet</td></tr>');
 }
 
 export function showArm(a, stale) {
-  $('arm').innerHTML = a
+  putHtml('arm', a
     ? `${stale ? '<b class="bad">STALE</b> ' : ''}mode <b>${esc(a.mode)}</b>${a.holding ? ' (HOLD)' : ''} · screw ${esc(a.active_screw_id) || '—'}` +
       ` · alignment ${f1(a.alignment_error_mm)} mm / ${f1(a.alignment_error_deg)} deg` +
       `<br>last stop cause: <b>${esc(a.stop_cause) || 'none'}</b>`
-    : 'no arm state';
+    : 'no arm state');
 }
 
 export function showTraining(results) {
   const head = '<tr><th>screw</th><th>lateral mm</th><th>angle deg</th><th>entry mm</th><th>grade</th></tr>';
-  $('training').innerHTML = results.length
+  putHtml('training', results.length
     ? head + results.map((r) => `<tr><td>${esc(r.screw_id)}</td><td>${f1(r.lateral_error_mm)}</td>` +
       `<td>${f1(r.angular_error_deg)}</td><td>${f1(r.entry_offset_mm)}</td><td><b>${esc(r.grade)}</b></td></tr>`).join('')
-    : '<tr><td>no screw completed yet</td></tr>';
+    : '<tr><td>no screw completed yet</td></tr>');
 }
 
 export function showDiag(diag) {
   const bad = Object.values(diag).filter((d) => d.level > 0);
-  $('diag').innerHTML = bad.length
+  putHtml('diag', bad.length
     ? bad.map((d) => `<div class="bad">${esc(d.name)}: ${esc(d.message)}</div>`).join('')
-    : `${Object.keys(diag).length} node(s) reporting, all OK`;
+    : `${Object.keys(diag).length} node(s) reporting, all OK`);
 }
