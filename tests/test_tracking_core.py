@@ -158,3 +158,18 @@ def test_pivot_rejects_static_and_small_motion():
         pivot_calibration(synthetic_pivot_poses(rng, (0, 0, 150), (0, 0, 0), n=100, cone_deg=5))
     with pytest.raises(PivotError, match="at least 10 poses"):
         pivot_calibration([T] * 3)
+
+
+def test_bridge_core_defers_reference_until_the_chunk_is_done():
+    """The tool tip of a frame goes out before the frame's reference that arrived ahead of it."""
+    outs = []
+    core = BridgeCore(PoseComposer(tools=(TOOL,)), on_output=lambda o, t: outs.append((o.kind, t)),
+                      clock=FakeClock(), defer_kinds=frozenset({"reference", "arm_marker"}))
+    chunk = codec.encode_transform("ReferenceToTracker", T_TR, 1.0) + codec.encode_transform("StylusToTracker", T_TT, 1.0)
+    for m in StreamDecoder().feed(chunk):
+        core.handle(m, 7, "p")
+    assert [k for k, _ in outs] == ["tool", "tool_tip"]  # reference held back
+    core.flush()
+    assert outs == [("tool", 7), ("tool_tip", 7), ("reference", 7)]  # nothing lost, receive time kept
+    core.flush()
+    assert len(outs) == 3  # flushing twice emits nothing twice

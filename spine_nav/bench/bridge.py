@@ -13,7 +13,8 @@ for every tool-tip pose of both streams. Baseline ``pyigtl``: pyigtl 0.3.4 ``Ope
 the same 1 kHz TRANSFORM stream, polled every 0.5 ms with ``get_latest_messages()``:
 ``delivered_rate_hz`` = distinct StylusToTracker samples surfaced per second; ``latency_p99_ms`` =
 sender's header time -> surfaced (one way; same clock, same host; pyigtl gives no socket receive time).
-``details`` has the counts per stream. No subscriber runs in the bench process (it would compete for the GIL).
+``details`` has the counts per stream and the same latency for the ``reference`` poses (the bridge
+publishes a frame's tool tip first and its reference once the ``recv()`` chunk is handled). No subscriber runs in the bench process (it would compete for the GIL).
 """
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
             proc.kill()
         published = dict(bridge.published)
         lat = np.array(bridge.latency_ns, dtype=float) * 1e-6
+        ref_lat = np.array(bridge.reference_latency_ns, dtype=float) * 1e-6
         rejected = dict(bridge.core.rejected)
         ignored = dict(bridge.core.ignored_devices)
         stale = bridge.stale_reported
@@ -146,6 +148,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
     expected = sent if mode == "transform" else 3 * sent
     got = published["tool_tip"] if mode == "transform" else sum(published.values())
     return {"sent": sent, "lost": int(expected - got), "published": published, "latency_ms": lat,
+            "reference_latency_ms": ref_lat,
             "rejected": rejected, "ignored_devices": ignored, "stale": stale}
 
 
@@ -212,8 +215,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     }}
     details = {
         "duration_s": duration,
-        "transform_1khz": {**{k: v for k, v in tr.items() if k != "latency_ms"}, **_pcts(tr["latency_ms"])},
-        "tdata_400hz": {**{k: v for k, v in td.items() if k != "latency_ms"}, **_pcts(td["latency_ms"])},
+        "transform_1khz": {**{k: v for k, v in tr.items() if not k.endswith("latency_ms")}, **_pcts(tr["latency_ms"]),
+                           "reference": _pcts(tr["reference_latency_ms"])},
+        "tdata_400hz": {**{k: v for k, v in td.items() if not k.endswith("latency_ms")}, **_pcts(td["latency_ms"]),
+                        "reference": _pcts(td["reference_latency_ms"])},
         "pyigtl": {"sent": py["sent"], "delivered": py["delivered"],
                    "latency_p50_ms": round(float(np.percentile(py["latency_ms"], 50)), 3) if py["latency_ms"].size
                    else None},

@@ -89,13 +89,15 @@ class TrackerBridgeNode(Node):
                 min_jump_mm=float(p["reference_jump_mm"]), max_rotation_deg=float(p["reference_jump_deg"]),
                 noise_mm=float(p["reference_noise_mm"]), noise_deg=float(p["reference_noise_deg"]),
                 max_speed_mm_s=float(p["reference_max_speed_mm_s"])))
-        self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump)
+        self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump,
+                               defer_kinds=frozenset({"reference", "arm_marker"}))
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         #: (receive perf_counter_ns, publish perf_counter_ns) of the last tool-tip publications (bench, diagnostics)
         self.latency_ns: deque[int] = deque(maxlen=200_000)
+        self.reference_latency_ns: deque[int] = deque(maxlen=200_000)  # the same for reference poses
         self.published = {kind: 0 for kind in FRAMES}
         self.stale_reported = 0
         self._msg_cache = threading.local()
@@ -122,10 +124,10 @@ class TrackerBridgeNode(Node):
                 stt = codec.encode_stt_tdata(int(p["tdata_resolution_ms"]))
                 on_connect = lambda conn: conn.send(stt)  # noqa: E731
             self.link = IgtlClient(p["host"], int(p["port"]), on_msg, on_connect=on_connect,
-                                   max_body_bytes=int(p["max_body_bytes"])).start()
+                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self.core.flush).start()
         else:
             self.link = IgtlServer(int(p["port"]), on_message=on_msg, host=p["host"],
-                                   max_body_bytes=int(p["max_body_bytes"])).start()
+                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self.core.flush).start()
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{p['port']} tool {tool.name} "
                                f"({tool.device}, tip {tool.tip_offset_mm} mm), max skew {p['max_skew_ms']} ms"
                                + (f", console on port {self.console.port}" if self.console else ""))
@@ -151,6 +153,8 @@ class TrackerBridgeNode(Node):
             self.latency_ns.append(time.perf_counter_ns() - receive_ns)
             if self.console is not None:
                 self._console_pose(out)
+        elif out.kind == "reference":
+            self.reference_latency_ns.append(time.perf_counter_ns() - receive_ns)
 
     # ------------------------------------------------------------------ watchdog
     def _publish_health(self) -> None:

@@ -31,9 +31,15 @@ STATUS_METADATA_KEYS = ("TransformStatus", "Status")
 
 
 class BridgeCore:
+    """See the module doc. ``defer_kinds``: output kinds held back until :meth:`flush` (called by the
+    transport when a ``recv()`` chunk has been handled), so the guard-critical ``tool_tip`` of a tracker
+    frame is published before the frame's ``reference`` / ``arm_marker`` poses that arrived ahead of it
+    (measured in `spine-nav bench bridge`; the deferred poses wait at most for the rest of their chunk)."""
+
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
                  on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
-                 jump_detector: ReferenceJumpDetector | None = None) -> None:
+                 jump_detector: ReferenceJumpDetector | None = None,
+                 defer_kinds: frozenset[str] = frozenset()) -> None:
         self.composer = composer
         self.jump_detector = jump_detector  # None = no bump detection
         self.watch_name: dict[str, str] = {composer.reference_device: "reference",
@@ -54,6 +60,8 @@ class BridgeCore:
         self.last_text: dict[str, str] = {}
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
+        self.defer_kinds = frozenset(defer_kinds)
+        self._deferred = threading.local()  # per socket thread: [(pose, receive_ns), ...]
 
     def _log_once(self, kind: str, peer: str, detail: str) -> None:
         if (kind, peer) not in self._logged:
@@ -111,6 +119,20 @@ class BridgeCore:
                 outputs.extend(self.composer.add(device, T, msg.timestamp_s, rows))
         if self.on_output is not None:
             for out in outputs:
+                if out.kind in self.defer_kinds:
+                    held = getattr(self._deferred, "items", None)
+                    if held is None:
+                        held = self._deferred.items = []
+                    held.append((out, receive_ns))
+                else:
+                    self.on_output(out, receive_ns)
+
+    def flush(self, _conn=None) -> None:
+        """Emit the outputs this thread held back (``defer_kinds``), in arrival order."""
+        held = getattr(self._deferred, "items", None)
+        if held and self.on_output is not None:
+            self._deferred.items = []
+            for out, receive_ns in held:
                 self.on_output(out, receive_ns)
 
     def reset_reference(self) -> str:

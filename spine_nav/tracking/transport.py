@@ -27,6 +27,8 @@ log = logging.getLogger("spine_nav.tracking")
 #: on_message(message, receive time perf_counter_ns, connection)
 MessageCallback = Callable[[IgtlMessage, int, "IgtlConnection"], None]
 ErrorCallback = Callable[[DecodeError, "IgtlConnection"], None]
+#: on_chunk_end(connection): every message of one ``recv()`` has been handed on (same thread)
+ChunkCallback = Callable[["IgtlConnection"], None]
 
 
 class IgtlConnection:
@@ -34,9 +36,11 @@ class IgtlConnection:
 
     def __init__(self, sock: socket.socket, peer: str, on_message: MessageCallback | None,
                  on_error: ErrorCallback | None = None, on_close: Callable[["IgtlConnection"], None] | None = None,
+                 on_chunk_end: ChunkCallback | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, send_timeout_s: float = 1.0) -> None:
         self.sock, self.peer = sock, peer
         self.on_message, self.on_error, self.on_close = on_message, on_error, on_close
+        self.on_chunk_end = on_chunk_end
         self.decoder = StreamDecoder(max_body_bytes)
         self.send_timeout_s = send_timeout_s
         self.messages_received = 0
@@ -90,6 +94,11 @@ class IgtlConnection:
                         except Exception:  # a consumer bug must not kill the connection
                             log.exception("OpenIGTLink from %s: message handler failed on %s %r",
                                           self.peer, item.type, item.device)
+                if self.on_chunk_end is not None:
+                    try:
+                        self.on_chunk_end(self)
+                    except Exception:  # noqa: BLE001 - as above
+                        log.exception("OpenIGTLink from %s: chunk-end handler failed", self.peer)
         finally:
             tail = self.decoder.close()
             if tail is not None:
@@ -141,9 +150,11 @@ class IgtlClient:
 
     def __init__(self, host: str, port: int, on_message: MessageCallback | None,
                  on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, backoff_s: tuple[float, float] = (0.1, 2.0)) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, backoff_s: tuple[float, float] = (0.1, 2.0),
+                 on_chunk_end: ChunkCallback | None = None) -> None:
         self.host, self.port = host, int(port)
         self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
+        self.on_chunk_end = on_chunk_end
         self.max_body_bytes, self.backoff_s = max_body_bytes, backoff_s
         self.connection: IgtlConnection | None = None
         self.connects = 0
@@ -170,7 +181,7 @@ class IgtlClient:
                 continue
             delay = self.backoff_s[0]
             conn = IgtlConnection(sock, f"{self.host}:{self.port}", self.on_message, self.on_error,
-                                  max_body_bytes=self.max_body_bytes)
+                                  max_body_bytes=self.max_body_bytes, on_chunk_end=self.on_chunk_end)
             self.connection = conn
             self.connects += 1
             log.info("OpenIGTLink: connected to %s:%d", self.host, self.port)
@@ -207,8 +218,10 @@ class IgtlServer:
 
     def __init__(self, port: int = DEFAULT_PORT, on_message: MessageCallback | None = None,
                  on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
-                 host: str = "0.0.0.0", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+                 host: str = "0.0.0.0", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 on_chunk_end: ChunkCallback | None = None) -> None:
         self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
+        self.on_chunk_end = on_chunk_end
         self.max_body_bytes = max_body_bytes
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -238,7 +251,8 @@ class IgtlServer:
             except OSError:
                 break
             conn = IgtlConnection(sock, f"{addr[0]}:{addr[1]}", self.on_message, self.on_error,
-                                  on_close=self._forget, max_body_bytes=self.max_body_bytes)
+                                  on_close=self._forget, max_body_bytes=self.max_body_bytes,
+                                  on_chunk_end=self.on_chunk_end)
             with self._lock:
                 self.connections.append(conn)
             log.info("OpenIGTLink server %d: %s connected", self.port, conn.peer)
