@@ -75,12 +75,11 @@ def console(tmp_path_factory):
     from rclpy.context import Context
 
     from spine_nav.bench.console import make_case, make_feeder
-    from spine_nav.console.browser import HeadlessChromium
+    from spine_nav.console.browser import ConsoleProcess, HeadlessChromium
 
     case_dir, plan = make_case(tmp_path_factory.mktemp("console_case"), levels=("L4",))
-    port = free_tcp_port()
-    proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(port),
-                             "--case", str(case_dir)], stderr=subprocess.PIPE, text=True)
+    server = ConsoleProcess(case_dir)
+    proc = server.proc
     ctx = Context()
     rclpy.init(context=ctx)
     feeder = make_feeder(ctx)
@@ -89,8 +88,7 @@ def console(tmp_path_factory):
     try:
         browser = HeadlessChromium()
         feeder.plan(plan)
-        assert wait_until(lambda: _http_ok(port), timeout_s=30), "console server did not come up"
-        browser.driver.get(f"http://127.0.0.1:{port}/")
+        browser.driver.get(server.url)
         yield {"browser": browser, "stack": stack, "plan": plan, "case_dir": case_dir, "feeder": feeder, "proc": proc}
     finally:
         stack.close()
@@ -98,21 +96,7 @@ def console(tmp_path_factory):
             browser.close()
         feeder.destroy_node()
         rclpy.shutdown(context=ctx)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
-def _http_ok(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+        server.close()
 
 
 def _state(b) -> dict:

@@ -21,14 +21,11 @@ JS time per drawn frame (``page_draw_ms``; the 3D view renders in a worker, its 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -165,22 +162,20 @@ def run(args: argparse.Namespace) -> BenchResult:
     import rclpy
     from rclpy.context import Context
 
-    from spine_nav.console.browser import HeadlessChromium
+    from spine_nav.console.browser import ConsoleProcess, HeadlessChromium
 
     seconds = 4.0 if args.quick else args.seconds
     rate = float(args.rate)
     tmp = tempfile.TemporaryDirectory(prefix="spine_nav_bench_console_")
     _say("phantom case")
     case_dir, plan = make_case(args.case or Path(tmp.name) / "case")
-    sock_port = _free_port()
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
-    proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(sock_port),
-                             "--case", str(case_dir)], env=env, stderr=subprocess.PIPE, text=True)
+    server = ConsoleProcess(case_dir, env=env)
+    proc, sock_port = server.proc, server.port
     ctx = Context()
     rclpy.init(context=ctx)
     feeder = make_feeder(ctx)
     try:
-        _wait_http(sock_port, 30.0)
         screw = plan.screws[0]
         feeder.plan(plan)
         with HeadlessChromium() as browser:
@@ -242,34 +237,8 @@ def run(args: argparse.Namespace) -> BenchResult:
     finally:
         feeder.destroy_node()
         rclpy.shutdown(context=ctx)
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.close()
         tmp.cleanup()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(port: int, timeout_s: float) -> None:
-    import urllib.request
-
-    def ok() -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1.0) as r:
-                json.loads(r.read())
-                return True
-        except OSError:
-            return False
-
-    _wait(ok, timeout_s, what=f"console on port {port}")
 
 
 def _wait(pred, timeout_s: float, what: str = "condition") -> None:

@@ -1,4 +1,5 @@
-"""Headless Chromium for the console's end-to-end tests and benchmark (Selenium + the system browser).
+"""Headless Chromium and the console server process, for the console's end-to-end tests and benchmark
+(Selenium + the system browser).
 
 Uses Debian's ``chromium`` and ``chromium-driver`` (installed by ``make setup``); never downloads a
 browser or a driver (Selenium Manager is kept offline). Chromium runs as root here, so it needs
@@ -8,7 +9,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.request
 from pathlib import Path
 
 CHROMIUM = "/usr/bin/chromium"
@@ -70,6 +76,64 @@ class HeadlessChromium:
             shutil.rmtree(self._profile, ignore_errors=True)
 
     def __enter__(self) -> "HeadlessChromium":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ConsoleProcess:
+    """``spine-nav console --port PORT --case CASE_DIR`` as a child process; use as a context manager.
+
+    Ready when its ``/api/case`` answers (``TimeoutError`` naming the port and the server's last error
+    output otherwise); closed by SIGTERM, then SIGKILL after ``stop_timeout_s``. ``port=None`` picks a
+    free port on 127.0.0.1.
+    """
+
+    def __init__(self, case_dir: str | Path, port: int | None = None, env: dict | None = None,
+                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0) -> None:
+        if port is None:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+        self.port = int(port)
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.stop_timeout_s = stop_timeout_s
+        self.proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(self.port),
+                                      "--case", str(case_dir)], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            self._wait_ready(ready_timeout_s)
+        except BaseException:
+            self.close()
+            raise
+
+    def answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "api/case", timeout=1.0) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"console server exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+            if self.answers():
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"console server on port {self.port} did not answer within {timeout_s} s")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5.0)
+
+    def __enter__(self) -> "ConsoleProcess":
         return self
 
     def __exit__(self, *exc) -> None:
