@@ -37,6 +37,7 @@ class StatusSample:
     angular_error_deg: float
     depth_mm: float
     remaining_mm: float
+    guard_s: float = 0.0  # the status's header.stamp: when the guard took the sample in (its clock)
 
 
 @dataclass
@@ -82,7 +83,8 @@ class Conductor:
             self.last_status = msg
             self.rec.statuses.append(StatusSample(
                 now, stamp_to_seconds(msg.tool_sample_stamp), msg.active_screw_id, msg.state_name, msg.reason,
-                msg.lateral_error_mm, msg.angular_error_deg, msg.depth_mm, msg.remaining_mm))
+                msg.lateral_error_mm, msg.angular_error_deg, msg.depth_mm, msg.remaining_mm,
+                stamp_to_seconds(msg.header.stamp)))
 
     def _on_arm(self, msg: ArmState) -> None:
         with self._lock:

@@ -131,11 +131,14 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         "| path | p50 (ms) | p99 (ms) | samples |",
         "| --- | --- | --- | --- |",
     ]
-    for key in ("status", "command"):
-        lines.append(f"| {'guard status' if key == 'status' else 'arm command'} | "
-                     f"{_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
-                     f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | "
-                     f"{report.latency.get(f'sample_to_{key}_count', 0)} |")
+    paths = {"guard": "the guard taking the sample in", "status": "guard status, received by the recorder",
+             "command": "arm command, received by the recorder"}
+    for key, label in paths.items():
+        if report.latency.get(f"sample_to_{key}_p50_ms") is None and key == "guard":
+            continue
+        count = report.latency.get(f"sample_to_{key}_count", report.latency.get("sample_to_status_count", 0))
+        lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
+                     f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | {count} |")
     if report.faults:
         lines += ["", "## Injected faults", "", "| fault | detected | arm held | cause |", "| --- | --- | --- | --- |"]
         for f in report.faults:
