@@ -78,13 +78,16 @@ class SimTrackerServer:
         t_start = time.monotonic()
         self.model.t0_s = time.time()
         while not self._stop.is_set():
+            # The frame is computed ahead of its deadline and sent at it: the marker fits take ~0.5 ms
+            # here, and a simulated tracker's own CPU time should not count as the stack's latency from
+            # the sample time. The tool pose in frame k is the one set up to one period before it.
+            frame = self.model.sample(k)
             deadline = t_start + k * period
             delay = deadline - time.monotonic()
             if delay > 0:
                 self._stop.wait(delay)
             elif delay < -period:
                 self.late_samples += 1
-            frame = self.model.sample(k)
             k += 1
             peers = list(self.server.connections)
             if not peers:
