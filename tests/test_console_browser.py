@@ -174,11 +174,15 @@ def test_page_says_stale_when_the_stack_stops_and_recovers(console):
     assert wait_until(lambda: _band(b) == "STALE", timeout_s=5, period_s=0.005)
     # reported, not asserted (timing targets belong to benchmarks): page clock = host clock
     print(f"page said STALE {_state(b)['staleAtMs'] - t_last_ms:.0f} ms after the last sample")
-    # the connection badge follows the server heartbeat's stream ages, which can lag the band by one
-    # heartbeat (100 ms): wait for it too (bounded) instead of reading it in the same instant
-    assert wait_until(lambda: b.text("conn") == "stale", timeout_s=2, period_s=0.01)
-    assert b.text("v-lateral") == "—"
-    assert b.js("return !document.getElementById('stale-overlay').hidden")
+    # The whole page must agree: band, badge, readout cleared, overlay shown. Read them together, in one
+    # script, and wait (bounded) for that: on a loaded machine the console server's ROS side can deliver a
+    # backlog after the page first said STALE, and its heartbeat then rightly shows the stack live again
+    # for a moment (seen in the fresh-machine run) before it goes stale for good.
+    def all_stale() -> bool:
+        return b.js("const t = (id) => document.getElementById(id).textContent;"
+                    "return t('guard-state') === 'STALE' && t('conn') === 'stale' && t('v-lateral') === '—'"
+                    " && !document.getElementById('stale-overlay').hidden")
+    assert wait_until(all_stale, timeout_s=5, period_s=0.01)
     _shot(b, "STALE")
     stack.set(8.0, 0.2, "ALIGNED")
     assert wait_until(lambda: _band(b) == "ALIGNED" and b.text("conn") == "live", timeout_s=10)

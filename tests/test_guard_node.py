@@ -125,7 +125,7 @@ def test_guard_node_end_to_end(guard_stack, ros_context):
     stamps = []
     for i in range(20):
         stamps.append(d.send_tool(_pose(0.3, 0, 5 + 0.1 * i)))
-        time.sleep(0.001)
+        time.sleep(0.003)  # 20 samples span > 2x the 30 ms debounce of leaving NO_PLAN
     assert d.wait(lambda: all(d.status_for(s) is not None for s in stamps))
     st = d.status_for(stamps[-1])
     assert st.state == GuardStatus.STATE_ALIGNED and st.state_name == "ALIGNED" and st.active_screw_id == "L4_left"
