@@ -152,3 +152,19 @@ def test_transform_difference_of_composition(R1, t1, R2, t2):
 @given(st.lists(st.floats(-1e4, 1e4, allow_nan=False), min_size=3, max_size=3))
 def test_mm_m_round_trip(v):
     assert np.allclose(g.m_to_mm(g.mm_to_m(np.asarray(v))), v)
+
+
+def test_plain_float_quaternion_forms_agree_with_the_checked_ones():
+    """The hot-path forms (no checks) give what quat_to_matrix / matrix_to_quat give, incl. near 180 deg."""
+    from scipy.spatial.transform import Rotation
+
+    from spine_nav.geometry import matrix_to_quat, quat_to_matrix, rotation_rows_to_quat_xyzw, unit_quat_xyzw_to_rows
+
+    rotations = list(Rotation.random(300, random_state=3).as_matrix())
+    rotations += [Rotation.from_rotvec(np.radians(179.9) * np.array(a) / np.linalg.norm(a)).as_matrix()
+                  for a in ([1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0])]
+    for R in rotations:
+        q = rotation_rows_to_quat_xyzw(np.hstack([R, np.ones((3, 1))]).tolist())  # a 3x4's rows: translation ignored
+        np.testing.assert_allclose(q, matrix_to_quat(R, order="xyzw"), atol=1e-9)
+        np.testing.assert_allclose(unit_quat_xyzw_to_rows(*q), quat_to_matrix(q, order="xyzw"), atol=1e-12)
+        np.testing.assert_allclose(unit_quat_xyzw_to_rows(*q), R, atol=1e-9)

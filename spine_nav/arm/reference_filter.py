@@ -19,34 +19,8 @@ import math
 
 import numpy as np
 
+from spine_nav.geometry import rotation_rows_to_quat_xyzw, unit_quat_xyzw_to_rows
 from spine_nav.tracking.tools import validate_rows
-
-
-def _quat_from_rows(rows) -> tuple[float, float, float, float]:
-    """(x, y, z, w) of the rotation in the first three rows of a validated rigid transform (Shepperd)."""
-    (r00, r01, r02, _), (r10, r11, r12, _), (r20, r21, r22, _) = rows
-    tr = r00 + r11 + r22
-    if tr > 0.0:
-        s = 2.0 * math.sqrt(tr + 1.0)
-        q = ((r21 - r12) / s, (r02 - r20) / s, (r10 - r01) / s, 0.25 * s)
-    elif r00 > r11 and r00 > r22:
-        s = 2.0 * math.sqrt(1.0 + r00 - r11 - r22)
-        q = (0.25 * s, (r01 + r10) / s, (r02 + r20) / s, (r21 - r12) / s)
-    elif r11 > r22:
-        s = 2.0 * math.sqrt(1.0 + r11 - r00 - r22)
-        q = ((r01 + r10) / s, 0.25 * s, (r12 + r21) / s, (r02 - r20) / s)
-    else:
-        s = 2.0 * math.sqrt(1.0 + r22 - r00 - r11)
-        q = ((r02 + r20) / s, (r12 + r21) / s, 0.25 * s, (r10 - r01) / s)
-    n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
-    return (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
-
-
-def _rotation_from_quat(q) -> list[list[float]]:
-    x, y, z, w = q
-    return [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
 
 
 class ReferenceFilter:
@@ -73,7 +47,7 @@ class ReferenceFilter:
         if self.T is None or self.stamp_s is None or stamp_s <= self.stamp_s:
             if self.T is None or stamp_s > (self.stamp_s or -np.inf) + 1.0:
                 self.T, self.v_mm_s, self.stamp_s = T.copy(), np.zeros(3), stamp_s
-                self._q = _quat_from_rows(rows)
+                self._q = rotation_rows_to_quat_xyzw(rows)
             return
         dt = stamp_s - self.stamp_s
         pred = self.T[:3, 3] + self.v_mm_s * dt
@@ -81,13 +55,13 @@ class ReferenceFilter:
         new = T.copy()
         new[:3, 3] = pred + self.alpha * r
         if self.rotation_alpha < 1.0:
-            q0, q1, a = self._q, _quat_from_rows(rows), self.rotation_alpha
+            q0, q1, a = self._q, rotation_rows_to_quat_xyzw(rows), self.rotation_alpha
             if q0[0] * q1[0] + q0[1] * q1[1] + q0[2] * q1[2] + q0[3] * q1[3] < 0.0:
                 q1 = (-q1[0], -q1[1], -q1[2], -q1[3])
             q = [(1.0 - a) * u + a * w for u, w in zip(q0, q1)]
             n = math.sqrt(q[0] * q[0] + q[1] * q[1] + q[2] * q[2] + q[3] * q[3])
             self._q = (q[0] / n, q[1] / n, q[2] / n, q[3] / n)
-            new[:3, :3] = _rotation_from_quat(self._q)
+            new[:3, :3] = unit_quat_xyzw_to_rows(*self._q)
         self.v_mm_s = self.v_mm_s + (self.beta / dt) * r
         self.T, self.stamp_s = new, stamp_s
 

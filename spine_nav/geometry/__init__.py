@@ -1,6 +1,7 @@
 """Geometry and frames (pure numpy/scipy, no ROS). See :mod:`spine_nav.geometry.transforms`."""
 from spine_nav.geometry.transforms import (  # noqa: F401
     ORTHONORMAL_TOL,
+    QUAT_NORM_TOL,
     angle_between_deg,
     average_transforms,
     compose,
@@ -12,12 +13,14 @@ from spine_nav.geometry.transforms import (  # noqa: F401
     mm_to_m,
     quat_to_matrix,
     random_transform,
+    rotation_rows_to_quat_xyzw,
     rotation_angle_deg,
     transform_difference,
     transform_directions,
     transform_from_quat,
     transform_points,
     transform_to_quat,
+    unit_quat_xyzw_to_rows,
     validate_points,
     validate_rotation,
     validate_transform,

@@ -182,10 +182,14 @@ def _check_order(order: str) -> None:
         raise ValueError(f"quaternion order must be 'xyzw' or 'wxyz', got {order!r}")
 
 
+#: a quaternion whose norm is further than this from 1 is refused (then renormalised)
+QUAT_NORM_TOL = 1e-3
+
+
 def quat_to_matrix(q: object, order: QuatOrder) -> np.ndarray:
     """3x3 rotation from a quaternion given in ``order`` (``"xyzw"`` or ``"wxyz"``).
 
-    The quaternion must be finite and of norm 1 within 1e-3 (it is then
+    The quaternion must be finite and of norm 1 within ``QUAT_NORM_TOL`` (it is then
     renormalised); a zero or far-from-unit quaternion raises ValueError, since
     it means the sender got something wrong. Plain arithmetic, not scipy: this
     runs per tracker sample in every node (scipy's Rotation costs ~100 us here).
@@ -193,17 +197,45 @@ def quat_to_matrix(q: object, order: QuatOrder) -> np.ndarray:
     _check_order(order)
     arr = validate_vector4(q, "quaternion")
     norm = math.sqrt(float(arr @ arr))
-    if abs(norm - 1.0) > 1e-3:
+    if abs(norm - 1.0) > QUAT_NORM_TOL:
         raise ValueError(f"quaternion: norm {norm:.6f} is not 1 (order {order})")
     if order == "xyzw":
         x, y, z, w = (arr / norm).tolist()
     else:
         w, x, y, z = (arr / norm).tolist()
-    return np.array([
-        [1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - z * w), 2.0 * (x * z + y * w)],
-        [2.0 * (x * y + z * w), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - x * w)],
-        [2.0 * (x * z - y * w), 2.0 * (y * z + x * w), 1.0 - 2.0 * (x * x + y * y)],
-    ])
+    return np.array(unit_quat_xyzw_to_rows(x, y, z, w))
+
+
+# --- plain-float forms for per-sample hot paths (no checks: the caller has validated its input) ---
+
+def unit_quat_xyzw_to_rows(x: float, y: float, z: float, w: float) -> list[list[float]]:
+    """Rotation matrix rows of a UNIT quaternion (x, y, z, w), as Python floats."""
+    return [[1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y - z * w), 2.0 * (x * z + y * w)],
+            [2.0 * (x * y + z * w), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z - x * w)],
+            [2.0 * (x * z - y * w), 2.0 * (y * z + x * w), 1.0 - 2.0 * (x * x + y * y)]]
+
+
+def rotation_rows_to_quat_xyzw(rows) -> tuple[float, float, float, float]:
+    """Unit quaternion (x, y, z, w), w >= 0, of an already validated rotation given as its first three
+    rows (extra columns, e.g. a 3x4 transform's translation, are ignored). Shepperd's method."""
+    (r00, r01, r02, *_), (r10, r11, r12, *_), (r20, r21, r22, *_) = rows
+    tr = r00 + r11 + r22
+    if tr > 0.0:
+        s = 2.0 * math.sqrt(tr + 1.0)
+        x, y, z, w = (r21 - r12) / s, (r02 - r20) / s, (r10 - r01) / s, 0.25 * s
+    elif r00 > r11 and r00 > r22:
+        s = 2.0 * math.sqrt(1.0 + r00 - r11 - r22)
+        x, y, z, w = 0.25 * s, (r01 + r10) / s, (r02 + r20) / s, (r21 - r12) / s
+    elif r11 > r22:
+        s = 2.0 * math.sqrt(1.0 + r11 - r00 - r22)
+        x, y, z, w = (r01 + r10) / s, 0.25 * s, (r12 + r21) / s, (r02 - r20) / s
+    else:
+        s = 2.0 * math.sqrt(1.0 + r22 - r00 - r11)
+        x, y, z, w = (r02 + r20) / s, (r12 + r21) / s, 0.25 * s, (r10 - r01) / s
+    n = math.sqrt(w * w + x * x + y * y + z * z)
+    if w < 0.0:
+        n = -n
+    return x / n, y / n, z / n, w / n
 
 
 def matrix_to_quat(R: object, order: QuatOrder) -> np.ndarray:

@@ -55,7 +55,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from spine_nav.geometry import ORTHONORMAL_TOL, angle_between_deg
+from spine_nav.geometry import ORTHONORMAL_TOL, QUAT_NORM_TOL, angle_between_deg
 from spine_nav.plan import Screw
 
 #: |a . d| below this counts as "tool axis parallel to the entry plane".
@@ -154,10 +154,6 @@ def axis_segment_mm(tip: Sequence[float], axis: Sequence[float], length_mm: floa
         (tip[0], tip[1], tip[2])
 
 
-#: Quaternion norm tolerance, the same as :func:`spine_nav.geometry.quat_to_matrix`.
-QUAT_NORM_TOL = 1e-3
-
-
 class PoseError(ValueError):
     """A tool pose that cannot be judged (non-finite, wrong shape, not a rigid transform)."""
 
@@ -197,7 +193,7 @@ def tip_and_axis_from_quat(q_xyzw: Sequence[float], t_mm: Sequence[float]) -> tu
     """Tip (mm) and unit tool axis from a quaternion (order ``xyzw``) and translation, checked.
 
     Same rules as :func:`spine_nav.geometry.transform_from_quat` (finite; norm within
-    :data:`QUAT_NORM_TOL` of 1, then renormalised) in plain floats: the scipy path costs
+    :data:`spine_nav.geometry.QUAT_NORM_TOL` of 1, then renormalised) in plain floats: the scipy path costs
     ~100 us per sample, this ~1 us. The axis is the third column of the rotation matrix,
     ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``. A test checks both agree.
     """

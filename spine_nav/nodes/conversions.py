@@ -10,7 +10,7 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, Vector3
 
-from spine_nav.geometry import m_to_mm, mm_to_m, transform_from_quat, transform_to_quat
+from spine_nav.geometry import m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat
 from spine_nav.geometry.transforms import MM_PER_M
 from spine_nav.plan import Plan, Screw
 
@@ -42,23 +42,9 @@ def validated_matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s
     Python floats, no scipy and no re-validation. Measured here: ~0.65 ms for the checked version vs a few
     tens of us for this one on a loaded 2-core machine; the tracker bridge publishes up to 2-3 poses per
     1 kHz sample. Same frames, units (mm -> m) and quaternion convention."""
-    (r00, r01, r02, t0), (r10, r11, r12, t1), (r20, r21, r22, t2) = T_mm[:3].tolist()
-    tr = r00 + r11 + r22
-    if tr > 0.0:
-        s = 2.0 * (tr + 1.0) ** 0.5
-        w, x, y, z = 0.25 * s, (r21 - r12) / s, (r02 - r20) / s, (r10 - r01) / s
-    elif r00 > r11 and r00 > r22:
-        s = 2.0 * (1.0 + r00 - r11 - r22) ** 0.5
-        w, x, y, z = (r21 - r12) / s, 0.25 * s, (r01 + r10) / s, (r02 + r20) / s
-    elif r11 > r22:
-        s = 2.0 * (1.0 + r11 - r00 - r22) ** 0.5
-        w, x, y, z = (r02 - r20) / s, (r01 + r10) / s, 0.25 * s, (r12 + r21) / s
-    else:
-        s = 2.0 * (1.0 + r22 - r00 - r11) ** 0.5
-        w, x, y, z = (r10 - r01) / s, (r02 + r20) / s, (r12 + r21) / s, 0.25 * s
-    n = (w * w + x * x + y * y + z * z) ** 0.5
-    if w < 0.0:
-        n = -n
+    rows = T_mm[:3].tolist()
+    x, y, z, w = rotation_rows_to_quat_xyzw(rows)
+    t0, t1, t2 = rows[0][3], rows[1][3], rows[2][3]
     # fields set in place (building Pose/Point/Quaternion objects costs ~3x more); ``out``: a message to reuse
     # (safe when the caller publishes it before the next call from the same thread: publish() serialises)
     msg = PoseStamped() if out is None else out
@@ -69,7 +55,7 @@ def validated_matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s
     k = float(mm_to_m(1.0))
     pos, ori = msg.pose.position, msg.pose.orientation
     pos.x, pos.y, pos.z = t0 * k, t1 * k, t2 * k
-    ori.x, ori.y, ori.z, ori.w = x / n, y / n, z / n, w / n
+    ori.x, ori.y, ori.z, ori.w = x, y, z, w
     return msg
 
 

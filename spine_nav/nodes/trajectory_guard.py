@@ -57,15 +57,15 @@ STATE_COLOURS = {
     GuardState.TRACKING_LOST: (0.6, 0.0, 0.6, 0.8), GuardState.NO_PLAN: (0.5, 0.5, 0.5, 0.5),
 }
 INACTIVE_COLOUR = (0.6, 0.6, 0.6, 0.4)
-
-
-def _colour(rgba: tuple[float, float, float, float]) -> ColorRGBA:
-    return ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
 NOT_NAVIGABLE_COLOUR = (0.4, 0.0, 0.0, 0.4)
 DIAG_LEVEL = {GuardState.ALIGNED: DiagnosticStatus.OK, GuardState.APPROACH: DiagnosticStatus.OK,
               GuardState.WARN: DiagnosticStatus.WARN, GuardState.NO_PLAN: DiagnosticStatus.WARN,
               GuardState.VIOLATION: DiagnosticStatus.ERROR, GuardState.TRACKING_LOST: DiagnosticStatus.ERROR}
 CONFIG_FIELDS = tuple(f.name for f in fields(GuardConfig))
+
+
+def _colour(rgba: tuple[float, float, float, float]) -> ColorRGBA:
+    return ColorRGBA(r=rgba[0], g=rgba[1], b=rgba[2], a=rgba[3])
 
 #: Tool samples: SENSOR_QOS (best effort, so it matches the tracker bridge's publisher) but a
 #: deeper reader history: with depth 5 a burst of >5 samples during a scheduling hiccup is
@@ -96,7 +96,7 @@ class TrajectoryGuardNode(Node):
         self.requested_screw = p["active_screw_id"]
         self.samples = 0
         self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
-        #: (sample stamp ns, age ns) of recent tool samples; age = when their status left: status publish() returned (system clock)
+        #: (sample stamp ns, age ns) of recent tool samples; age = status publish() returned (system clock)
         #: - the sample's header.stamp. The sample->status latency (DDS hop + executor + judging) when the
         #: tracker stamps with this machine's clock (simulator, PLUS on the same host); what `spine-nav bench
         #: guard` reports as node latency. (rmw's received_timestamp would isolate the node, but rclpy 7.1's
@@ -104,7 +104,7 @@ class TrajectoryGuardNode(Node):
         self.sample_latency_ns: deque[tuple[int, int]] = deque(maxlen=200_000)
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
-        self._corridors = None  # (segments it was built from, corridor Marker, {(state, active id): colours})
+        self._corridors = None  # (segments it was built from, corridor Marker, (state, active id) it is coloured for)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS)
         self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
@@ -239,18 +239,16 @@ class TrajectoryGuardNode(Node):
         if screws:
             if self._corridors is None or self._corridors[0] is not segments:
                 mk = self._line_marker("planned_corridors", 0, [p for g in screws for p in (g.entry, g.target)])
-                self._corridors = (segments, mk, {})
-            _, mk, colours = self._corridors
+                self._corridors = (segments, mk, None)
+            _, mk, coloured_for = self._corridors
             v = self.guard.last_verdict
             state = v.state if v is not None else GuardState.NO_PLAN
             active = self.guard.selector.active_id
-            key = (state, active)
-            if key not in colours:
-                colours.clear()
-                colours[key] = [c for g in screws for c in 2 * [_colour(STATE_COLOURS[state] if g.screw_id == active
-                                                                       else INACTIVE_COLOUR if g.navigable
-                                                                       else NOT_NAVIGABLE_COLOUR)]]
-            mk.colors = colours[key]
+            if coloured_for != (state, active):  # recolour only when the state or the active screw changed
+                mk.colors = [c for g in screws for c in 2 * [_colour(STATE_COLOURS[state] if g.screw_id == active
+                                                                    else INACTIVE_COLOUR if g.navigable
+                                                                    else NOT_NAVIGABLE_COLOUR)]]
+                self._corridors = (segments, mk, (state, active))
             mk.scale.x = 2.0 * self.guard.config.violation_lateral_mm / 1000.0  # corridor width, metres
             mk.header.stamp = stamp
             arr.markers.append(mk)

@@ -102,8 +102,7 @@ class BridgeCore:
                     self.watchdog.set_visible(name, False, f"tracker reports tool missing ({status})")
                     continue
                 try:
-                    T = matrix if type(matrix) is np.ndarray and matrix.dtype == np.float64 else \
-                        np.asarray(matrix, dtype=float)
+                    T = np.asarray(matrix, dtype=float)  # no copy when it already is one
                     rows = validate_rows(T, device)
                 except MalformedMessage as exc:
                     self.rejected[exc.kind] += 1
