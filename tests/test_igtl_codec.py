@@ -165,3 +165,32 @@ def test_header_v2_with_bad_extended_header_rejected(T):
     body = struct.pack(">HHII", 12, 500, 500, 0) + b"\0" * 48
     out = _decode_all(_raw("TRANSFORM", "D", body, version=2))
     assert isinstance(out[0], DecodeError) and out[0].kind == "bad extended header"
+
+
+def test_large_body_in_many_chunks_decodes_once_and_truncation_names_it(T):
+    trajs = [{"name": f"S{i}", "group": "g", "entry_mm": (i, 0, 0), "target_mm": (i, 0, 40), "radius_mm": 2.0,
+              "rgba": (0, 200, 0, 255)} for i in range(300)]
+    big = codec.encode_traj("PlanTrajectories", trajs, 1.0)
+    assert len(big) > 30_000
+    dec = StreamDecoder()
+    out = []
+    for i in range(0, len(big), 1000):
+        out.extend(dec.feed(big[i:i + 1000]))
+        assert dec.buffered_bytes <= len(big)
+    assert [m.type for m in out] == ["TRAJ"] and dec.buffered_bytes == 0
+    list(dec.feed(big[:5000]))
+    err = dec.close()
+    assert err.kind == "truncated body" and "TRAJ 'PlanTrajectories'" in err.detail and "4942 of" in err.detail
+
+
+def test_restamp_sets_every_header_time_and_keeps_messages_valid(T):
+    frame = bytearray(codec.encode_transform("ReferenceToTracker", T, 1.0)
+                      + codec.encode_status("StylusToTracker", 16, 1.0, "hidden")
+                      + codec.encode_transform("StylusToTracker", T, 1.0, header_version=2,
+                                               metadata={"TransformStatus": "OK"}))
+    codec.restamp(frame, 1234.5678)
+    out = _decode_all(bytes(frame))
+    assert [m.type for m in out] == ["TRANSFORM", "STATUS", "TRANSFORM"]  # CRCs still hold
+    assert all(abs(m.timestamp_s - 1234.5678) < 1e-6 for m in out)
+    with pytest.raises(ValueError, match="not whole messages"):
+        codec.restamp(frame + b"\0" * 10, 1.0)

@@ -39,7 +39,7 @@ def test_compose_tool_tip_in_reference():
 def test_tool_before_its_reference_waits_then_composes():
     c = PoseComposer(tools=(TOOL,), max_skew_ms=1.0)
     c.add("ReferenceToTracker", T_TR, 9.983)        # previous frame, 17 ms earlier
-    assert [o.kind for o in c.add("StylusToTracker", T_TT, 10.0)] == ["tool"]  # pending
+    assert c.add("StylusToTracker", T_TT, 10.0) == []  # pending
     out = c.add("ReferenceToTracker", T_TR, 10.0)
     assert [o.kind for o in out] == ["reference", "tool_tip"]
     assert out[1].timestamp_s == 10.0
@@ -50,8 +50,8 @@ def test_stale_reference_is_reported_never_published():
     c.add("ReferenceToTracker", T_TR, 10.0)
     c.add("ReferenceToTracker", T_TR, 10.1)
     out = c.add("StylusToTracker", T_TT, 10.05)  # references exist only 50 ms away
-    assert [o.kind for o in out] == ["tool", "stale"] and out[1].matrix is None
-    assert "no reference sample within 2 ms" in out[1].detail
+    assert [o.kind for o in out] == ["stale"] and out[0].matrix is None and out[0].rows is None
+    assert "no reference sample within 2 ms" in out[0].detail
     # tool with no reference ever: bounded pending, overflow reported stale
     c2 = PoseComposer(tools=(TOOL,), max_pending=3)
     kinds = [o.kind for i in range(6) for o in c2.add("StylusToTracker", T_TT, float(i))]
@@ -61,7 +61,8 @@ def test_stale_reference_is_reported_never_published():
 def test_direct_tip_device_used_as_is():
     c = PoseComposer(tools=(TOOL,))
     out = c.add("StylusTipToReference", T_REF_TIP, 1.0)
-    assert out[0].kind == "tool_tip" and out[0].matrix is T_REF_TIP
+    assert out[0].kind == "tool_tip" and np.array_equal(out[0].matrix, T_REF_TIP)
+    assert out[0].rows == T_REF_TIP[:3].tolist() and out[0].matrix is out[0].matrix  # built once
 
 
 @pytest.mark.parametrize("bad,kind", [
@@ -126,7 +127,7 @@ def test_bridge_core_counts_bad_poses_status_and_metadata():
     for m in StreamDecoder().feed(data):
         core.handle(m, 0, "test-peer")
     assert core.rejected["non-rigid pose"] == 1 and core.ignored_devices["Unknown"] == 1
-    assert [o.kind for o in outs] == ["reference", "tool", "tool_tip"]
+    assert [o.kind for o in outs] == ["reference", "tool_tip"]
     health = {h.tool: h for h in core.check()}
     assert health["stylus"].state == TRACKING_LOST and "STATUS 16" in health["stylus"].reason
     assert health["stylus"].samples_rejected == 1 and health["stylus"].samples_received == 1
@@ -168,8 +169,8 @@ def test_bridge_core_defers_reference_until_the_chunk_is_done():
     chunk = codec.encode_transform("ReferenceToTracker", T_TR, 1.0) + codec.encode_transform("StylusToTracker", T_TT, 1.0)
     for m in StreamDecoder().feed(chunk):
         core.handle(m, 7, "p")
-    assert [k for k, _ in outs] == ["tool", "tool_tip"]  # reference held back
+    assert [k for k, _ in outs] == ["tool_tip"]  # reference held back
     core.flush()
-    assert outs == [("tool", 7), ("tool_tip", 7), ("reference", 7)]  # nothing lost, receive time kept
+    assert outs == [("tool_tip", 7), ("reference", 7)]  # nothing lost, receive time kept
     core.flush()
-    assert len(outs) == 3  # flushing twice emits nothing twice
+    assert len(outs) == 2  # flushing twice emits nothing twice

@@ -297,7 +297,12 @@ def _header_names(mtype: bytes, dev: bytes) -> tuple[str, str]:
 
 def parse_header(buf: bytes | memoryview, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Header:
     """Parse the 58-byte header; raises :class:`MalformedMessage` when it cannot be one."""
-    version, mtype, dev, sec, frac, size, crc = _HEADER.unpack_from(buf)
+    return parse_header_from(buf, 0, max_body_bytes)
+
+
+def parse_header_from(buf: bytes | memoryview, offset: int, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> Header:
+    """:func:`parse_header` of the 58 bytes at ``offset``."""
+    version, mtype, dev, sec, frac, size, crc = _HEADER.unpack_from(buf, offset)
     if version not in (1, 2, 3):
         raise MalformedMessage("bad header", f"header version {version}")
     t, d = _header_names(mtype, dev)
@@ -414,6 +419,25 @@ def encode_stp_tdata(device: str = "", timestamp_s: float | None = None) -> byte
     return _finish(StopTDataMessage(timestamp=timestamp_s, device_name=device), 1, None)
 
 
+_STAMP = struct.Struct(">II")
+_STAMP_OFFSET = 34  # version H, type 12s, device 20s
+_SIZE = struct.Struct(">Q")
+
+
+def restamp(packed: bytearray, timestamp_s: float) -> bytearray:
+    """Set the header timestamp of every message in ``packed`` (whole encoded messages back to back)
+    to ``timestamp_s``, in place. The CRC covers the body only, so the messages stay valid; a sender
+    uses this to stamp a pre-encoded frame at the moment it transmits it."""
+    sec, frac = timestamp_to_parts(timestamp_s)
+    off = 0
+    while off + HEADER_SIZE <= len(packed):
+        _STAMP.pack_into(packed, off + _STAMP_OFFSET, sec, frac)
+        off += HEADER_SIZE + _SIZE.unpack_from(packed, off + 42)[0]
+    if off != len(packed):
+        raise ValueError(f"restamp: {len(packed)} bytes are not whole messages (stopped at {off})")
+    return packed
+
+
 # --------------------------------------------------------------------------- stream framing
 @dataclass
 class DecodeError:
@@ -433,7 +457,6 @@ class StreamDecoder:
     def __init__(self, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
         self.max_body_bytes = int(max_body_bytes)
         self._buf = bytearray()
-        self._header: Header | None = None
         self._resyncing = False
 
     @property
@@ -441,43 +464,57 @@ class StreamDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> Iterator[IgtlMessage | DecodeError]:
-        self._buf += data
-        buf = self._buf
+        """Yield every message (or error) that ``data`` completes, in stream order; keep the rest.
+
+        Hot path (one tracker frame per ``recv()`` at 1 kHz): messages are read straight out of
+        ``data`` with ``unpack_from`` at offsets, so a whole chunk is never copied; only a partial
+        message at the end waits in the buffer (then the next chunk is appended to it)."""
+        max_body = self.max_body_bytes
+        if self._buf:
+            self._buf += data
+            if len(self._buf) >= HEADER_SIZE and not self._resyncing:  # a large body still arriving: no copy yet
+                try:
+                    if len(self._buf) < HEADER_SIZE + parse_header_from(self._buf, 0, max_body).body_size:
+                        return
+                except MalformedMessage:
+                    pass
+            data = bytes(self._buf)
+            self._buf.clear()
+        end = len(data)
         pos = 0
         try:
-            while True:
-                if self._header is None:
-                    if len(buf) - pos < HEADER_SIZE:
-                        break
-                    try:
-                        self._header = parse_header(memoryview(buf)[pos:pos + HEADER_SIZE], self.max_body_bytes)
-                    except MalformedMessage as exc:
-                        if not self._resyncing:
-                            self._resyncing = True
-                            yield DecodeError(exc.kind, exc.detail)
-                        pos += 1
-                        continue
-                    self._resyncing = False
-                    pos += HEADER_SIZE
-                h = self._header
-                if len(buf) - pos < h.body_size:
-                    break
-                body = bytes(buf[pos:pos + h.body_size])
-                pos += h.body_size
-                self._header = None
+            while end - pos >= HEADER_SIZE:
                 try:
-                    yield decode_body(h, body)
+                    h = parse_header_from(data, pos, max_body)
+                except MalformedMessage as exc:
+                    if not self._resyncing:
+                        self._resyncing = True
+                        yield DecodeError(exc.kind, exc.detail)
+                    pos += 1
+                    continue
+                self._resyncing = False
+                start = pos + HEADER_SIZE
+                if end - start < h.body_size:
+                    break
+                pos = start + h.body_size
+                try:
+                    yield decode_body(h, data[start:pos])
                 except MalformedMessage as exc:
                     yield DecodeError(exc.kind, exc.detail)
         finally:
-            del buf[:pos]
+            if pos < end:
+                self._buf += data[pos:]
 
     def close(self) -> DecodeError | None:
         """End of stream: a partial message left in the buffer is reported as a truncated body."""
-        if not self._buf and self._header is None:
+        if not self._buf:
             return None
-        detail = (f"{self._header.type} {self._header.device!r}: {len(self._buf)} of {self._header.body_size} bytes"
-                  if self._header else f"{len(self._buf)} bytes of a header")
+        detail = f"{len(self._buf)} bytes of a header"
+        if len(self._buf) >= HEADER_SIZE:
+            try:
+                h = parse_header_from(bytes(self._buf), 0, self.max_body_bytes)
+                detail = f"{h.type} {h.device!r}: {len(self._buf) - HEADER_SIZE} of {h.body_size} bytes"
+            except MalformedMessage:
+                pass
         self._buf.clear()
-        self._header = None
         return DecodeError("truncated body", detail)

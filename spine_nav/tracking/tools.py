@@ -99,8 +99,8 @@ def validate_rows(m: np.ndarray, device: str) -> list[list[float]]:
     return rows
 
 
-def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> np.ndarray:
-    """``inv(A) @ B @ C`` for validated rigid transforms given as 3 rows of 4 floats; returns a 4x4 ndarray.
+def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> list[list[float]]:
+    """``inv(A) @ B @ C`` for validated rigid transforms given as 3 rows of 4 floats; returns 3 rows.
 
     Plain floats: ~3x cheaper than the numpy inverse and two matrix products on 4x4 arrays here."""
     (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23) = A
@@ -119,8 +119,10 @@ def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> np.ndarray:
         m3 = r0 * b03 + r1 * b13 + r2 * b23 + r3
         out.append([m0 * c00 + m1 * c10 + m2 * c20, m0 * c01 + m1 * c11 + m2 * c21,
                     m0 * c02 + m1 * c12 + m2 * c22, m0 * c03 + m1 * c13 + m2 * c23 + m3])
-    out.append([0.0, 0.0, 0.0, 1.0])
-    return np.array(out)
+    return out
+
+
+_BOTTOM_ROW = (0.0, 0.0, 0.0, 1.0)
 
 
 @dataclass
@@ -128,18 +130,29 @@ class ComposedPose:
     """One output of :class:`PoseComposer`.
 
     kind: ``tool_tip`` (T_reference_tooltip), ``reference`` (T_tracker_reference), ``arm_marker``
-    (T_tracker_armmarker), ``tool`` (raw T_tracker_tool) or ``stale`` (tool sample without a usable
-    reference: ``matrix`` is None and ``detail`` says why). ``timestamp_s``: the tool/device sample's
-    tracker time; ``skew_ms``: |tool - reference| time used in the composition.
+    (T_tracker_armmarker) or ``stale`` (tool sample without a usable reference: no pose, ``detail``
+    says why). ``rows``: the validated pose's first three rows (plain floats, mm; the hot path
+    publishes from them); ``matrix``: the same as a 4x4 ndarray, built on first use.
+    ``timestamp_s``: the tool/device sample's tracker time; ``skew_ms``: |tool - reference| time
+    used in the composition.
     """
 
     kind: str
     name: str
     device: str
     timestamp_s: float
-    matrix: np.ndarray | None
+    rows: list | None
     skew_ms: float = 0.0
     detail: str = ""
+
+    @property
+    def matrix(self) -> np.ndarray | None:
+        if self.rows is None:
+            return None
+        m = self.__dict__.get("_matrix")
+        if m is None:
+            m = self.__dict__["_matrix"] = np.array([*self.rows, _BOTTOM_ROW])
+        return m
 
 
 @dataclass
@@ -179,8 +192,8 @@ class PoseComposer:
 
     def _compose(self, tool: ToolDefinition, t_s: float, tool_rows: list, ref) -> ComposedPose:
         dt, _, reference_rows = ref
-        T = compose_rows_inv_a_b_c(reference_rows, tool_rows, self._T_tool_tooltip[tool.name])
-        return ComposedPose("tool_tip", tool.name, tool.device, t_s, T, skew_ms=dt * 1e3)
+        rows = compose_rows_inv_a_b_c(reference_rows, tool_rows, self._T_tool_tooltip[tool.name])
+        return ComposedPose("tool_tip", tool.name, tool.device, t_s, rows, skew_ms=dt * 1e3)
 
     def _stale(self, tool: ToolDefinition, t_s: float, why: str) -> ComposedPose:
         self.stale_count += 1
@@ -190,14 +203,15 @@ class PoseComposer:
             rows: list | None = None) -> list[ComposedPose]:
         """Feed one validated pose sample (mm, tracker time); returns what can be published now.
 
-        ``rows``: the matrix's first three rows as lists, when the caller has them (see :func:`validate_rows`)."""
+        ``rows``: the matrix's first three rows as lists, when the caller has them (see :func:`validate_rows`);
+        then ``matrix`` may be None."""
         out: list[ComposedPose] = []
         skew_s = self.max_skew_ms * 1e-3
         if rows is None:
             rows = np.asarray(matrix, dtype=float)[:3].tolist()
         if device == self.reference_device:
             self._refs.append((timestamp_s, rows))
-            out.append(ComposedPose("reference", "reference", device, timestamp_s, matrix))
+            out.append(ComposedPose("reference", "reference", device, timestamp_s, rows))
             for tool in self.tools:
                 pend = self._pending[tool.name]
                 keep = deque()
@@ -214,14 +228,13 @@ class PoseComposer:
                 self._pending[tool.name] = keep
             return out
         if device == self.arm_marker_device:
-            return [ComposedPose("arm_marker", "arm_marker", device, timestamp_s, matrix)]
+            return [ComposedPose("arm_marker", "arm_marker", device, timestamp_s, rows)]
         tool = self._by_tip.get(device)
         if tool is not None:
-            return [ComposedPose("tool_tip", tool.name, device, timestamp_s, matrix)]
+            return [ComposedPose("tool_tip", tool.name, device, timestamp_s, rows)]
         tool = self._by_device.get(device)
         if tool is None:
             return out
-        out.append(ComposedPose("tool", tool.name, device, timestamp_s, matrix))
         ref = self._best_reference(timestamp_s)
         if ref is not None and ref[0] <= skew_s:
             out.append(self._compose(tool, timestamp_s, rows, ref))

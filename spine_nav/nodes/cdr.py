@@ -1,0 +1,74 @@
+"""geometry_msgs/PoseStamped <-> serialized CDR bytes, for the 1 kHz pose topics (ROS boundary only).
+
+Why not rclpy's own path: ``publisher.publish(msg)`` converts the Python message to its C struct and
+serialises it (17 us per PoseStamped here) after the caller has filled six nested Python objects
+(8 us); a subscription builds those six objects again on every take. rclpy publishes ``bytes`` as an
+already serialized message (4 us), and ``create_subscription(..., raw=True)`` hands the bytes over.
+Packing and unpacking the fixed layout below with one :class:`struct.Struct` costs ~1 us each way
+(measured in ``tests/test_cdr.py`` against rclpy.serialization and in ``spine-nav bench bridge``).
+
+Layout (OMG CDR as the ROS 2 RMWs serialise it, XCDR1 little-endian encapsulation ``00 01 00 00``;
+alignment counted from the end of the 4-byte encapsulation header)::
+
+    int32 sec, uint32 nanosec, uint32 len(frame_id)+1, frame_id bytes, NUL, pad to 8,
+    float64 position x y z (m), float64 orientation x y z w
+
+Anything else on the wire (big-endian encapsulation, other lengths) is decoded with
+``rclpy.serialization.deserialize_message``, so the fast path never guesses.
+"""
+from __future__ import annotations
+
+import struct
+from functools import lru_cache
+
+NS_PER_S = 1_000_000_000
+_CDR_LE = b"\x00\x01\x00\x00"
+_PREFIX = struct.Struct("<4siII")  # encapsulation, sec, nanosec, string length
+
+
+class PoseStampedPacker:
+    """Packs PoseStamped fields into CDR bytes for one fixed ``frame_id`` (one per publisher)."""
+
+    def __init__(self, frame_id: str) -> None:
+        name = frame_id.encode("utf-8")
+        n = len(name) + 1
+        pad = (-(12 + n)) % 8
+        self.frame_id = frame_id
+        self._struct = struct.Struct(f"<4siII{n}s{pad}x7d")
+        self._name, self._n = name, n
+
+    def pack(self, stamp_s: float, position_m: tuple[float, float, float],
+             quat_xyzw: tuple[float, float, float, float]) -> bytes:
+        """``stamp_s``: seconds (float); ``position_m`` in metres; quaternion order x y z w."""
+        ns = int(round(stamp_s * NS_PER_S))
+        return self._struct.pack(_CDR_LE, ns // NS_PER_S, ns % NS_PER_S, self._n, self._name,
+                                 *position_m, *quat_xyzw)
+
+
+@lru_cache(maxsize=64)
+def _tail_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}s{(-(12 + n)) % 8}x7d")
+
+
+def unpack_pose_stamped(data: bytes) -> tuple[float, str, tuple[float, float, float],
+                                              tuple[float, float, float, float]]:
+    """Serialized PoseStamped -> (stamp s, frame_id, position m (x, y, z), quaternion (x, y, z, w)).
+
+    Values are returned as sent (not validated: NaN stays NaN for the consumer's own check).
+    Raises ``ValueError`` naming the problem when the bytes are not a PoseStamped.
+    """
+    if len(data) >= 16 and data[:4] == _CDR_LE:
+        _, sec, nanosec, n = _PREFIX.unpack_from(data)
+        tail = _tail_struct(n) if 0 < n <= 4096 else None
+        if tail is not None and len(data) == 16 + tail.size:
+            name, px, py, pz, qx, qy, qz, qw = tail.unpack_from(data, 16)
+            return sec + nanosec * 1e-9, name[:-1].decode("utf-8", "replace"), (px, py, pz), (qx, qy, qz, qw)
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.serialization import deserialize_message
+
+    try:
+        msg = deserialize_message(data, PoseStamped)
+    except Exception as exc:  # noqa: BLE001 - the rmw's own error types
+        raise ValueError(f"not a serialized geometry_msgs/PoseStamped ({len(data)} bytes): {exc}") from None
+    p, o, st = msg.pose.position, msg.pose.orientation, msg.header.stamp
+    return st.sec + st.nanosec * 1e-9, msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w)
