@@ -244,3 +244,62 @@ def test_console_script_runs_standalone_and_stops_on_sigterm(ros_context):
         ex.shutdown()
         node.destroy_node()
     np.testing.assert_allclose([got[-1].pose.position.x * 1000.0], [T_REF_TIP[0, 3]], atol=0.01)
+
+
+def _stamp_s(t) -> float:
+    return t.sec + t.nanosec * 1e-9
+
+
+def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
+    """bridge + guard in one process: the guard takes each tool tip on the bridge's thread (its DDS
+    subscription is gone, so nothing is judged twice), echoes every sample stamp once, and a listener
+    that raises does not stop the stream."""
+    from spine_nav_interfaces.msg import GuardStatus
+
+    from spine_nav.nodes.qos import STATUS_QOS
+    from spine_nav.nodes.runner import ComposedStack
+
+    model = TrackerModel(TrackerModelConfig(rate_hz=200.0, noise_mm=0.0, tremor_mm=0.0, seed=2))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0, stamp_at_send=True)
+    stack = ComposedStack(["tracker_bridge", "trajectory_guard"], params_file=PARAMS,
+                          extra_ros_args=["-p", f"tracker_bridge:port:={sim.port}"])
+    bridge, guard = stack.nodes["tracker_bridge"], stack.nodes["trajectory_guard"]
+    assert stack.links == ["tracker_bridge -> trajectory_guard (/tracking/tool_tip, in process)"]
+    assert guard.tool_sub is None and guard.tool_in_process
+    calls = []
+
+    def broken_listener(*sample):
+        calls.append(sample)
+        raise RuntimeError("consumer bug")
+
+    bridge.add_tool_tip_listener(broken_listener)
+    listener = Listener(stack)
+    statuses, lock = [], threading.Lock()
+
+    def on_status(m):
+        with lock:
+            statuses.append(m)
+
+    listener.node.create_subscription(GuardStatus, "guard/status", on_status, STATUS_QOS)
+    try:
+        stack.start()
+        sim.start()
+        assert wait_until(lambda: len(listener.tips) >= 200, timeout_s=20.0)
+        sim.close()
+        time.sleep(0.3)
+        with lock, listener.lock:
+            tips, got = list(listener.tips), list(statuses)
+        sample_stamps = [_stamp_s(m.tool_sample_stamp) for m in got if m.state_name != "TRACKING_LOST"]
+        assert guard.samples == bridge.published["tool_tip"] == len(calls) == len(tips)
+        assert len(sample_stamps) == len(set(sample_stamps)), "a sample was judged twice"
+        assert set(sample_stamps) <= {_stamp_s(m.header.stamp) for m in tips}
+        # reliable status topic: from the first status the listener got (discovery), every sample's status
+        after = [t for t in (_stamp_s(m.header.stamp) for m in tips) if t >= min(sample_stamps)]
+        assert len(sample_stamps) >= len(after) - 2 and len(after) > 150
+        assert bridge.listener_failures == [0, len(calls)]  # the guard's listener never failed
+        judged = [m for m in got if m.state_name != "TRACKING_LOST"]  # (the end of the stream: lost)
+        assert judged and all(m.state_name == "NO_PLAN" for m in judged)  # no plan was published
+    finally:
+        sim.close()
+        stack.close()

@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor, {sched}); Ctrl-C to stop")
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
     with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
-                       extra_ros_args=extra[1:] if extra else ()):
+                       extra_ros_args=extra[1:] if extra else ()) as stack:
+        for link in stack.links:
+            info(f"spine-nav up: linked {link}")
         freeze_startup_objects()
         t0 = time.monotonic()
         while args.duration <= 0 or time.monotonic() - t0 < args.duration:

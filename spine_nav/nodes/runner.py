@@ -181,6 +181,10 @@ class ComposedStack:
         except Exception:
             self.close()
             raise
+        from spine_nav.nodes.in_process import link_nodes
+
+        #: in-process shortcuts wired between the composed nodes (spine_nav.nodes.in_process)
+        self.links = link_nodes(self.nodes)
         self.executor = make_executor(executor, context=self.context)
         for node in self.nodes.values():
             self.executor.add_node(node)

@@ -29,13 +29,17 @@ on every state change and every health_period_ms); ``/diagnostics`` (1 Hz). Serv
 ``tracking/reset_reference`` (std_srvs/Trigger): release a bumped-reference latch (after re-registration).
 
 Poses are published straight from the socket reader thread (no queue, no drop); this is safe with
-the ``spin_once`` executor loops used by :func:`main` and ComposedStack.
+the ``spin_once`` executor loops used by :func:`main` and ComposedStack. In-process consumers (the
+trajectory guard composed in the same process, see :mod:`spine_nav.nodes.in_process`) register with
+:meth:`TrackerBridgeNode.add_tool_tip_listener` and get every published tool tip on the same thread,
+after the whole ``recv()`` chunk has been published.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+import traceback
 from collections import deque
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -44,8 +48,9 @@ from rclpy.node import Node
 from spine_nav_interfaces.msg import GuardStatus, ScrewPlan, ToolHealth
 from std_srvs.srv import Trigger
 
-from spine_nav.nodes.conversions import (msg_to_plan, seconds_to_stamp, stamp_to_seconds,
-                                         validated_matrix_mm_to_pose_stamped)
+from spine_nav.nodes.cdr import PoseStampedPacker
+from spine_nav.nodes.conversions import (msg_to_plan, quat_mm_to_pose_cdr, seconds_to_stamp, stamp_to_seconds,
+                                         validated_rows_mm_to_quat_mm)
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.tracking import codec
@@ -93,14 +98,20 @@ class TrackerBridgeNode(Node):
                                defer_kinds=frozenset({"reference", "arm_marker"}))
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
+        self.tool_tip_topic = self.pubs["tool_tip"].topic_name
+        # poses leave as serialized PoseStamped bytes (spine_nav.nodes.cdr: ~3 us instead of ~25 us each)
+        self._packers = {kind: PoseStampedPacker(frame) for kind, frame in FRAMES.items()}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         #: (receive perf_counter_ns, publish perf_counter_ns) of the last tool-tip publications (bench, diagnostics)
         self.latency_ns: deque[int] = deque(maxlen=200_000)
         self.reference_latency_ns: deque[int] = deque(maxlen=200_000)  # the same for reference poses
         self.published = {kind: 0 for kind in FRAMES}
+        #: in-process tool-tip consumers: fn(stamp_s, frame_id, quat_xyzw, t_mm), see add_tool_tip_listener
+        self._tool_tip_listeners: list = []
+        self.listener_failures: list[int] = []  # per listener
+        self._chunk = threading.local()  # tool tips of the current recv() chunk, for the listeners
         self.stale_reported = 0
-        self._msg_cache = threading.local()
         self._last_console_s = 0.0
         self._last_guard_state = None
         self._last_guard_s = 0.0
@@ -124,10 +135,10 @@ class TrackerBridgeNode(Node):
                 stt = codec.encode_stt_tdata(int(p["tdata_resolution_ms"]))
                 on_connect = lambda conn: conn.send(stt)  # noqa: E731
             self.link = IgtlClient(p["host"], int(p["port"]), on_msg, on_connect=on_connect,
-                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self.core.flush).start()
+                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self._on_chunk_end).start()
         else:
             self.link = IgtlServer(int(p["port"]), on_message=on_msg, host=p["host"],
-                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self.core.flush).start()
+                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self._on_chunk_end).start()
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{p['port']} tool {tool.name} "
                                f"({tool.device}, tip {tool.tip_offset_mm} mm), max skew {p['max_skew_ms']} ms"
                                + (f", console on port {self.console.port}" if self.console else ""))
@@ -143,18 +154,44 @@ class TrackerBridgeNode(Node):
         pub = self.pubs.get(out.kind)
         if pub is None:
             return
-        cache = getattr(self._msg_cache, "msgs", None)
-        if cache is None:  # one reusable message per kind and socket thread (publish() serialises it at once)
-            cache = self._msg_cache.msgs = {kind: PoseStamped() for kind in FRAMES}
-        pub.publish(validated_matrix_mm_to_pose_stamped(out.matrix, FRAMES[out.kind], out.timestamp_s,
-                                                        out=cache[out.kind]))
+        q, t_mm = validated_rows_mm_to_quat_mm(out.rows)
+        pub.publish(quat_mm_to_pose_cdr(q, t_mm, out.timestamp_s, self._packers[out.kind]))
         self.published[out.kind] += 1
         if out.kind == "tool_tip":
             self.latency_ns.append(time.perf_counter_ns() - receive_ns)
+            if self._tool_tip_listeners:
+                held = getattr(self._chunk, "tips", None)
+                if held is None:
+                    held = self._chunk.tips = []
+                held.append((out.timestamp_s, FRAMES["tool_tip"], q, t_mm))
             if self.console is not None:
                 self._console_pose(out)
         elif out.kind == "reference":
             self.reference_latency_ns.append(time.perf_counter_ns() - receive_ns)
+
+    def _on_chunk_end(self, conn=None) -> None:
+        """End of one recv() chunk: publish what the core held back, then feed in-process listeners."""
+        self.core.flush(conn)
+        held = getattr(self._chunk, "tips", None)
+        if held:
+            self._chunk.tips = []
+            for sample in held:
+                for i, fn in enumerate(self._tool_tip_listeners):
+                    try:
+                        fn(*sample)
+                    except Exception:  # noqa: BLE001 - a consumer's bug must not stop the tracker stream
+                        self.listener_failures[i] += 1
+                        if self.listener_failures[i] == 1:
+                            self.get_logger().error(f"in-process tool-tip listener {fn!r} failed (it keeps getting "
+                                                    f"samples; further failures only counted):\n"
+                                                    f"{traceback.format_exc()}")
+
+    def add_tool_tip_listener(self, fn) -> None:
+        """``fn(stamp_s, frame_id, quat_xyzw, t_mm)``: every published tool tip (T_reference_tooltip, mm;
+        what the PoseStamped carries), called on the socket thread once its recv() chunk is published;
+        must be quick and thread-safe."""
+        self._tool_tip_listeners.append(fn)
+        self.listener_failures.append(0)
 
     # ------------------------------------------------------------------ watchdog
     def _publish_health(self) -> None:
