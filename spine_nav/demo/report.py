@@ -139,6 +139,11 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         count = report.latency.get(f"sample_to_{key}_count", report.latency.get("sample_to_status_count", 0))
         lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
                      f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | {count} |")
+    if report.latency.get("tracker_send_late_p50_ms") is not None:
+        lines += ["", f"The simulated tracker stamps each frame when it transmits it; how late that was against its "
+                      f"schedule (the simulator's own delay in its shared process, not counted above): p50 "
+                      f"{_fmt(report.latency['tracker_send_late_p50_ms'], 3)} ms, p99 "
+                      f"{_fmt(report.latency['tracker_send_late_p99_ms'], 3)} ms."]
     if report.faults:
         lines += ["", "## Injected faults", "", "| fault | detected | arm held | cause |", "| --- | --- | --- | --- |"]
         for f in report.faults:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 
 from spine_nav.sim.tracker import TrackerFrame, TrackerModel
 from spine_nav.tracking import codec
@@ -47,13 +48,20 @@ def encode_frame(frame: TrackerFrame, tdata: bool, header_version: int = 1) -> b
 
 class SimTrackerServer:
     def __init__(self, model: TrackerModel, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                 header_version: int = 1) -> None:
+                 header_version: int = 1, stamp_at_send: bool = False) -> None:
+        """``stamp_at_send``: header time = the moment the frame is handed to the sockets, instead of the
+        model's sample time (they differ by this process's wake-up delay: under load in the demo's
+        simulator process up to ~2 ms, which is the simulator's own lateness, not the stack's)."""
         self.model = model
         self.header_version = header_version
+        self.stamp_at_send = stamp_at_send
         self.server = IgtlServer(port, on_message=self._on_message, host=host)
         self.port = self.server.port
         self.samples_sent = 0
         self.late_samples = 0
+        #: per sample sent: time.time() when the last peer's send() returned minus the sample's stamp (s);
+        #: the part of an end-to-end latency that is the simulator's own (wake-up, GIL, socket write)
+        self.send_delay_s: deque[float] = deque(maxlen=1_000_000)
         self._tdata_peers: set[IgtlConnection] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -78,10 +86,16 @@ class SimTrackerServer:
         t_start = time.monotonic()
         self.model.t0_s = time.time()
         while not self._stop.is_set():
-            # The frame is computed ahead of its deadline and sent at it: the marker fits take ~0.5 ms
-            # here, and a simulated tracker's own CPU time should not count as the stack's latency from
-            # the sample time. The tool pose in frame k is the one set up to one period before it.
+            # The frame is computed and encoded ahead of its deadline and sent at it: the marker fits and
+            # the packing take ~0.5 ms here, and a simulated tracker's own CPU time should not count as the
+            # stack's latency from the sample time. The tool pose in frame k is the one set up to one
+            # period before it.
             frame = self.model.sample(k)
+            with self._lock:
+                tdata_peers = set(self._tdata_peers)
+            peers = list(self.server.connections)
+            packed = {use_tdata: bytearray(encode_frame(frame, use_tdata, self.header_version))
+                      for use_tdata in {conn in tdata_peers for conn in peers}}
             deadline = t_start + k * period
             delay = deadline - time.monotonic()
             if delay > 0:
@@ -89,17 +103,15 @@ class SimTrackerServer:
             elif delay < -period:
                 self.late_samples += 1
             k += 1
-            peers = list(self.server.connections)
             if not peers:
                 continue
-            with self._lock:
-                tdata_peers = set(self._tdata_peers)
-            cache: dict[bool, bytes] = {}
+            if self.stamp_at_send:
+                t_send = time.time()
+                for buf in packed.values():
+                    codec.restamp(buf, t_send)
             for conn in peers:
-                use_tdata = conn in tdata_peers
-                if use_tdata not in cache:
-                    cache[use_tdata] = encode_frame(frame, use_tdata, self.header_version)
-                conn.send(cache[use_tdata])
+                conn.send(packed[conn in tdata_peers])
+            self.send_delay_s.append(time.time() - frame.timestamp_s)
             self.samples_sent += 1
 
     def close(self) -> None:
