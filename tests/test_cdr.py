@@ -60,14 +60,14 @@ def test_unpack_reads_rclpy_serialized_bytes(frame_id):
         msg.header.stamp.sec, msg.header.stamp.nanosec = rng.randrange(2**31), rng.randrange(10**9)
         (msg.pose.position.x, msg.pose.position.y, msg.pose.position.z) = pos
         (msg.pose.orientation.x, msg.pose.orientation.y, msg.pose.orientation.z, msg.pose.orientation.w) = q
-        stamp_s, fid, p, o = unpack_pose_stamped(serialize_message(msg))
+        sec, nanosec, fid, p, o = unpack_pose_stamped(serialize_message(msg))
         assert fid == frame_id and p == pos and o == q
-        assert stamp_s == msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        assert (sec, nanosec) == (msg.header.stamp.sec, msg.header.stamp.nanosec)
 
 
 def test_nan_travels_unchanged_for_the_consumer_to_refuse():
     data = PoseStampedPacker("Reference").pack(1.0, (float("nan"), 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))
-    _, _, p, _ = unpack_pose_stamped(data)
+    _, _, _, p, _ = unpack_pose_stamped(data)
     assert math.isnan(p[0])
 
 
@@ -88,8 +88,8 @@ def test_rows_mm_to_cdr_matches_the_checked_conversion():
         qa = np.array([ref.pose.orientation.x, ref.pose.orientation.y, ref.pose.orientation.z, ref.pose.orientation.w])
         qb = np.array([got.pose.orientation.x, got.pose.orientation.y, got.pose.orientation.z, got.pose.orientation.w])
         assert min(np.abs(qa - qb).max(), np.abs(qa + qb).max()) < 1e-9  # q and -q are the same rotation
-        stamp_s, frame_id, q_back, t_mm = pose_cdr_to_quat_mm(data)
-        assert frame_id == "Reference" and stamp_s == 12.5
+        stamp, frame_id, q_back, t_mm = pose_cdr_to_quat_mm(data)
+        assert frame_id == "Reference" and (stamp.sec, stamp.nanosec) == (12, 500_000_000)
         assert np.allclose(t_mm, T[:3, 3], atol=1e-9) and np.allclose(q_back, qb)
 
 
@@ -116,5 +116,26 @@ def test_published_bytes_reach_a_normal_subscriber_and_raw_bytes_a_raw_one(ros_c
     assert m.header.frame_id == "Reference" and (m.header.stamp.sec, m.header.stamp.nanosec) == (7, 250_000_000)
     assert (m.pose.position.x, m.pose.position.y, m.pose.position.z) == (0.1, -0.2, 0.3)
     assert (m.pose.orientation.z, m.pose.orientation.w) == (0.6, 0.8)
-    assert unpack_pose_stamped(raw[0]) == (7.25, "Reference", (0.1, -0.2, 0.3), (0.0, 0.0, 0.6, 0.8))
+    assert unpack_pose_stamped(raw[0]) == (7, 250_000_000, "Reference", (0.1, -0.2, 0.3), (0.0, 0.0, 0.6, 0.8))
     ex.shutdown()
+
+
+def test_quat_mm_to_matrix_mm_refuses_bad_poses_and_matches_the_checked_path():
+    from spine_nav.geometry import transform_from_quat
+    from spine_nav.nodes.conversions import quat_mm_to_matrix_mm
+
+    with pytest.raises(ValueError, match="NaN"):
+        quat_mm_to_matrix_mm((0.0, 0.0, 0.0, 1.0), (float("nan"), 0.0, 0.0))
+    with pytest.raises(ValueError, match="NaN"):
+        quat_mm_to_matrix_mm((float("inf"), 0.0, 0.0, 1.0), (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="norm"):
+        quat_mm_to_matrix_mm((0.0, 0.0, 0.0, 0.5), (0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="norm"):
+        quat_mm_to_matrix_mm((0.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0))
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        t = rng.uniform(-500, 500, 3)
+        np.testing.assert_allclose(quat_mm_to_matrix_mm(q * (1 + 5e-4), t),
+                                   transform_from_quat(q, t, order="xyzw"), atol=1e-12)

@@ -422,6 +422,12 @@ class ArmGuide:
         with self._lock:
             return self._q_cmd.copy()
 
+    @property
+    def command(self) -> tuple[np.ndarray, bool]:
+        """(joint position command rad, holding?) in one consistent read: what a command message needs."""
+        with self._lock:
+            return self._q_cmd.copy(), self._holding
+
 
 def guide_error(T_reference_guidetube: np.ndarray, point_mm: np.ndarray, direction: np.ndarray) -> tuple[float, float]:
     """Guide-to-trajectory error in Reference: (distance of the tube opening from the planned line

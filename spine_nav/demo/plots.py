@@ -74,13 +74,19 @@ def plot_guard_states(times_s: Sequence[float], states: Sequence[str], screw_ids
     return path
 
 
-def plot_latency(status_latency_s: Sequence[float], command_latency_s: Sequence[float], path: Path) -> Path:
-    """Histograms of tracker-sample-time -> guard status and -> arm command latencies."""
+def plot_latency(status_latency_s: Sequence[float], command_latency_s: Sequence[float], path: Path,
+                 status_received_s: Sequence[float] = (), command_received_s: Sequence[float] = ()) -> Path:
+    """Histograms of tracker-sample-time -> guard status / arm command published (the nodes' own records;
+    dashed lines: their targets) and, as outlines, the same as received by the demo's recorder."""
     fig, ax = plt.subplots(figsize=(7, 3.4))
-    for vals, label in ((status_latency_s, "sample -> guard status"), (command_latency_s, "sample -> arm command")):
+    for vals, label, colour, filled in ((status_latency_s, "guard status published", "C0", True),
+                                        (command_latency_s, "arm command published", "C1", True),
+                                        (status_received_s, "status received by recorder", "C0", False),
+                                        (command_received_s, "command received by recorder", "C1", False)):
         v = np.asarray(vals, dtype=float) * 1e3
         if len(v):
-            ax.hist(v, bins=60, alpha=0.6, label=f"{label} (p99 {np.percentile(v, 99):.2f} ms, n={len(v)})")
+            ax.hist(v, bins=60, alpha=0.6 if filled else 0.9, color=colour, histtype="bar" if filled else "step",
+                    label=f"{label} (p99 {np.percentile(v, 99):.2f} ms, n={len(v)})")
     ax.axvline(2.0, color="C0", ls="--", lw=0.8)
     ax.axvline(3.0, color="C1", ls="--", lw=0.8)
     ax.set_xlabel("latency (ms)")

@@ -131,10 +131,13 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         "| path | p50 (ms) | p99 (ms) | samples |",
         "| --- | --- | --- | --- |",
     ]
-    paths = {"guard": "the guard taking the sample in", "status": "guard status, received by the recorder",
-             "command": "arm command, received by the recorder"}
+    paths = {"guard": "the guard taking the sample in",
+             "status": "**guard status published** (the guard's own record)",
+             "command": "**arm command published** (the arm guide's own record)",
+             "status_received": "guard status, received by the recorder (demo process)",
+             "command_received": "arm command, received by the recorder (demo process)"}
     for key, label in paths.items():
-        if report.latency.get(f"sample_to_{key}_p50_ms") is None and key == "guard":
+        if report.latency.get(f"sample_to_{key}_p50_ms") is None and key not in ("status", "command"):
             continue
         count = report.latency.get(f"sample_to_{key}_count", report.latency.get("sample_to_status_count", 0))
         lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "

@@ -199,9 +199,28 @@ class Demo:
             args += _p(node, name, value)
         args += _p("sim_arm", "command_timeout_s", 0.25) + _p("sim_arm", "publish_rate_hz", 100.0)
         args += _p("arm_guide", "command_rate_hz", 50.0)  # keep-alive only: every tracker sample also triggers one
+        # the nodes' own per-sample latency records (stamp -> their publish() returned), read for the report
+        args += _p("trajectory_guard", "latency_record_path", str(self.latency_record("trajectory_guard")))
+        args += _p("arm_guide", "latency_record_path", str(self.latency_record("arm_guide")))
         for k, v in cfg.extra_guard_params.items():
             args += _p("trajectory_guard", k, v)
         return args
+
+    def latency_record(self, node: str) -> Path:
+        return self.cfg.out_dir / "logs" / f"{node}_latency.json"
+
+    def _read_latency_record(self, node: str) -> list[float]:
+        from spine_nav.nodes.latency_record import read_latency_record
+
+        path = self.latency_record(node)
+        if not path.is_file():
+            self.log(f"      no latency record from {node} ({path}): the process did not shut down cleanly")
+            return []
+        try:
+            return read_latency_record(path)
+        except ValueError as exc:
+            self.log(f"      {exc}")
+            return []
 
     # ------------------------------------------------------------------ helpers on the live sim
     def true_guide_in_reference(self) -> np.ndarray:
@@ -539,22 +558,32 @@ class Demo:
                 status_lat.append(s.received_s - s.sample_s)
                 if s.guard_s > 0:
                     guard_lat.append(s.guard_s - s.sample_s)
+        guard_pub = self._read_latency_record("trajectory_guard")
+        command_pub = self._read_latency_record("arm_guide")
         latency = {
-            # to the status as the recorder (a consumer, in the demo process) receives it: the headline
-            "sample_to_status_p50_ms": percentile_ms(status_lat, 50),
-            "sample_to_status_p99_ms": percentile_ms(status_lat, 99),
-            "sample_to_status_count": len(status_lat),
-            # the same samples as they enter the guard's callback (header.stamp of the status): where the
-            # time goes, tracker + bridge + one DDS hop vs. the way back to a consumer
+            # headline: to the guard status / arm command being published, by the node that makes it (its own
+            # record: sample stamp -> publish() returned, same system clock as the stamps)
+            "sample_to_status_p50_ms": percentile_ms(guard_pub, 50),
+            "sample_to_status_p99_ms": percentile_ms(guard_pub, 99),
+            "sample_to_status_count": len(guard_pub),
+            "sample_to_command_p50_ms": percentile_ms(command_pub, 50),
+            "sample_to_command_p99_ms": percentile_ms(command_pub, 99),
+            "sample_to_command_count": len(command_pub),
+            # the same samples as they enter the guard (header.stamp of the status): where the time goes
             "sample_to_guard_p50_ms": percentile_ms(guard_lat, 50),
             "sample_to_guard_p99_ms": percentile_ms(guard_lat, 99),
+            # as a consumer in the demo process (the recorder) receives them: adds that process's own
+            # delay (it shares its interpreter with MuJoCo and the simulated tracker)
+            "sample_to_status_received_p50_ms": percentile_ms(status_lat, 50),
+            "sample_to_status_received_p99_ms": percentile_ms(status_lat, 99),
+            "sample_to_status_received_count": len(status_lat),
+            "sample_to_command_received_p50_ms": percentile_ms(rec.command_latency_s, 50),
+            "sample_to_command_received_p99_ms": percentile_ms(rec.command_latency_s, 99),
+            "sample_to_command_received_count": len(rec.command_latency_s),
             # the simulator's own lateness: its send() returning vs. the frame's schedule (wake-up, GIL,
             # socket); not part of the figures above, which start at the transmission stamp
             "tracker_send_late_p50_ms": percentile_ms(self.tracker_send_delay_s, 50),
             "tracker_send_late_p99_ms": percentile_ms(self.tracker_send_delay_s, 99),
-            "sample_to_command_p50_ms": percentile_ms(rec.command_latency_s, 50),
-            "sample_to_command_p99_ms": percentile_ms(rec.command_latency_s, 99),
-            "sample_to_command_count": len(rec.command_latency_s),
         }
         report = CaseReport(
             screws=self.results, latency=latency, duration_s=duration_s, faults=self.faults,
@@ -573,7 +602,7 @@ class Demo:
             plots.append(plot_deviation(report, out / "deviation.png"))
         plots.append(plot_guard_states([s.received_s for s in rec.statuses], [s.state for s in rec.statuses],
                                        [s.screw_id for s in rec.statuses], out / "guard_states.png"))
-        plots.append(plot_latency(status_lat, rec.command_latency_s, out / "latency.png"))
+        plots.append(plot_latency(guard_pub, command_pub, out / "latency.png", status_lat, rec.command_latency_s))
         if self.placed:
             plots.append(plot_screw_slices(self.preop_ct, self.plan, self.placed, out / "screws.png"))
         write_report(report, out, plots)

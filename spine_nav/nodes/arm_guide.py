@@ -39,7 +39,9 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
-from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, msg_to_plan, pose_to_matrix_mm, stamp_to_seconds
+from spine_nav.nodes.conversions import (matrix_mm_to_pose_stamped, msg_to_plan, pose_cdr_to_quat_mm,
+                                         quat_mm_to_matrix_mm, stamp_to_seconds)
+from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.nodes.parameters import declare_pose_parameter
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
@@ -71,6 +73,9 @@ class ArmGuideNode(Node):
         command_rate_hz = float(p("command_rate_hz", 250.0).value)
         state_rate_hz = float(p("state_rate_hz", 20.0).value)
         realtime = bool(p("realtime", True).value)
+        self.latency_record_path = str(p("latency_record_path", "").value)
+        #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
+        self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
 
         self.kin = ArmKinematics(load_arm_model())
         self.joint_names = self.kin.arm.joint_names
@@ -88,10 +93,11 @@ class ArmGuideNode(Node):
         self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ScrewPlan, "plan/registered", self.on_plan, PLAN_QOS)
-        self.create_subscription(PoseStamped, "tracking/reference", self.on_reference, SENSOR_QOS)
+        # 1 kHz poses arrive as serialized bytes (spine_nav.nodes.cdr): no Python message built per sample
+        self.create_subscription(PoseStamped, "tracking/reference", self.on_reference, SENSOR_QOS, raw=True)
         self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS)
+        self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS, raw=True)
         # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
         # on an inner node with its own executor thread so joint feedback and tracker samples keep
         # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
@@ -123,29 +129,34 @@ class ArmGuideNode(Node):
         self.plan, self.not_navigable = plan, not_nav
         self.get_logger().info(f"plan: {len(plan)} screws ({len(not_nav)} not navigable)")
 
-    def on_reference(self, msg: PoseStamped) -> None:
+    def _pose(self, data: bytes, topic: str):
+        """Serialized PoseStamped -> (header.stamp, 4x4 mm), or None (logged, throttled) when unusable."""
         try:
-            T = pose_to_matrix_mm(msg.pose)
+            stamp, _frame, q, t_mm = pose_cdr_to_quat_mm(data)
+            return stamp, quat_mm_to_matrix_mm(q, t_mm)
         except ValueError as exc:
-            self.get_logger().warn(f"tracking/reference: bad pose ({exc})", throttle_duration_sec=1.0)
+            self.get_logger().warn(f"{topic}: bad pose ({exc})", throttle_duration_sec=1.0)
+            return None
+
+    def on_reference(self, data: bytes) -> None:
+        pose = self._pose(data, "tracking/reference")
+        if pose is None:
             return
-        t = self._ros_to_mono(msg.header.stamp)
+        stamp, T = pose
+        t = self._ros_to_mono(stamp)
         if self.guide is None:
             self._pending_reference = [(T, t)]
         else:
             self.guide.on_reference(T, t)
             with self._lock:
-                self._new_reference_stamp = msg.header.stamp
+                self._new_reference_stamp = stamp
 
-    def on_arm_marker(self, msg: PoseStamped) -> None:
+    def on_arm_marker(self, data: bytes) -> None:
         if self.guide is None:
             return
-        try:
-            T = pose_to_matrix_mm(msg.pose)
-        except ValueError as exc:
-            self.get_logger().warn(f"tracking/arm_marker: bad pose ({exc})", throttle_duration_sec=1.0)
-            return
-        self.guide.on_arm_marker(T, self._ros_to_mono(msg.header.stamp))
+        pose = self._pose(data, "tracking/arm_marker")
+        if pose is not None:
+            self.guide.on_arm_marker(pose[1], self._ros_to_mono(pose[0]))
 
     def on_guard(self, msg: GuardStatus) -> None:
         if self.guide is not None:
@@ -223,8 +234,7 @@ class ArmGuideNode(Node):
             return
         if self.servo.error is not None:
             self.guide.hold(time.monotonic(), StopCause.CYCLE_WATCHDOG, f"servo thread died: {self.servo.error}")
-        q = self.guide.q_command
-        st = self.guide.state
+        q, holding = self.guide.command  # not .state: that also composes the guide pose (~0.1-0.3 ms here)
         msg = JointTrajectory()
         msg.header.stamp = sample_stamp if sample_stamp is not None else self.get_clock().now().to_msg()
         msg.header.frame_id = "sample" if sample_stamp is not None else ""
@@ -232,9 +242,11 @@ class ArmGuideNode(Node):
         pt = JointTrajectoryPoint(positions=q.tolist())  # position streaming; the servo limits velocity
         pt.time_from_start = Duration(sec=0, nanosec=0)
         msg.points.append(pt)
-        if st.holding:
+        if holding:
             msg.header.frame_id = "hold"
         self.cmd_pub.publish(msg)
+        if sample_stamp is not None:
+            self.latency.add(sample_stamp)
 
     def publish_state(self) -> None:
         if self.guide is None:
@@ -268,6 +280,8 @@ class ArmGuideNode(Node):
 
     def destroy_node(self) -> None:
         self.servo.stop()
+        if self.latency_record_path:
+            self.latency.write(self.latency_record_path)
         self._command_node.destroy()
         super().destroy_node()
 

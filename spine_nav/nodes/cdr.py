@@ -50,9 +50,9 @@ def _tail_struct(n: int) -> struct.Struct:
     return struct.Struct(f"<{n}s{(-(12 + n)) % 8}x7d")
 
 
-def unpack_pose_stamped(data: bytes) -> tuple[float, str, tuple[float, float, float],
+def unpack_pose_stamped(data: bytes) -> tuple[int, int, str, tuple[float, float, float],
                                               tuple[float, float, float, float]]:
-    """Serialized PoseStamped -> (stamp s, frame_id, position m (x, y, z), quaternion (x, y, z, w)).
+    """Serialized PoseStamped -> (stamp sec, stamp nanosec, frame_id, position m (x, y, z), quaternion (x, y, z, w)).
 
     Values are returned as sent (not validated: NaN stays NaN for the consumer's own check).
     Raises ``ValueError`` naming the problem when the bytes are not a PoseStamped.
@@ -62,7 +62,7 @@ def unpack_pose_stamped(data: bytes) -> tuple[float, str, tuple[float, float, fl
         tail = _tail_struct(n) if 0 < n <= 4096 else None
         if tail is not None and len(data) == 16 + tail.size:
             name, px, py, pz, qx, qy, qz, qw = tail.unpack_from(data, 16)
-            return sec + nanosec * 1e-9, name[:-1].decode("utf-8", "replace"), (px, py, pz), (qx, qy, qz, qw)
+            return sec, nanosec, name[:-1].decode("utf-8", "replace"), (px, py, pz), (qx, qy, qz, qw)
     from geometry_msgs.msg import PoseStamped
     from rclpy.serialization import deserialize_message
 
@@ -71,4 +71,4 @@ def unpack_pose_stamped(data: bytes) -> tuple[float, str, tuple[float, float, fl
     except Exception as exc:  # noqa: BLE001 - the rmw's own error types
         raise ValueError(f"not a serialized geometry_msgs/PoseStamped ({len(data)} bytes): {exc}") from None
     p, o, st = msg.pose.position, msg.pose.orientation, msg.header.stamp
-    return st.sec + st.nanosec * 1e-9, msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w)
+    return st.sec, st.nanosec, msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w)

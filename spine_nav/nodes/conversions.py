@@ -4,13 +4,15 @@ This is the only module where millimetres become metres and back.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, Vector3
 
-from spine_nav.geometry import m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat
+from spine_nav.geometry import (QUAT_NORM_TOL, m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat,
+                                transform_to_quat, unit_quat_xyzw_to_rows)
 from spine_nav.geometry.transforms import MM_PER_M
 from spine_nav.nodes.cdr import PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
@@ -80,13 +82,29 @@ def validated_rows_mm_to_pose_cdr(rows_mm: list, stamp_s: float, packer: PoseSta
     return quat_mm_to_pose_cdr(*validated_rows_mm_to_quat_mm(rows_mm), stamp_s, packer)
 
 
-def pose_cdr_to_quat_mm(data: bytes) -> tuple[float, str, tuple[float, float, float, float],
+def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, float, float],
                                               tuple[float, float, float]]:
-    """Serialized PoseStamped (a ``raw=True`` subscription) -> (stamp s, frame_id, quaternion ``xyzw``,
+    """Serialized PoseStamped (a ``raw=True`` subscription) -> (header.stamp, frame_id, quaternion ``xyzw``,
     translation mm), plain floats, NOT validated (as :func:`pose_to_quat_mm`). ValueError on bytes
     that are not a PoseStamped."""
-    stamp_s, frame_id, (px, py, pz), q = unpack_pose_stamped(data)
-    return stamp_s, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
+    sec, nanosec, frame_id, (px, py, pz), q = unpack_pose_stamped(data)
+    return Time(sec=sec, nanosec=nanosec), frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
+
+
+def quat_mm_to_matrix_mm(quat_xyzw, t_mm) -> np.ndarray:
+    """Quaternion ``xyzw`` + translation mm (a PoseStamped's content) -> 4x4 rigid transform (mm), with the
+    checks of :func:`spine_nav.geometry.transform_from_quat` (finite; quaternion norm 1 within
+    ``QUAT_NORM_TOL``, then normalised) in plain floats: ~5 us instead of ~100 us through scipy, for
+    the 1 kHz consumers. Raises ValueError naming the problem."""
+    x, y, z, w = (float(v) for v in quat_xyzw)
+    t0, t1, t2 = (float(v) for v in t_mm)
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    if not math.isfinite(n + t0 + t1 + t2):
+        raise ValueError(f"pose has NaN/inf (quaternion {quat_xyzw}, translation {t_mm} mm)")
+    if abs(n - 1.0) > QUAT_NORM_TOL:
+        raise ValueError(f"quaternion {quat_xyzw} has norm {n:.6g}, not 1 (tolerance {QUAT_NORM_TOL})")
+    r0, r1, r2 = unit_quat_xyzw_to_rows(x / n, y / n, z / n, w / n)
+    return np.array([[*r0, t0], [*r1, t1], [*r2, t2], [0.0, 0.0, 0.0, 1.0]])
 
 
 def pose_to_matrix_mm(pose: Pose) -> np.ndarray:

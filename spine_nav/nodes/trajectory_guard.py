@@ -22,6 +22,8 @@ Parameters: every :class:`spine_nav.guard.GuardConfig` field (same names and uni
     an untracked arm_marker does not; "*" = any tool), topics, ``watchdog_period_ms``,
     ``markers_period_s``, ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be
     changed at run time with ``ros2 param set`` (validated the same way).
+    ``latency_record_path`` (str, "" = none): on shutdown, write the per-sample latency record
+    (:mod:`spine_nav.nodes.latency_record`) there.
     ``tool_in_process`` (bool, default true): when the node is composed in one process with
     ``tracker_bridge`` (``spine-nav up``, :func:`spine_nav.nodes.in_process.link_nodes`), take the tool
     samples straight from the bridge's socket thread instead of over DDS (see :meth:`on_tool_sample`).
@@ -36,8 +38,6 @@ from __future__ import annotations
 import copy
 import functools
 import threading
-import time
-from collections import deque
 from dataclasses import fields
 
 from builtin_interfaces.msg import Duration
@@ -52,8 +52,8 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from spine_nav.guard import GuardConfig, GuardConfigError, GuardState, GuardVerdict, TrajectoryGuard
 from spine_nav.guard.metrics import axis_segment_mm
-from spine_nav.nodes.conversions import (msg_to_plan, point_mm_to_msg, pose_to_quat_mm, seconds_to_stamp,
-                                         stamp_to_seconds)
+from spine_nav.nodes.conversions import msg_to_plan, point_mm_to_msg, pose_cdr_to_quat_mm, seconds_to_stamp
+from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.plan import PlanError
 
@@ -103,7 +103,7 @@ class TrajectoryGuardNode(Node):
             ("health_topic", "tracking/health"), ("plan_topic", "plan/registered"),
             ("status_topic", "guard/status"), ("markers_topic", "guard/markers"),
             ("watchdog_period_ms", 10.0), ("markers_period_s", 0.1), ("diagnostics_period_s", 1.0),
-            ("tool_in_process", True))}
+            ("tool_in_process", True), ("latency_record_path", ""))}
         self.tool_in_process = bool(p["tool_in_process"])
         self.tool_topic = self.resolve_topic_name(p["tool_topic"])
         self._lock = threading.RLock()
@@ -118,17 +118,20 @@ class TrajectoryGuardNode(Node):
         self.requested_screw = p["active_screw_id"]
         self.samples = 0
         self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
-        #: (sample stamp ns, age ns) of recent tool samples; age = status publish() returned (system clock)
-        #: - the sample's header.stamp. The sample->status latency (DDS hop + executor + judging) when the
-        #: tracker stamps with this machine's clock (simulator, PLUS on the same host); what `spine-nav bench
-        #: guard` reports as node latency. (rmw's received_timestamp would isolate the node, but rclpy 7.1's
+        #: per tool sample: (sample stamp ns, age ns), age = status publish() returned (system clock) - the
+        #: sample's header.stamp. The sample->status latency when the tracker stamps with this machine's clock
+        #: (simulator, PLUS on the same host); what `spine-nav bench guard` reports as node latency and the
+        #: demo as sample -> guard status. (rmw's received_timestamp would isolate the node, but rclpy 7.1's
         #: EventsExecutor fails on message-info callbacks: "SystemError: null argument to internal routine".)
-        self.sample_latency_ns: deque[tuple[int, int]] = deque(maxlen=200_000)
+        self.latency = LatencyRecord("trajectory_guard", "tool sample stamp -> guard status publish() returned")
+        self.sample_latency_ns = self.latency.samples
+        self.latency_record_path = str(p["latency_record_path"])
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
         self._corridors = None  # (segments it was built from, corridor Marker, (state, active id) it is coloured for)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.tool_sub = self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS)
+        # serialized bytes (spine_nav.nodes.cdr): no Python message built per 1 kHz sample
+        self.tool_sub = self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS, raw=True)
         self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
         self.create_subscription(ScrewPlan, p["plan_topic"], self.on_plan, PLAN_QOS)
         self.create_service(SelectScrew, "guard/select_screw", self.on_select)
@@ -142,10 +145,14 @@ class TrajectoryGuardNode(Node):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
 
-    def on_tool(self, msg: PoseStamped) -> None:
-        """A tool sample over DDS."""
-        st = msg.header.stamp
-        self.on_tool_sample(st, st.sec + st.nanosec * 1e-9, msg.header.frame_id, *pose_to_quat_mm(msg.pose))
+    def on_tool(self, data: bytes) -> None:
+        """A tool sample over DDS (serialized PoseStamped)."""
+        try:
+            stamp, frame_id, q, t_mm = pose_cdr_to_quat_mm(data)
+        except ValueError as exc:
+            self.get_logger().error(f"{self.tool_topic}: {exc}", throttle_duration_sec=1.0)
+            return
+        self.on_tool_sample(stamp, stamp.sec + stamp.nanosec * 1e-9, frame_id, q, t_mm)
 
     def on_tool_sample(self, stamp, stamp_s: float, frame_id: str, quat_xyzw, t_mm) -> None:
         """Judge one tool sample: ``stamp`` (builtin_interfaces/Time, echoed in the status; None = from
@@ -166,8 +173,12 @@ class TrajectoryGuardNode(Node):
             else:
                 v = self.guard.evaluate_quat(quat_xyzw, t_mm, stamp_s, now_s)  # checks the pose itself
             self.publish_status(v, stamp, now.to_msg())
-            stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-            self.sample_latency_ns.append((stamp_ns, time.time_ns() - stamp_ns))
+            self.latency.add(stamp)
+
+    def destroy_node(self) -> None:
+        if self.latency_record_path:
+            self.latency.write(self.latency_record_path)
+        super().destroy_node()
 
     def take_tool_samples_in_process(self) -> None:
         """Called by :func:`spine_nav.nodes.in_process.link_nodes` once :meth:`on_tool_sample` is fed
@@ -276,14 +287,20 @@ class TrajectoryGuardNode(Node):
             msg.tool_sample_stamp = sample_stamp
         self.status_pub.publish(msg)
 
-    @_locked
     def publish_markers(self) -> None:
         """Planned corridors (one LINE_LIST, a colour per screw) and the tool axis.
 
         The corridor points are built once per plan (building 20 Marker messages each tick took ~2.4 ms
         of the executor thread at 10 Hz, which showed as the guard's p99 latency in `bench guard`);
-        each tick only recolours them by state."""
-        segments = self.guard.selector.segments
+        each tick only recolours them by state. Only the snapshot of the guard's state is taken under
+        the lock: building and publishing the markers must not hold up a tool sample."""
+        with self._lock:
+            segments = self.guard.selector.segments
+            v = self.guard.last_verdict
+            state = v.state if v is not None else GuardState.NO_PLAN
+            active = self.guard.selector.active_id
+            width_m = 2.0 * self.guard.config.violation_lateral_mm / 1000.0  # corridor width, metres
+            tip_axis = self.guard.last_tip_axis
         screws = segments.screws
         stamp = self.get_clock().now().to_msg()
         arr = MarkerArray()
@@ -292,19 +309,16 @@ class TrajectoryGuardNode(Node):
                 mk = self._line_marker("planned_corridors", 0, [p for g in screws for p in (g.entry, g.target)])
                 self._corridors = (segments, mk, None)
             _, mk, coloured_for = self._corridors
-            v = self.guard.last_verdict
-            state = v.state if v is not None else GuardState.NO_PLAN
-            active = self.guard.selector.active_id
             if coloured_for != (state, active):  # recolour only when the state or the active screw changed
                 mk.colors = [c for g in screws for c in 2 * [_colour(STATE_COLOURS[state] if g.screw_id == active
                                                                     else INACTIVE_COLOUR if g.navigable
                                                                     else NOT_NAVIGABLE_COLOUR)]]
                 self._corridors = (segments, mk, (state, active))
-            mk.scale.x = 2.0 * self.guard.config.violation_lateral_mm / 1000.0  # corridor width, metres
+            mk.scale.x = width_m
             mk.header.stamp = stamp
             arr.markers.append(mk)
-        if self.guard.last_tip_axis is not None:
-            back, tip = axis_segment_mm(*self.guard.last_tip_axis, length_mm=150.0)
+        if tip_axis is not None:
+            back, tip = axis_segment_mm(*tip_axis, length_mm=150.0)
             mk = self._line_marker("tool_axis", 0, [back, tip])
             mk.colors = 2 * [_colour((1.0, 1.0, 1.0, 1.0))]
             mk.scale.x = 1.0 / 1000.0
@@ -321,13 +335,11 @@ class TrajectoryGuardNode(Node):
         mk.points = [point_mm_to_msg(p) for p in points_mm]
         return mk
 
-    def _recent_latency_p99_ms(self, n: int = 1000) -> str:
-        recent = sorted(age for _, age in list(self.sample_latency_ns)[-n:])
-        return f"{recent[int(0.99 * (len(recent) - 1))] * 1e-6:.3f}" if recent else ""
-
-    @_locked
     def publish_diagnostics(self) -> None:
-        v = self.guard.last_verdict
+        with self._lock:  # a snapshot; the message is built and published outside the lock
+            v = self.guard.last_verdict
+            samples, active = self.samples, self.guard.selector.active_id or ""
+            n_screws = len(self.guard.selector.segments)
         st = DiagnosticStatus(name="spine_nav/trajectory_guard", hardware_id="trajectory_guard")
         if self.config_error:
             st.level, st.message = DiagnosticStatus.ERROR, self.config_error
@@ -335,11 +347,11 @@ class TrajectoryGuardNode(Node):
             st.level, st.message = DiagnosticStatus.WARN, "no verdict yet"
         else:
             st.level, st.message = DIAG_LEVEL[v.state], f"{v.state.name}: {v.reason}"
-        st.values = [KeyValue(key="samples", value=str(self.samples)),
-                     KeyValue(key="active_screw_id", value=self.guard.selector.active_id or ""),
-                     KeyValue(key="screws", value=str(len(self.guard.selector.segments))),
+        st.values = [KeyValue(key="samples", value=str(samples)),
+                     KeyValue(key="active_screw_id", value=active),
+                     KeyValue(key="screws", value=str(n_screws)),
                      KeyValue(key="sample_age_ms", value=f"{v.sample_age_ms:.3f}" if v else ""),
-                     KeyValue(key="sample_to_status_p99_ms", value=self._recent_latency_p99_ms())]
+                     KeyValue(key="sample_to_status_p99_ms", value=self.latency.recent_p99_ms())]
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = self.get_clock().now().to_msg()
         self.diag_pub.publish(arr)
