@@ -168,3 +168,31 @@ def test_plain_float_quaternion_forms_agree_with_the_checked_ones():
         np.testing.assert_allclose(q, matrix_to_quat(R, order="xyzw"), atol=1e-9)
         np.testing.assert_allclose(unit_quat_xyzw_to_rows(*q), quat_to_matrix(q, order="xyzw"), atol=1e-12)
         np.testing.assert_allclose(unit_quat_xyzw_to_rows(*q), R, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad,kind", [
+    (np.full((4, 4), np.nan), "non-finite"),
+    (np.eye(3), "non-finite"),  # wrong shape
+    (np.diag([1.0, 1.0, 1.0, np.inf]), "non-finite"),
+    (np.diag([2.0, 1.0, 1.0, 1.0]), "non-rigid"),
+    (np.diag([-1.0, 1.0, 1.0, 1.0]), "non-rigid"),  # reflection
+    (np.array([[1.0, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0.5, 1]]), "non-rigid"),  # bottom row
+])
+def test_rigid_rows_refuses_what_validate_transform_refuses(bad, kind):
+    from spine_nav.geometry import NotRigidError, rigid_rows
+
+    with pytest.raises(NotRigidError, match="T_probe") as e:
+        rigid_rows(bad, "T_probe")
+    assert e.value.kind == kind
+    with pytest.raises(ValueError):
+        g.validate_transform(bad, "T_probe")
+
+
+def test_rigid_rows_returns_the_top_rows_of_rigid_transforms():
+    from spine_nav.geometry import rigid_rows
+
+    rng = np.random.default_rng(4)
+    for _ in range(100):
+        T = g.random_transform(rng, max_translation_mm=500.0)
+        assert rigid_rows(T) == T[:3].tolist()
+        assert rigid_rows(T.astype(np.float32).astype(float))  # float32 wire precision is rigid enough

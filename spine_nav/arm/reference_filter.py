@@ -19,8 +19,7 @@ import math
 
 import numpy as np
 
-from spine_nav.geometry import rotation_rows_to_quat_xyzw, unit_quat_xyzw_to_rows
-from spine_nav.tracking.tools import validate_rows
+from spine_nav.geometry import rigid_rows, rotation_rows_to_quat_xyzw, unit_quat_xyzw_to_rows
 
 
 class ReferenceFilter:
@@ -43,7 +42,7 @@ class ReferenceFilter:
         ~360 us here, holding the servo's lock; the rigid check on the 12 floats + quaternion
         normalised lerp (the same as slerp for the tiny steps between samples) take ~30 us."""
         T = np.asarray(T_tracker_reference, dtype=float)
-        rows = validate_rows(T, "T_tracker_reference")
+        rows = rigid_rows(T, "T_tracker_reference")
         if self.T is None or self.stamp_s is None or stamp_s <= self.stamp_s:
             if self.T is None or stamp_s > (self.stamp_s or -np.inf) + 1.0:
                 self.T, self.v_mm_s, self.stamp_s = T.copy(), np.zeros(3), stamp_s

@@ -2,6 +2,8 @@
 from spine_nav.geometry.transforms import (  # noqa: F401
     ORTHONORMAL_TOL,
     QUAT_NORM_TOL,
+    RIGID_ROWS_TOL,
+    NotRigidError,
     angle_between_deg,
     average_transforms,
     compose,
@@ -13,6 +15,7 @@ from spine_nav.geometry.transforms import (  # noqa: F401
     mm_to_m,
     quat_to_matrix,
     random_transform,
+    rigid_rows,
     rotation_rows_to_quat_xyzw,
     rotation_angle_deg,
     transform_difference,

@@ -103,6 +103,43 @@ def is_rigid(T: object, tol: float = ORTHONORMAL_TOL) -> bool:
     return True
 
 
+#: tolerance of :func:`rigid_rows`: float32 matrices from a tracker are orthonormal to ~1e-6; beyond this
+#: a matrix is sheared or scaled
+RIGID_ROWS_TOL = 1e-3
+
+
+class NotRigidError(ValueError):
+    """Raised by :func:`rigid_rows`; ``kind`` is ``"non-finite"`` or ``"non-rigid"``."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def rigid_rows(m: np.ndarray, name: str = "transform", tol: float = RIGID_ROWS_TOL) -> list[list[float]]:
+    """The checks of :func:`validate_transform` (finite; orthonormal rotation, det > 0; bottom row
+    0 0 0 1) on a float 4x4 ndarray in plain Python floats, returning its first three rows as lists.
+
+    For the 1 kHz paths (tracker bridge, the arm's reference filter): numpy calls on 4x4 arrays cost
+    ~10x more there. Raises :class:`NotRigidError` naming ``name``."""
+    if m.shape != (4, 4):
+        raise NotRigidError("non-finite", f"{name} has shape {m.shape}, expected (4, 4)")
+    rows = m.tolist()
+    (a00, a01, a02, _), (a10, a11, a12, _), (a20, a21, a22, _), bottom = rows
+    if not math.isfinite(sum(rows[0]) + sum(rows[1]) + sum(rows[2]) + sum(bottom)):  # NaN/inf propagate
+        raise NotRigidError("non-finite", f"{name} has NaN/inf")
+    ortho = max(abs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), abs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
+                abs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), abs(a00 * a01 + a10 * a11 + a20 * a21),
+                abs(a00 * a02 + a10 * a12 + a20 * a22), abs(a01 * a02 + a11 * a12 + a21 * a22))
+    det = (a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02))
+    b = max(abs(bottom[0]), abs(bottom[1]), abs(bottom[2]), abs(bottom[3] - 1.0))
+    if ortho > tol or b > tol or det <= 0:
+        raise NotRigidError("non-rigid", f"{name}: rotation not orthonormal (|R^T R - I| = {ortho:.2g}), "
+                                         f"det {det:.3g}, bottom row {bottom}")
+    del rows[3]
+    return rows
+
+
 def validate_points(points: object, name: str = "points") -> np.ndarray:
     """Return an (N, 3) float array of finite points, or raise ValueError.
 

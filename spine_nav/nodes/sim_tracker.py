@@ -21,7 +21,7 @@ from __future__ import annotations
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
-from spine_nav.nodes.conversions import pose_to_matrix_mm
+from spine_nav.nodes.conversions import pose_to_quat_mm, quat_mm_to_matrix_mm
 from spine_nav.nodes.parameters import declare_pose_parameter
 from spine_nav.nodes.qos import SENSOR_QOS
 from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, default_T_tracker_reference, parse_occlusions
@@ -54,7 +54,7 @@ class SimTrackerNode(Node):
 
     def _on_tool_pose(self, msg: PoseStamped) -> None:
         try:
-            self.server.model.set_tool_pose_mm(pose_to_matrix_mm(msg.pose))
+            self.server.model.set_tool_pose_mm(quat_mm_to_matrix_mm(*pose_to_quat_mm(msg.pose)))
         except ValueError as exc:
             self.get_logger().error(f"{msg.header.frame_id} tool pose ignored: {exc}")
 

@@ -14,17 +14,14 @@ never published.
 """
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from spine_nav.geometry import make_transform
+from spine_nav.geometry import RIGID_ROWS_TOL, NotRigidError, make_transform, rigid_rows
 from spine_nav.tracking.codec import MalformedMessage
 
-#: float32 matrices from a tracker are orthonormal to ~1e-6; anything beyond this is a shear/scale.
-POSE_RIGID_TOL = 1e-3
 
 
 def tooltip_transform(tip_offset_mm, shaft_direction=None) -> np.ndarray:
@@ -64,16 +61,14 @@ class ToolDefinition:
 
 # Hot path note: spine_nav.geometry.compose/invert re-validate every operand (scipy/numpy checks,
 # measured 0.1-0.4 ms per sample on these loaded 2-core machines), which alone would exceed the
-# bridge's 0.2 ms p50 latency budget. Wire poses are validated exactly once here (same checks and
-# meaning as geometry.validate_transform, float32 tolerance) and then composed in plain floats with
-# the closed-form rigid inverse below. Off the hot path the geometry module is used.
-_I3 = np.eye(3)
+# bridge's 0.2 ms p50 latency budget. Wire poses are validated exactly once here (geometry.rigid_rows:
+# the checks of validate_transform at float32 tolerance, in plain floats) and then composed in plain
+# floats with the closed-form rigid inverse below. Off the hot path the geometry module is used.
+_MALFORMED_KIND = {"non-finite": "non-finite pose", "non-rigid": "non-rigid pose"}
 
 
 def validate_pose(matrix: np.ndarray, device: str) -> np.ndarray:
-    """Finite, rigid 4x4 (mm) or :class:`MalformedMessage` (kind ``non-finite pose`` / ``non-rigid pose``).
-
-    Plain-Python arithmetic on the 16 floats (numpy calls on 4x4 arrays cost ~10x more here)."""
+    """Finite, rigid 4x4 (mm) or :class:`MalformedMessage` (kind ``non-finite pose`` / ``non-rigid pose``)."""
     m = np.asarray(matrix, dtype=float)
     validate_rows(m, device)
     return m
@@ -81,22 +76,10 @@ def validate_pose(matrix: np.ndarray, device: str) -> np.ndarray:
 
 def validate_rows(m: np.ndarray, device: str) -> list[list[float]]:
     """:func:`validate_pose` of a float ndarray; returns its first three rows as lists (hot path)."""
-    if m.shape != (4, 4):
-        raise MalformedMessage("non-finite pose", f"{device!r} matrix has shape {m.shape}")
-    rows = m.tolist()
-    (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23), bottom = rows
-    if not math.isfinite(sum(rows[0]) + sum(rows[1]) + sum(rows[2]) + sum(bottom)):  # NaN/inf propagate
-        raise MalformedMessage("non-finite pose", f"{device!r} matrix has NaN/inf")
-    ortho = max(abs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), abs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
-                abs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), abs(a00 * a01 + a10 * a11 + a20 * a21),
-                abs(a00 * a02 + a10 * a12 + a20 * a22), abs(a01 * a02 + a11 * a12 + a21 * a22))
-    det = (a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02))
-    b = max(abs(bottom[0]), abs(bottom[1]), abs(bottom[2]), abs(bottom[3] - 1.0))
-    if ortho > POSE_RIGID_TOL or b > POSE_RIGID_TOL or det <= 0:
-        raise MalformedMessage("non-rigid pose", f"{device!r}: rotation not orthonormal (|R^T R - I| = {ortho:.2g}), "
-                                                 f"det {det:.3g}, bottom row {bottom}")
-    del rows[3]
-    return rows
+    try:
+        return rigid_rows(m, f"{device!r} matrix")
+    except NotRigidError as exc:
+        raise MalformedMessage(_MALFORMED_KIND[exc.kind], str(exc)) from None
 
 
 def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> list[list[float]]:
