@@ -13,9 +13,9 @@ for every tool-tip pose of both streams. Baseline ``pyigtl``: pyigtl 0.3.4 ``Ope
 the same 1 kHz TRANSFORM stream, polled every 0.5 ms with ``get_latest_messages()``:
 ``delivered_rate_hz`` = distinct StylusToTracker samples surfaced per second; ``latency_p99_ms`` =
 sender's header time -> surfaced (one way; same clock, same host; pyigtl gives no socket receive time).
-``details`` has the counts per stream and the same latency for the ``reference`` poses (published as
-they arrive; only the arm marker waits for the end of its ``recv()`` chunk). No subscriber runs in the
-bench process (it would compete for the GIL).
+``details`` has the counts per stream and the same latency for the ``reference`` poses (the bridge
+publishes a frame's tool tip first and its reference once the ``recv()`` chunk is handled). No
+subscriber runs in the bench process (it would compete for the GIL).
 """
 from __future__ import annotations
 

@@ -68,7 +68,9 @@ class DemoConfig:
     voxel_mm: float | None = None          # phantom resolution (None: phantom defaults)
     cbct_voxel_mm: float | None = None
     tracker_rate_hz: float = 100.0
-    rt_priority: int = 20                  # SCHED_FIFO for the navigation and arm processes (0: normal)
+    rt_priority: int = 30                  # SCHED_FIFO for the navigation and arm processes (0: normal)
+    sim_rt_priority: int = 20              # SCHED_FIFO for the simulators and recorder: below the stack, so a
+                                           # busy simulator thread never keeps a stack thread off a core
     drill_speed_mm_s: float = 12.0
     final_speed_mm_s: float = 2.0          # for the last 6 mm (guard's remaining depth)
     reinsert_speed_mm_s: float = 40.0      # back down an already drilled hole after a pause
@@ -265,9 +267,9 @@ class Demo:
                  NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
                  NodeProcess("registration", ["registration"], args, logs / "registration.log")]
         try:
-            with realtime_threads(rt) as sched, \
+            with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
-                self.log(f"      stack processes and simulators: {sched}")
+                self.log(f"      stack processes: SCHED_FIFO {rt} when permitted; simulators and recorder: {sched}")
                 self.sim_arm = stack.nodes["sim_arm"]
                 self.tracker_model = stack.nodes["sim_tracker"].model
                 self.tracker_send_delay_s = stack.nodes["sim_tracker"].server.send_delay_s

@@ -95,7 +95,7 @@ class TrackerBridgeNode(Node):
                 noise_mm=float(p["reference_noise_mm"]), noise_deg=float(p["reference_noise_deg"]),
                 max_speed_mm_s=float(p["reference_max_speed_mm_s"])))
         self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump,
-                               defer_kinds=frozenset({"arm_marker"}))
+                               defer_kinds=frozenset({"reference", "arm_marker"}))
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         self.tool_tip_topic = self.pubs["tool_tip"].topic_name

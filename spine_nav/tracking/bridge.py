@@ -32,10 +32,11 @@ STATUS_METADATA_KEYS = ("TransformStatus", "Status")
 
 class BridgeCore:
     """See the module doc. ``defer_kinds``: output kinds held back until :meth:`flush` (called by the
-    transport when a ``recv()`` chunk has been handled), so outputs nobody waits for (the node defers
-    ``arm_marker``, a registration check) do not delay the tool tip of the same tracker frame; the
-    deferred poses wait at most for the rest of their chunk. The reference is not deferred: the arm
-    guide answers every reference sample (measured in `spine-nav bench bridge` and the demo report)."""
+    transport when a ``recv()`` chunk has been handled), so the guard-critical ``tool_tip`` of a tracker
+    frame is published before the frame's ``reference`` / ``arm_marker`` poses that arrived ahead of it;
+    the deferred poses wait at most for the rest of their chunk. Measured in `spine-nav bench bridge`
+    (tool tip p50 0.15 ms deferred vs 0.19 ms in arrival order; the reference then follows ~50 us
+    later, well inside the arm command's budget in the demo report)."""
 
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
                  on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
