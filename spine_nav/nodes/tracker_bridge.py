@@ -10,7 +10,9 @@ Parameters (config/nodes.yaml):
         ``spine-nav calibrate pivot``); shaft_direction (float[3], empty = along the tip offset).
     max_skew_ms (float): largest |tool - reference| tracker-time difference used in a composition.
     timeout_ms, timeout_periods (float): watchdog (TRACKING_LOST when the last sample is older than
-        max(timeout_ms, timeout_periods x measured period)); health_period_ms (float).
+        max(timeout_ms, timeout_periods x measured period)); health_period_ms (float): how often the
+        watchdog is judged (a change is published at once); health_publish_period_ms (float): how often
+        every tool's health is published even without a change (monitors, late joiners).
     reference_jump_check (bool), reference_jump_mm, reference_jump_deg, reference_noise_mm,
         reference_noise_deg, reference_max_speed_mm_s (float): bumped-reference detection
         (:mod:`spine_nav.tracking.reference_jump`): a step between consecutive reference samples
@@ -25,7 +27,7 @@ Parameters (config/nodes.yaml):
 Publishes ``tracking/tool_tip`` (PoseStamped, frame Reference, T_reference_tooltip),
 ``tracking/reference`` and ``tracking/arm_marker`` (frame Tracker), all SENSOR_QOS with
 header.stamp = the OpenIGTLink message's own timestamp; ``tracking/health`` (ToolHealth per tool,
-on every state change and every health_period_ms); ``/diagnostics`` (1 Hz). Service
+on every state change and every health_publish_period_ms); ``/diagnostics`` (1 Hz). Service
 ``tracking/reset_reference`` (std_srvs/Trigger): release a bumped-reference latch (after re-registration).
 
 Poses are published straight from the socket reader thread (no queue, no drop); this is safe with
@@ -72,7 +74,7 @@ class TrackerBridgeNode(Node):
             ("arm_marker_device", "ArmMarkerToTracker"), ("tool_name", "stylus"), ("tool_device", "StylusToTracker"),
             ("tool_tip_device", "StylusTipToReference"), ("tip_offset_mm", [0.0, 0.0, 150.0]),
             ("shaft_direction", [0.0, 0.0, 0.0]), ("max_skew_ms", 2.0), ("timeout_ms", 50.0),
-            ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("console_port", 0), ("console_rate_hz", 30.0),
+            ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("health_publish_period_ms", 100.0), ("console_port", 0), ("console_rate_hz", 30.0),
             ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES), ("reference_jump_check", True),
             ("reference_jump_mm", 1.0), ("reference_jump_deg", 0.5), ("reference_noise_mm", 0.25),
             ("reference_noise_deg", 0.1), ("reference_max_speed_mm_s", 5.0)]}
@@ -126,6 +128,10 @@ class TrackerBridgeNode(Node):
             threading.Thread(target=self._console_sender, name="console-out", daemon=True).start()
             self.create_subscription(ScrewPlan, "plan/registered", self._on_plan, PLAN_QOS)
             self.create_subscription(GuardStatus, "guard/status", self._on_guard, STATUS_QOS)
+        # judged every health_period_ms, but three ToolHealth messages cost ~0.2 ms of the interpreter that the
+        # tracker socket thread shares: unchanged health goes out only every health_publish_period_ms
+        self._health_every = max(1, round(float(p["health_publish_period_ms"]) / float(p["health_period_ms"])))
+        self._health_ticks = 0
         self.create_timer(float(p["health_period_ms"]) * 1e-3, self._publish_health)
         self.create_timer(1.0, self._publish_diagnostics)
         on_msg = lambda msg, t_ns, conn: self.core.handle(msg, t_ns, conn.peer)  # noqa: E731
@@ -195,7 +201,11 @@ class TrackerBridgeNode(Node):
 
     # ------------------------------------------------------------------ watchdog
     def _publish_health(self) -> None:
+        self._health_ticks += 1
+        periodic = self._health_ticks % self._health_every == 0
         for h in self.core.check():
+            if not (periodic or h.changed):
+                continue
             msg = ToolHealth(tool=h.tool, device=h.device, state=h.state, reason=h.reason, visible=h.visible,
                              sample_age_ms=float(min(h.sample_age_ms, 1e9)), rate_hz=float(h.rate_hz),
                              samples_received=h.samples_received, samples_rejected=h.samples_rejected)
