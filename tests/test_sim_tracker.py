@@ -92,3 +92,33 @@ def test_server_tdata_after_stt_and_status_for_occluded_tool():
         status = [g for g in got if g.type == "STATUS"]
     assert "TDATA" in types  # (a TRANSFORM or two may precede STT_TDATA)
     assert status and status[0].device == "StylusToTracker" and status[0].status_code == codec.STATUS_NOT_PRESENT
+
+
+def test_server_stamp_at_send_is_the_transmission_time_and_lateness_is_recorded():
+    import time
+
+    m = _model(rate_hz=200.0, noise_mm=0.0)
+    sim = SimTrackerServer(m, port=0, stamp_at_send=True).start()
+    got, lock = [], threading.Lock()
+
+    def on_msg(msg, _t, _c):
+        with lock:
+            got.append((msg, time.time()))
+
+    client = IgtlClient("127.0.0.1", sim.port, on_msg).start()
+    try:
+        assert wait_until(lambda: len(got) >= 100, timeout_s=10)
+    finally:
+        client.close()
+        sim.close()
+    with lock:
+        pairs = list(got)
+    frames = {}
+    for msg, received in pairs:
+        frames.setdefault(msg.timestamp_s, []).append((msg.device, received))
+    stamps = sorted(frames)
+    assert np.all(np.diff(stamps) > 0)  # one stamp per frame, increasing
+    for t in stamps:  # every message of a frame carries its transmission time, received just after it
+        assert {d for d, _ in frames[t]} == {"ReferenceToTracker", "StylusToTracker"}
+        assert all(0.0 <= r - t < 0.5 for _, r in frames[t])
+    assert len(sim.send_delay_s) >= len(stamps) - 1 and min(sim.send_delay_s) >= 0.0

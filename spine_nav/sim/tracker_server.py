@@ -59,8 +59,8 @@ class SimTrackerServer:
         self.port = self.server.port
         self.samples_sent = 0
         self.late_samples = 0
-        #: per sample sent: time.time() when the last peer's send() returned minus the sample's stamp (s);
-        #: the part of an end-to-end latency that is the simulator's own (wake-up, GIL, socket write)
+        #: per sample sent: when the last peer's send() returned minus the frame's scheduled time (s, both on
+        #: the monotonic clock): the simulator's own lateness (wake-up, GIL, socket write)
         self.send_delay_s: deque[float] = deque(maxlen=1_000_000)
         self._tdata_peers: set[IgtlConnection] = set()
         self._lock = threading.Lock()
@@ -99,7 +99,8 @@ class SimTrackerServer:
             deadline = t_start + k * period
             delay = deadline - time.monotonic()
             if delay > 0:
-                self._stop.wait(delay)
+                if self._stop.wait(delay):
+                    break  # closing: the frame is not due yet
             elif delay < -period:
                 self.late_samples += 1
             k += 1
@@ -111,7 +112,7 @@ class SimTrackerServer:
                     codec.restamp(buf, t_send)
             for conn in peers:
                 conn.send(packed[conn in tdata_peers])
-            self.send_delay_s.append(time.time() - frame.timestamp_s)
+            self.send_delay_s.append(time.monotonic() - deadline)
             self.samples_sent += 1
 
     def close(self) -> None:
