@@ -173,6 +173,7 @@ def test_plain_float_quaternion_forms_agree_with_the_checked_ones():
 @pytest.mark.parametrize("bad,kind", [
     (np.full((4, 4), np.nan), "non-finite"),
     (np.eye(3), "non-finite"),  # wrong shape
+    ([[1.0, 0.0], [0.0, 1.0]], "non-finite"),  # not 4x4, as a list
     (np.diag([1.0, 1.0, 1.0, np.inf]), "non-finite"),
     (np.diag([2.0, 1.0, 1.0, 1.0]), "non-rigid"),
     (np.diag([-1.0, 1.0, 1.0, 1.0]), "non-rigid"),  # reflection
@@ -196,3 +197,16 @@ def test_rigid_rows_returns_the_top_rows_of_rigid_transforms():
         T = g.random_transform(rng, max_translation_mm=500.0)
         assert rigid_rows(T) == T[:3].tolist()
         assert rigid_rows(T.astype(np.float32).astype(float))  # float32 wire precision is rigid enough
+
+
+def test_unit_quat_xyzw_checks_like_transform_from_quat():
+    from spine_nav.geometry import unit_quat_xyzw
+
+    for bad, match in (((0, 0, 0, 1.01), "norm 1.010000"), ((0, 0, float("nan"), 1), "non-finite"),
+                       ((0, 0, 0, 0), "norm 0.000000"), ((0, 0, 1), "4 numbers"), ("abcd", "4 numbers")):
+        with pytest.raises(ValueError, match=match):
+            unit_quat_xyzw(bad, "q_probe")
+        with pytest.raises(ValueError):
+            g.transform_from_quat(bad, (0, 0, 0), order="xyzw")
+    q = unit_quat_xyzw((0.0, 0.0, 0.6, 0.8004))
+    assert abs(sum(v * v for v in q) - 1.0) < 1e-12

@@ -23,6 +23,7 @@ from spine_nav.geometry.transforms import (  # noqa: F401
     transform_from_quat,
     transform_points,
     transform_to_quat,
+    unit_quat_xyzw,
     unit_quat_xyzw_to_rows,
     validate_points,
     validate_rotation,

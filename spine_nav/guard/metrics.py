@@ -55,7 +55,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from spine_nav.geometry import ORTHONORMAL_TOL, QUAT_NORM_TOL, angle_between_deg
+from spine_nav.geometry import ORTHONORMAL_TOL, NotRigidError, angle_between_deg, rigid_rows, unit_quat_xyzw
 from spine_nav.plan import Screw
 
 #: |a . d| below this counts as "tool axis parallel to the entry plane".
@@ -159,54 +159,31 @@ class PoseError(ValueError):
 
 
 def tip_and_axis(T_reference_tooltip: object, tol: float = ORTHONORMAL_TOL) -> tuple[Vec3, Vec3]:
-    """Tip position (mm) and unit tool axis (z column) from a 4x4 pose, after checking it.
-
-    Same checks as :func:`spine_nav.geometry.validate_transform` (finite, 4x4, bottom row
-    [0,0,0,1], orthonormal proper rotation within ``tol``) but in plain floats: the numpy
-    version costs ~15 us, more than the whole evaluation budget (20 us). A test checks
-    both agree. Raises :class:`PoseError` naming the failed check.
-    """
+    """Tip position (mm) and unit tool axis (z column) from a 4x4 pose, after checking it with
+    :func:`spine_nav.geometry.rigid_rows` at ``tol`` (the checks of ``validate_transform`` in plain
+    floats: the numpy version costs ~15 us, more than the whole evaluation budget of 20 us).
+    Raises :class:`PoseError` naming the failed check."""
     try:
-        rows = T_reference_tooltip.tolist() if hasattr(T_reference_tooltip, "tolist") else T_reference_tooltip
-        (r00, r01, r02, tx), (r10, r11, r12, ty), (r20, r21, r22, tz), (b0, b1, b2, b3) = rows  # type: ignore[misc]
-        # One sum propagates any NaN/inf (inf - inf is NaN too): a single finiteness test.
-        total = r00 + r01 + r02 + tx + r10 + r11 + r12 + ty + r20 + r21 + r22 + tz + b0 + b1 + b2 + b3
-    except (TypeError, ValueError):
-        raise PoseError("tool pose: expected a 4x4 matrix of numbers") from None
-    if not math.isfinite(total):
-        raise PoseError("tool pose: contains non-finite values (NaN or inf)")
-    if abs(b0) > tol or abs(b1) > tol or abs(b2) > tol or abs(b3 - 1.0) > tol:
-        raise PoseError(f"tool pose: bottom row must be [0, 0, 0, 1], got {[b0, b1, b2, b3]}")
-    err = max(abs(r00 * r00 + r10 * r10 + r20 * r20 - 1.0), abs(r01 * r01 + r11 * r11 + r21 * r21 - 1.0),
-              abs(r02 * r02 + r12 * r12 + r22 * r22 - 1.0), abs(r00 * r01 + r10 * r11 + r20 * r21),
-              abs(r00 * r02 + r10 * r12 + r20 * r22), abs(r01 * r02 + r11 * r12 + r21 * r22))
-    if err > tol:
-        raise PoseError(f"tool pose: rotation is not orthonormal (max |R^T R - I| = {err:.3g} > {tol:.1g})")
-    # det R = c0 . (c1 x c2) with columns c0=(r00,r10,r20), c1=(r01,r11,r21), c2=(r02,r12,r22)
-    det = (r00 * (r11 * r22 - r21 * r12) + r10 * (r21 * r02 - r01 * r22) + r20 * (r01 * r12 - r11 * r02))
-    if det < 0.0:
-        raise PoseError(f"tool pose: rotation has det = {det:.4f} (a reflection, expected +1)")
-    return (tx, ty, tz), (r02, r12, r22)
+        (r0, r1, r2) = rigid_rows(T_reference_tooltip, "tool pose", tol)
+    except NotRigidError as exc:
+        raise PoseError(str(exc)) from None
+    return (r0[3], r1[3], r2[3]), (r0[2], r1[2], r2[2])
 
 
 def tip_and_axis_from_quat(q_xyzw: Sequence[float], t_mm: Sequence[float]) -> tuple[Vec3, Vec3]:
-    """Tip (mm) and unit tool axis from a quaternion (order ``xyzw``) and translation, checked.
-
-    Same rules as :func:`spine_nav.geometry.transform_from_quat` (finite; norm within
-    :data:`spine_nav.geometry.QUAT_NORM_TOL` of 1, then renormalised) in plain floats: the scipy path costs
-    ~100 us per sample, this ~1 us. The axis is the third column of the rotation matrix,
-    ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``. A test checks both agree.
-    """
+    """Tip (mm) and unit tool axis from a quaternion (order ``xyzw``) and translation, checked with
+    :func:`spine_nav.geometry.unit_quat_xyzw` (the rules of ``transform_from_quat`` in plain floats:
+    the scipy path costs ~100 us per sample, this ~1 us). The axis is the third column of the
+    rotation matrix, ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``."""
     try:
-        x, y, z, w = q_xyzw
         px, py, pz = t_mm
-        total = x + y + z + w + px + py + pz
+        total = float(px + py + pz)
     except (TypeError, ValueError):
-        raise PoseError("tool pose: expected a quaternion (4 numbers) and a translation (3 numbers)") from None
+        raise PoseError(f"tool pose: expected a translation of 3 numbers, got {t_mm!r}") from None
     if not math.isfinite(total):
         raise PoseError("tool pose: contains non-finite values (NaN or inf)")
-    norm = math.sqrt(x * x + y * y + z * z + w * w)
-    if abs(norm - 1.0) > QUAT_NORM_TOL:
-        raise PoseError(f"tool pose: quaternion norm {norm:.6f} is not 1 (order xyzw)")
-    x, y, z, w = x / norm, y / norm, z / norm, w / norm
+    try:
+        x, y, z, w = unit_quat_xyzw(q_xyzw, "tool pose quaternion")
+    except ValueError as exc:
+        raise PoseError(str(exc)) from None
     return (px, py, pz), (2.0 * (x * z + w * y), 2.0 * (y * z - w * x), 1.0 - 2.0 * (x * x + y * y))

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from spine_nav.geometry import RIGID_ROWS_TOL, NotRigidError, make_transform, rigid_rows
+from spine_nav.geometry import NotRigidError, make_transform, rigid_rows
 from spine_nav.tracking.codec import MalformedMessage
 
 
