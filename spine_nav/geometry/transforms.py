@@ -179,14 +179,19 @@ def validate_points(points: object, name: str = "points") -> np.ndarray:
     return arr
 
 
-def validate_vector3(v: object, name: str = "vector") -> np.ndarray:
-    """Return a finite float vector of shape (3,), or raise ValueError."""
+def _validate_vector(v: object, name: str, n: int) -> np.ndarray:
+    """Return a finite float vector of shape (n,), or raise ValueError naming ``name``."""
     arr = _as_float_array(v, name)
-    if arr.shape != (3,):
-        raise ValueError(f"{name}: expected 3 values, got shape {arr.shape}")
+    if arr.shape != (n,):
+        raise ValueError(f"{name}: expected {n} values, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
     return arr
+
+
+def validate_vector3(v: object, name: str = "vector") -> np.ndarray:
+    """Return a finite float vector of shape (3,), or raise ValueError."""
+    return _validate_vector(v, name, 3)
 
 
 def make_transform(rotation: object = None, translation_mm: object = None) -> np.ndarray:
@@ -310,12 +315,7 @@ def matrix_to_quat(R: object, order: QuatOrder) -> np.ndarray:
 
 def validate_vector4(v: object, name: str) -> np.ndarray:
     """Return a finite float vector of shape (4,), or raise ValueError."""
-    arr = _as_float_array(v, name)
-    if arr.shape != (4,):
-        raise ValueError(f"{name}: expected 4 values, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
-    return arr
+    return _validate_vector(v, name, 4)
 
 
 def transform_from_quat(q: object, translation_mm: object, order: QuatOrder) -> np.ndarray:
