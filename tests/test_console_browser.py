@@ -33,6 +33,7 @@ class Stack:
         self.feeder, self.screw = feeder, screw
         self.sample = None  # (T_mm, state, values); state None: publish the tool only (a real guard judges it)
         self.last_guard = None
+        self.health_on = True  # off while a real tracker_bridge is the tracking/health source
         self._run = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -53,7 +54,8 @@ class Stack:
         while not self._stop.is_set():
             if i % 10 == 0:  # the slower streams, at 10 Hz like the stack's watchdog / arm / registration
                 self.feeder.level("L4", True, 0.93, 0.41)
-                self.feeder.health("stylus", self._run.is_set(), 100.0 if self._run.is_set() else 0.0)
+                if self.health_on:
+                    self.feeder.health("stylus", self._run.is_set(), 100.0 if self._run.is_set() else 0.0)
                 self.feeder.arm("TRACKING", self.screw.id)
             i += 1
             if self._run.is_set() and self.sample is not None:
@@ -297,13 +299,16 @@ def _write_recording(path: Path, screw, t0_s: float, rate_hz: float = 100.0) -> 
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_page_follows_a_replayed_recording_through_bridge_and_guard(console, tmp_path):
+def test_page_follows_a_replayed_recording_through_bridge_and_guard(console, tmp_path, monkeypatch):
     """`spine-nav replay` (OpenIGTLink over TCP) -> tracker_bridge -> trajectory_guard -> console -> page."""
     from spine_nav.nodes.runner import ComposedStack
 
     b, stack, screw = console["browser"], console["stack"], console["plan"].screws[0]
     stack.pause()
     assert wait_until(lambda: _band(b) == "STALE", timeout_s=10), _band(b)
+    # one tracking/health source per tool, as in a real stack: the bridge below, not the feeder (whose
+    # "stylus not visible" at 10 Hz would otherwise contradict the bridge's health to the real guard)
+    monkeypatch.setattr(stack, "health_on", False)  # restored after the test
     port = free_tcp_port()
     rec = tmp_path / "case.jsonl"
     # the recording keeps its tracker timestamps, so the replayed samples are seconds old when judged
