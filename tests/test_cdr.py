@@ -14,8 +14,8 @@ from rclpy.serialization import deserialize_message, serialize_message
 
 from spine_nav.geometry import quat_to_matrix
 from spine_nav.nodes.cdr import PoseStampedPacker, unpack_pose_stamped
-from spine_nav.nodes.conversions import (matrix_mm_to_pose_stamped, pose_cdr_to_quat_mm,
-                                         validated_rows_mm_to_pose_cdr)
+from spine_nav.nodes.conversions import (matrix_mm_to_pose_stamped, pose_cdr_to_quat_mm, quat_mm_to_pose_cdr,
+                                         validated_rows_mm_to_quat_mm)
 from tests.helpers import wait_until
 
 FRAMES = ["", "R", "Reference", "Tracker", "abcdefg", "abcdefgh", "Ümlaut_frame"]
@@ -80,7 +80,7 @@ def test_rows_mm_to_cdr_matches_the_checked_conversion():
         T = np.eye(4)
         T[:3, :3] = quat_to_matrix(q, order="xyzw")
         T[:3, 3] = rng.uniform(-500, 500, 3)
-        data = validated_rows_mm_to_pose_cdr(T[:3].tolist(), 12.5, packer)
+        data = quat_mm_to_pose_cdr(*validated_rows_mm_to_quat_mm(T[:3].tolist()), 12.5, packer)  # the bridge's path
         ref = matrix_mm_to_pose_stamped(T, "Reference", 12.5)
         got = deserialize_message(data, PoseStamped)
         a = [ref.pose.position.x, ref.pose.position.y, ref.pose.position.z]

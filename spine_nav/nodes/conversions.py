@@ -38,21 +38,21 @@ def matrix_mm_to_pose(T_mm: np.ndarray) -> Pose:
                 orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
 
 
-def validated_matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s: float,
-                                        out: PoseStamped | None = None) -> PoseStamped:
+def validated_rows_mm_to_quat_mm(rows_mm: list) -> tuple[tuple[float, float, float, float], tuple[float, float, float]]:
+    """First three rows (lists of 4 floats, mm) of a transform ALREADY validated as rigid -> (quaternion
+    ``xyzw``, translation mm) in plain floats: the form PoseStamped carries (before mm -> m)."""
+    return rotation_rows_to_quat_xyzw(rows_mm), (rows_mm[0][3], rows_mm[1][3], rows_mm[2][3])
+
+
+def validated_matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s: float) -> PoseStamped:
     """Hot-path variant of :func:`matrix_mm_to_pose_stamped` for a matrix ALREADY validated as rigid
-    (e.g. by ``spine_nav.tracking.tools.validate_pose``): quaternion (xyzw) by Shepperd's method in plain
+    (e.g. by ``spine_nav.geometry.rigid_rows``): quaternion (xyzw) by Shepperd's method in plain
     Python floats, no scipy and no re-validation. Measured here: ~0.65 ms for the checked version vs a few
-    tens of us for this one on a loaded 2-core machine; the tracker bridge publishes up to 2-3 poses per
-    1 kHz sample. Same frames, units (mm -> m) and quaternion convention."""
-    rows = T_mm[:3].tolist()
-    x, y, z, w = rotation_rows_to_quat_xyzw(rows)
-    t0, t1, t2 = rows[0][3], rows[1][3], rows[2][3]
-    # fields set in place (building Pose/Point/Quaternion objects costs ~3x more); ``out``: a message to reuse
-    # (safe when the caller publishes it before the next call from the same thread: publish() serialises)
-    msg = PoseStamped() if out is None else out
-    if msg.header.frame_id != frame_id:
-        msg.header.frame_id = frame_id
+    tens of us for this one on a loaded 2-core machine. Same frames, units (mm -> m) and quaternion convention."""
+    (x, y, z, w), (t0, t1, t2) = validated_rows_mm_to_quat_mm(T_mm[:3].tolist())
+    # fields set in place (building Pose/Point/Quaternion objects costs ~3x more)
+    msg = PoseStamped()
+    msg.header.frame_id = frame_id
     ns = int(round(stamp_s * NS_PER_S))
     msg.header.stamp.sec, msg.header.stamp.nanosec = ns // NS_PER_S, ns % NS_PER_S
     k = float(mm_to_m(1.0))
@@ -62,24 +62,12 @@ def validated_matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s
     return msg
 
 
-def validated_rows_mm_to_quat_mm(rows_mm: list) -> tuple[tuple[float, float, float, float], tuple[float, float, float]]:
-    """First three rows (lists of 4 floats, mm) of a transform ALREADY validated as rigid -> (quaternion
-    ``xyzw``, translation mm) in plain floats: the form PoseStamped carries (before mm -> m)."""
-    return rotation_rows_to_quat_xyzw(rows_mm), (rows_mm[0][3], rows_mm[1][3], rows_mm[2][3])
-
-
 def quat_mm_to_pose_cdr(quat_xyzw, t_mm, stamp_s: float, packer: PoseStampedPacker) -> bytes:
     """(quaternion ``xyzw``, translation mm) -> serialized PoseStamped bytes (metres), frame and stamp
     as the packer and ``stamp_s`` say; publish them with ``publisher.publish(data)``. ~3 us instead of
     ~25 us for filling and publishing a PoseStamped (see :mod:`spine_nav.nodes.cdr`)."""
     k = 1.0 / MM_PER_M
     return packer.pack(stamp_s, (t_mm[0] * k, t_mm[1] * k, t_mm[2] * k), quat_xyzw)
-
-
-def validated_rows_mm_to_pose_cdr(rows_mm: list, stamp_s: float, packer: PoseStampedPacker) -> bytes:
-    """The serialized-bytes form of :func:`validated_matrix_mm_to_pose_stamped` for a transform given as
-    its first three rows (lists of 4 floats, mm), ALREADY validated as rigid."""
-    return quat_mm_to_pose_cdr(*validated_rows_mm_to_quat_mm(rows_mm), stamp_s, packer)
 
 
 def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, float, float],

@@ -23,7 +23,6 @@ from spine_nav.geometry import NotRigidError, make_transform, rigid_rows
 from spine_nav.tracking.codec import MalformedMessage
 
 
-
 def tooltip_transform(tip_offset_mm, shaft_direction=None) -> np.ndarray:
     """``T_tool_tooltip``: origin at ``tip_offset_mm`` (Tool frame), +z along ``shaft_direction``.
 
