@@ -193,7 +193,7 @@ def test_guard_node_end_to_end(guard_stack, ros_context):
     assert corridor.points[1].z == pytest.approx(0.040)  # target 40 mm -> 0.040 m
     assert any(s.name == "spine_nav/trajectory_guard" for a in d.diags for s in a.status)
     # The node timed its own samples (sample stamp -> status published): one per judged sample, plausible values.
-    lat_ms = [age * 1e-6 for _, age in node.sample_latency_ns]
+    lat_ms = [age * 1e-6 for _, age in node.latency.samples]
     assert len(lat_ms) >= 20 + 5 and all(0.0 < v < 1000.0 for v in lat_ms)
     diag = [s for a in d.diags for s in a.status if s.name == "spine_nav/trajectory_guard"][-1]
     assert float({kv.key: kv.value for kv in diag.values}["sample_to_status_p99_ms"]) > 0.0

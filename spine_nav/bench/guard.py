@@ -157,7 +157,7 @@ def serve(executor: str, latency_out: str) -> int:
         freeze_startup_objects()
         while not stop["flag"]:
             time.sleep(0.1)
-        pairs = np.array(list(stack.nodes["trajectory_guard"].sample_latency_ns), dtype=np.int64).reshape(-1, 2)
+        pairs = np.array(list(stack.nodes["trajectory_guard"].latency.samples), dtype=np.int64).reshape(-1, 2)
     np.save(latency_out, pairs)
     return 0
 

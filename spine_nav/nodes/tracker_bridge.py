@@ -105,7 +105,7 @@ class TrackerBridgeNode(Node):
         self._packers = {kind: PoseStampedPacker(frame) for kind, frame in FRAMES.items()}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        #: (receive perf_counter_ns, publish perf_counter_ns) of the last tool-tip publications (bench, diagnostics)
+        #: socket receive -> publish() returned (perf_counter ns) of the last tool-tip publications (bench)
         self.latency_ns: deque[int] = deque(maxlen=200_000)
         self.reference_latency_ns: deque[int] = deque(maxlen=200_000)  # the same for reference poses
         self.published = {kind: 0 for kind in FRAMES}

@@ -118,13 +118,13 @@ class TrajectoryGuardNode(Node):
         self.requested_screw = p["active_screw_id"]
         self.samples = 0
         self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
-        #: per tool sample: (sample stamp ns, age ns), age = status publish() returned (system clock) - the
-        #: sample's header.stamp. The sample->status latency when the tracker stamps with this machine's clock
-        #: (simulator, PLUS on the same host); what `spine-nav bench guard` reports as node latency and the
-        #: demo as sample -> guard status. (rmw's received_timestamp would isolate the node, but rclpy 7.1's
-        #: EventsExecutor fails on message-info callbacks: "SystemError: null argument to internal routine".)
+        #: per tool sample (latency.samples): (sample stamp ns, age ns), age = status publish() returned
+        #: (system clock) - the sample's header.stamp. The sample->status latency when the tracker stamps
+        #: with this machine's clock (simulator, PLUS on the same host); what `spine-nav bench guard` reports
+        #: as node latency and the demo as sample -> guard status. (rmw's received_timestamp would isolate
+        #: the node, but rclpy 7.1's EventsExecutor fails on message-info callbacks: "SystemError: null
+        #: argument to internal routine".)
         self.latency = LatencyRecord("trajectory_guard", "tool sample stamp -> guard status publish() returned")
-        self.sample_latency_ns = self.latency.samples
         self.latency_record_path = str(p["latency_record_path"])
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], 10)
