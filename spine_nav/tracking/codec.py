@@ -421,7 +421,8 @@ def encode_stp_tdata(device: str = "", timestamp_s: float | None = None) -> byte
 
 
 _STAMP = struct.Struct(">II")
-_STAMP_OFFSET = 34  # version H, type 12s, device 20s
+_STAMP_OFFSET = struct.calcsize(">H12s20s")    # in _HEADER: version, type, device, then sec, frac
+_SIZE_OFFSET = struct.calcsize(">H12s20sII")   # ... then body size
 _SIZE = struct.Struct(">Q")
 
 
@@ -433,7 +434,7 @@ def restamp(packed: bytearray, timestamp_s: float) -> bytearray:
     off = 0
     while off + HEADER_SIZE <= len(packed):
         _STAMP.pack_into(packed, off + _STAMP_OFFSET, sec, frac)
-        off += HEADER_SIZE + _SIZE.unpack_from(packed, off + 42)[0]
+        off += HEADER_SIZE + _SIZE.unpack_from(packed, off + _SIZE_OFFSET)[0]
     if off != len(packed):
         raise ValueError(f"restamp: {len(packed)} bytes are not whole messages (stopped at {off})")
     return packed
