@@ -139,7 +139,7 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
     for key, label in paths.items():
         if report.latency.get(f"sample_to_{key}_p50_ms") is None and key not in ("status", "command"):
             continue
-        count = report.latency.get(f"sample_to_{key}_count", report.latency.get("sample_to_status_count", 0))
+        count = report.latency.get(f"sample_to_{key}_count", 0)
         lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
                      f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | {count} |")
     if report.latency.get("tracker_send_late_p50_ms") is not None:

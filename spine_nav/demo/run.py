@@ -574,6 +574,7 @@ class Demo:
             # the same samples as they enter the guard (header.stamp of the status): where the time goes
             "sample_to_guard_p50_ms": percentile_ms(guard_lat, 50),
             "sample_to_guard_p99_ms": percentile_ms(guard_lat, 99),
+            "sample_to_guard_count": len(guard_lat),
             # as a consumer in the demo process (the recorder) receives them: adds that process's own
             # delay (it shares its interpreter with MuJoCo and the simulated tracker)
             "sample_to_status_received_p50_ms": percentile_ms(status_lat, 50),
