@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+from spine_nav.tracking.transport import free_tcp_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -92,11 +93,7 @@ class ConsoleProcess:
 
     def __init__(self, case_dir: str | Path, port: int | None = None, env: dict | None = None,
                  ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0) -> None:
-        if port is None:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-        self.port = int(port)
+        self.port = int(port) if port is not None else free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.stop_timeout_s = stop_timeout_s
         self.proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(self.port),

@@ -32,6 +32,7 @@ import numpy as np
 from spine_nav.demo.placement import placement_error
 from spine_nav.demo.report import CaseReport, FaultResult, ScrewResult, percentile_ms, summary_table, write_report
 from spine_nav.geometry import invert, make_transform, transform_points
+from spine_nav.tracking.transport import free_tcp_port
 
 Log = Callable[[str], None]
 LUMBAR = ("L1", "L2", "L3", "L4", "L5")
@@ -252,7 +253,7 @@ class Demo:
         t_start = time.monotonic()
         self.prepare_case()
         self.calibrate_arm()
-        port = _free_port()
+        port = free_tcp_port()
         params_file = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
         args = self.stack_args(port)
         logs = self.cfg.out_dir / "logs"
@@ -632,14 +633,6 @@ def _state_changes(statuses) -> list[dict]:
             out.append({"t_s": s.received_s, "state": s.state, "reason": s.reason})
             last = s.state
     return out
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_demo(cfg: DemoConfig, log: Log) -> CaseReport:

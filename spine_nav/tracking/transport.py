@@ -22,6 +22,13 @@ from typing import Callable
 from spine_nav.tracking.codec import DEFAULT_MAX_BODY_BYTES, DecodeError, IgtlMessage, StreamDecoder
 
 DEFAULT_PORT = 18944
+
+
+def free_tcp_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on ``host`` that is free right now (for servers that tests, benches and the demo start)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
 log = logging.getLogger("spine_nav.tracking")
 
 #: on_message(message, receive time perf_counter_ns, connection)
