@@ -23,7 +23,7 @@ Sketch (plane of the planned line and the tip)::
           C = axis crosses the entry plane                  |      advances along a to depth L)
           entry_offset = |C - E|                            predicted_tip_error = |Q - T|
 
-Definitions (written once, here; the README repeats them):
+Definitions (written once, here; docs/guard.md repeats them):
 
 * ``depth_mm = (p - E) . d``: tip progression along the planned direction from the entry
   point, negative before the entry plane.

@@ -5,7 +5,7 @@ Subscribes to the stack's topics, turns each message into the console's JSON-rea
 sink — normally :meth:`spine_nav.console.ConsoleServer.publish`, which pushes it to every page.
 Page requests (next/previous screw) become calls of the guard's ``guard/select_screw`` service.
 
-Topics (relative names, see README "ROS topic contract"):
+Topics (relative names, see README "ROS 2 surface"):
     plan/registered (ScrewPlan, PLAN_QOS), tracking/tool_tip (PoseStamped, SENSOR_QOS),
     guard/status (GuardStatus, STATUS_QOS), arm/state (ArmState), tracking/health (ToolHealth),
     registration/levels (LevelRegistration), /diagnostics (DiagnosticArray).

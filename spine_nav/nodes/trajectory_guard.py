@@ -1,6 +1,6 @@
 """Node `trajectory_guard`: the live check of the tool against the planned screws.
 
-Subscribes (relative names, see the topic contract in the README):
+Subscribes (relative names, see README "ROS 2 surface"):
     ``tracking/tool_tip``  geometry_msgs/PoseStamped, frame ``Reference``: T_reference_tooltip (m),
                            header.stamp = the tracker's sample time (SENSOR_QOS).
     ``tracking/health``    spine_nav_interfaces/ToolHealth: STATE_TRACKING_LOST or visible=false
