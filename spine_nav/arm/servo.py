@@ -1,6 +1,6 @@
 """The 1 kHz servo thread: absolute-deadline sleep, SCHED_FIFO + mlockall when permitted.
 
-Measured on these machines (design.md): absolute-deadline sleep p99 lateness 155-312 us, with
+Measured on these machines (docs/platform-notes.md): absolute-deadline sleep p99 lateness 155-312 us, with
 timer slack 1 ns 93-269 us, with SCHED_FIFO + mlockall 61 us. Never busy-wait under SCHED_FIFO
 (kernel RT throttling stalls ~50 ms): every cycle sleeps until its deadline.
 """

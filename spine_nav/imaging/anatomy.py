@@ -9,7 +9,8 @@ is written here with numpy because no maintained library offers anatomical
 SDFs; everything is vectorised over point arrays so a whole volume renders in
 seconds (see ``spine-nav bench phantom``).
 
-Per-level sizes follow ../shared/clinical-notes.md: pedicle transverse width
+Per-level sizes follow adult lumbar morphometry (clinical literature summarised in
+docs/phantom.md): pedicle transverse width
 8 mm (L1) to 18 mm (L5), medial angulation ~10 deg (L1) to ~27 deg (L5).
 """
 from __future__ import annotations

@@ -17,7 +17,7 @@ Long-running work: a registration takes seconds, and this node may share an exec
 guard and the tracker bridge (``spine-nav up``). The service therefore lives on a small inner
 node (``registration_service``) spun by its OWN SingleThreadedExecutor in a dedicated thread;
 a registration blocks only that thread, and everything it publishes is published from that
-spinning thread (the pattern design.md found safe with rclpy). Requests are served one at a
+spinning thread (the pattern docs/platform-notes.md found safe with rclpy). Requests are served one at a
 time (a second request waits for the first).
 
 Parameters: ``method`` (small_gicp | open3d), ``num_threads``, ``bone_threshold_hu``, and every

@@ -3,7 +3,7 @@
 All transforms are ``T_target_source`` (source = preop points in PreopCT mm, target = CBCT
 points in Reference mm). Libraries do the work: open3d (FPFH features, RANSAC, generalized
 ICP) and small_gicp (GICP, faster here and unbiased on partial posterior views, see
-/work/shared/design.md and ``spine-nav bench registration``).
+docs/platform-notes.md and ``spine-nav bench registration``).
 """
 from __future__ import annotations
 
