@@ -235,3 +235,34 @@ def check_params(p: RodParams) -> None:
         raise RodError(f"max_bend_deg: {p.max_bend_deg:g} is outside 0.5-90 deg")
     if not (0.0 <= p.overhang_mm <= 100.0):
         raise RodError(f"overhang_mm: {p.overhang_mm:g} is outside 0-100 mm")
+
+
+@dataclass
+class RodSet:
+    """The rods of one case: {side: Rod} plus sides left without a rod and why."""
+
+    rods: dict[str, Rod]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.skipped.values()) + [w for r in self.rods.values() for w in r.warnings]
+
+
+def design_rods(seats_by_side: dict[str, list[Seat]], sides: Sequence[str], stock: RodStock,
+                params: RodParams = RodParams()) -> RodSet:
+    """Rods for ``sides``. With both sides asked for, a side with < 2 seats is skipped with a warning
+    (a unilateral construct); asked for alone, it is a RodError. Every other problem is a RodError."""
+    check_params(params)
+    rods: dict[str, Rod] = {}
+    skipped: dict[str, str] = {}
+    for side in sides:
+        seats = seats_by_side.get(side, [])
+        if len(seats) < 2 and len(sides) > 1:
+            names = ", ".join(s.screw_id for s in seats) or "no screws"
+            skipped[side] = f"{side}: no rod, a rod needs at least two seats ({names})"
+            continue
+        rods[side] = design_rod(seats, stock, params)
+    if not rods:
+        raise RodError("; ".join(skipped.values()) or "no side to build a rod for")
+    return RodSet(rods, skipped)
