@@ -113,7 +113,7 @@ def _min_spacing(vertices: np.ndarray) -> float:
     return float(inner.min()) if len(inner) else float("inf")
 
 
-def _station_spacing(contour: Contour, p: RodParams) -> float:
+def station_spacing(contour: Contour, p: RodParams) -> float:
     s = np.linspace(0.0, contour.length_mm, max(int(contour.length_mm * 2), 50))
     kmax = float(np.max(contour.curvature(s)))
     lo = p.min_bend_spacing_mm + SPACING_MARGIN_MM
@@ -126,7 +126,7 @@ def _station_spacing(contour: Contour, p: RodParams) -> float:
 def fit_bend_points(contour: Contour, p: RodParams) -> np.ndarray:
     """Polyline (N+1, 3) of rod ends and bend points: equal stations, seats put on it by least squares."""
     L = contour.length_mm
-    n = max(1, int(math.floor(L / _station_spacing(contour, p))))
+    n = max(1, int(math.floor(L / station_spacing(contour, p))))
     h = L / n
     sig = np.arange(n + 1) * h
     C = contour.point(sig)
