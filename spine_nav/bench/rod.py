@@ -16,6 +16,7 @@ the least-squares seat fit (what the fit buys).
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -53,12 +54,18 @@ def perturb(screws, rng: np.random.Generator):
     return out
 
 
-def phantom_cases(seeds, placed: bool = True):
-    """(seed, screws) per seed: the phantom plan, perturbed when ``placed`` (rng seeded [seed, 22])."""
+@functools.lru_cache(maxsize=64)
+def phantom_plan(seed: int) -> tuple:
+    """The screws of ``spine-nav phantom --seed SEED``'s plan.json (geometry only, no volumes)."""
     from spine_nav.imaging.phantom import case_geometry, plan_screws
 
+    return tuple(plan_screws(case_geometry(seed)[0]))
+
+
+def phantom_cases(seeds, placed: bool = True):
+    """(seed, screws) per seed: the phantom plan, perturbed when ``placed`` (rng seeded [seed, 22])."""
     for seed in seeds:
-        screws = plan_screws(case_geometry(seed)[0])
+        screws = list(phantom_plan(int(seed)))
         yield seed, (perturb(screws, np.random.default_rng([seed, 22])) if placed else screws)
 
 
