@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="polyaxial head angulation, half cone (default %(default)g)")
     p.add_argument("--springback-deg", type=float, default=None,
                    help="calibrated springback per bend (default: the material model)")
-    p.add_argument("--ct", help="CT volume to draw behind the rods (default: preop_ct.nii.gz next to --plan)")
+    p.add_argument("--ct", help="CT volume to draw behind the rods (default: preop_ct.nii.gz next to --plan, or case/ next to --report)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an earlier result in --out")
     p.add_argument("--json", action="store_true", help="print rods.json on stdout")
@@ -87,7 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.force:
         return fail(f"{existing[0]}: an earlier result is there; refusing to overwrite (pass --force)")
     ct = None
-    ct_path = Path(args.ct) if args.ct else (Path(args.plan).parent / "preop_ct.nii.gz" if args.plan else None)
+    if args.ct:
+        ct_path = Path(args.ct)
+    else:  # a case folder's CT: next to its plan, or the demo's copy of the case next to its report
+        ct_path = Path(args.plan).parent / "preop_ct.nii.gz" if args.plan else \
+            Path(args.report).parent / "case" / "preop_ct.nii.gz"
     if ct_path is not None and ct_path.exists():
         from spine_nav.imaging.volume_io import load_volume
 
