@@ -244,3 +244,18 @@ def test_perturbed_screws_stay_close_to_the_plan():
     moved = perturb(planned, np.random.default_rng(0))
     dev = [np.linalg.norm(a.entry_mm - b.entry_mm) for a, b in zip(planned, moved)]
     assert 0.0 < max(dev) < 3.0
+
+
+def test_demo_report_with_one_screw_per_side_records_why_there_is_no_rod(tmp_path):
+    from types import SimpleNamespace
+
+    from spine_nav.demo.rods import case_rods, rods_section
+
+    _, planned = next(phantom_cases([1], placed=False))
+    plan = Plan(tuple(planned))
+    l4 = [s for s in planned if s.level == "L4"]
+    rods = case_rods(plan, {s.id: (s.target_mm, s.direction) for s in l4},
+                     [SimpleNamespace(id=s.id, status="placed") for s in l4], tmp_path)
+    assert "at least two seats" in rods["error"] and "L4_left" in rods["error"]
+    assert len(rods["placed_screws"]) == 2 and not (tmp_path / "rods").exists()
+    assert any("No rod" in line for line in rods_section(rods))
