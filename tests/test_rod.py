@@ -148,11 +148,32 @@ def test_rods_json_alone_rebuilds_the_rod(tmp_path):
 
 
 def test_stl_tube_has_the_rod_radius():
-    V = np.array([[0, 0, 0], [0, 0, 20], [0, 3, 40.0]])
+    V = np.array([[0, 0, 0], [0, 0, 20], [0, 3, 40.0], [0, 6, 60.0], [4, 6, 80]])  # incl. a straight joint
     tri = tube_mesh(V, 2.75, sides=16)
-    assert tri.shape == (2 * 16 * 2 + 2 * 16, 3, 3)
-    pts = tri.reshape(-1, 3)
-    assert point_to_polyline(pts, V)[0].max() < 2.75 * 1.01
+    assert tri.shape == (4 * 16 * 2 + 2 * 16, 3, 3)
+    dist = point_to_polyline(tri.reshape(-1, 3), V)[0]
+    ring = dist[dist > 1e-9]
+    assert ring.min() > 2.75 * 0.99 and ring.max() < 2.75 * 1.01
+    # closed surface: every edge is shared by exactly two triangles
+    from collections import Counter
+
+    key = lambda p: tuple(np.round(p, 6))  # noqa: E731
+    edges = Counter(frozenset((key(t[i]), key(t[(i + 1) % 3]))) for t in tri for i in range(3))
+    assert set(edges.values()) == {2}
+
+
+def test_rod_core_does_not_import_ros():
+    import ast
+    from pathlib import Path
+
+    import spine_nav.rod
+
+    for path in Path(spine_nav.rod.__file__).parent.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(m.split(".")[0] in {"rclpy", "spine_nav_interfaces"} or m.startswith("spine_nav.nodes")
+                           for m in mods), path
 
 
 # ---- the demo report hook ---------------------------------------------------------------------------

@@ -71,12 +71,10 @@ def phantom_cases(seeds, placed: bool = True):
 
 def _chord_gap(rod) -> float:
     from spine_nav.rod.bending import point_to_polyline
-    from spine_nav.rod.design import station_spacing
+    from spine_nav.rod.design import stations
 
     c = rod.contour
-    n = max(1, int(c.length_mm // station_spacing(c, rod.params)))
-    P = c.point(np.linspace(0.0, c.length_mm, n + 1))
-    return float(np.max(point_to_polyline(c.seats_mm, P)[0]))
+    return float(np.max(point_to_polyline(c.seats_mm, c.point(stations(c, rod.params)))[0]))
 
 
 def run(args: argparse.Namespace) -> BenchResult:

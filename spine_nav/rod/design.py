@@ -3,11 +3,15 @@
 Bend points (the polyline the bender makes): stations at equal arc length ``h`` along the contour,
 with ``h`` the largest of ``min_bend_spacing_mm`` (+ :data:`SPACING_MARGIN_MM`) and the smallest of
 (a) the spacing at which the contour's sharpest curvature needs :data:`BEND_USE` of ``max_bend_deg``,
-(b) the spacing whose chord sag ``h^2 k / 8`` is :data:`SAG_TOL_MM`, (c) :data:`MAX_SPACING_MM`. The
+(b) the spacing whose chord sag ``h^2 k / 8`` is :data:`SAG_TOL_MM`, (c) :data:`MAX_SPACING_MM`, (d) the
+closest two seats along the rod (so a segment holds at most one seat: two segments with two seats
+each could not share their bend point); the number of segments is rounded down (fewest bends)
+unless that puts two seats in one segment. The
 station points are then moved, by linear least squares, so that every seat lies on the polyline
 (seat rows weighted :data:`SEAT_WEIGHT`) while the polyline keeps the contour's second differences
 (bend sizes, weight 1) and position (weight :data:`POSITION_WEIGHT`). Bends under
-:data:`MERGE_BEND_DEG` are dropped (their points removed). These constants are design choices
+:data:`MERGE_BEND_DEG` are dropped (their points removed) where the seats stay within
+:data:`MERGE_GAP_MM` of the polyline. These constants are design choices
 checked on phantom seeds 0-9 (tests/test_rod.py) and reported on fresh seeds (``spine-nav bench rod``).
 
 Checks (each a warning naming the screws, with the amount): a bend above ``max_bend_deg``, bend
@@ -40,6 +44,7 @@ MAX_SPACING_MM = 25.0
 SEAT_WEIGHT = 100.0
 POSITION_WEIGHT = 0.05
 MERGE_BEND_DEG = 0.05
+MERGE_GAP_MM = 0.01
 
 
 @dataclass(frozen=True)
@@ -117,18 +122,29 @@ def station_spacing(contour: Contour, p: RodParams) -> float:
     s = np.linspace(0.0, contour.length_mm, max(int(contour.length_mm * 2), 50))
     kmax = float(np.max(contour.curvature(s)))
     lo = p.min_bend_spacing_mm + SPACING_MARGIN_MM
-    if kmax < 1e-9:
-        return max(lo, MAX_SPACING_MM)
-    h = min(BEND_USE * math.radians(p.max_bend_deg) / kmax, math.sqrt(8.0 * SAG_TOL_MM / kmax), MAX_SPACING_MM)
+    h = min(MAX_SPACING_MM, float(np.min(np.diff(contour.seat_s))))  # at most one seat inside a segment
+    if kmax > 1e-9:
+        h = min(h, BEND_USE * math.radians(p.max_bend_deg) / kmax, math.sqrt(8.0 * SAG_TOL_MM / kmax))
     return max(lo, h)
+
+
+def stations(contour: Contour, p: RodParams) -> np.ndarray:
+    """Arc lengths (N+1,) of the rod ends and the bend points before the seat fit (see module doc)."""
+    L = contour.length_mm
+    h_target = station_spacing(contour, p)
+    n = max(1, int(math.floor(L / h_target)))  # fewest bends for the spacing ...
+    seat_gap = float(np.min(np.diff(contour.seat_s)))
+    if L / n > seat_gap:  # ... unless a segment would then hold two seats
+        n = int(math.ceil(L / seat_gap - 1e-9))
+    if L / n < p.min_bend_spacing_mm + SPACING_MARGIN_MM:  # never closer than the spacing (+ margin)
+        n = max(1, int(math.floor(L / (p.min_bend_spacing_mm + SPACING_MARGIN_MM))))
+    return np.arange(n + 1) * (L / n)
 
 
 def fit_bend_points(contour: Contour, p: RodParams) -> np.ndarray:
     """Polyline (N+1, 3) of rod ends and bend points: equal stations, seats put on it by least squares."""
-    L = contour.length_mm
-    n = max(1, int(math.floor(L / station_spacing(contour, p))))
-    h = L / n
-    sig = np.arange(n + 1) * h
+    sig = stations(contour, p)
+    n, h = len(sig) - 1, float(sig[1])
     C = contour.point(sig)
     rows, rhs = [], []
     for s_seat, S in zip(contour.seat_s, contour.seats_mm):
@@ -149,7 +165,7 @@ def fit_bend_points(contour: Contour, p: RodParams) -> np.ndarray:
         rows.append(row)
         rhs.append(C[i - 1] - 2 * C[i] + C[i + 1])
     P = np.linalg.lstsq(np.array(rows), np.array(rhs), rcond=None)[0]
-    return _merge_straight(P)
+    return _merge_straight(P, contour.seats_mm)
 
 
 def _bend_angles(P: np.ndarray) -> np.ndarray:
@@ -159,15 +175,21 @@ def _bend_angles(P: np.ndarray) -> np.ndarray:
     return np.degrees(np.arccos(c))
 
 
-def _merge_straight(P: np.ndarray) -> np.ndarray:
-    P = list(P)
+def _merge_straight(P: np.ndarray, seats: np.ndarray) -> np.ndarray:
+    """Drop bend points whose bend is under MERGE_BEND_DEG while the seats stay within MERGE_GAP_MM."""
+    P = np.asarray(P)
     while len(P) > 2:
-        ang = _bend_angles(np.array(P))
-        i = int(np.argmin(ang))
-        if ang[i] >= MERGE_BEND_DEG:
-            break
-        del P[i + 1]
-    return np.array(P)
+        ang = _bend_angles(P)
+        for i in np.argsort(ang):
+            if ang[i] >= MERGE_BEND_DEG:
+                return P
+            Q = np.delete(P, i + 1, axis=0)
+            if point_to_polyline(seats, Q)[0].max() <= MERGE_GAP_MM:
+                P = Q
+                break
+        else:
+            return P
+    return P
 
 
 def _between(seats: Sequence[Seat], contour: Contour, s: float) -> str:

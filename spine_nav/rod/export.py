@@ -173,16 +173,13 @@ def tube_mesh(vertices: np.ndarray, radius_mm: float, sides: int = 24) -> np.nda
     for i in range(len(P)):
         din = d[max(i - 1, 0)]
         dout = d[min(i, len(d) - 1)]
-        if i > 0 and i < len(P) - 1:  # parallel transport of u onto the outgoing segment
-            axis = np.cross(din, dout)
-            if np.linalg.norm(axis) > 1e-12:
-                axis /= np.linalg.norm(axis)
-                c = float(np.clip(din @ dout, -1, 1))
-                s = float(np.sqrt(max(0.0, 1 - c * c)))
-                u_in = u
-                u = u * c + np.cross(axis, u) * s + axis * (axis @ u) * (1 - c)
-        else:
-            u_in = u
+        u_in = u
+        axis = np.cross(din, dout)
+        if np.linalg.norm(axis) > 1e-12:  # parallel transport of u onto the outgoing segment
+            axis /= np.linalg.norm(axis)
+            c = float(np.clip(din @ dout, -1, 1))
+            s = float(np.sqrt(max(0.0, 1 - c * c)))
+            u = u * c + np.cross(axis, u) * s + axis * (axis @ u) * (1 - c)
         v = np.cross(din, u_in)
         ring = P[i] + radius_mm * (np.outer(np.cos(ang), u_in) + np.outer(np.sin(ang), v))
         m = din + dout
