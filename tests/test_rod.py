@@ -280,3 +280,13 @@ def test_demo_report_with_one_screw_per_side_records_why_there_is_no_rod(tmp_pat
     assert "at least two seats" in rods["error"] and "L4_left" in rods["error"]
     assert len(rods["placed_screws"]) == 2 and not (tmp_path / "rods").exists()
     assert any("No rod" in line for line in rods_section(rods))
+
+
+def test_closely_spaced_nearly_straight_seats_keep_every_seat_on_the_rod():
+    # 7 seats 16 mm apart with a 2 mm wiggle: the straight-rod spacing (25 mm) would put two seats in one
+    # segment, and two such segments cannot share a bend point
+    z = -16.0 * np.arange(7)
+    screws = [_screw(f"T{i + 6}_left", f"T{i + 6}", "left", [20 + 2.2 * math.sin(2 * math.pi * zz / 254), 30, zz])
+              for i, zz in enumerate(z)]
+    rod = design_rods(seats_by_side(screws), ("left",), TI).rods["left"]
+    assert rod.max_seat_gap_mm < 0.01 and not rod.warnings
