@@ -219,6 +219,8 @@ def test_fewer_than_two_seats_names_the_screws():
     both = seats_by_side(_line(1) + _line(3, side="right"))
     rods = design_rods(both, ("left", "right"), TI)  # both sides asked for: skipped with a warning
     assert set(rods.rods) == {"right"} and "L1_left" in rods.skipped["left"]
+    with pytest.raises(RodError, match=r"^left: a rod needs at least two seats, got 0 \(no screws\)"):
+        design_rods(seats_by_side(_line(3, side="right")), ("left",), TI)
 
 
 def test_seats_out_of_order_or_too_close_name_the_screws():

@@ -87,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if existing and not args.force:
         return fail(f"{existing[0]}: an earlier result is there; refusing to overwrite (pass --force)")
     ct = None
+    if args.ct and not Path(args.ct).is_file():
+        return fail(f"--ct {args.ct}: file not found")
     if args.ct:
         ct_path = Path(args.ct)
     else:  # a case folder's CT: next to its plan, or the demo's copy of the case next to its report

@@ -280,8 +280,10 @@ def design_rods(seats_by_side: dict[str, list[Seat]], sides: Sequence[str], stoc
     skipped: dict[str, str] = {}
     for side in sides:
         seats = seats_by_side.get(side, [])
-        if len(seats) < 2 and len(sides) > 1:
+        if len(seats) < 2:
             names = ", ".join(s.screw_id for s in seats) or "no screws"
+            if len(sides) == 1:
+                raise RodError(f"{side}: a rod needs at least two seats, got {len(seats)} ({names})")
             skipped[side] = f"{side}: no rod, a rod needs at least two seats ({names})"
             continue
         rods[side] = design_rod(seats, stock, params)
