@@ -14,7 +14,7 @@ from spine_nav.plan import Plan, Screw
 from spine_nav.plan.io import save_plan
 from spine_nav.rod import RodError
 from spine_nav.rod.bending import Step, point_to_polyline, simulate, steps_from_polyline
-from spine_nav.rod.design import RodParams, design_rod, design_rods
+from spine_nav.rod.design import design_rod, design_rods
 from spine_nav.rod.export import tube_mesh
 from spine_nav.rod.seats import check_seats, seat_of, seats_by_side
 from spine_nav.rod.springback import MATERIALS, rod_stock

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="polyaxial head angulation, half cone (default %(default)g)")
     p.add_argument("--springback-deg", type=float, default=None,
                    help="calibrated springback per bend (default: the material model)")
-    p.add_argument("--ct", help="CT volume to draw behind the rods (default: preop_ct.nii.gz next to --plan, or case/ next to --report)")
+    p.add_argument("--ct", help="CT volume to draw behind the rods "
+                                "(default: preop_ct.nii.gz next to --plan, or in case/ next to --report)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="overwrite an earlier result in --out")
     p.add_argument("--json", action="store_true", help="print rods.json on stdout")
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
         print_json(doc)
     else:
         for side, r in doc["sides"].items():
-            print(f"{side:5s} rod: cut {r['cut_length_mm']:.0f} mm, {r['bends']} bends (max {r['max_bend_deg']:.1f} deg), "
-                  f"max seat gap {r['max_seat_gap_mm']:.3f} mm")
+            print(f"{side:5s} rod: cut {r['cut_length_mm']:.0f} mm, {r['bends']} bends "
+                  f"(max {r['max_bend_deg']:.1f} deg), max seat gap {r['max_seat_gap_mm']:.3f} mm")
         for k, pth in paths.items():
             print(f"{k:11s} {pth}")
     for w in rods.warnings:

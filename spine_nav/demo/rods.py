@@ -18,7 +18,8 @@ from spine_nav.plan import Plan, Screw
 MATERIAL, DIAMETER_MM = "ti", 5.5
 
 
-def placed_screws(plan: Plan, placed: Mapping[str, tuple[np.ndarray, np.ndarray]], results: Sequence[Any]) -> list[Screw]:
+def placed_screws(plan: Plan, placed: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  results: Sequence[Any]) -> list[Screw]:
     """Screws as placed (status ``placed``), in the plan's frame."""
     out = []
     for r in results:

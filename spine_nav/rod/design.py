@@ -235,7 +235,8 @@ def design_rod(seats: Sequence[Seat], stock: RodStock, params: RodParams = RodPa
             r = 0.5 * (seglen[i] + seglen[i + 1]) / math.radians(b)
             if r < stock.min_bend_radius_mm:
                 warnings.append(f"{side} bend {i + 1} {where}: radius {r:.0f} mm is tighter than the "
-                                f"{stock.material.key} {stock.diameter_mm:g} mm minimum {stock.min_bend_radius_mm:.0f} mm "
+                                f"{stock.material.key} {stock.diameter_mm:g} mm minimum "
+                                f"{stock.min_bend_radius_mm:.0f} mm "
                                 f"(by {stock.min_bend_radius_mm - r:.0f} mm)")
     for i in range(1, len(seglen) - 1):
         if seglen[i] < params.min_bend_spacing_mm - 1e-6:
