@@ -4,7 +4,7 @@ Cases: the phantom's plan (``plan_screws(case_geometry(seed))``, exactly ``spine
 plan.json) for each seed of ``--seeds`` (default 10-29: fresh seeds; seeds 0-9 are the ones the
 design constants were checked on in tests/test_rod.py). "Placed" screws are the planned ones moved
 by demo-like errors (:func:`perturb`: entry 0.5 mm, axis 1 deg, depth 0.3 mm standard deviations,
-about five times the demo's measured mean errors of 0.09 mm / 0.05 deg, docs/demo.md), one rod per
+5 to 20 times the demo's measured mean errors of 0.09 mm / 0.05 deg, docs/demo.md), one rod per
 side, titanium 5.5 mm, defaults (bends <= 15 deg, >= 10 mm apart).
 
 Metrics: ``rod_time_median_ms`` / ``rod_time_max_ms`` (design + forward simulation + checks, one rod;
