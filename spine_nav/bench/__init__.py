@@ -19,6 +19,7 @@ BENCHES: dict[str, str] = {
     "bridge": "spine_nav.bench.bridge",
     "console": "spine_nav.bench.console",
     "guard": "spine_nav.bench.guard",
+    "rod": "spine_nav.bench.rod",
 }
 
 

@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spine_nav.cli.sim_tracker",
     "spine_nav.cli.guard",
     "spine_nav.cli.console",
+    "spine_nav.cli.rod",
 )
 
 

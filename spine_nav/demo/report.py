@@ -8,7 +8,8 @@ report.json (keys other tools read; more may be added)::
       "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...},
       "duration_s": float,
       "faults": [{"name", "detected", "arm_held", "cause"}],
-      "summary": {...}
+      "summary": {...},
+      "rods": {"placed_screws": [...], "sides": {...}, ...}   # spine_nav.demo.rods
     }
 """
 from __future__ import annotations
@@ -59,6 +60,7 @@ class CaseReport:
     registration: dict[str, Any] = field(default_factory=dict)
     bone_quality: list[dict[str, Any]] = field(default_factory=list)
     case: dict[str, Any] = field(default_factory=dict)
+    rods: dict[str, Any] = field(default_factory=dict)  # spine_nav.demo.rods.case_rods
 
     def summary(self) -> dict[str, Any]:
         placed = [s for s in self.screws if s.status == "placed"]
@@ -87,6 +89,7 @@ class CaseReport:
             "registration": self.registration,
             "bone_quality": self.bone_quality,
             "case": self.case,
+            "rods": self.rods,
         }
 
 
@@ -159,6 +162,10 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         lines += ["", "## Bone quality along each screw", "", "| screw | mean HU | flags |", "| --- | --- | --- |"]
         for b in report.bone_quality:
             lines.append(f"| {b.get('id')} | {_fmt(b.get('mean_hu'), 0)} | {', '.join(b.get('flags', [])) or '—'} |")
+    if report.rods:
+        from spine_nav.demo.rods import rods_section
+
+        lines += rods_section(report.rods)
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in plots]

@@ -609,6 +609,9 @@ class Demo:
         plots.append(plot_latency(guard_pub, command_pub, out / "latency.png", status_lat, rec.command_latency_s))
         if self.placed:
             plots.append(plot_screw_slices(self.preop_ct, self.plan, self.placed, out / "screws.png"))
+        from spine_nav.demo.rods import case_rods
+
+        report.rods = case_rods(self.plan, self.placed, self.results, out)
         write_report(report, out, plots)
         (out / "recording.json").write_text(json.dumps({
             "statuses": [s.__dict__ for s in rec.statuses[:200000]],
