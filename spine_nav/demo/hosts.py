@@ -288,7 +288,7 @@ class HostsDemo(Demo):
         self._cut_active.set()
         self._cut_t = time.time()  # just before the link goes down: hold_after_ms is not flattered
         self.lan.cut(host)
-        self.log(f"{head} injecting: {host}'s link cut at depth {c.last_status.depth_mm:.1f} mm (for {CUT_S:g} s)")
+        self.log(f"{head} injecting: {host}'s link cut at depth {c.last_status.depth_mm:.1f} mm, t={self._cut_t:.3f} (for {CUT_S:g} s)")
         stop.wait(CUT_S)  # the cut's length (ends early only if the screw ends, which the pause prevents)
         self.lan.restore(host)
         self._t_restore = time.time()
@@ -302,7 +302,7 @@ class HostsDemo(Demo):
         first = after[0] if after else None
         hold_ms = (first["t"] - self._cut_t) * 1000.0 if first else None
         self.network_cut = {"host": host, "cut_s": CUT_S, "hold_after_ms": hold_ms,
-                            "screw": result.screw_id, "screw_status": result.status}
+                            "screw": result.id, "screw_status": result.status}
         detail = (f"hold {hold_ms:.0f} ms after the cut (robot side); " if hold_ms is not None else
                   "no hold seen on the robot side; ") + f"link back after {CUT_S:g} s; screw {result.status}"
         return FaultResult(f"cut:{host}", detected=first is not None, arm_held=first is not None,
