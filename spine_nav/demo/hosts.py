@@ -103,6 +103,7 @@ class HostsDemo(Demo):
         self._t_restore: float | None = None
         self._cut_t: float | None = None
         self._cut_done = False
+        self._cut_attempted = False
         self.network: dict = {}
         self._procs_hosts: list = []  # (host, NodeProcess)
 
@@ -262,8 +263,9 @@ class HostsDemo(Demo):
         return True
 
     def one_screw(self, c, planned, nav, inject, head: str):
-        if self.inject is None or self.inject.kind != "cut" or self._cut_t is not None:
+        if self.inject is None or self.inject.kind != "cut" or self._cut_attempted:
             return super().one_screw(c, planned, nav, inject, head)
+        self._cut_attempted = True  # on the first screw attempted only
         self._conductor = c
         stop = threading.Event()
         watcher = threading.Thread(target=self._cut_when_half_way, args=(c, nav, stop, head), daemon=True)
@@ -303,10 +305,14 @@ class HostsDemo(Demo):
         hold_ms = (first["t"] - self._cut_t) * 1000.0 if first else None
         self.network_cut = {"host": host, "cut_s": CUT_S, "hold_after_ms": hold_ms,
                             "screw": result.id, "screw_status": result.status}
-        detail = (f"hold {hold_ms:.0f} ms after the cut (robot side); " if hold_ms is not None else
-                  "no hold seen on the robot side; ") + f"link back after {CUT_S:g} s; screw {result.status}"
+        if self._cut_t is None:
+            detail = f"not injected: the drill never reached half depth (screw {result.status}: {result.reason})"
+        else:
+            detail = (f"hold {hold_ms:.0f} ms after the cut (robot side); " if hold_ms is not None else
+                      "no hold seen on the robot side; ") + f"link back after {CUT_S:g} s; screw {result.status}"
         return FaultResult(f"cut:{host}", detected=first is not None, arm_held=first is not None,
-                           cause=(first.get("cause") or "arm command HOLD") if first else "no hold", detail=detail)
+                           cause=(first.get("cause") or "arm command HOLD") if first else
+                           ("no hold" if self._cut_t is not None else "cut not injected"), detail=detail)
 
     # ------------------------------------------------------------------ report
     def build_report(self, duration_s: float):
