@@ -62,32 +62,36 @@ def test_multicast_on_the_chosen_interface_only(lan, tmp_path):
     assert got_loop == {}
 
 
-def test_unicast_peers_xml_hears_only_its_peers(lan, tmp_path):
+def test_unicast_peers_xml_hears_its_peer_not_another_domain(lan, tmp_path):
+    """The XML unicast profile: the listed peer is heard, a node on another domain is not. (Measured
+    limit, docs/network.md: a default multicast node on the same domain IS still heard with this
+    profile; the lock-down against those is ROS_STATIC_PEERS with the LOCALHOST range, next test.)"""
     d = domain_id()
     a = _write(tmp_path, "a.xml", unicast_profile(lan.ip("a"), [lan.ip("b")]))
     b = _write(tmp_path, "b.xml", unicast_profile(lan.ip("b"), [lan.ip("a")]))
     c_other = _write(tmp_path, "c.xml", unicast_profile(lan.ip("c"), [lan.ip("b")]))
     procs = [start_talker(lan, "a", "peer", dds_env(d, a)),
-             # c is not in b's list: a default (multicast) node on the same domain ...
-             start_talker(lan, "c", "multicast_outsider", dds_env(d, HOSTS_PROFILE)),
-             # ... and a unicast node aiming at b, on another domain
              start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, c_other))]
     try:
         got = listen(lan, "b", dds_env(d, b))
     finally:
         stop_all(procs)
     assert got.get("peer", 0) > 20
-    assert got.get("multicast_outsider", 0) == 0
     assert got.get("other_domain", 0) == 0
 
 
-def test_ros_static_peers_without_xml(lan):
+def test_ros_static_peers_hear_the_listed_peer_only(lan):
+    """ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST + ROS_STATIC_PEERS (no XML): the listed peer on another
+    host is heard; a default (multicast) node on the same domain and a static-peers node on another
+    domain are not."""
     d = domain_id()
-    procs = [start_talker(lan, "a", "peer", dds_env(d, HOSTS_PROFILE, "OFF", lan.ip("b"))),
-             start_talker(lan, "c", "multicast_outsider", dds_env(d, HOSTS_PROFILE))]
+    procs = [start_talker(lan, "a", "peer", dds_env(d, HOSTS_PROFILE, "LOCALHOST", lan.ip("b"))),
+             start_talker(lan, "c", "multicast_outsider", dds_env(d, HOSTS_PROFILE)),
+             start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, HOSTS_PROFILE, "LOCALHOST", lan.ip("b")))]
     try:
-        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE, "OFF", lan.ip("a")))
+        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE, "LOCALHOST", lan.ip("a")))
     finally:
         stop_all(procs)
     assert got.get("peer", 0) > 20
     assert got.get("multicast_outsider", 0) == 0
+    assert got.get("other_domain", 0) == 0

@@ -303,6 +303,9 @@ class HostsDemo(Demo):
         after = [h for h in holds if self._cut_t is not None and h["t"] >= self._cut_t and h["hold"]]
         first = after[0] if after else None
         hold_ms = (first["t"] - self._cut_t) * 1000.0 if first else None
+        if first is not None:  # the hold's own cause: arm/state's first stop cause after the cut (20 Hz)
+            causes = [h["cause"] for h in holds if h.get("source") == "arm/state" and h["t"] >= first["t"] - 0.06]
+            first = {**first, "cause": causes[0] if causes else first.get("cause")}
         self.network_cut = {"host": host, "cut_s": CUT_S, "hold_after_ms": hold_ms,
                             "screw": result.id, "screw_status": result.status}
         if self._cut_t is None:
