@@ -300,7 +300,9 @@ class HostsDemo(Demo):
     def _cut_result(self, result) -> FaultResult:
         host = self.inject.host
         holds = read_probe(self.probe_path)
-        after = [h for h in holds if self._cut_t is not None and h["t"] >= self._cut_t and h["hold"]]
+        # only a hold while the link was down is the cut's (later ones are the loaded machine's own stops)
+        t_end = self._t_restore if self._t_restore is not None else float("inf")
+        after = [h for h in holds if self._cut_t is not None and self._cut_t <= h["t"] <= t_end and h["hold"]]
         first = after[0] if after else None
         hold_ms = (first["t"] - self._cut_t) * 1000.0 if first else None
         if first is not None:  # the hold's own cause: arm/state's first stop cause after the cut (20 Hz)
@@ -308,7 +310,10 @@ class HostsDemo(Demo):
             first = {**first, "cause": causes[0] if causes else first.get("cause")}
         self.network_cut = {"host": host, "cut_s": CUT_S, "hold_after_ms": hold_ms,
                             "screw": result.id, "screw_status": result.status}
-        if self._cut_t is None:
+        if self._cut_t is not None and first is None and host == "console":
+            detail = (f"no hold while the link was down ({CUT_S:g} s): the console is not on the arm's data path; "
+                      f"screw {result.status}")
+        elif self._cut_t is None:
             detail = f"not injected: the drill never reached half depth (screw {result.status}: {result.reason})"
         else:
             detail = (f"hold {hold_ms:.0f} ms after the cut (robot side); " if hold_ms is not None else
