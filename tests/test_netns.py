@@ -93,7 +93,7 @@ from pathlib import Path
 from spine_nav.demo.run import DemoConfig, run_demo
 from spine_nav.demo.hosts import HostsDemo, parse_inject
 cfg = DemoConfig(out_dir=Path({str(out)!r}), seed=11, voxel_mm=1.0, cbct_voxel_mm=1.0, handeye_poses=12,
-                 levels=("L4",))
+                 levels=("L4",), align_timeout_s=40.0)  # 2 shared cores: stale-reference stops slow aligning
 run_demo(cfg, print, lambda c, log: HostsDemo(c, log, parse_inject("cut:robot"), tag="t{domain_id()}d"))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
