@@ -110,7 +110,6 @@ class HostsDemo(Demo):
     # ------------------------------------------------------------------ the run
     def run(self):
         from spine_nav.demo.conductor import Conductor
-        from spine_nav.demo.processes import NodeProcess
         from spine_nav.nodes.runner import ComposedStack, realtime_threads
 
         t_start = time.monotonic()

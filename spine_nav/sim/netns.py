@@ -188,7 +188,7 @@ def _setns(fd: int) -> None:
 @contextmanager
 def enter_netns(name: str) -> Iterator[None]:
     """Run the body with the calling THREAD in network namespace ``name`` (sockets made here stay there)."""
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
         target = os.open(os.path.join(NETNS_DIR, name), os.O_RDONLY)
         try:
