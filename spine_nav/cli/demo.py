@@ -39,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bad-registration", action="store_true", help="fault: one level fails the registration gate")
     p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
     p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
+    p.add_argument("--hosts", action="store_true", help="each OR computer in its own network namespace on a virtual "
+                   "bridge (needs root; docs/network.md)")
+    p.add_argument("--inject", metavar="FAULT", help="with --hosts: cut:HOST (tracker, navigation, robot, console) "
+                   "or delay:tracker:MS")
     p.set_defaults(func=run)
 
 
@@ -54,6 +58,19 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
                      max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz)
-    report = run_demo(cfg, info)
+    make_demo = None
+    if args.inject and not args.hosts:
+        return fail(f"--inject {args.inject}: needs --hosts (the faults are on the network between hosts)")
+    if args.hosts:
+        from spine_nav.demo.hosts import HostsDemo, parse_inject
+        from spine_nav.sim.netns import NetnsNotPermitted, check_permitted
+
+        try:
+            inject = parse_inject(args.inject) if args.inject else None
+            check_permitted()
+        except (ValueError, NetnsNotPermitted) as exc:
+            return fail(f"--hosts: {exc}" if isinstance(exc, NetnsNotPermitted) else str(exc))
+        make_demo = lambda c, log: HostsDemo(c, log, inject)  # noqa: E731
+    report = run_demo(cfg, info, make_demo) if make_demo else run_demo(cfg, info)
     held = all(f.arm_held for f in report.faults)
     return 0 if held else 1

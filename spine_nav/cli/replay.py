@@ -14,6 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("case", help="case.jsonl from `spine-nav record`")
     p.add_argument("--serve", type=int, required=True, metavar="PORT", help="listen on this port")
     p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--allow", default=None, help="peers allowed to connect: addresses or networks, comma-separated "
+                   "(default loopback only; '*' = anyone)")
     p.add_argument("--speed", type=float, default=1.0, help="playback speed factor (0: as fast as possible)")
     p.add_argument("--wait-client-s", type=float, default=30.0, help="wait this long for a first client")
     p.add_argument("--loop", action="store_true", help="start over at the end (until Ctrl-C)")
@@ -40,8 +42,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--speed must be >= 0, got {args.speed}")
     try:
         records = read_case(args.case)
-        server = IgtlServer(args.serve, host=args.host).start()
-    except (CaseFormatError, OSError) as exc:
+        server = IgtlServer(args.serve, host=args.host, allowed_peers=args.allow).start()
+    except (CaseFormatError, OSError, ValueError) as exc:
         return fail(str(exc))
     try:
         info(f"replay: {args.case} ({len(records)} lines) on port {server.port}; waiting for a client")

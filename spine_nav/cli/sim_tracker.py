@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sim-tracker", help="run the simulated tracker as an OpenIGTLink server (no ROS)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT)
     p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--allow", default=None, help="peers allowed to connect: addresses or networks, comma-separated "
+                   "(default loopback only; '*' = anyone)")
     p.add_argument("--rate-hz", type=float, default=60.0)
     p.add_argument("--noise-mm", type=float, default=0.15, help="RMS per marker position")
     p.add_argument("--tremor-mm", type=float, default=0.1)
@@ -51,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         model = TrackerModel(cfg, tool_pose_provider=pivot_motion() if args.pivot else None)
         if not args.pivot:
             model.set_tool_pose_mm(make_transform(np.eye(3), [0.0, 0.0, 0.0]))
-        server = SimTrackerServer(model, port=args.port, host=args.host, header_version=args.header_version).start()
+        server = SimTrackerServer(model, port=args.port, host=args.host, header_version=args.header_version,
+                                 allowed_peers=args.allow).start()
     except (ValueError, OSError) as exc:
         return fail(str(exc))
     info(f"sim-tracker: OpenIGTLink server on {args.host}:{server.port}, {args.rate_hz:g} Hz "

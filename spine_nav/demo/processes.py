@@ -17,12 +17,13 @@ class NodeProcess:
     """One `spine-nav up --nodes ...` process; its output goes to ``log_path``; always bounded in time."""
 
     def __init__(self, label: str, nodes: Sequence[str], ros_args: Sequence[str], log_path: Path,
-                 max_duration_s: float = 1800.0, rt_priority: int = 0) -> None:
+                 max_duration_s: float = 1800.0, rt_priority: int = 0, prefix: Sequence[str] = ()) -> None:
+        """``prefix``: put in front of the command, e.g. ``ip netns exec NS`` (``spine-nav demo --hosts``)."""
         self.label = label
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")
-        cmd = [sys.executable, "-m", "spine_nav.cli.main", "up", "--nodes", *nodes,
+        cmd = [*prefix, sys.executable, "-m", "spine_nav.cli.main", "up", "--nodes", *nodes,
                "--duration", str(max_duration_s), "--rt-priority", str(int(rt_priority))]
         if ros_args:
             cmd += ["--ros-args", *ros_args]

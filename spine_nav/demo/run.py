@@ -404,7 +404,7 @@ class Demo:
         deadline = time.monotonic() + (nav.depth_mm + cfg.standoff_mm + 20.0) / cfg.drill_speed_mm_s + 30.0
         while time.monotonic() < deadline:
             arm = c.last_arm
-            if injected_t is None and arm is not None and arm.holding:
+            if injected_t is None and ((arm is not None and arm.holding) or self.surgeon_pauses()):
                 # A stop the demo did not inject (a stale sample on a loaded machine; while the arm holds,
                 # breathing moves the patient against the still tube). As a surgeon would: stop, pull the
                 # drill back above the entry, wait for tracking, resume the arm, re-align, drill on.
@@ -489,6 +489,11 @@ class Demo:
         c.move_tool(T_last @ make_transform(translation_mm=[0.0, 0.0, -(nav.depth_mm + cfg.standoff_mm + 80.0)]))
         time.sleep(0.2)
         return result, None
+
+    def surgeon_pauses(self) -> bool:
+        """True while the surgeon should stop drilling although the arm looks free (hook: the
+        multi-host demo pauses while a link is cut and until the conductor hears the stack again)."""
+        return False
 
     def ensure_aligned(self, c, nav, result: ScrewResult, deadline: float) -> tuple[bool, str]:
         """Bring the arm to TRACKING on ``nav`` before ``deadline``: resume after holds (once the guard
@@ -638,7 +643,7 @@ def _state_changes(statuses) -> list[dict]:
     return out
 
 
-def run_demo(cfg: DemoConfig, log: Log) -> CaseReport:
+def run_demo(cfg: DemoConfig, log: Log, make_demo: Callable[[DemoConfig, Log], "Demo"] = Demo) -> CaseReport:
     from spine_nav.nodes.runner import tune_process_for_nodes
 
     tune_process_for_nodes()  # this process hosts the simulators (tracker thread, MuJoCo)
@@ -650,7 +655,7 @@ def run_demo(cfg: DemoConfig, log: Log) -> CaseReport:
         out.rename(previous)
         log(f"previous run kept in {previous}")
     out.mkdir(parents=True, exist_ok=True)
-    report = Demo(cfg, log).run()
+    report = make_demo(cfg, log).run()
     log("[6/6] report: " + str(cfg.out_dir / "report.md"))
     log("")
     log(summary_table(report))

@@ -19,6 +19,8 @@ Parameters (config/nodes.yaml):
         beyond max(reference_jump_mm, speed x dt + 4 noise) or max(reference_jump_deg, 4 sqrt2 noise_deg)
         latches ``reference`` TRACKING_LOST ("reference array moved ... bumped? re-register ...")
         until the service ``tracking/reset_reference`` (std_srvs/Trigger) is called.
+    allowed_peers (str): server mode and console server: who may connect, comma-separated addresses or
+        networks (default loopback only ``127.0.0.0/8,::1``; ``*`` = anyone); refused peers are logged.
     console_port (int): 0 = off; else an OpenIGTLink server for consoles (3D Slicer OpenIGTLinkIF):
         tool tip as TRANSFORM ``StylusTipToReference``, ``ReferenceToTracker``, the registered plan as
         POINT ``PlanPoints`` + TRAJ ``PlanTrajectories``, guard state as STRING ``GuardState``;
@@ -75,7 +77,7 @@ class TrackerBridgeNode(Node):
             ("tool_tip_device", "StylusTipToReference"), ("tip_offset_mm", [0.0, 0.0, 150.0]),
             ("shaft_direction", [0.0, 0.0, 0.0]), ("max_skew_ms", 2.0), ("timeout_ms", 50.0),
             ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("health_publish_period_ms", 100.0), ("console_port", 0), ("console_rate_hz", 30.0),
-            ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES), ("reference_jump_check", True),
+            ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES), ("allowed_peers", "127.0.0.0/8,::1"), ("reference_jump_check", True),
             ("reference_jump_mm", 1.0), ("reference_jump_deg", 0.5), ("reference_noise_mm", 0.25),
             ("reference_noise_deg", 0.1), ("reference_max_speed_mm_s", 5.0)]}
         self.params = p
@@ -124,7 +126,8 @@ class TrackerBridgeNode(Node):
         self._console_q: queue.Queue[bytes] = queue.Queue(maxsize=256)
         self.console_dropped = 0
         if int(p["console_port"]) > 0:
-            self.console = IgtlServer(int(p["console_port"]), on_connect=self._console_connected).start()
+            self.console = IgtlServer(int(p["console_port"]), on_connect=self._console_connected,
+                                      allowed_peers=p["allowed_peers"]).start()
             threading.Thread(target=self._console_sender, name="console-out", daemon=True).start()
             self.create_subscription(ScrewPlan, "plan/registered", self._on_plan, PLAN_QOS)
             self.create_subscription(GuardStatus, "guard/status", self._on_guard, STATUS_QOS)
@@ -144,7 +147,8 @@ class TrackerBridgeNode(Node):
                                    max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self._on_chunk_end).start()
         else:
             self.link = IgtlServer(int(p["port"]), on_message=on_msg, host=p["host"],
-                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self._on_chunk_end).start()
+                                   max_body_bytes=int(p["max_body_bytes"]), on_chunk_end=self._on_chunk_end,
+                                   allowed_peers=p["allowed_peers"]).start()
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{p['port']} tool {tool.name} "
                                f"({tool.device}, tip {tool.tip_offset_mm} mm), max skew {p['max_skew_ms']} ms"
                                + (f", console on port {self.console.port}" if self.console else ""))

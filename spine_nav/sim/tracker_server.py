@@ -48,14 +48,15 @@ def encode_frame(frame: TrackerFrame, tdata: bool, header_version: int = 1) -> b
 
 class SimTrackerServer:
     def __init__(self, model: TrackerModel, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                 header_version: int = 1, stamp_at_send: bool = False) -> None:
+                 header_version: int = 1, stamp_at_send: bool = False,
+                 allowed_peers: "str | None" = None) -> None:
         """``stamp_at_send``: header time = the moment the frame is handed to the sockets, instead of the
         model's sample time (they differ by this process's wake-up delay: under load in the demo's
         simulator process up to ~2 ms, which is the simulator's own lateness, not the stack's)."""
         self.model = model
         self.header_version = header_version
         self.stamp_at_send = stamp_at_send
-        self.server = IgtlServer(port, on_message=self._on_message, host=host)
+        self.server = IgtlServer(port, on_message=self._on_message, host=host, allowed_peers=allowed_peers)
         self.port = self.server.port
         self.samples_sent = 0
         self.late_samples = 0

@@ -9,19 +9,60 @@ the stream (:class:`~spine_nav.tracking.codec.StreamDecoder`) and hands *every* 
 callback, stamped with the receive time (``time.perf_counter_ns()`` right after ``recv``). There is
 no queue to overflow: back-pressure is TCP's. Malformed input is counted per kind, logged once per
 kind and peer, and skipped; the connection stays up.
+
+Who may connect (OpenIGTLink has neither authentication nor encryption): a server accepts only peers
+in ``allowed_peers`` (addresses or networks, default loopback only, :data:`LOOPBACK_PEERS`) and logs
+every refused connection with its address; a client connects only to its configured ``host:port``
+and never listens. See docs/network.md.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import threading
 import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, Sequence
 
 from spine_nav.tracking.codec import DEFAULT_MAX_BODY_BYTES, DecodeError, IgtlMessage, StreamDecoder
 
 DEFAULT_PORT = 18944
+#: a server's default allow-list: this machine only
+LOOPBACK_PEERS = ("127.0.0.0/8", "::1")
+
+PeerNetworks = tuple["ipaddress.IPv4Network | ipaddress.IPv6Network", ...]
+
+
+def parse_allowed_peers(spec: "str | Sequence[str] | None") -> PeerNetworks:
+    """``"10.0.0.12, 10.0.0.0/24"`` or a list of such -> networks. ``None`` -> loopback only;
+    ``"*"`` (alone) -> anyone (0.0.0.0/0 and ::/0, explicit opt-out). Raises ValueError naming a bad entry."""
+    if spec is None:
+        spec = LOOPBACK_PEERS
+    items = [t.strip() for t in (spec.split(",") if isinstance(spec, str) else spec) if str(t).strip()]
+    if items == ["*"]:
+        items = ["0.0.0.0/0", "::/0"]
+    if not items:
+        raise ValueError("allowed_peers: empty (nobody could connect); give addresses or networks, e.g. 127.0.0.1")
+    out = []
+    for item in items:
+        try:
+            out.append(ipaddress.ip_network(str(item), strict=False))
+        except ValueError:
+            raise ValueError(f"allowed_peers: {item!r} is not an IP address or network (e.g. 10.0.0.12 or "
+                             "10.0.0.0/24)") from None
+    return tuple(out)
+
+
+def peer_allowed(address: str, networks: PeerNetworks) -> bool:
+    """Is ``address`` (as ``accept()`` gives it; IPv4-mapped IPv6 counts as IPv4) in one of ``networks``?"""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip.version == n.version and ip in n for n in networks)
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -217,7 +258,11 @@ class IgtlClient:
 
 
 class IgtlServer:
-    """Listens on ``host:port`` (default all interfaces, 18944); every peer gets an :class:`IgtlConnection`.
+    """Listens on ``host:port`` (default all interfaces, 18944); every *allowed* peer gets an :class:`IgtlConnection`.
+
+    ``allowed_peers``: addresses or networks (see :func:`parse_allowed_peers`; default loopback only).
+    A connection from anywhere else is closed at once, counted in ``refused`` and logged (warning)
+    with its address.
 
     ``broadcast(data)`` sends to every connected peer (console output, simulator, replay).
     ``port=0`` picks a free port (read ``.port`` after construction).
@@ -226,10 +271,14 @@ class IgtlServer:
     def __init__(self, port: int = DEFAULT_PORT, on_message: MessageCallback | None = None,
                  on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
                  host: str = "0.0.0.0", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-                 on_chunk_end: ChunkCallback | None = None) -> None:
+                 on_chunk_end: ChunkCallback | None = None,
+                 allowed_peers: "str | Sequence[str] | None" = None) -> None:
         self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
         self.on_chunk_end = on_chunk_end
         self.max_body_bytes = max_body_bytes
+        self.allowed_peers = parse_allowed_peers(allowed_peers)
+        #: refused connections: (address, port, time.time())
+        self.refused: list[tuple[str, int, float]] = []
         self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -257,6 +306,15 @@ class IgtlServer:
                 continue
             except OSError:
                 break
+            if not peer_allowed(addr[0], self.allowed_peers):
+                self.refused.append((addr[0], int(addr[1]), time.time()))
+                log.warning("OpenIGTLink server %d: refused connection from %s:%d (not in allowed_peers %s)",
+                            self.port, addr[0], addr[1], ", ".join(str(n) for n in self.allowed_peers))
+                try:
+                    sock.close()
+                except OSError:
+                    pass
+                continue
             conn = IgtlConnection(sock, f"{addr[0]}:{addr[1]}", self.on_message, self.on_error,
                                   on_close=self._forget, max_body_bytes=self.max_body_bytes,
                                   on_chunk_end=self.on_chunk_end)

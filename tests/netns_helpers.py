@@ -1,0 +1,89 @@
+"""Talker/listener processes in network namespaces, for tests/test_dds_profiles.py and tests/test_netns.py."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spine_nav.sim.netns import NetnsNotPermitted, VirtualLan, check_permitted
+
+REPO = Path(__file__).resolve().parents[1]
+
+TALKER = """
+import sys, time, rclpy
+from std_msgs.msg import String
+rclpy.init(); n = rclpy.create_node('talker_' + sys.argv[1]); p = n.create_publisher(String, 'netcheck', 10)
+t0 = time.monotonic()
+while time.monotonic() - t0 < float(sys.argv[2]):
+    p.publish(String(data=sys.argv[1])); rclpy.spin_once(n, timeout_sec=0.05)
+"""
+
+LISTENER = """
+import collections, json, sys, time, rclpy
+from std_msgs.msg import String
+rclpy.init(); n = rclpy.create_node('listener'); got = collections.Counter()
+n.create_subscription(String, 'netcheck', lambda m: got.update([m.data]), 10)
+t0 = time.monotonic()
+while time.monotonic() - t0 < float(sys.argv[1]):
+    rclpy.spin_once(n, timeout_sec=0.05)
+print(json.dumps(dict(got)))
+"""
+
+
+def require_netns() -> None:
+    try:
+        check_permitted()
+    except NetnsNotPermitted as exc:
+        pytest.skip(f"network namespaces not permitted here: {exc}")
+
+
+def domain_id() -> int:
+    return int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
+
+
+def lan_for_test(hosts, suffix: str) -> VirtualLan:
+    d = domain_id()
+    return VirtualLan(hosts, tag=f"t{d}{suffix}", subnet=(201, d % 256))
+
+
+def dds_env(domain: int, profile: str | None = None, discovery_range: str = "SUBNET",
+            static_peers: str | None = None) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "FASTRTPS_DEFAULT_PROFILES_FILE",
+                        "FASTDDS_DEFAULT_PROFILES_FILE", "ROS_LOCALHOST_ONLY")}
+    env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE=discovery_range,
+               PYTHONPATH=os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]))
+    if profile:
+        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = profile
+    if static_peers:
+        env["ROS_STATIC_PEERS"] = static_peers
+    return env
+
+
+def start_talker(lan: VirtualLan, host: str, name: str, env: dict, duration_s: float = 14.0) -> subprocess.Popen:
+    return subprocess.Popen(lan.exec_prefix(host) + [sys.executable, "-c", TALKER, name, str(duration_s)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def listen(lan: VirtualLan, host: str, env: dict, duration_s: float = 10.0) -> dict[str, int]:
+    """Messages heard on ``netcheck`` in ``host`` for ``duration_s``, per talker name."""
+    res = subprocess.run(lan.exec_prefix(host) + [sys.executable, "-c", LISTENER, str(duration_s)], env=env,
+                         capture_output=True, text=True, timeout=duration_s + 60.0)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def stop_all(procs) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(10.0)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5.0)
