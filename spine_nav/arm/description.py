@@ -181,7 +181,7 @@ class _Joint:
     child: str
 
 
-def _chain(root: ET.Element, base: str, flange: str, src: Path) -> list[_Joint]:
+def _chain(root: ET.Element, base: str, flange: str, src: str) -> list[_Joint]:
     links = {l.get("name") for l in root.findall("link")}
     for role, name in (("base_link", base), ("flange_link", flange)):
         if name not in links:
@@ -233,7 +233,7 @@ def _inertial_el(mass: float, com, inertia: float) -> ET.Element:
 
 def normalised_urdf(cfg: ArmDescriptionConfig, xml: str | None = None) -> str:
     """The normalised URDF XML (see the module docstring) of ``cfg``; raises ValueError (one line)."""
-    src = Path(cfg.urdf)
+    src = str(cfg.urdf)  # as given (Path() would fold package:// to package:/)
     text = read_robot_xml(cfg.urdf, cfg.package_paths, cfg.xacro_args) if xml is None else xml
     try:
         root = ET.fromstring(text)
