@@ -65,22 +65,37 @@ class CheckResult:
                 "screws": [s.__dict__ for s in self.screws]}
 
 
+def place_base(kin: ArmKinematics, plan_ref: Plan, standoff_mm: float = 25.0, log=None):
+    """(best LayoutScore, T_tracker_robotbase, T_tracker_reference) for one plan in Reference: the base from
+    :func:`search_layout`, the tracker where the default scene has it (any fixed camera pose will do:
+    every error here is measured between the guide and the planned line, frame-free)."""
+    from spine_nav.sim.arm import default_scene
+
+    say = log or (lambda _m: None)
+    best = search_layout(kin, [plan_ref], standoff_mm=standoff_mm, log=say).best
+    say(f"base: {best.summary().splitlines()[0]}")
+    T_tracker_table = default_scene().T_tracker_robotbase
+    return (best, compose(T_tracker_table, best.pose.T_table_robotbase),
+            compose(T_tracker_table, table_from_reference(plan_ref)))
+
+
+def start_near(kin: ArmKinematics, q_rad: np.ndarray, offset_rad: float) -> np.ndarray:
+    """A start configuration ``offset_rad`` away from ``q_rad`` on every joint (alternating signs), clipped."""
+    signs = np.where(np.arange(kin.arm.dof) % 2 == 0, 1.0, -1.0)
+    return np.clip(q_rad + offset_rad * signs, kin.lower, kin.upper)
+
+
 def check_arm(kin: ArmKinematics, plan: Plan, standoff_mm: float = 25.0, settle_s: float = 5.0,
               measure_s: float = 0.5, breathing_s: float = 4.0, start_offset_rad: float = 0.1,
               seed: int = 0, robot: str = "", log=None) -> CheckResult:
     """Base placement + static and breathing alignment per screw (see the module docstring)."""
     from spine_nav.arm.scenario import lockstep_run
-    from spine_nav.sim.arm import ArmScene, default_scene
+    from spine_nav.sim.arm import ArmScene
 
     say = log or (lambda _m: None)
     plan_ref = plan if plan.frame == "Reference" else Plan(frame="Reference", screws=list(plan.screws),
                                                                case_id=plan.case_id)
-    res = search_layout(kin, [plan_ref], standoff_mm=standoff_mm, log=say)
-    best = res.best
-    say(f"base: {best.summary().splitlines()[0]}")
-    T_tracker_table = default_scene().T_tracker_robotbase  # any fixed camera pose: errors are frame-free
-    T_tracker_robotbase = compose(T_tracker_table, best.pose.T_table_robotbase)
-    T_tracker_reference = compose(T_tracker_table, table_from_reference(plan_ref))
+    best, T_tracker_robotbase, T_tracker_reference = place_base(kin, plan_ref, standoff_mm, say)
     out = CheckResult(robot or str(kin.arm.source), kin.arm.dof, best.pose)
     by_id = {s.screw_id.split(":", 1)[1]: s for s in best.screws}
     for screw in plan_ref.screws:
@@ -89,9 +104,7 @@ def check_arm(kin: ArmKinematics, plan: Plan, standoff_mm: float = 25.0, settle_
             out.screws.append(ScrewCheck(screw.id, False, reach.reason))
             say(f"{screw.id}: not reachable: {reach.reason}")
             continue
-        signs = np.where(np.arange(kin.arm.dof) % 2 == 0, 1.0, -1.0)
-        q_home = np.clip(reach.q_rad + start_offset_rad * signs, kin.lower, kin.upper)
-        scene = ArmScene(T_tracker_robotbase, T_tracker_reference, q_home)
+        scene = ArmScene(T_tracker_robotbase, T_tracker_reference, start_near(kin, reach.q_rad, start_offset_rad))
         st = lockstep_run(kin, scene, T_tracker_robotbase, screw, settle_s + measure_s, seed=seed)
         m = st.t_s > settle_s
         br = lockstep_run(kin, scene, T_tracker_robotbase, screw, settle_s + breathing_s, breathing_mm=2.0,
