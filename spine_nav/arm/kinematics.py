@@ -258,7 +258,7 @@ class ArmKinematics:
         if self.arm.reach_joints is not None:
             for k in range(n):
                 s = np.array([yaw, 0.6, 0.0, -1.2, 0.0, 0.9, 0.0])
-                s[2] = (k - (n - 1) / 2) * 0.5
+                s[2] = (k - n / 2) * 0.5  # n = n_seeds - 1: the historical spread
                 s[6] = (k % 3 - 1) * 1.0
                 out.append(s)
             return out
