@@ -82,17 +82,43 @@ class ArmKinematics:
         self._null_k = null_gain * 4.0 / (self.range**2)
         self._A = np.empty((5, self.model.nv))  # IK scratch (one kinematics object per thread)
         self._rhs = np.empty((5, 2))
-        # Reach facts from the model at q = 0 (metres): shoulder (joint2), elbow (joint4), wrist (joint6).
+        if model.reach_joints is not None:
+            self._srs_reach(model.reach_joints)
+        else:
+            self._bound_reach()
+
+    def _srs_reach(self, names: tuple[str, str, str]) -> None:
+        """Reach facts of an S-R-S arm (our own) at q = 0 (metres): shoulder, elbow, wrist joints."""
         pin.forwardKinematics(self.model, self.data, np.zeros(self.model.nq))
-        sh, el, wr = (self.data.oMi[self.model.getJointId(n)].translation.copy() for n in ("joint2", "joint4", "joint6"))
+        sh, el, wr = (self.data.oMi[self.model.getJointId(n)].translation.copy() for n in names)
         self.shoulder_m = sh
         self.upper_arm_m = float(np.linalg.norm(el - sh))
         self.forearm_m = float(np.linalg.norm(wr - el))
         self.update_frames(np.zeros(self.model.nq))
         self.wrist_to_tube_m = float(np.linalg.norm(self.data.oMf[self.frame_ids[TUBE_FRAME]].translation - wr))
-        elbow_max = min(abs(self.lower[3]), abs(self.upper[3]))
+        ie = self.model.getJointId(names[1]) - 1
+        elbow_max = min(abs(self.lower[ie]), abs(self.upper[ie]))
         self.min_reach_m = float(np.sqrt(self.upper_arm_m**2 + self.forearm_m**2
                                          - 2 * self.upper_arm_m * self.forearm_m * np.cos(np.pi - elbow_max)))
+        self.screen_min_reach_m = self.min_reach_m
+
+    def _bound_reach(self) -> None:
+        """Reach facts of any other arm: ``shoulder`` = the second joint's origin; the tube opening is at
+        most the summed distances of the consecutive joint origins from there (to the tube) away, for
+        every q (triangle inequality: each segment is rigid), so ``check_reach`` only refuses what no
+        configuration reaches; there is no lower bound (``min_reach_m`` 0). The layout screen prefers
+        targets beyond 30 % of that reach (``screen_min_reach_m``: a heuristic for ranking candidate
+        base poses only, never a refusal)."""
+        q0 = np.zeros(self.model.nq)
+        self.update_frames(q0)
+        pts = [self.data.oMi[i].translation.copy() for i in range(2, self.model.njoints)]
+        pts.append(self.data.oMf[self.frame_ids[TUBE_FRAME]].translation.copy())
+        self.shoulder_m = pts[0]
+        self.upper_arm_m = float(sum(np.linalg.norm(b - a) for a, b in zip(pts[:-1], pts[1:])))
+        self.forearm_m = 0.0
+        self.wrist_to_tube_m = 0.0
+        self.min_reach_m = 0.0
+        self.screen_min_reach_m = 0.3 * self.upper_arm_m
 
     # ------------------------------------------------------------------ FK / Jacobian
     def update_frames(self, q_rad: np.ndarray) -> None:
@@ -219,6 +245,39 @@ class ArmKinematics:
         pos_mm, ang_deg = self.alignment_error(q, target)
         return IKResult(q, pos_mm, ang_deg, max_iter, pos_mm <= tol_mm and ang_deg <= tol_deg)
 
+    def extra_seeds(self, point_mm: np.ndarray, n: int) -> list[np.ndarray]:
+        """Deterministic IK seeds for a target at ``point_mm`` (RobotBase): joint 1 turned toward it.
+
+        Our S-R-S arm (``reach_joints``): elbow up, joints 3 and 7 spread (the seeds used since the
+        arm guide exists). Any other arm: ``2 n`` seeds (more: its geometry is unknown): joint 1 toward
+        the target plus 0, +-90, 180 deg (where its zero points is the robot's own convention), the
+        other joints at mid-range plus fixed pseudo-random offsets of up to +-40 % of their range
+        (at most +-1.5 rad), clipped to the limits."""
+        yaw = float(np.arctan2(point_mm[1], point_mm[0]))
+        out = []
+        if self.arm.reach_joints is not None:
+            for k in range(n):
+                s = np.array([yaw, 0.6, 0.0, -1.2, 0.0, 0.9, 0.0])
+                s[2] = (k - n / 2) * 0.5  # n = n_seeds - 1: the historical spread
+                s[6] = (k % 3 - 1) * 1.0
+                out.append(s)
+            return out
+        rng = np.random.default_rng(12345)
+        span = np.minimum(0.4 * self.range, 1.5)
+        for k in range(2 * n):
+            s = self.mid + rng.uniform(-1.0, 1.0, self.model.nq) * span
+            s[0] = yaw + (0.0, 0.5 * np.pi, -0.5 * np.pi, np.pi)[k % 4]
+            s[0] = (s[0] + np.pi) % (2 * np.pi) - np.pi
+            out.append(np.clip(s, self.lower, self.upper))
+        return out
+
+    def builtin_seed(self, point_mm: np.ndarray) -> np.ndarray:
+        """The seed :func:`spine_nav.arm.layout.builtin_seed` scores a layout with (see there)."""
+        if self.arm.reach_joints is not None:
+            yaw = math.atan2(float(point_mm[1]), float(point_mm[0]))
+            return np.array([yaw, 0.6, -1.0, -1.2, 0.0, 0.9, -1.0])
+        return self.extra_seeds(point_mm, 1)[0]
+
     def limit_margin(self, q_rad: np.ndarray) -> float:
         """Smallest distance to a joint limit as a fraction of the joint's range (0 = at a limit)."""
         return float(np.min(np.minimum(q_rad - self.lower, self.upper - q_rad) / self.range))
@@ -229,13 +288,7 @@ class ArmKinematics:
         seeds (joint 1 toward the target, elbow up); returns the converged solution with the
         largest joint-limit margin. Raises :class:`UnreachableTarget` with the reason."""
         self.check_reach(target)
-        seeds = [np.asarray(q_seed, dtype=float)]
-        yaw = float(np.arctan2(target.point_mm[1], target.point_mm[0]))
-        for k in range(n_seeds - 1):
-            s = np.array([yaw, 0.6, 0.0, -1.2, 0.0, 0.9, 0.0])
-            s[2] = (k - (n_seeds - 1) / 2) * 0.5
-            s[6] = (k % 3 - 1) * 1.0
-            seeds.append(s)
+        seeds = [np.asarray(q_seed, dtype=float)] + self.extra_seeds(target.point_mm, n_seeds - 1)
         best: IKResult | None = None
         worst_residual = (0.0, 0.0)
         for s in seeds:

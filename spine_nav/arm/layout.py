@@ -194,14 +194,13 @@ def task_sigma_min(kin: ArmKinematics, q_rad: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def builtin_seed(target_point_mm: np.ndarray) -> np.ndarray:
+def builtin_seed(kin: ArmKinematics, target_point_mm: np.ndarray) -> np.ndarray:
     """The first of :meth:`ArmKinematics.align`'s own deterministic seeds (n_seeds = 6) for a target.
 
     Passed as ``q_seed`` it makes a score independent of where the arm happens to be: the demo seeds
     align() with the arm's current joints, *plus* these seeds, and keeps the converged solution with
     the largest margin, so its margin is at least the one scored here."""
-    yaw = math.atan2(float(target_point_mm[1]), float(target_point_mm[0]))
-    return np.array([yaw, 0.6, -1.0, -1.2, 0.0, 0.9, -1.0])
+    return kin.builtin_seed(target_point_mm)
 
 
 def evaluate_pose(kin: ArmKinematics, pose: BasePose, targets: tuple[list[str], np.ndarray, np.ndarray],
@@ -227,7 +226,7 @@ def evaluate_pose(kin: ArmKinematics, pose: BasePose, targets: tuple[list[str], 
         if pruned or (max_failures is not None and failed > max_failures):
             out.append(ScrewReach(sid, False, "not evaluated (search pruned this layout)"))
             continue
-        seed = builtin_seed(p_b[k]) if q_seed is None else q_seed
+        seed = builtin_seed(kin, p_b[k]) if q_seed is None else q_seed
         try:
             r = kin.align(AlignmentTarget(p_b[k], a_b[k]), seed, min_limit_margin=min_limit_margin)
         except UnreachableTarget as exc:
@@ -286,7 +285,7 @@ def reach_screen(kin: ArmKinematics, poses: Sequence[BasePose], pts: np.ndarray,
     z = rel[..., 2] - kin.shoulder_m[2] / M_PER_MM
     d = np.sqrt((x - kin.shoulder_m[0] / M_PER_MM) ** 2 + (y - kin.shoulder_m[1] / M_PER_MM) ** 2 + z ** 2)
     far = (kin.upper_arm_m + kin.forearm_m) / M_PER_MM - d
-    near = d - kin.min_reach_m / M_PER_MM
+    near = d - kin.screen_min_reach_m / M_PER_MM
     slack = np.minimum(far, near)
     return np.stack([(slack > 1.0).sum(axis=1), slack.min(axis=1)], axis=1)
 

@@ -44,6 +44,9 @@ class ArmModel:
     source: Path
     joints: tuple[JointSpec, ...]
     fixed_tree: tuple[tuple[str, str, str], ...]  # (joint, parent link, child link) of every joint
+    #: shoulder, elbow and wrist joints of an S-R-S arm (our own arm: exact reach shell in
+    #: ArmKinematics.check_reach); None for any other arm (spine_nav.arm.description): a bound instead
+    reach_joints: tuple[str, str, str] | None = ("joint2", "joint4", "joint6")
 
     @property
     def joint_names(self) -> list[str]:

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a PNG of the breathing run (error with/without compensation)")
     p.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    from spine_nav.cli.arm import add_description_arguments
+
+    add_description_arguments(p)  # --urdf ...: another robot (default: our own arm, default_scene)
 
 
 def _log(msg: str) -> None:
@@ -51,7 +54,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     quick = bool(getattr(args, "quick", False))
     seed = int(getattr(args, "seed", 0))
     scene = default_scene()
-    kin = ArmKinematics(load_arm_model())
+    if getattr(args, "urdf", None):
+        scene, kin = _scene_for_description(args, scene)
+    else:
+        kin = ArmKinematics(load_arm_model())
     screw = scene.screws()[0]
 
     _log("hand-eye calibration motion")
@@ -106,6 +112,32 @@ def run(args: argparse.Namespace) -> BenchResult:
                "no_compensation_max_mm": float(np.max(nb.lateral_mm[m])),
                "servo": rt["servo"], "stop_trials_ms": rt["trials"]}
     return BenchResult("arm", metrics, {"no_compensation": {"breathing_error_rms_mm": nb_rms}}, env, details)
+
+
+def _scene_for_description(args, scene):
+    """Another robot (``--urdf ...``): the base placed for the default scene's two screws by the layout
+    search (:func:`spine_nav.arm.check.place_base`), starting 0.1 rad off the first screw's solution."""
+    from spine_nav.arm.check import place_base, start_near
+    from spine_nav.arm.kinematics import ArmKinematics
+    from spine_nav.cli.arm import description_from_args
+    from spine_nav.geometry import invert
+    from spine_nav.plan import Plan
+    from spine_nav.sim.arm import ArmScene
+
+    from spine_nav.cli.common import fail
+
+    try:
+        kin = ArmKinematics(description_from_args(args))
+    except ValueError as exc:
+        raise SystemExit(fail(str(exc))) from None
+    screws = scene.screws()
+    best, T_t_b, T_t_r = place_base(kin, Plan(tuple(screws), frame="Reference"), log=_log)
+    # the layout's Reference is the plan's own frame: keep the scene's reference pose, move the base
+    T_t_b = scene.T_tracker_reference @ invert(T_t_r) @ T_t_b
+    first = next(s for s in best.screws if s.screw_id.endswith(screws[0].id))
+    if not first.reached:
+        raise ValueError(f"--urdf {args.urdf}: {screws[0].id} not reachable: {first.reason}")
+    return ArmScene(T_t_b, scene.T_tracker_reference, start_near(kin, first.q_rad, 0.1)), kin
 
 
 def _ik_timing(kin, guide, screw, n: int) -> float:

@@ -43,6 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "bridge (needs root; docs/network.md)")
     p.add_argument("--inject", metavar="FAULT", help="with --hosts: cut:HOST (tracker, navigation, robot, console) "
                    "or delay:tracker:MS")
+    p.add_argument("--command-interface", default="spine_nav",
+                   choices=("spine_nav", "joint_trajectory", "forward_position"),
+                   help="how arm_guide commands the (simulated) arm: our stream, a JointTrajectoryController "
+                        "topic, or a forward position controller topic")
     p.set_defaults(func=run)
 
 
@@ -57,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--screws: must be >= 1, got {args.screws}")
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
-                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz)
+                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz,
+                     command_interface=args.command_interface)
     make_demo = None
     if args.inject and not args.hosts:
         return fail(f"--inject {args.inject}: needs --hosts (the faults are on the network between hosts)")

@@ -79,6 +79,8 @@ class DemoConfig:
     align_timeout_s: float = 20.0
     handeye_poses: int = 20
     extra_guard_params: dict = field(default_factory=dict)
+    #: arm_guide -> sim_arm commands (spine_nav.nodes.arm_params): spine_nav, joint_trajectory, forward_position
+    command_interface: str = "spine_nav"
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -207,6 +209,8 @@ class Demo:
         args += _p("arm_guide", "latency_record_path", str(self.latency_record("arm_guide")))
         for k, v in cfg.extra_guard_params.items():
             args += _p("trajectory_guard", k, v)
+        for node in ("arm_guide", "sim_arm"):  # sim_arm stands in for the ros2_control controller
+            args += _p(node, "command_interface", cfg.command_interface)
         return args
 
     def latency_record(self, node: str) -> Path:

@@ -7,14 +7,19 @@ Subscribes: ``plan/registered`` (ScrewPlan, Reference), ``tracking/reference`` (
 T_tracker_reference), ``guard/status`` (GuardStatus: VIOLATION / TRACKING_LOST hold from the next
 servo cycle), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
 T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm).
-Publishes: ``arm/joint_command`` (trajectory_msgs/JointTrajectory, one point: positions + velocities),
+Publishes: the joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`:
+``arm/joint_command`` JointTrajectory one point (default), ``<controller>/joint_trajectory`` for a
+ros2_control JointTrajectoryController, or ``<controller>/commands`` Float64MultiArray for a forward
+position controller),
 ``arm/state`` (ArmState), ``arm/guide_pose`` (PoseStamped, T_reference_guidetube in Reference),
 ``/diagnostics``. Service: ``arm/command`` (ArmCommand: align screw_id / hold / release / resume).
 
 Parameters (units in names): tracker_robotbase_xyz_mm + tracker_robotbase_quat_xyzw
 (T_tracker_robotbase from hand-eye calibration: ``spine-nav arm calibrate``), standoff_mm,
 servo_rate_hz, command_rate_hz, state_rate_hz, realtime (SCHED_FIFO), reference_timeout_s,
-feedback_timeout_s, cycle_watchdog_s, velocity_scale, near_patient_mm, near_patient_velocity_scale.
+feedback_timeout_s, cycle_watchdog_s, velocity_scale, near_patient_mm, near_patient_velocity_scale, and
+the robot / command interface (:mod:`spine_nav.nodes.arm_params`: urdf, base_link, flange_link, tool
+mounts, command_interface, controller_name, controller_joints, joint_name_map).
 
 Clocks: the servo runs on time.monotonic; a tracker sample's header stamp (ROS time) is mapped to
 monotonic with the current ROS-monotonic offset, so the stale-reference watchdog sees its real age.
@@ -32,15 +37,16 @@ from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
 from spine_nav_interfaces.srv import ArmCommand
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
 from spine_nav.arm.kinematics import ArmKinematics
-from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
 from spine_nav.nodes.conversions import (msg_to_plan, pose_cdr_to_quat_mm, quat_mm_to_matrix_mm, stamp_to_seconds,
                                          validated_matrix_mm_to_pose_stamped)
+from spine_nav.nodes.arm_params import declare_arm_parameters
 from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.nodes.parameters import declare_pose_parameter
@@ -77,8 +83,10 @@ class ArmGuideNode(Node):
         #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
         self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
 
-        self.kin = ArmKinematics(load_arm_model())
+        self.iface = declare_arm_parameters(self)  # ValueError (one line): the node does not start
+        self.kin = ArmKinematics(self.iface.arm)
         self.joint_names = self.kin.arm.joint_names
+        self._command_period_s = 1.0 / command_rate_hz
         self._lock = threading.Lock()
         self._feedback: tuple[np.ndarray, np.ndarray, float] | None = None
         self.plan = None
@@ -88,7 +96,8 @@ class ArmGuideNode(Node):
         self._pending_reference: list = []
         self._new_reference_stamp = None  # tracker stamp of a reference sample the servo has not answered yet
 
-        self.cmd_pub = self.create_publisher(JointTrajectory, "arm/joint_command", STATUS_QOS)
+        msg_type = Float64MultiArray if self.iface.command_interface == "forward_position" else JointTrajectory
+        self.cmd_pub = self.create_publisher(msg_type, self.iface.command_topic, STATUS_QOS)
         self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -109,7 +118,8 @@ class ArmGuideNode(Node):
         self.servo = ServoLoop(self.servo_cycle, period_s=1.0 / self.servo_rate_hz, realtime=realtime, record=False)
         self.servo.start()
         self.get_logger().info(f"arm_guide: servo {self.servo_rate_hz:.0f} Hz (realtime={realtime}), "
-                               f"standoff {cfg.standoff_mm} mm")
+                               f"standoff {cfg.standoff_mm} mm; {self.kin.arm.dof} axes from {self.kin.arm.source}, "
+                               f"commands: {self.iface.command_interface} on {self.iface.command_topic}")
 
     # ---------------------------------------------------------------- clocks
     def _ros_to_mono(self, stamp) -> float:
@@ -164,14 +174,13 @@ class ArmGuideNode(Node):
             self.guide.on_guard_state(name, time.monotonic(), msg.reason)
 
     def on_joint_state(self, msg: JointState) -> None:
-        try:
-            idx = [list(msg.name).index(n) for n in self.joint_names]
-        except ValueError:
-            self.get_logger().error(f"joint_states: expected joints {self.joint_names}, got {list(msg.name)}",
-                                    throttle_duration_sec=5.0)
+        try:  # joint_state_broadcaster names (joint_name_map), any order, other joints ignored
+            q = self.iface.from_names(msg.name, msg.position, "joint_states")
+            qd = (self.iface.from_names(msg.name, msg.velocity, "joint_states")
+                  if len(msg.velocity) == len(msg.name) else np.zeros(self.kin.arm.dof))
+        except ValueError as exc:
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
-        q = np.array([msg.position[i] for i in idx])
-        qd = np.array([msg.velocity[i] for i in idx]) if len(msg.velocity) == len(msg.name) else np.zeros(len(idx))
         with self._lock:
             self._feedback = (q, qd, time.monotonic())
         if self.guide is None:
@@ -235,6 +244,24 @@ class ArmGuideNode(Node):
         if self.servo.error is not None:
             self.guide.hold(time.monotonic(), StopCause.CYCLE_WATCHDOG, f"servo thread died: {self.servo.error}")
         q, holding = self.guide.command  # not .state: that also composes the guide pose (~0.1-0.3 ms here)
+        if self.iface.command_interface == "forward_position":
+            # a forward position controller takes the positions as they come (its joint order, no stamp)
+            self.cmd_pub.publish(Float64MultiArray(data=self.iface.to_controller(q)))
+            if sample_stamp is not None:
+                self.latency.add(sample_stamp)
+            return
+        if self.iface.command_interface == "joint_trajectory":
+            # a JointTrajectoryController: one point, reached one command period from now (stamp 0 = "start
+            # now" for the controller); holding = the frozen position keeps being sent
+            msg = JointTrajectory(joint_names=list(self.iface.controller_joints))
+            pt = JointTrajectoryPoint(positions=self.iface.to_controller(q))
+            ns = int(self._command_period_s * 1e9)
+            pt.time_from_start = Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+            msg.points.append(pt)
+            self.cmd_pub.publish(msg)
+            if sample_stamp is not None:
+                self.latency.add(sample_stamp)
+            return
         msg = JointTrajectory()
         msg.header.stamp = sample_stamp if sample_stamp is not None else self.get_clock().now().to_msg()
         msg.header.frame_id = "sample" if sample_stamp is not None else ""

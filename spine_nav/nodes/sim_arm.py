@@ -1,15 +1,20 @@
 """Node `sim_arm`: the arm simulated in MuJoCo (:class:`spine_nav.sim.arm.MujocoArm`).
 
 Steps physics in real time from a timer (as many 1 ms steps as wall time has passed, capped),
-applies the latest ``arm/joint_command`` (trajectory_msgs/JointTrajectory, first point's positions,
-matched by joint name), publishes ``joint_states`` (sensor_msgs/JointState, rad, rad/s) and
+applies the latest joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`;
+it stands in for a ros2_control JointTrajectoryController or forward position controller: same topics,
+same message types; a trajectory's first point is applied as a position setpoint, matched by joint name;
+a Float64MultiArray in ``controller_joints`` order), publishes ``joint_states`` (sensor_msgs/JointState,
+rad, rad/s, controller joint names: what a joint_state_broadcaster sends) and
 ``tracking/arm_marker`` (PoseStamped, frame ``Tracker``: T_tracker_armmarker as the optical
 tracker would see it, with optional position noise) and ``/diagnostics``.
 
 Own watchdog: a command older than ``command_timeout_s`` is dropped and the arm holds where it is.
 
 Parameters: tracker_robotbase_xyz_mm, tracker_robotbase_quat_xyzw (the true robot pose in the
-tracker), q0_rad, publish_rate_hz, marker_noise_mm, command_timeout_s, max_steps_per_tick.
+tracker), q0_rad (chain order; for another robot its length must match), publish_rate_hz,
+marker_noise_mm, command_timeout_s, max_steps_per_tick, and the robot / command interface
+parameters of :mod:`spine_nav.nodes.arm_params`.
 """
 from __future__ import annotations
 
@@ -20,8 +25,10 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
 
+from spine_nav.nodes.arm_params import declare_arm_parameters
 from spine_nav.nodes.conversions import validated_matrix_mm_to_pose_stamped
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.nodes.parameters import declare_pose_parameter
@@ -39,7 +46,11 @@ class SimArmNode(Node):
         self.noise_mm = float(p("marker_noise_mm", 0.0).value)
         self.command_timeout_s = float(p("command_timeout_s", 0.1).value)
         self.max_steps = int(p("max_steps_per_tick", 20).value)
-        self.sim = MujocoArm(T_tracker_robotbase=T_tracker_robotbase, q0_rad=np.array(q0))
+        self.iface = declare_arm_parameters(self)
+        if len(q0) != self.iface.arm.dof:
+            raise ValueError(f"sim_arm: parameter q0_rad has {len(q0)} values, the arm has {self.iface.arm.dof} "
+                             f"joints {self.iface.arm.joint_names}")
+        self.sim = MujocoArm(self.iface.arm, T_tracker_robotbase=T_tracker_robotbase, q0_rad=np.array(q0))
         self.joint_names = self.sim.arm.joint_names
         self._max_step_rad = 0.9 * self.sim.arm.velocity_limit_rad_s * self.sim.dt_s
         self.rng = np.random.default_rng()
@@ -53,7 +64,10 @@ class SimArmNode(Node):
         self.js_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
         self.marker_pub = self.create_publisher(PoseStamped, "tracking/arm_marker", SENSOR_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(JointTrajectory, "arm/joint_command", self.on_command, STATUS_QOS)
+        if self.iface.command_interface == "forward_position":
+            self.create_subscription(Float64MultiArray, self.iface.command_topic, self.on_forward, STATUS_QOS)
+        else:
+            self.create_subscription(JointTrajectory, self.iface.command_topic, self.on_command, STATUS_QOS)
         self.create_timer(1.0 / rate, self.tick)
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f"sim_arm: MuJoCo {self.sim.dt_s * 1e3:.1f} ms steps, publishing at {rate:.0f} Hz")
@@ -62,14 +76,23 @@ class SimArmNode(Node):
         if not msg.points:
             return
         try:
-            idx = [list(msg.joint_names).index(n) for n in self.joint_names]
-            q = np.array([msg.points[0].positions[i] for i in idx], dtype=float)
-        except (ValueError, IndexError):
-            self.get_logger().error(f"arm/joint_command: expected positions for {self.joint_names}",
-                                    throttle_duration_sec=5.0)
+            q = self.iface.from_names(msg.joint_names, msg.points[0].positions, self.iface.command_topic)
+        except ValueError as exc:
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
+        self._apply(q)
+
+    def on_forward(self, msg: Float64MultiArray) -> None:
+        try:
+            q = self.iface.from_controller_order(msg.data, self.iface.command_topic)
+        except ValueError as exc:
+            self.get_logger().error(str(exc), throttle_duration_sec=5.0)
+            return
+        self._apply(q)
+
+    def _apply(self, q: np.ndarray) -> None:
         if not np.all(np.isfinite(q)):
-            self.get_logger().error("arm/joint_command: non-finite position; ignored", throttle_duration_sec=5.0)
+            self.get_logger().error(f"{self.iface.command_topic}: non-finite position; ignored", throttle_duration_sec=5.0)
             return
         now = time.monotonic()
         if self._last_cmd_mono is not None:
@@ -93,7 +116,7 @@ class SimArmNode(Node):
             self._q_from = self._q_to = q  # watchdog: hold where the arm is
             self._last_cmd_mono = None
             if not self._stale_logged:
-                self.get_logger().warn(f"arm/joint_command older than {self.command_timeout_s} s: holding")
+                self.get_logger().warn(f"{self.iface.command_topic} older than {self.command_timeout_s} s: holding")
                 self._stale_logged = True
         due = int((now - self._t0) / self.sim.dt_s) - self._steps
         n = max(0, min(due, self.max_steps))
@@ -111,7 +134,8 @@ class SimArmNode(Node):
             self._steps += n
         _, q, qd = self.sim.state()
         stamp = self.get_clock().now()
-        js = JointState(name=self.joint_names, position=q.tolist(), velocity=qd.tolist())
+        js = JointState(name=list(self.iface.controller_joints), position=self.iface.to_controller(q),
+                        velocity=self.iface.to_controller(qd))
         js.header.stamp = stamp.to_msg()
         self.js_pub.publish(js)
         # MuJoCo poses are rigid by construction: the validated hot-path conversion is safe (0.5 ms saved/tick)

@@ -37,6 +37,32 @@ def load_overlay(path: str | Path = DEFAULT_OVERLAY) -> dict:
     return data
 
 
+def generated_overlay(arm: ArmModel, stiffness_rad: float = 0.01, damping_ratio: float = 1.0,
+                      armature_kg_m2: float = 0.02, q_rad: np.ndarray | None = None) -> dict:
+    """The actuator overlay of any arm, generated from its URDF (for arms without a hand-tuned file).
+
+    Position servo per joint: ``kp = effort limit / stiffness_rad`` (the servo reaches its torque limit
+    at 10 mrad of error, as our own arm's tuned gains do: 320 N m / 30000 N m/rad = 10.7 mrad), and
+    ``kv`` for ``damping_ratio`` (critical: 1) on the joint's own inertia at mid-range (or ``q_rad``)
+    plus the armature: ``kv = 2 zeta sqrt(kp (M_ii + armature))``. Gravity compensated, 1 ms steps."""
+    m = mujoco.MjSpec.from_string(arm.urdf_xml).compile()
+    d = mujoco.MjData(m)
+    q = 0.5 * (arm.lower_rad + arm.upper_rad) if q_rad is None else np.asarray(q_rad, float)
+    for name, v in zip(arm.joint_names, q):
+        d.qpos[m.joint(name).qposadr[0]] = v
+    mujoco.mj_forward(m, d)
+    M = np.zeros((m.nv, m.nv))
+    mujoco.mj_fullM(m, d, M)
+    acts = {}
+    for j in arm.joints:
+        i = m.joint(j.name).dofadr[0]
+        kp = j.effort_nm / stiffness_rad
+        kv = 2.0 * damping_ratio * float(np.sqrt(kp * (M[i, i] + armature_kg_m2)))
+        acts[j.name] = {"kp": float(kp), "kv": kv}
+    return {"timestep_s": 0.001, "integrator": "implicitfast", "gravity_compensation": True,
+            "armature_kg_m2": armature_kg_m2, "actuators": acts}
+
+
 def build_mj_model(arm: ArmModel, overlay: dict) -> mujoco.MjModel:
     """MjModel from the URDF XML plus position actuators, armature and gravity compensation."""
     spec = mujoco.MjSpec.from_string(arm.urdf_xml)
@@ -77,9 +103,11 @@ class MujocoArm:
     controller thread while :meth:`run_realtime` steps.
     """
 
-    def __init__(self, arm: ArmModel | None = None, overlay: dict | str | Path = DEFAULT_OVERLAY,
+    def __init__(self, arm: ArmModel | None = None, overlay: dict | str | Path | None = None,
                  T_tracker_robotbase: np.ndarray | None = None, q0_rad: np.ndarray | None = None) -> None:
         self.arm = arm or load_arm_model()
+        if overlay is None:  # our arm: its tuned file; any other arm (description.py): generated from its URDF
+            overlay = DEFAULT_OVERLAY if self.arm.reach_joints is not None else generated_overlay(self.arm)
         self.overlay = overlay if isinstance(overlay, dict) else load_overlay(overlay)
         self.model = build_mj_model(self.arm, self.overlay)
         self.data = mujoco.MjData(self.model)
