@@ -35,7 +35,8 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
     scene = default_scene()
     screws = scene.screws()
     with ComposedStack(["sim_arm", "arm_guide"], params_file=REPO / "config" / "nodes.yaml",
-                       extra_ros_args=OVERRIDES):
+                       extra_ros_args=OVERRIDES) as stack:
+        arm = stack.nodes["arm_guide"]
         node = Node("arm_test", context=ros_context)
         ex = SingleThreadedExecutor(context=ros_context)
         ex.add_node(node)
@@ -71,11 +72,17 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
             return fut.result()
 
         assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=15.0, spin=spin)
-        assert wait_until(lambda: False, timeout_s=0.5, spin=spin) is False  # let plan + references arrive
+        # the plan has arrived and the guide exists (first joint state); references follow at 50 Hz
+        assert wait_until(lambda: arm.plan is not None and arm.guide is not None, timeout_s=15.0, spin=spin)
         bad = call("align", "T1_left")
         assert not bad.success and "no screw" in bad.message
-        res = call("align", screws[0].id)
-        assert res.success, res.message
+        answers = []
+
+        def align_answered() -> bool:  # refused only while no reference sample has reached the guide yet
+            answers.append(call("align", screws[0].id))
+            return answers[-1].success or "no tracker sample" not in answers[-1].message
+        assert wait_until(align_answered, timeout_s=15.0, spin=spin), answers[-1].message
+        assert answers[-1].success, answers[-1].message
 
         def tracking():
             s = states[-1]
@@ -100,13 +107,19 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
         assert "guard VIOLATION" in states[-1].stop_cause and states[-1].mode == "HOLD"
         assert wait_until(lambda: commands[-1].header.frame_id == "hold", timeout_s=5.0, spin=spin), "no hold command"
         held = list(commands[-1].points[0].positions)
-        wait_until(lambda: False, timeout_s=0.3, spin=spin)
-        assert states[-1].holding and list(commands[-1].points[0].positions) == held
+        # it stays held: the next 20 commands (whenever a loaded machine delivers them) all hold the same position
+        n = len(commands)
+        assert wait_until(lambda: len(commands) >= n + 20, timeout_s=10.0, spin=spin)
+        assert all(c.header.frame_id == "hold" and list(c.points[0].positions) == held for c in commands[n:])
+        assert states[-1].holding
         refused = call("resume")
         assert not refused.success and "VIOLATION" in refused.message
         guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
-        wait_until(lambda: False, timeout_s=0.3, spin=spin)
-        assert states[-1].holding  # the guard recovering does not resume by itself
+        # the guide has the guard's recovery (its own record of the last guard state), then 5 more arm states
+        assert wait_until(lambda: arm.guide._guard_state == "ALIGNED", timeout_s=10.0, spin=spin)
+        n = len(states)
+        assert wait_until(lambda: len(states) >= n + 5, timeout_s=10.0, spin=spin)
+        assert all(s.holding for s in states[n:])  # the guard recovering does not resume by itself
         ok = call("resume")
         assert ok.success, ok.message
         assert wait_until(lambda: not states[-1].holding, timeout_s=5.0, spin=spin), f"last state: {states[-1]}"

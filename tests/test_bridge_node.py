@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +46,12 @@ class Listener:
             self.health.append(msg)
 
 
+def _stream_ended(bridge) -> bool:
+    """The bridge has read the tracker's end of stream (every byte sent was handled and published)."""
+    conn = bridge.link.connection
+    return conn is not None and conn.closed
+
+
 def _stack(port: int, mode: str = "client", console_port: int = 0, extra=()):
     from spine_nav.nodes.runner import ComposedStack
 
@@ -67,7 +72,9 @@ def test_sim_stream_every_sample_published_with_tracker_stamp():
         assert wait_until(lambda: len(listener.tips) >= 150, timeout_s=20.0)
         sim.close()
         bridge = stack.nodes["tracker_bridge"]
-        time.sleep(0.3)
+        assert wait_until(lambda: _stream_ended(bridge), timeout_s=10.0)
+        # best effort over loopback, deep history: every published tip arrives (the assertion below)
+        assert wait_until(lambda: len(listener.tips) >= bridge.published["tool_tip"], timeout_s=10.0)
         with listener.lock:
             tips = list(listener.tips)
         stamps = np.array([m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in tips])
@@ -265,8 +272,9 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
     stack = ComposedStack(["tracker_bridge", "trajectory_guard"], params_file=PARAMS,
                           extra_ros_args=["-p", f"tracker_bridge:port:={sim.port}"])
     bridge, guard = stack.nodes["tracker_bridge"], stack.nodes["trajectory_guard"]
-    assert stack.links == ["tracker_bridge -> trajectory_guard (/tracking/tool_tip, in process)"]
-    assert guard.tool_sub is None and guard.tool_in_process
+    assert stack.links == ["tracker_bridge -> trajectory_guard (/tracking/tool_tip, in process)",
+                           "tracker_bridge -> trajectory_guard (/tracking/health, in process)"]
+    assert guard.tool_sub is None and guard.health_sub is None and guard.tool_in_process
     calls = []
 
     def broken_listener(*sample):
@@ -287,7 +295,15 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
         sim.start()
         assert wait_until(lambda: len(listener.tips) >= 200, timeout_s=20.0)
         sim.close()
-        time.sleep(0.3)
+        assert wait_until(lambda: _stream_ended(bridge), timeout_s=10.0)
+        assert wait_until(lambda: len(listener.tips) >= bridge.published["tool_tip"], timeout_s=10.0)
+        last_tip = _stamp_s(listener.tips[-1].header.stamp)
+
+        def last_judged() -> bool:  # the (reliable) status of the last sample has arrived
+            with lock:
+                return any(_stamp_s(m.tool_sample_stamp) == last_tip and m.state_name != "TRACKING_LOST"
+                           for m in statuses)
+        assert wait_until(last_judged, timeout_s=10.0)
         with lock, listener.lock:
             tips, got = list(listener.tips), list(statuses)
         sample_stamps = [_stamp_s(m.tool_sample_stamp) for m in got if m.state_name != "TRACKING_LOST"]
@@ -303,3 +319,75 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
     finally:
         sim.close()
         stack.close()
+
+
+def test_a_bumped_reference_is_reported_as_the_bump_never_as_a_violation():
+    """bridge + guard in one process (as in the demo), the tool held on a planned screw's axis 5 mm deep, then
+    the reference array is knocked 3 mm / 2 deg (the demo's --bump; a tip composed with the bumped reference
+    is ~3 mm off the axis: VIOLATION). The guard must go TRACKING_LOST naming the bump and never VIOLATION;
+    no tool tip composed with the bumped reference is published on DDS (docs/fault-attribution.md)."""
+    from scipy.spatial.transform import Rotation
+    from spine_nav_interfaces.msg import GuardStatus, ScrewPlan
+
+    from spine_nav.geometry import transform_difference
+    from spine_nav.nodes.conversions import plan_to_msg
+    from spine_nav.nodes.qos import PLAN_QOS, STATUS_QOS
+    from spine_nav.nodes.runner import ComposedStack
+    from spine_nav.plan import Plan, Screw
+
+    tip = T_REF_TIP[:3, 3]
+    model = TrackerModel(TrackerModelConfig(rate_hz=250.0, noise_mm=0.0, tremor_mm=0.0, seed=7))
+    model.set_tool_pose_mm(T_REF_TIP)
+    sim = SimTrackerServer(model, port=0, stamp_at_send=True)
+    stack = ComposedStack(["tracker_bridge", "trajectory_guard"], params_file=PARAMS,
+                          extra_ros_args=["-p", f"tracker_bridge:port:={sim.port}"])
+    bridge = stack.nodes["tracker_bridge"]
+    listener = Listener(stack)
+    plan_pub = listener.node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
+    statuses, lock = [], threading.Lock()
+
+    def on_status(m):
+        with lock:
+            statuses.append(m)
+
+    def seen(pred) -> bool:
+        with lock:
+            return any(pred(m) for m in statuses)
+
+    listener.node.create_subscription(GuardStatus, "guard/status", on_status, STATUS_QOS)
+    plan = Plan(screws=(Screw(id="L4_left", level="L4", side="left", entry_mm=tip - [0.0, 0.0, 5.0],
+                              target_mm=tip + [0.0, 0.0, 40.0], diameter_mm=6.5, length_mm=45.0),),
+                frame="Reference", case_id="bump")
+    try:
+        stack.start()
+        plan_pub.publish(plan_to_msg(plan, 1.0))
+        sim.start()
+        assert wait_until(lambda: seen(lambda m: m.state_name == "ALIGNED"), timeout_s=20.0)
+        D = make_transform(Rotation.from_euler("x", 2.0, degrees=True).as_matrix(), [3.0, 0.0, 0.0])
+        model.bump(D)
+        assert wait_until(lambda: seen(lambda m: m.state_name == "TRACKING_LOST" and "bumped?" in m.reason),
+                          timeout_s=20.0)
+        assert wait_until(lambda: bridge.core.withheld >= 20, timeout_s=20.0)  # tips keep being held back
+        sim.close()
+        with lock, listener.lock:
+            got, tips = list(statuses), list(listener.tips)
+        assert not [m for m in got if m.state_name == "VIOLATION"], "the bump was reported as a violation"
+        aligned = next(i for i, m in enumerate(got) if m.state_name == "ALIGNED")
+        stop = next(m for m in got[aligned:] if m.state_name != "ALIGNED")  # the first status that is not ALIGNED
+        assert stop.state_name == "TRACKING_LOST" and "reference array moved" in stop.reason, stop.reason
+        worst = max(transform_difference(pose_msg_to_mm(m), T_REF_TIP)[0] for m in tips)
+        assert worst < 0.1, f"a tool tip composed with the bumped reference was published ({worst:.2f} mm off)"
+        health = [h for h in listener.health if h.tool == "reference" and h.state == 1]
+        assert health and "bumped?" in health[0].reason
+    finally:
+        sim.close()
+        listener.node.destroy_node()
+        stack.close()
+
+
+def pose_msg_to_mm(m) -> np.ndarray:
+    """PoseStamped (m) -> 4x4 (mm)."""
+    from scipy.spatial.transform import Rotation
+
+    o, q = m.pose.position, m.pose.orientation
+    return make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [o.x * 1e3, o.y * 1e3, o.z * 1e3])

@@ -189,9 +189,11 @@ def test_updates_are_coalesced_and_every_tool_sample_is_accounted_for(case_dir):
         with connect(f"ws://127.0.0.1:{server.port}/ws", open_timeout=5) as ws:
             assert json.loads(ws.recv(timeout=5))[0]["t"] == "case"
             T = list(np.eye(4).ravel())
+            t0 = time.monotonic()
             for i in range(50):
                 server.publish({"t": "tool", "stamp_s": 100.0 + i, "frame": "Reference", "T_mm": T})
                 server.publish({"t": "guard", "state_name": "ALIGNED", "depth_mm": float(i)})
+            publish_s = time.monotonic() - t0  # a few ms; a loaded machine can stretch it
             frames, stamps, depths = [], [], []
             while 149.0 not in stamps or 49.0 not in depths:
                 frame = [u for u in json.loads(ws.recv(timeout=5)) if u["t"] != "beat"]
@@ -200,7 +202,9 @@ def test_updates_are_coalesced_and_every_tool_sample_is_accounted_for(case_dir):
                     stamps += [s for u in frame if u["t"] == "tool" for s in (u["stamp_s"], *u.get("covers_s", []))]
                     depths += [u["depth_mm"] for u in frame if u["t"] == "guard"]
     assert sorted(stamps) == [100.0 + i for i in range(50)]  # each sample exactly once
-    assert len(frames) <= 5, [[u["t"] for u in f] for f in frames]  # 100 updates within a few ms
+    # at most one frame per send interval (50 ms) while publishing, plus the first and the last (and one
+    # spare): 3 when the 100 updates take a few ms, more only when the machine stretched the publishing itself
+    assert len(frames) <= 3 + publish_s / 0.05, ([[u["t"] for u in f] for f in frames], publish_s)
     for frame in frames:  # at most one update per stream in a frame, the latest
         kinds = [u["t"] for u in frame]
         assert len(kinds) == len(set(kinds)), kinds

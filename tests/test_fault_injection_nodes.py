@@ -115,9 +115,11 @@ def test_bump_latches_reference_lost_in_bridge_and_guard_until_reset(ros_context
             assert wait_until(lambda: model.model_time_s(time.time()) > t_model_now + 0.5, timeout_s=5.0)
             probe.clear()
             assert wait_until(lambda: len(probe.last_status(30)) >= 30, timeout_s=10.0)
-            # still lost 0.5 s later although reference samples keep arriving; one status per tool sample
+            # still lost 0.5 s later although reference samples keep arriving; the bridge withholds every tool
+            # tip while latched, so these are the guard's watchdog statuses, led by the tracker's reason
             assert all(s.state == GuardStatus.STATE_TRACKING_LOST and "reference array moved" in s.reason
                        for s in probe.last_status(30))
+            assert stack.nodes["tracker_bridge"].core.withheld > 0
             assert t_bump > 0
 
             # explicit reset (after re-registration): reference OK again; the OLD registration is now

@@ -77,6 +77,18 @@ def test_watchdog_reason_and_quiet_while_samples_flow():
     assert v.state == S.TRACKING_LOST and "no tool sample for 199 ms" in v.reason
 
 
+def test_watchdog_reason_leads_with_the_trackers_when_samples_stop_because_of_it():
+    """The bridge withholds tool tips after a bumped reference: the guard's watchdog then names the bump first."""
+    g = make_guard()
+    g.evaluate(pose(0.3, 5.0), 10.0, 10.001)
+    g.set_tracking_health("reference: reference array moved 3.0 mm / 2.0 deg in 4 ms: bumped?", tool="reference")
+    v = g.watchdog(10.2)
+    assert v.state == S.TRACKING_LOST and v.reason.startswith("tracker: reference: reference array moved"), v.reason
+    assert "watchdog: no tool sample for 199 ms" in v.reason
+    g.set_tracking_health("", tool="reference")
+    assert g.watchdog(10.3).reason.startswith("watchdog: ")
+
+
 def feed(g, values, make, t0=0.0):
     out = []
     for i, val in enumerate(values):

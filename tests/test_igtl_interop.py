@@ -61,6 +61,43 @@ def _stop(proc: subprocess.Popen) -> tuple[str, str]:
         return proc.communicate(timeout=5)
 
 
+class _Output:
+    """A reference program's stdout/stderr read as they come (threads), so a test can wait for what it
+    printed instead of sleeping; :meth:`finish` stops the program and returns (stdout, stderr)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc, self._out, self._err = proc, [], []
+        self._threads = [threading.Thread(target=self._read, args=(f, buf), daemon=True)
+                         for f, buf in ((proc.stdout, self._out), (proc.stderr, self._err))]
+        for t in self._threads:
+            t.start()
+
+    @staticmethod
+    def _read(stream, buf: list) -> None:
+        for line in iter(stream.readline, ""):
+            buf.append(line)
+
+    @property
+    def out(self) -> str:
+        return "".join(list(self._out))
+
+    @property
+    def err(self) -> str:
+        return "".join(list(self._err))
+
+    def finish(self) -> tuple[str, str]:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        for t in self._threads:
+            t.join(timeout=5)
+        return self.out, self.err
+
+
 def _matrices_printed(text: str) -> list[np.ndarray]:
     """igtl::PrintMatrix blocks ('=============' + 4 rows + '=============') -> 4x4 arrays."""
     out = []
@@ -79,23 +116,28 @@ def test_reference_tracker_server_to_our_client_all_100_samples(igtl_ref):
     port = free_tcp_port()
     proc = _start([str(igtl_ref / "TrackerServer"), str(port), "100"])
     got, lock = [], threading.Lock()
+    conns: list = []
 
-    def on_msg(msg, _t, _c):
+    def on_msg(msg, _t, conn):
+        # TrackerServer sends exactly 100 per connection; our client reconnects when it hangs up (~1 s
+        # later), so only the first connection's messages are this sample set
         with lock:
-            got.append(msg)
+            if not conns:
+                conns.append(conn)
+            if conn is conns[0]:
+                got.append(msg)
 
     client = None
     try:
         client = _connect_with_retry(port, on_msg)
         assert wait_until(lambda: len(got) >= 100, timeout_s=20.0)
-        time.sleep(0.2)
     finally:
         if client is not None:
             client.close()
         out, _ = _stop(proc)
-    assert len(got) == 100 and not client.connection.errors  # every sample, none malformed
+    assert len(got) == 100 and not conns[0].errors  # every sample, none malformed
     assert all(m.type == "TRANSFORM" and m.device == "Tracker" for m in got)
-    printed = _matrices_printed(out)[-100:]  # what the reference sender packed, printed before each send
+    printed = _matrices_printed(out)[:100]  # what the reference sender packed for it, printed before each send
     assert len(printed) == 100
     for m, ref in zip(got, printed):
         np.testing.assert_allclose(m.poses[0][1], ref, rtol=1e-5, atol=1e-4)
@@ -165,33 +207,36 @@ def _check_reference_printout(err: str, out: str, T: np.ndarray, with_tdata: boo
 def test_our_server_to_reference_receive_client_every_type(igtl_ref):
     T = random_transform(np.random.default_rng(0), max_translation_mm=200)
     server = IgtlServer(0, host="127.0.0.1").start()
-    proc = _start([str(igtl_ref / "ReceiveClient"), "127.0.0.1", str(server.port)])
+    o = _Output(_start([str(igtl_ref / "ReceiveClient"), "127.0.0.1", str(server.port)]))
     try:
         assert wait_until(lambda: server.client_count == 1, timeout_s=10.0)
         for data in _all_types(T):
             server.broadcast(data)
-        time.sleep(0.5)
+        # the last message (TDATA) printed: every one before it was handled
+        assert wait_until(lambda: " Name       : Tool0ToTracker" in o.err and len(_matrices_printed(o.out)) >= 2,
+                          timeout_s=20.0), o.err[-2000:]
     finally:
         server.close()  # the reference client exits when the connection closes
-        out, err = _stop(proc)
+        out, err = o.finish()
     _check_reference_printout(err, out, T, with_tdata=True)
 
 
 def test_our_client_to_reference_receive_server_every_type(igtl_ref):
     T = random_transform(np.random.default_rng(1), max_translation_mm=200)
     port = free_tcp_port()
-    proc = _start([str(igtl_ref / "ReceiveServer"), str(port)])
+    o = _Output(_start([str(igtl_ref / "ReceiveServer"), str(port)]))
     client = None
     try:
         client = _connect_with_retry(port, None)
         for data in _all_types(T)[:-1]:  # ReceiveServer has no TDATA handler (skips it)
             assert client.send(data)
-        time.sleep(0.5)
+        # the last message (TRAJ) printed: every one before it was handled
+        assert wait_until(lambda: "Radius    : 3.250000" in o.err and _matrices_printed(o.out), timeout_s=20.0), \
+            o.err[-2000:]
     finally:
         if client is not None:
             client.close()
-        time.sleep(0.2)
-        out, err = _stop(proc)
+        out, err = o.finish()
     _check_reference_printout(err, out, T, with_tdata=False)
 
 

@@ -103,46 +103,95 @@ def test_watchdog_latch_holds_lost_while_samples_arrive():
         wd.latch_lost("nope", "x")
 
 
-def test_bridge_core_latches_bumped_reference_until_reset_reference():
-    """Encoded OpenIGTLink stream from the simulator -> BridgeCore: health and the wrong tool tip after a bump."""
+def _bumped_stream(order: str, bump_at: int = 100, n: int = 200, shift_mm=(3.0, 0.0, 0.0), rot_deg: float = 2.0):
+    """The simulated tracker (no noise, breathing on) encoded as OpenIGTLink, one ``recv()`` chunk per frame,
+    the reference bumped from frame ``bump_at`` on (the demo's 3 mm / 2 deg knock by default). ``order``:
+    ``ref_first`` / ``tool_first`` (two TRANSFORM messages per frame, either order) or ``tdata`` (one TDATA).
+    Returns (chunks [(frame stamp, bytes)], T_reference_tooltip truth, bump stamp, D)."""
     model = TrackerModel(TrackerModelConfig(rate_hz=250.0, noise_mm=0.0, seed=1))
     T_ref_tip = make_transform(None, [5.0, -10.0, 30.0])
     model.set_tool_pose_mm(T_ref_tip)
-    tool = ToolDefinition()
-    outs = []
-    t = [0.0]
-    core = BridgeCore(PoseComposer(tools=(tool,)), on_output=lambda o, _t: outs.append(o), clock=lambda: t[0],
-                      jump_detector=ReferenceJumpDetector())
+    D = make_transform(_rot_x(rot_deg), list(shift_mm))
+    chunks, bump_stamp = [], None
+    for k in range(n):
+        if k == bump_at:
+            model.bump(D)
+        f = model.sample(k)
+        if k == bump_at:
+            bump_stamp = f.timestamp_s
+        poses = [(d, T) for d, T in f.poses.items() if T is not None and d in (REF, "StylusToTracker")]
+        poses.sort(key=lambda p: (p[0] != REF) == (order != "tool_first"))
+        if order == "tdata":
+            data = codec.encode_tdata("Tracker", [codec.TDataElement(d, T) for d, T in poses], f.timestamp_s)
+        else:
+            data = b"".join(codec.encode_transform(d, T, f.timestamp_s) for d, T in poses)
+        chunks.append((f.timestamp_s, data))
+    return chunks, T_ref_tip, bump_stamp, D
 
-    def feed(k0: int, n: int) -> None:
+
+def _bridge_with_event_log():
+    """A BridgeCore whose latch callback and outputs append to ONE event list (their order is the point)."""
+    events: list[tuple] = []
+    t = [0.0]
+    core = BridgeCore(PoseComposer(tools=(ToolDefinition(),)), clock=lambda: t[0],
+                      on_output=lambda o, _t: events.append(("out", o)),
+                      on_latch=lambda reason: events.append(("latch", reason)),
+                      jump_detector=ReferenceJumpDetector(), defer_kinds=frozenset({"reference", "arm_marker"}))
+
+    def feed(chunks) -> None:
         dec = StreamDecoder()
-        for k in range(k0, k0 + n):
-            f = model.sample(k)
-            t[0] = f.timestamp_s
-            data = b"".join(codec.encode_transform(d, T, f.timestamp_s) for d, T in f.poses.items() if T is not None)
+        for stamp, data in chunks:
+            t[0] = stamp
             for m in dec.feed(data):
                 assert isinstance(m, codec.IgtlMessage), m
                 core.handle(m, 0, "sim")
+            core.flush()  # end of the recv() chunk, as the transport does
+    return core, events, feed
 
-    def ref_health():
-        return {h.tool: h for h in core.check()}["reference"]
 
-    feed(0, 100)
-    assert ref_health().state == OK
-    D = make_transform(None, [0.0, 3.0, 0.0])
-    model.bump(D)
-    outs.clear()
-    feed(100, 100)
-    h = ref_health()
+@pytest.mark.parametrize("order", ["ref_first", "tool_first", "tdata"])
+def test_no_tool_tip_composed_with_a_bumped_reference_is_ever_emitted(order):
+    """Fault attribution: the bump is known (on_latch, health) before anything of the bumped frame is
+    emitted, no tool tip composed with the bumped reference leaves the core, and the withheld ones are counted."""
+    chunks, T_ref_tip, bump_stamp, _ = _bumped_stream(order)
+    core, events, feed = _bridge_with_event_log()
+    feed(chunks)
+    tips = [e[1] for e in events if e[0] == "out" and e[1].kind == "tool_tip"]
+    # every emitted tip is the true one (a tip composed with the bumped reference would be ~3 mm off)
+    worst = max(transform_difference(o.matrix, T_ref_tip)[0] for o in tips)
+    assert worst < 0.01, worst
+    assert all(o.timestamp_s < bump_stamp for o in tips)
+    assert len(tips) == 100 and core.withheld == 100  # the 100 frames before the bump out, the 100 after held back
+    latch = [i for i, e in enumerate(events) if e[0] == "latch"]
+    assert len(latch) == 1, "the latch is reported once"
+    reason = events[latch[0]][1]
+    assert "reference array moved 3.0 mm / 2.0 deg" in reason and "bumped?" in reason
+    # nothing of the bumped frame or later went out before the latch was reported
+    assert all(e[1].timestamp_s < bump_stamp for e in events[:latch[0]]), order
+    h = {h.tool: h for h in core.check()}["reference"]
+    assert h.state == TRACKING_LOST and h.reason == reason
+
+
+def test_bridge_core_latches_bumped_reference_until_reset_reference():
+    """After re-registration (reset) the tips flow again; composed with the moved array they are off by
+    inv(D): the navigation error re-registration has to absorb, which the latch kept from the guard."""
+    chunks, T_ref_tip, _, D = _bumped_stream("ref_first", shift_mm=(0.0, 3.0, 0.0), rot_deg=0.0, n=220)
+    core, events, feed = _bridge_with_event_log()
+    feed(chunks[:100])
+    assert {h.tool: h for h in core.check()}["reference"].state == OK
+    feed(chunks[100:200])
+    h = {h.tool: h for h in core.check()}["reference"]
     assert h.state == TRACKING_LOST and "reference array moved 3.0 mm" in h.reason and "bumped?" in h.reason
-    # the navigation error the latch protects against: the tool tip is now off by inv(D)
-    tip = [o.matrix for o in outs if o.kind == "tool_tip"][-1]
-    lateral_mm, _ = transform_difference(tip, T_ref_tip)
-    assert lateral_mm == pytest.approx(3.0, abs=1e-3)
-    np.testing.assert_allclose(tip, invert(D) @ T_ref_tip, atol=1e-3)  # float32 on the wire
+    assert core.withheld == 100
+    events.clear()
     assert "moved 3.0 mm" in core.reset_reference()
-    feed(200, 20)
-    assert ref_health().state == OK and core.reset_reference() == ""
+    feed(chunks[200:])
+    assert {h.tool: h for h in core.check()}["reference"].state == OK and core.reset_reference() == ""
+    tips = [e[1] for e in events if e[0] == "out" and e[1].kind == "tool_tip"]
+    assert len(tips) == 20 and core.withheld == 100
+    lateral_mm, _ = transform_difference(tips[-1].matrix, T_ref_tip)
+    assert lateral_mm == pytest.approx(3.0, abs=1e-3)
+    np.testing.assert_allclose(tips[-1].matrix, invert(D) @ T_ref_tip, atol=1e-3)  # float32 on the wire
 
 
 def test_sim_occlude_from_now_and_bump_keeps_tool_truth_and_true_reference():

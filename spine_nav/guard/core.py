@@ -241,9 +241,12 @@ class TrajectoryGuard:
                              max(t, now_s), (now_s - t) * 1000.0)
 
     def watchdog(self, now_s: float) -> GuardVerdict | None:
-        """TRACKING_LOST when no sample arrived for ``stale_after_s`` (None while samples flow)."""
+        """TRACKING_LOST when no sample arrived for ``stale_after_s`` (None while samples flow). While the
+        tracker reports a tool lost, the reason leads with the tracker's (the samples stopped BECAUSE of it,
+        e.g. the bridge withholds tool tips after a bumped reference)."""
         if self.last_arrival_s is not None and now_s - self.last_arrival_s <= self.config.stale_after_s + TIME_EPS_S:
             return None
         since = "no tool sample received yet" if self.last_arrival_s is None else \
             f"no tool sample for {(now_s - self.last_arrival_s) * 1000:.0f} ms > {self.config.stale_after_s * 1000:g} ms"
-        return self.report_lost(f"watchdog: {since}", now_s)
+        tracker = f"tracker: {self.health_lost_reason}; " if self.health_lost_reason else ""
+        return self.report_lost(f"{tracker}watchdog: {since}", now_s)

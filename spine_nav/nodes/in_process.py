@@ -7,6 +7,10 @@ end-to-end latency in the demo (median ~0.3 ms, p99 ~1 ms on 2 shared cores). Wh
 bridge and the trajectory guard share a process, the guard takes each tool tip straight from the
 bridge's socket thread instead; the topic is still published for every other consumer (console,
 recorder, a guard elsewhere). Opt out per guard with its parameter ``tool_in_process: false``.
+
+The guard takes the bridge's tool health the same way (every ToolHealth the bridge publishes, on the
+thread that publishes it): when the bridge's reference-jump latch trips, the guard knows the bump before
+the bridge emits anything else, so the stop is attributed to the bump (docs/fault-attribution.md).
 """
 from __future__ import annotations
 
@@ -30,5 +34,9 @@ def link_nodes(nodes: dict[str, Node]) -> list[str]:
                 bridge.add_tool_tip_listener(partial(guard.on_tool_sample, None))
                 guard.take_tool_samples_in_process()
                 links.append(f"{bridge.get_name()} -> {guard.get_name()} ({guard.tool_topic}, in process)")
+                if bridge.health_pub.topic_name == guard.health_topic:
+                    bridge.add_health_listener(guard.on_health)
+                    guard.take_health_in_process()
+                    links.append(f"{bridge.get_name()} -> {guard.get_name()} ({guard.health_topic}, in process)")
                 break
     return links

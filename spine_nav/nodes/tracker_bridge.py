@@ -18,7 +18,10 @@ Parameters (config/nodes.yaml):
         (:mod:`spine_nav.tracking.reference_jump`): a step between consecutive reference samples
         beyond max(reference_jump_mm, speed x dt + 4 noise) or max(reference_jump_deg, 4 sqrt2 noise_deg)
         latches ``reference`` TRACKING_LOST ("reference array moved ... bumped? re-register ...")
-        until the service ``tracking/reset_reference`` (std_srvs/Trigger) is called.
+        until the service ``tracking/reset_reference`` (std_srvs/Trigger) is called. While latched no
+        tool tip is published (counted as withheld); the latch publishes every tool's health at once
+        (and hands it to in-process health listeners) before any later output of the stream
+        (docs/fault-attribution.md).
     allowed_peers (str): server mode and console server: who may connect, comma-separated addresses or
         networks (default loopback only ``127.0.0.0/8,::1``; ``*`` = anyone); refused peers are logged.
     console_port (int): 0 = off; else an OpenIGTLink server for consoles (3D Slicer OpenIGTLinkIF):
@@ -36,7 +39,9 @@ Poses are published straight from the socket reader thread (no queue, no drop); 
 the ``spin_once`` executor loops used by :func:`main` and ComposedStack. In-process consumers (the
 trajectory guard composed in the same process, see :mod:`spine_nav.nodes.in_process`) register with
 :meth:`TrackerBridgeNode.add_tool_tip_listener` and get every published tool tip on the same thread,
-after the whole ``recv()`` chunk has been published.
+after the whole ``recv()`` chunk has been published, and with :meth:`TrackerBridgeNode.add_health_listener`
+every ToolHealth the node publishes (on the timer's thread, or on the socket thread when the reference
+latch trips).
 """
 from __future__ import annotations
 
@@ -62,7 +67,7 @@ from spine_nav.tracking.bridge import BridgeCore
 from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, ToolDefinition
 from spine_nav.tracking.transport import IgtlClient, IgtlServer
-from spine_nav.tracking.watchdog import Watchdog
+from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
 
 FRAMES = {"tool_tip": "Reference", "reference": "Tracker", "arm_marker": "Tracker"}
 
@@ -99,7 +104,7 @@ class TrackerBridgeNode(Node):
                 noise_mm=float(p["reference_noise_mm"]), noise_deg=float(p["reference_noise_deg"]),
                 max_speed_mm_s=float(p["reference_max_speed_mm_s"])))
         self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump,
-                               defer_kinds=frozenset({"reference", "arm_marker"}))
+                               defer_kinds=frozenset({"reference", "arm_marker"}), on_latch=self._on_latch)
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         self.tool_tip_topic = self.pubs["tool_tip"].topic_name
@@ -114,6 +119,9 @@ class TrackerBridgeNode(Node):
         #: in-process tool-tip consumers: fn(stamp_s, frame_id, quat_xyzw, t_mm), see add_tool_tip_listener
         self._tool_tip_listeners: list = []
         self.listener_failures: list[int] = []  # per listener
+        #: in-process health consumers: fn(ToolHealth), see add_health_listener
+        self._health_listeners: list = []
+        self._health_lock = threading.Lock()  # health goes out from the timer and, on a latch, the socket thread
         self._chunk = threading.local()  # tool tips of the current recv() chunk, for the listeners
         self.stale_reported = 0
         self._last_console_s = 0.0
@@ -203,25 +211,43 @@ class TrackerBridgeNode(Node):
         self._tool_tip_listeners.append(fn)
         self.listener_failures.append(0)
 
+    def add_health_listener(self, fn) -> None:
+        """``fn(msg: ToolHealth)``: every ToolHealth this node publishes, right after publishing it (timer
+        thread, or the socket thread when the reference latch trips); must be quick and thread-safe."""
+        self._health_listeners.append(fn)
+
     # ------------------------------------------------------------------ watchdog
-    def _publish_health(self) -> None:
-        self._health_ticks += 1
-        periodic = self._health_ticks % self._health_every == 0
-        for h in self.core.check():
-            if not (periodic or h.changed):
-                continue
-            msg = ToolHealth(tool=h.tool, device=h.device, state=h.state, reason=h.reason, visible=h.visible,
-                             sample_age_ms=float(min(h.sample_age_ms, 1e9)), rate_hz=float(h.rate_hz),
-                             samples_received=h.samples_received, samples_rejected=h.samples_rejected)
-            msg.header.stamp = self.get_clock().now().to_msg()
-            msg.header.frame_id = FRAMES["tool_tip"] if h.tool not in ("reference", "arm_marker") else "Tracker"
-            msg.last_sample_stamp = seconds_to_stamp(h.last_sample_stamp_s)
-            self.health_pub.publish(msg)
-            if h.changed:
-                if h.state:
-                    self.get_logger().warning(f"{h.tool}: {h.state_name} {h.reason}")
-                else:
-                    self.get_logger().info(f"{h.tool}: {h.state_name}")
+    def _on_latch(self, reason: str) -> None:
+        """The reference latch has just tripped (socket thread, before the tripping message's outputs)."""
+        self._publish_health(every_tool=True)
+
+    def _publish_health(self, every_tool: bool = False) -> None:
+        with self._health_lock:
+            self._health_ticks += 1
+            periodic = every_tool or self._health_ticks % self._health_every == 0
+            for h in self.core.check():
+                if periodic or h.changed:
+                    self._publish_tool_health(h)
+
+    def _publish_tool_health(self, h: ToolHealthState) -> None:
+        msg = ToolHealth(tool=h.tool, device=h.device, state=h.state, reason=h.reason, visible=h.visible,
+                         sample_age_ms=float(min(h.sample_age_ms, 1e9)), rate_hz=float(h.rate_hz),
+                         samples_received=h.samples_received, samples_rejected=h.samples_rejected)
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.header.frame_id = FRAMES["tool_tip"] if h.tool not in ("reference", "arm_marker") else "Tracker"
+        msg.last_sample_stamp = seconds_to_stamp(h.last_sample_stamp_s)
+        self.health_pub.publish(msg)
+        for fn in self._health_listeners:
+            try:
+                fn(msg)
+            except Exception:  # noqa: BLE001 - a consumer's bug must not stop the health stream
+                self.get_logger().error(f"in-process health listener {fn!r} failed:\n{traceback.format_exc()}",
+                                        throttle_duration_sec=5.0)
+        if h.changed:
+            if h.state:
+                self.get_logger().warning(f"{h.tool}: {h.state_name} {h.reason}")
+            else:
+                self.get_logger().info(f"{h.tool}: {h.state_name}")
 
     def _on_reset_reference(self, _req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
         cleared = self.core.reset_reference()
@@ -244,6 +270,7 @@ class TrackerBridgeNode(Node):
                                 message=f"{self.params['mode']} {self.params['host']}:{self.params['port']}")
         link.values = [KeyValue(key=f"rejected {k}", value=str(v)) for k, v in self.core.rejected.items()]
         link.values.append(KeyValue(key="stale tool samples", value=str(self.stale_reported)))
+        link.values.append(KeyValue(key="tool tips withheld (reference latched)", value=str(self.core.withheld)))
         link.values.append(KeyValue(key="console messages not sent (queue full)", value=str(self.console_dropped)))
         publish_diagnostics(self, self.diag_pub, *statuses, link)
 

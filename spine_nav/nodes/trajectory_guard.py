@@ -26,7 +26,8 @@ Parameters: every :class:`spine_nav.guard.GuardConfig` field (same names and uni
     (:mod:`spine_nav.nodes.latency_record`) there.
     ``tool_in_process`` (bool, default true): when the node is composed in one process with
     ``tracker_bridge`` (``spine-nav up``, :func:`spine_nav.nodes.in_process.link_nodes`), take the tool
-    samples straight from the bridge's socket thread instead of over DDS (see :meth:`on_tool_sample`).
+    samples and the tool health straight from the bridge instead of over DDS (see :meth:`on_tool_sample`;
+    a bumped reference's lost health then reaches the guard before any later sample, docs/fault-attribution.md).
 
 Thread safety: one lock around the guard core, so samples may arrive on the bridge's thread while the
 executor runs health, plan, services and timers.
@@ -132,7 +133,8 @@ class TrajectoryGuardNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # serialized bytes (spine_nav.nodes.cdr): no Python message built per 1 kHz sample
         self.tool_sub = self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS, raw=True)
-        self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
+        self.health_topic = self.resolve_topic_name(p["health_topic"])
+        self.health_sub = self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
         self.create_subscription(ScrewPlan, p["plan_topic"], self.on_plan, PLAN_QOS)
         self.create_service(SelectScrew, "guard/select_screw", self.on_select)
         self.create_service(SetGuardThresholds, "guard/set_thresholds", self.on_set_thresholds)
@@ -188,6 +190,14 @@ class TrajectoryGuardNode(Node):
             self.tool_sub = None
             self.get_logger().info(f"tool samples from the composed tracker_bridge in this process "
                                    f"({self.tool_topic} still published for other consumers)")
+
+    def take_health_in_process(self) -> None:
+        """Called by :func:`spine_nav.nodes.in_process.link_nodes` once :meth:`on_health` is fed directly by
+        the composed tracker bridge: the DDS subscription goes, so a late DDS copy of an older health
+        message can never overwrite the newer one taken in process (e.g. an OK after the bump's lost)."""
+        if self.health_sub is not None:
+            self.destroy_subscription(self.health_sub)
+            self.health_sub = None
 
     @_locked
     def on_health(self, msg: ToolHealth) -> None:

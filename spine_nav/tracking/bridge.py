@@ -6,6 +6,13 @@ the ROS node only converts and publishes. With a :class:`ReferenceJumpDetector`,
 sample is checked for a jump (bumped array); a jump latches the ``reference`` tool TRACKING_LOST in
 the watchdog until :meth:`BridgeCore.reset_reference`. Thread-safe (one lock): the watchdog is judged from a
 timer thread while samples arrive on socket threads.
+
+Fault attribution (docs/fault-attribution.md): a reference sample is checked for a jump BEFORE it enters
+the composer, so no tool tip can be composed with an unchecked reference; once the latch has tripped,
+every tool tip is withheld (counted in ``withheld``, never given to ``on_output``) until
+:meth:`BridgeCore.reset_reference`, and ``on_latch(reason)`` is called on the socket thread before any
+output of that message is emitted, so a consumer learns of the bump before it could see a tool tip
+composed with the bumped reference.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
 log = logging.getLogger("spine_nav.tracking")
 
 OutputCallback = Callable[[ComposedPose, int], None]  # (pose, socket receive time perf_counter_ns)
+LatchCallback = Callable[[str], None]  # (reason): the reference latch has just tripped
 
 #: PLUS (OpenIGTLink v3) puts the transform status in the header metadata.
 STATUS_METADATA_KEYS = ("TransformStatus", "Status")
@@ -41,8 +49,9 @@ class BridgeCore:
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
                  on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
                  jump_detector: ReferenceJumpDetector | None = None,
-                 defer_kinds: frozenset[str] = frozenset()) -> None:
+                 defer_kinds: frozenset[str] = frozenset(), on_latch: LatchCallback | None = None) -> None:
         self.composer = composer
+        self.on_latch = on_latch
         self.jump_detector = jump_detector  # None = no bump detection
         self.watch_name: dict[str, str] = {composer.reference_device: "reference",
                                            composer.arm_marker_device: "arm_marker"}
@@ -59,6 +68,8 @@ class BridgeCore:
         self.rejected: Counter[str] = Counter()
         self.ignored_devices: Counter[str] = Counter()
         self.messages = Counter()
+        #: tool tips not given to ``on_output`` because the reference was latched (bumped) when they were composed
+        self.withheld = 0
         self.last_text: dict[str, str] = {}
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -94,6 +105,7 @@ class BridgeCore:
             if len(poses) > 1:  # reference first
                 poses = sorted(poses, key=lambda p: p[0] != self.composer.reference_device)
             outputs: list[ComposedPose] = []
+            latched_now = ""
             for device, matrix in poses:
                 name = self.watch_name.get(device)
                 if name is None:
@@ -116,8 +128,15 @@ class BridgeCore:
                     jump = self.jump_detector.update_rows(rows, msg.timestamp_s)
                     if jump is not None:
                         self.watchdog.latch_lost("reference", jump.reason)
+                        latched_now = jump.reason
                         log.error("tracker bridge: %s (latched until reset)", jump.reason)
                 outputs.extend(self.composer.add(device, T, msg.timestamp_s, rows))
+            if self.jump_detector is not None and self.jump_detector.latched is not None and outputs:
+                kept = [o for o in outputs if o.kind != "tool_tip"]
+                self.withheld += len(outputs) - len(kept)
+                outputs = kept
+        if latched_now and self.on_latch is not None:
+            self.on_latch(latched_now)  # before any output of this message: the cause is known first
         if self.on_output is not None:
             for out in outputs:
                 if out.kind in self.defer_kinds:
