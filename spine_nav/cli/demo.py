@@ -37,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--occlude", action="store_true", help="fault: the tracker loses the drill mid-drilling")
     p.add_argument("--bump", action="store_true", help="fault: the reference array is knocked mid-drilling")
     p.add_argument("--bad-registration", action="store_true", help="fault: one level fails the registration gate")
+    p.add_argument("--inject", action="append", default=[], metavar="kill:NODE",
+                   help="fault: SIGKILL this node's process mid-drilling (tracker_bridge, trajectory_guard, arm_guide, "
+                        "registration, sim_tracker); the arm holds, the process is respawned, the case goes on; "
+                        "repeatable")
     p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
     p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
     p.set_defaults(func=run)
@@ -49,11 +53,17 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--case {args.case}: not a case folder (no plan.json); make one with `spine-nav phantom`")
     if not 60.0 <= args.tracker_rate_hz <= 400.0:
         return fail(f"--tracker-rate-hz: {args.tracker_rate_hz:g} is outside 60-400 Hz")
+    from spine_nav.demo.process_faults import parse_inject
+
+    try:
+        inject = [parse_inject(k) for k in args.inject]
+    except ValueError as exc:
+        return fail(str(exc))
     if args.screws is not None and args.screws < 1:
         return fail(f"--screws: must be >= 1, got {args.screws}")
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
-                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz)
+                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz, inject=inject)
     report = run_demo(cfg, info)
-    held = all(f.arm_held for f in report.faults)
+    held = all(f.arm_held and f.recovered is not False for f in report.faults)
     return 0 if held else 1

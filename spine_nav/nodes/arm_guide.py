@@ -174,7 +174,7 @@ class ArmGuideNode(Node):
         """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""
         self.get_logger().error(f"supervisor: {msg.name}: {msg.message}")
         if self.guide is not None:
-            self.guide.hold(time.monotonic(), StopCause.PROCESS_LOST, f"{msg.name}: {msg.message}")
+            self.guide.hold(time.monotonic(), StopCause.PROCESS_LOST, msg.message or msg.name)
 
     def on_joint_state(self, msg: JointState) -> None:
         try:
