@@ -138,6 +138,8 @@ class ProcessFaults:
             c.wait_for(lambda: held_state() is not None, HOLD_WAIT_S)
             st = held_state()
             cause = st.stop_cause if st is not None else "arm did not report a hold"
+            if lost and proc.label not in cause:  # another detector was first (e.g. the guard's watchdog)
+                cause += f"; supervisor: {lost[0].message}"
         hold_ms = (hold[0] - t_inj) * 1e3 if hold else None
         fault = FaultResult(kind, detected=bool(lost), arm_held=hold is not None, cause=cause,
                             detail=(f"supervisor: {lost[0].message} after {detected_ms:.1f} ms; " if lost else
@@ -158,6 +160,13 @@ class ProcessFaults:
                           and self.sup.healthy(), RESPAWN_WAIT_S):
             return False, f"process {proc.label} not respawned within {RESPAWN_WAIT_S:.0f} s"
         if node == "registration":
+            # Its service is in the ROS graph twice for a while (the dead server stays until its DDS lease
+            # expires), so the graph cannot say when the new one listens; a request sent before is lost.
+            # The new process says so itself ("ready: service registration/register").
+            if not c.wait_for(lambda: "ready: service registration/register" in proc.output_since_start(),
+                              RESPAWN_WAIT_S, period_s=0.05):
+                return False, f"respawned registration not ready within {RESPAWN_WAIT_S:.0f} s"
+            time.sleep(0.5)  # discovery of the new server by the demo's client (localhost: well under 0.5 s)
             self._registrations += 1
             self.log("      the registration node lost its registered plan with its process: registering again")
             self.register_again(self._registrations)

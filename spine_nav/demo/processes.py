@@ -5,7 +5,9 @@ Separate processes keep the latency-critical nodes (bridge + guard, the arm's 1 
 other's Python interpreter lock; they talk over DDS like nodes on separate machines.
 
 :class:`Supervisor` does for these processes what launch's ``respawn=True`` does, plus what launch does
-not: it *tells the stack* at once. It polls every process every ``poll_s`` (10 ms); a dead one is
+not: it *tells the stack* at once. It waits on every process's pidfd (woken the moment one exits) and
+polls them every ``poll_s`` (10 ms) anyway, on a thread of its own SCHED_FIFO ``priority`` (above the
+stack's: a supervisor that waits behind the processes it watches detects late); a dead one is
 reported through ``on_lost`` immediately (the demo publishes it on ``supervisor/process_lost``, which
 holds the arm guide) and restarted after a backoff of 0.5 s doubling to 8 s (reset once the process
 has stayed up for ``stable_s``), through ``on_respawn``. Everything is bounded in time.
@@ -13,6 +15,7 @@ has stayed up for ``stable_s``), through ``on_respawn``. Everything is bounded i
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -70,6 +73,15 @@ class SupervisedProcess:
                 self.proc.wait(timeout=5.0)
         self._log.close()
         return self.proc.returncode
+
+    def output_since_start(self) -> str:
+        """This run's output so far (after the last restart marker): e.g. a node's "ready" line."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        marker = f"----- restart {self.starts - 1} "
+        return text[text.rfind(marker):] if self.starts > 1 and marker in text else text
 
     def tail(self, n: int = 20) -> str:
         try:
@@ -130,8 +142,10 @@ class Supervisor:
 
     def __init__(self, procs: Sequence[SupervisedProcess], on_lost: Callable[[ProcessEvent], None] | None = None,
                  on_respawn: Callable[[ProcessEvent], None] | None = None, poll_s: float = 0.01,
-                 backoff_s: float = 0.5, max_backoff_s: float = 8.0, stable_s: float = 30.0) -> None:
+                 backoff_s: float = 0.5, max_backoff_s: float = 8.0, stable_s: float = 30.0,
+                 priority: int = 0) -> None:
         self.procs = list(procs)
+        self.priority = priority
         self.on_lost, self.on_respawn = on_lost, on_respawn
         self.poll_s, self.backoff_s, self.max_backoff_s, self.stable_s = poll_s, backoff_s, max_backoff_s, stable_s
         self.events: list[ProcessEvent] = []
@@ -170,7 +184,37 @@ class Supervisor:
             except Exception as exc:  # a callback must not stop the supervision
                 print(f"supervisor: callback failed: {exc}", file=sys.stderr)
 
+    def _wait(self, pidfds: dict) -> None:
+        """Sleep up to ``poll_s``, woken early when a watched process exits (its pidfd turns readable)."""
+        for p in self.procs:
+            if p.label not in self._due and pidfds.get(p.label, (None,))[0] != p.proc.pid:
+                old = pidfds.pop(p.label, None)
+                if old is not None:
+                    os.close(old[1])
+                try:
+                    pidfds[p.label] = (p.proc.pid, os.pidfd_open(p.proc.pid))
+                except (AttributeError, OSError):  # no pidfd (old kernel, process gone): polling only
+                    pass
+        fds = [fd for label, (_pid, fd) in pidfds.items() if label not in self._due]
+        if fds:
+            select.select(fds, [], [], self.poll_s)
+        else:
+            self._stop.wait(self.poll_s)
+
     def _run(self) -> None:
+        if self.priority > 0:
+            try:  # this thread only (Linux: sched_setscheduler(0) is the calling thread)
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
+            except (PermissionError, OSError, AttributeError):
+                pass
+        pidfds: dict[str, tuple[int, int]] = {}
+        try:
+            self._loop(pidfds)
+        finally:
+            for _pid, fd in pidfds.values():
+                os.close(fd)
+
+    def _loop(self, pidfds: dict) -> None:
         while not self._stop.is_set():
             now = time.monotonic()
             for p in self.procs:
@@ -198,4 +242,4 @@ class Supervisor:
                         del self._due[p.label]
                     self._record(ProcessEvent("respawned", p.label, p.nodes, time.monotonic(), delay_s=due[1]),
                                  self.on_respawn)
-            self._stop.wait(self.poll_s)
+            self._wait(pidfds)

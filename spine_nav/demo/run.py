@@ -297,7 +297,7 @@ class Demo:
                     publish_lost(event)
                     self.log(f"      supervisor: {event.message}")
 
-                supervisor = Supervisor(procs, on_lost=on_lost,
+                supervisor = Supervisor(procs, on_lost=on_lost, priority=rt + 1 if rt > 0 else 0,
                                         on_respawn=lambda e: self.log(f"      supervisor: {e.message}")).start()
                 self.process_faults = ProcessFaults(supervisor, procs, self.sim_arm, self.log,
                                                     lambda n: self._register(conductor, f"result_{n}.json"))
