@@ -15,8 +15,8 @@ the tube follows breathing), one warm-started IK step updates the goal joints, a
 (jerk-limited online trajectory generation) moves the command toward it; velocity limits are
 scaled down when the tube is within ``near_patient_mm`` of its target.
 
-Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, stale
-reference sample, stale joint feedback, control-cycle overrun, joint position outside the
+Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, a silent guard
+(no verdict for ``guard_timeout_ms``), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
 limits, joint velocity above limit -> HOLD: commanded velocity zero and the command frozen from
 this cycle on; only :meth:`resume` (explicit) leaves HOLD. Requests made from other threads
 (``on_guard_state``, ``hold``) take effect at the next cycle.
@@ -47,6 +47,10 @@ class ArmGuideConfig:
     reference_timeout_s: float = 0.1
     feedback_timeout_s: float = 0.02
     cycle_watchdog_s: float = 0.02
+    #: no guard verdict (on_guard_state) for this long while ALIGNING/TRACKING -> hold (GUARD_SILENT).
+    #: None = not checked (pure-core users without a guard); the node sets it (config/nodes.yaml: 50 ms,
+    #: the guard publishes at least every heartbeat_period_ms = 20 ms, so two heartbeats may be lost).
+    guard_timeout_ms: float | None = None
     velocity_scale: float = 0.5            # fraction of the URDF velocity limits
     near_patient_mm: float = 80.0
     near_patient_velocity_scale: float = 0.25
@@ -109,6 +113,7 @@ class ArmGuide:
         self._ref_stamp_s: float | None = None
         self._frozen_reference: np.ndarray | None = None
         self._guard_state = ""
+        self._guard_heard_s: float | None = None  # controller time of the last on_guard_state
         self._pending_stop: StopEvent | None = None
         self._screw: Screw | None = None
         self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
@@ -186,6 +191,7 @@ class ArmGuide:
 
         with self._lock:
             self._guard_state = state_name
+            self._guard_heard_s = t_s
             cause = GUARD_STOP_STATES.get(state_name)
             if cause is not None and not self._holding and self._pending_stop is None:
                 self._pending_stop = StopEvent(t_s, cause, detail)
@@ -220,6 +226,9 @@ class ArmGuide:
                 return False, f"holding ({self._stop_cause}); send resume first"
             if self._filter.T is None:
                 return False, "no tracker sample of the patient reference yet (tracking/reference)"
+            silent = self._guard_silence(t_s)
+            if silent:
+                return False, silent
             entry, d = np.asarray(screw.entry_mm, float), screw.direction
             point_ref = entry - self.cfg.standoff_mm * d
             T_b_r = self.reference_in_robotbase(t_s)
@@ -250,6 +259,9 @@ class ArmGuide:
                 return False, "not holding"
             if self._guard_state in GUARD_STOP_STATES:
                 return False, f"guard still reports {self._guard_state}"
+            silent = self._guard_silence(t_s) if self._target_ref is not None else ""
+            if silent:
+                return False, silent
             if self._target_ref is not None and (self._ref_stamp_s is None
                                                  or t_s - self._ref_stamp_s > self.cfg.reference_timeout_s):
                 return False, "tracker reference still stale"
@@ -313,6 +325,10 @@ class ArmGuide:
             age = float("inf") if self._ref_stamp_s is None else t_s - self._ref_stamp_s
             if age > c.reference_timeout_s:
                 return StopEvent(t_s, StopCause.REFERENCE_STALE, f"reference sample {age * 1e3:.0f} ms old")
+        if self._mode in ("ALIGNING", "TRACKING"):
+            silent = self._guard_silence(t_s)
+            if silent:
+                return StopEvent(t_s, StopCause.GUARD_SILENT, silent)
         out = (q < self._q_lo) | (q > self._q_hi)
         if out.any():
             j = int(np.flatnonzero(out)[0])
@@ -322,6 +338,16 @@ class ArmGuide:
             j = int(np.flatnonzero(fast)[0])
             return StopEvent(t_s, StopCause.JOINT_VELOCITY, f"{self.kin.arm.joint_names[j]} at {qd[j]:.2f} rad/s")
         return None
+
+    def _guard_silence(self, t_s: float) -> str:
+        """Why the guard counts as silent at ``t_s`` ("" when heard recently or the check is off)."""
+        timeout_ms = self.cfg.guard_timeout_ms
+        if timeout_ms is None:
+            return ""
+        if self._guard_heard_s is None:
+            return "no guard/status received yet"
+        age_ms = (t_s - self._guard_heard_s) * 1e3
+        return f"no guard/status for {age_ms:.0f} ms > {timeout_ms:g} ms" if age_ms > timeout_ms else ""
 
     def _enter_hold(self, event: StopEvent) -> None:
         import time

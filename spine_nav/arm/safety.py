@@ -23,6 +23,8 @@ class StopCause(str, Enum):
     MOTION_ERROR = "motion generation error"
     REGISTRATION_DRIFT = "arm marker disagrees with the robot-to-tracker registration"
     OPERATOR = "operator hold"
+    GUARD_SILENT = "guard silent"            # no guard/status for guard_timeout_ms (guard dead, hung, link down)
+    PROCESS_LOST = "process lost"            # the supervisor saw a stack process die (detail names it)
 
 
 #: Guard states (GuardStatus.state_name) that stop the arm.

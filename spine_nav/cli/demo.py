@@ -37,12 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--occlude", action="store_true", help="fault: the tracker loses the drill mid-drilling")
     p.add_argument("--bump", action="store_true", help="fault: the reference array is knocked mid-drilling")
     p.add_argument("--bad-registration", action="store_true", help="fault: one level fails the registration gate")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="fault, repeatable: kill:NODE = SIGKILL this node's process mid-drilling (tracker_bridge, "
+                        "trajectory_guard, arm_guide, registration, sim_tracker; the arm holds, the process is "
+                        "respawned, the case goes on; docs/safety.md); with --hosts also cut:HOST (tracker, "
+                        "navigation, robot, console) or delay:tracker:MS (docs/network.md)")
     p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
     p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
     p.add_argument("--hosts", action="store_true", help="each OR computer in its own network namespace on a virtual "
                    "bridge (needs root; docs/network.md)")
-    p.add_argument("--inject", metavar="FAULT", help="with --hosts: cut:HOST (tracker, navigation, robot, console) "
-                   "or delay:tracker:MS")
     p.add_argument("--command-interface", default="spine_nav",
                    choices=("spine_nav", "joint_trajectory", "forward_position"),
                    help="how arm_guide commands the (simulated) arm: our stream, a JointTrajectoryController "
@@ -63,19 +66,31 @@ def run(args: argparse.Namespace) -> int:
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
                      max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz,
                      command_interface=args.command_interface)
+    from spine_nav.demo.process_faults import parse_inject as parse_kill
+
+    kills = [k for k in args.inject if k.startswith("kill:")]
+    network = [k for k in args.inject if not k.startswith("kill:")]
+    try:
+        cfg.inject = [parse_kill(k) for k in kills]
+    except ValueError as exc:
+        return fail(str(exc))
+    if network and not args.hosts:
+        return fail(f"--inject {network[0]}: needs --hosts (cut/delay faults are on the network between hosts)")
+    if len(network) > 1:
+        return fail(f"--inject: one network fault per run, got {', '.join(network)}")
     make_demo = None
-    if args.inject and not args.hosts:
-        return fail(f"--inject {args.inject}: needs --hosts (the faults are on the network between hosts)")
     if args.hosts:
+        if kills:
+            return fail(f"--inject {kills[0]}: process kills run in the ordinary demo, not with --hosts")
         from spine_nav.demo.hosts import HostsDemo, parse_inject
         from spine_nav.sim.netns import NetnsNotPermitted, check_permitted
 
         try:
-            inject = parse_inject(args.inject) if args.inject else None
+            inject = parse_inject(network[0]) if network else None
             check_permitted()
         except (ValueError, NetnsNotPermitted) as exc:
             return fail(f"--hosts: {exc}" if isinstance(exc, NetnsNotPermitted) else str(exc))
         make_demo = lambda c, log: HostsDemo(c, log, inject)  # noqa: E731
     report = run_demo(cfg, info, make_demo) if make_demo else run_demo(cfg, info)
-    held = all(f.arm_held for f in report.faults)
+    held = all(f.arm_held and f.recovered is not False for f in report.faults)
     return 0 if held else 1

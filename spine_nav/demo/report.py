@@ -7,7 +7,7 @@ report.json (keys other tools read; more may be added)::
                   "breach_mm", "time_to_align_s", "guard_events", "stops", "status"}],
       "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...},
       "duration_s": float,
-      "faults": [{"name", "detected", "arm_held", "cause"}],
+      "faults": [{"name", "detected", "arm_held", "cause", "detail", "kind", "hold_after_ms", "recovered"}],
       "summary": {...},
       "rods": {"placed_screws": [...], "sides": {...}, ...}   # spine_nav.demo.rods
     }
@@ -49,6 +49,9 @@ class FaultResult:
     arm_held: bool
     cause: str
     detail: str = ""
+    kind: str = ""                        # process faults: "kill:NODE" (spine_nav.demo.process_faults)
+    hold_after_ms: float | None = None    # injection -> the arm holding (measured, monotonic clock)
+    recovered: bool | None = None         # stack healthy again, arm resumed and re-aligned (None: not tried)
 
 
 @dataclass
@@ -151,9 +154,12 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
                       f"{_fmt(report.latency['tracker_send_late_p50_ms'], 3)} ms, p99 "
                       f"{_fmt(report.latency['tracker_send_late_p99_ms'], 3)} ms."]
     if report.faults:
-        lines += ["", "## Injected faults", "", "| fault | detected | arm held | cause |", "| --- | --- | --- | --- |"]
+        lines += ["", "## Injected faults", "", "| fault | detected | arm held | hold after (ms) | recovered | cause |",
+                  "| --- | --- | --- | --- | --- | --- |"]
         for f in report.faults:
-            lines.append(f"| {f.name} | {'yes' if f.detected else 'NO'} | {'yes' if f.arm_held else 'NO'} | {f.cause} |")
+            rec = "—" if f.recovered is None else "yes" if f.recovered else "NO"
+            lines.append(f"| {f.name} | {'yes' if f.detected else 'NO'} | {'yes' if f.arm_held else 'NO'} | "
+                         f"{_fmt(f.hold_after_ms, 1)} | {rec} | {f.cause} |")
     if report.registration:
         lines += ["", "## Registration", "", "| level | status | reason | TRE (mm) |", "| --- | --- | --- | --- |"]
         for level, r in report.registration.items():

@@ -17,6 +17,8 @@ Fault injection (each ends the case with the arm held and the cause in the repor
 ``--occlude`` (the drill's markers vanish mid-drilling), ``--bump`` (the reference array is knocked
 mid-drilling), ``--bad-registration`` (a level fails the gate; its screws are skipped).
 Simulation faults are injected in-process on the simulated tracker (its simulation-control API).
+Process faults (``--inject kill:NODE``, :mod:`spine_nav.demo.process_faults`) do not end the case: the
+arm holds, the supervisor respawns the process, and the case goes on once the stack is healthy again.
 """
 from __future__ import annotations
 
@@ -52,6 +54,8 @@ DEMO_WATCHDOGS = (
     ("arm_guide", "reference_timeout_s", 0.2),
     ("arm_guide", "cycle_watchdog_s", 0.05),
     ("arm_guide", "feedback_timeout_s", 0.15),
+    ("arm_guide", "guard_timeout_ms", 50.0),   # as config/nodes.yaml: the guard's heartbeat is 20 ms
+    ("sim_arm", "command_timeout_s", 0.08),    # as config/nodes.yaml: holds the arm when arm_guide dies
 )
 
 
@@ -81,6 +85,7 @@ class DemoConfig:
     extra_guard_params: dict = field(default_factory=dict)
     #: arm_guide -> sim_arm commands (spine_nav.nodes.arm_params): spine_nav, joint_trajectory, forward_position
     command_interface: str = "spine_nav"
+    inject: Sequence[str] = ()             # process faults, "kill:NODE" (spine_nav.demo.process_faults)
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -202,7 +207,7 @@ class Demo:
         # still cause is recorded in the report.
         for node, name, value in DEMO_WATCHDOGS:
             args += _p(node, name, value)
-        args += _p("sim_arm", "command_timeout_s", 0.25) + _p("sim_arm", "publish_rate_hz", 100.0)
+        args += _p("sim_arm", "publish_rate_hz", 100.0)
         args += _p("arm_guide", "command_rate_hz", 50.0)  # keep-alive only: every tracker sample also triggers one
         # the nodes' own per-sample latency records (stamp -> their publish() returned), read for the report
         args += _p("trajectory_guard", "latency_record_path", str(self.latency_record("trajectory_guard")))
@@ -264,27 +269,51 @@ class Demo:
         self.log(f"[4/6] starting the stack as ROS 2 processes over DDS: tracker_bridge + trajectory_guard, "
                  f"arm_guide, registration; simulators sim_tracker (OpenIGTLink 127.0.0.1:{port}, "
                  f"{self.cfg.tracker_rate_hz:g} Hz) + sim_arm (MuJoCo) in this process (logs: {logs})")
-        from spine_nav.demo.processes import NodeProcess
+        from spine_nav.demo.process_faults import (ProcessFaults, parse_inject, process_lost_publisher,
+                                                   replica_tracker_model, stack_processes)
+        from spine_nav.demo.processes import Supervisor
 
         rt = self.cfg.rt_priority
-        procs = [NodeProcess("navigation", ["tracker_bridge", "trajectory_guard"], args, logs / "navigation.log",
-                             rt_priority=rt),
-                 NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
-                 NodeProcess("registration", ["registration"], args, logs / "registration.log")]
+        kills = [parse_inject(k) for k in self.cfg.inject]
+        t0_tracker = time.time()
+        if kills:  # one process per node (as launch/), the simulated tracker too, on a shared timeline
+            self.log("      --inject kill:...: every node in its own process, the simulated tracker too")
+            args += _p("sim_tracker", "t0_wall_s", t0_tracker)
+        procs = stack_processes(args, logs, rt, self.cfg.sim_rt_priority, split=bool(kills))
+        self.procs = {p.label: p for p in procs}
+        supervisor = None
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
-                    ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
+                    ComposedStack(["sim_arm"] if kills else ["sim_tracker", "sim_arm"], params_file=params_file,
+                                  extra_ros_args=args) as stack:
                 self.log(f"      stack processes: SCHED_FIFO {rt} when permitted; simulators and recorder: {sched}")
                 self.sim_arm = stack.nodes["sim_arm"]
-                self.tracker_model = stack.nodes["sim_tracker"].model
-                self.tracker_send_delay_s = stack.nodes["sim_tracker"].server.send_delay_s
+                if kills:
+                    self.tracker_model = replica_tracker_model(params_file, self.scene.T_tracker_reference,
+                                                               self.cfg.tracker_rate_hz, t0_tracker)
+                else:
+                    self.tracker_model = stack.nodes["sim_tracker"].model
+                    self.tracker_send_delay_s = stack.nodes["sim_tracker"].server.send_delay_s
                 conductor = Conductor()
+                publish_lost = process_lost_publisher(conductor.node)
+
+                def on_lost(event) -> None:
+                    publish_lost(event)
+                    self.log(f"      supervisor: {event.message}")
+
+                supervisor = Supervisor(procs, on_lost=on_lost, priority=rt + 1 if rt > 0 else 0,
+                                        on_respawn=lambda e: self.log(f"      supervisor: {e.message}")).start()
+                self.process_faults = ProcessFaults(supervisor, procs, self.sim_arm, self.log,
+                                                    lambda n: self._register(conductor, f"result_{n}.json"))
                 try:
                     self.run_case(conductor, procs)
                 finally:
+                    supervisor.stop()  # before the processes are stopped: no respawn of a stopping stack
                     self.recording = conductor.rec
                     conductor.close()
         finally:
+            if supervisor is not None:
+                supervisor.stop()
             for p in procs:
                 if not p.alive():
                     self.log(f"      process {p.label} exited early (code {p.proc.returncode}):\n{p.tail()}")
@@ -292,26 +321,30 @@ class Demo:
         duration = time.monotonic() - t_start
         return self.build_report(duration)
 
-    def run_case(self, conductor, procs) -> None:
+    def _register(self, conductor, output_name: str = "result.json"):
         from spine_nav_interfaces.srv import Register
 
         from spine_nav.nodes.conversions import msg_to_plan
 
-        self.log("[5/6] registering the CBCT to the plan, level by level (registration/register)")
         if not conductor.register_cli.wait_for_service(timeout_sec=60.0):
-            raise RuntimeError("registration/register did not come up within 60 s:\n" + procs[2].tail())
+            raise RuntimeError("registration/register did not come up within 60 s:\n" + self.procs["registration"].tail())
         res = conductor.call(conductor.register_cli, Register.Request(
             preop_path=str(self.case_dir / "preop_ct.nii.gz"),
             labels_path=str(self.case_dir / "preop_labels.nii.gz"),
             cbct_path=str(self.cbct_path), plan_path=str(self.case_dir / "plan.json"),
-            output_path=str(self.cfg.out_dir / "registration" / "result.json")), 240.0)
+            output_path=str(self.cfg.out_dir / "registration" / output_name)), 240.0)
         if not res.levels:
             raise RuntimeError(f"registration failed: {res.message}")
+        self.registered, self.not_navigable = msg_to_plan(res.registered_plan)
+        return res
+
+    def run_case(self, conductor, procs) -> None:
+        self.log("[5/6] registering the CBCT to the plan, level by level (registration/register)")
+        res = self._register(conductor)
         self.registration = self._registration_summary(res)
         for lv, r in self.registration.items():
             self.log(f"      {lv}: {r['status']:8s} {r['reason']}"
                      + (f"  (TRE vs truth {r['tre_mm']:.2f} mm)" if r.get("tre_mm") is not None else ""))
-        self.registered, self.not_navigable = msg_to_plan(res.registered_plan)
         if self.cfg.bad_registration:
             failed = [lv for lv, r in self.registration.items() if r["status"] != "accepted"]
             self.faults.append(FaultResult(
@@ -347,6 +380,9 @@ class Demo:
         if cfg.max_screws is not None:
             screws = screws[: cfg.max_screws]
         fault_done = False
+        # process faults (--inject kill:...): spread over the navigable screws, several per screw when needed
+        nav_ids = [s.id for s in screws if s.id not in self.not_navigable and s.id in self.registered.ids]
+        kills_for = {sid: list(cfg.inject[j::len(nav_ids)]) for j, sid in enumerate(nav_ids)}
         for i, planned in enumerate(screws, 1):
             head = f"      screw {i}/{len(screws)} {planned.id}:"
             if planned.id in self.not_navigable or planned.id not in self.registered.ids:
@@ -360,7 +396,7 @@ class Demo:
                 continue
             result, fault = self.one_screw(c, planned, self.registered.screw(planned.id), inject=(
                 "occlude" if cfg.occlude else "bump" if cfg.bump else None) if i == 1 or not self.results else None,
-                head=head)
+                head=head, kills=kills_for.get(planned.id, []))
             self.results.append(result)
             if fault is not None:
                 self.faults.append(fault)
@@ -369,8 +405,9 @@ class Demo:
         ok, msg = c.arm("hold")
         c.wait_for(lambda: c.last_arm is not None and c.last_arm.holding, 2.0)
 
-    def one_screw(self, c, planned, nav, inject: str | None, head: str):
-        """Align, drill, withdraw one screw. ``planned`` in PreopCT, ``nav`` in Reference (registered)."""
+    def one_screw(self, c, planned, nav, inject: str | None, head: str, kills: Sequence[str] = ()):
+        """Align, drill, withdraw one screw. ``planned`` in PreopCT, ``nav`` in Reference (registered).
+        ``kills``: process faults injected while drilling, at depths spread over 30-75 % of the screw."""
         cfg = self.cfg
         result = ScrewResult(planned.id, planned.level, "stopped")
         t0_status = len(c.rec.statuses)
@@ -399,6 +436,7 @@ class Demo:
         depth_true = -cfg.standoff_mm - 10.0           # tip above the tube opening
         period = 1.0 / 200.0
         inject_at = 0.5 * nav.depth_mm
+        kills = [(k, (0.3 + 0.45 * (j + 0.5) / len(kills)) * nav.depth_mm) for j, k in enumerate(kills)]
         injected_t = None
         injected_wall_s = float("inf")
         deepest = depth_true
@@ -431,6 +469,17 @@ class Demo:
             T_tip = T_guide @ make_transform(translation_mm=[0.0, 0.0, cfg.standoff_mm + depth_true])
             c.move_tool(T_tip)
             T_last = T_tip
+            if kills and depth_true >= kills[0][1]:
+                t_pause = time.monotonic()
+                ok, why = self._kill_and_recover(c, nav, result, kills.pop(0)[0])
+                if not ok:
+                    result.reason = f"stopped after a process fault: {why}"
+                    self.log(f"{head} {result.reason}")
+                    return result, None
+                deadline += time.monotonic() - t_pause
+                depth_true = min(depth_true, -20.0)  # drilling on from above the entry: back in at re-insert speed
+                t_prev = time.monotonic()
+                continue
             st = c.last_status
             if inject and injected_t is None and depth_true >= inject_at:
                 injected_t = time.monotonic()
@@ -498,6 +547,20 @@ class Demo:
         """True while the surgeon should stop drilling although the arm looks free (hook: the
         multi-host demo pauses while a link is cut and until the conductor hears the stack again)."""
         return False
+    def _kill_and_recover(self, c, nav, result: ScrewResult, kind: str) -> tuple[bool, str]:
+        """A process fault mid-drilling: kill, measure the hold, drill back above the entry (still in the
+        tube) while the supervisor respawns the process, wait for a healthy stack, resume and re-align."""
+        fault = self.process_faults.inject(kind, c)
+        self.faults.append(fault)
+        c.move_tool(self.true_guide_in_reference() @ make_transform(translation_mm=[0.0, 0.0, self.cfg.standoff_mm - 20.0]))
+        ok, why = self.process_faults.recover(fault, c, nav.id)
+        if ok:
+            ok, why = self.ensure_aligned(c, nav, result, time.monotonic() + self.cfg.align_timeout_s)
+            fault.recovered = ok
+            if not ok:
+                fault.detail += f"; not re-aligned: {why}"
+            time.sleep(0.3)  # let the servo settle on the line
+        return ok, why
 
     def ensure_aligned(self, c, nav, result: ScrewResult, deadline: float) -> tuple[bool, str]:
         """Bring the arm to TRACKING on ``nav`` before ``deadline``: resume after holds (once the guard
@@ -671,7 +734,9 @@ def run_demo(cfg: DemoConfig, log: Log, make_demo: Callable[[DemoConfig, Log], "
         f"{_f(report.latency['sample_to_status_p99_ms'])} ms, sample->arm command "
         f"{_f(report.latency['sample_to_command_p99_ms'])} ms; {report.duration_s:.0f} s")
     for f in report.faults:
-        log(f"fault {f.name}: detected={f.detected}, arm held={f.arm_held}, cause: {f.cause}")
+        log(f"fault {f.name}: detected={f.detected}, arm held={f.arm_held}, cause: {f.cause}"
+            + (f", hold after {f.hold_after_ms:.1f} ms" if f.hold_after_ms is not None else "")
+            + (f", recovered={f.recovered}" if f.recovered is not None else ""))
     return report
 
 

@@ -6,7 +6,11 @@ runs in its own thread (:class:`spine_nav.arm.servo.ServoLoop`), ROS callbacks o
 Subscribes: ``plan/registered`` (ScrewPlan, Reference), ``tracking/reference`` (PoseStamped,
 T_tracker_reference), ``guard/status`` (GuardStatus: VIOLATION / TRACKING_LOST hold from the next
 servo cycle), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
-T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm).
+T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm),
+``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
+:mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
+guard/status for ``guard_timeout_ms`` while aligning/tracking -> hold "guard silent" (the guard
+publishes at least every heartbeat_period_ms, even idle).
 Publishes: the joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`:
 ``arm/joint_command`` JointTrajectory one point (default), ``<controller>/joint_trajectory`` for a
 ros2_control JointTrajectoryController, or ``<controller>/commands`` Float64MultiArray for a forward
@@ -17,8 +21,8 @@ position controller),
 Parameters (units in names): tracker_robotbase_xyz_mm + tracker_robotbase_quat_xyzw
 (T_tracker_robotbase from hand-eye calibration: ``spine-nav arm calibrate``), standoff_mm,
 servo_rate_hz, command_rate_hz, state_rate_hz, realtime (SCHED_FIFO), reference_timeout_s,
-feedback_timeout_s, cycle_watchdog_s, velocity_scale, near_patient_mm, near_patient_velocity_scale, and
-the robot / command interface (:mod:`spine_nav.nodes.arm_params`: urdf, base_link, flange_link, tool
+feedback_timeout_s, cycle_watchdog_s, guard_timeout_ms (<= 0: off), velocity_scale, near_patient_mm,
+near_patient_velocity_scale, and the robot / command interface (:mod:`spine_nav.nodes.arm_params`: urdf, base_link, flange_link, tool
 mounts, command_interface, controller_name, controller_joints, joint_name_map).
 
 Clocks: the servo runs on time.monotonic; a tracker sample's header stamp (ROS time) is mapped to
@@ -71,6 +75,7 @@ class ArmGuideNode(Node):
             reference_timeout_s=float(p("reference_timeout_s", 0.1).value),
             feedback_timeout_s=float(p("feedback_timeout_s", 0.05).value),
             cycle_watchdog_s=float(p("cycle_watchdog_s", 0.02).value),
+            guard_timeout_ms=float(p("guard_timeout_ms", 50.0).value) or None,
             velocity_scale=float(p("velocity_scale", 0.5).value),
             near_patient_mm=float(p("near_patient_mm", 80.0).value),
             near_patient_velocity_scale=float(p("near_patient_velocity_scale", 0.25).value),
@@ -95,6 +100,7 @@ class ArmGuideNode(Node):
         self._cfg, self._T_tracker_robotbase = cfg, T_tracker_robotbase
         self._pending_reference: list = []
         self._new_reference_stamp = None  # tracker stamp of a reference sample the servo has not answered yet
+        self._was_holding = False  # servo thread only: a hold is sent to the arm in the cycle it takes effect
 
         msg_type = Float64MultiArray if self.iface.command_interface == "forward_position" else JointTrajectory
         self.cmd_pub = self.create_publisher(msg_type, self.iface.command_topic, STATUS_QOS)
@@ -107,6 +113,7 @@ class ArmGuideNode(Node):
         self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
         self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS, raw=True)
+        self.create_subscription(DiagnosticStatus, "supervisor/process_lost", self.on_process_lost, STATUS_QOS)
         # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
         # on an inner node with its own executor thread so joint feedback and tracker samples keep
         # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
@@ -173,6 +180,12 @@ class ArmGuideNode(Node):
             name = msg.state_name or _GUARD_STATE_NAMES.get(msg.state, "")
             self.guide.on_guard_state(name, time.monotonic(), msg.reason)
 
+    def on_process_lost(self, msg: DiagnosticStatus) -> None:
+        """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""
+        self.get_logger().error(f"supervisor: {msg.name}: {msg.message}")
+        if self.guide is not None:
+            self.guide.hold(time.monotonic(), StopCause.PROCESS_LOST, msg.message or msg.name)
+
     def on_joint_state(self, msg: JointState) -> None:
         try:  # joint_state_broadcaster names (joint_name_map), any order, other joints ignored
             q = self.iface.from_names(msg.name, msg.position, "joint_states")
@@ -229,7 +242,10 @@ class ArmGuideNode(Node):
             answered, self._new_reference_stamp = self._new_reference_stamp, None
         if self.guide is None or fb is None:
             return
-        self.guide.step(t_s, fb[0], fb[1], fb[2])
+        holding = self.guide.step(t_s, fb[0], fb[1], fb[2]).holding
+        if holding and not self._was_holding and answered is None:
+            self.publish_command()  # the hold reaches the arm now, not at the next keep-alive
+        self._was_holding = holding
         if answered is not None:
             # The cycle that consumed a new tracker sample sends its command at once, stamped with that
             # sample's tracker time (frame_id "sample"): sample -> arm command latency is measurable

@@ -9,7 +9,11 @@ rad, rad/s, controller joint names: what a joint_state_broadcaster sends) and
 ``tracking/arm_marker`` (PoseStamped, frame ``Tracker``: T_tracker_armmarker as the optical
 tracker would see it, with optional position noise) and ``/diagnostics``.
 
-Own watchdog: a command older than ``command_timeout_s`` is dropped and the arm holds where it is.
+Own watchdog: a command older than ``command_timeout_s`` is dropped and the arm holds where it is
+(config/nodes.yaml 0.08 s: when the arm guide's process dies, this holds the arm). ``hold_events``
+records (time.monotonic(), "watchdog" | "command") for every hold: the watchdog's, and the first
+``hold`` command (frame_id "hold") after moving ones, so in-process callers (the demo) can measure
+fault -> hold.
 
 Parameters: tracker_robotbase_xyz_mm, tracker_robotbase_quat_xyzw (the true robot pose in the
 tracker), q0_rad (chain order; for another robot its length must match), publish_rate_hz,
@@ -59,6 +63,9 @@ class SimArmNode(Node):
         self._q_from: np.ndarray | None = None
         self._q_to: np.ndarray | None = None
         self._stale_logged = False
+        self._cmd_holding = False
+        #: (time.monotonic(), "watchdog" | "command"): when the arm started holding, and why
+        self.hold_events: list[tuple[float, str]] = []
         self._t0 = time.monotonic()
         self._steps = 0
         self.js_pub = self.create_publisher(JointState, "joint_states", SENSOR_QOS)
@@ -95,6 +102,10 @@ class SimArmNode(Node):
             self.get_logger().error(f"{self.iface.command_topic}: non-finite position; ignored", throttle_duration_sec=5.0)
             return
         now = time.monotonic()
+        holding = msg.header.frame_id == "hold"
+        if holding and not self._cmd_holding:
+            self.hold_events.append((now, "command"))
+        self._cmd_holding = holding
         if self._last_cmd_mono is not None:
             self._cmd_period_s = min(0.05, max(1e-3, now - self._last_cmd_mono))
         self._q_from = self._current_ctrl()
@@ -115,6 +126,7 @@ class SimArmNode(Node):
             _, q, _ = self.sim.state()
             self._q_from = self._q_to = q  # watchdog: hold where the arm is
             self._last_cmd_mono = None
+            self.hold_events.append((now, "watchdog"))
             if not self._stale_logged:
                 self.get_logger().warn(f"{self.iface.command_topic} older than {self.command_timeout_s} s: holding")
                 self._stale_logged = True

@@ -2,7 +2,8 @@
 
 Parameters (config/nodes.yaml): port, host, rate_hz, header_version, stamp_at_send (header time = the
 moment of transmission instead of the model's sample time), noise_mm, tremor_mm,
-breathing_amplitude_mm, breathing_hz, seed, tip_offset_mm (Tool frame), occlusions
+breathing_amplitude_mm, breathing_hz, seed, t0_wall_s (time.time() of sample 0; 0 = at start: a
+respawned simulator given the first one's continues its timeline), tip_offset_mm (Tool frame), occlusions
 (``"Device:start_s:end_s[,...]"``), tool_pose_topic, tracker_reference_xyz_mm (float[3]) +
 tracker_reference_quat_xyzw (float[4]): the static ``T_tracker_reference`` (patient Reference in
 the tracker, before breathing; default :func:`spine_nav.sim.tracker.default_T_tracker_reference`).
@@ -36,7 +37,7 @@ class SimTrackerNode(Node):
             ("port", 18944), ("host", "127.0.0.1"), ("rate_hz", 60.0), ("header_version", 1), ("noise_mm", 0.15),
             ("tremor_mm", 0.1), ("breathing_amplitude_mm", 2.0), ("breathing_hz", 0.25), ("seed", 0),
             ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth"), ("stamp_at_send", False),
-            ("allowed_peers", "127.0.0.0/8,::1")]}
+            ("allowed_peers", "127.0.0.0/8,::1"), ("t0_wall_s", 0.0)]}
         T_tracker_reference = declare_pose_parameter(self, "tracker_reference", default_T_tracker_reference())
         cfg = TrackerModelConfig(
             rate_hz=float(p["rate_hz"]), noise_mm=float(p["noise_mm"]), tremor_mm=float(p["tremor_mm"]),
@@ -46,7 +47,8 @@ class SimTrackerNode(Node):
         self.server = SimTrackerServer(TrackerModel(cfg), port=int(p["port"]), host=p["host"],
                                        header_version=int(p["header_version"]),
                                        stamp_at_send=bool(p["stamp_at_send"]),
-                                       allowed_peers=p["allowed_peers"]).start()
+                                       allowed_peers=p["allowed_peers"],
+                                       t0_s=float(p["t0_wall_s"]) or None).start()
         #: simulation-control API: the model the server samples (occlude / bump / true reference pose)
         self.model: TrackerModel = self.server.model
         self.create_subscription(PoseStamped, p["tool_pose_topic"], self._on_tool_pose, SENSOR_QOS)

@@ -10,7 +10,9 @@ Subscribes (relative names, see README "ROS 2 surface"):
                            navigable=false report NO_PLAN with their status_reason.
 Publishes:
     ``guard/status``  spine_nav_interfaces/GuardStatus, one per tool sample (STATUS_QOS, reliable),
-                      plus one per watchdog tick while samples are missing (TRACKING_LOST).
+                      plus one per watchdog tick while samples are missing (TRACKING_LOST), and
+                      at least every ``heartbeat_period_ms`` even when idle (the last status again
+                      with a fresh header.stamp: the arm guide holds when the guard goes silent).
     ``guard/markers`` visualization_msgs/MarkerArray (planned corridors coloured by state, tool axis).
     ``/diagnostics``  diagnostic_msgs/DiagnosticArray.
 Services:
@@ -20,8 +22,8 @@ Parameters: every :class:`spine_nav.guard.GuardConfig` field (same names and uni
     ``active_screw_id`` (""=auto), ``health_tools`` (tools whose
     ToolHealth counts, default ["stylus", "reference"]: a lost or bumped reference stops navigation,
     an untracked arm_marker does not; "*" = any tool), topics, ``watchdog_period_ms``,
-    ``markers_period_s``, ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be
-    changed at run time with ``ros2 param set`` (validated the same way).
+    ``heartbeat_period_ms`` (a status at least this often, default 20), ``markers_period_s``,
+    ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be changed at run time with ``ros2 param set`` (validated the same way).
     ``latency_record_path`` (str, "" = none): on shutdown, write the per-sample latency record
     (:mod:`spine_nav.nodes.latency_record`) there.
     ``tool_in_process`` (bool, default true): when the node is composed in one process with
@@ -39,6 +41,7 @@ from __future__ import annotations
 import copy
 import functools
 import threading
+import time
 from dataclasses import fields
 
 from builtin_interfaces.msg import Duration
@@ -104,7 +107,7 @@ class TrajectoryGuardNode(Node):
             ("health_topic", "tracking/health"), ("plan_topic", "plan/registered"),
             ("status_topic", "guard/status"), ("markers_topic", "guard/markers"),
             ("watchdog_period_ms", 10.0), ("markers_period_s", 0.1), ("diagnostics_period_s", 1.0),
-            ("tool_in_process", True), ("latency_record_path", ""))}
+            ("tool_in_process", True), ("latency_record_path", ""), ("heartbeat_period_ms", 20.0))}
         self.tool_in_process = bool(p["tool_in_process"])
         self.tool_topic = self.resolve_topic_name(p["tool_topic"])
         self._lock = threading.RLock()
@@ -140,6 +143,11 @@ class TrajectoryGuardNode(Node):
         self.create_service(SetGuardThresholds, "guard/set_thresholds", self.on_set_thresholds)
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.create_timer(p["watchdog_period_ms"] / 1000.0, self.on_watchdog)
+        self._heartbeat_s = float(p["heartbeat_period_ms"]) / 1000.0
+        self._last_status: tuple[GuardStatus, float] | None = None  # (message, monotonic time published)
+        # checked at half the period: a repeat goes out once half a period passed without a status, so
+        # no gap exceeds one period (plus scheduling delay)
+        self.create_timer(self._heartbeat_s / 2.0, self.on_heartbeat)
         self.create_timer(p["markers_period_s"], self.publish_markers)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
 
@@ -240,6 +248,15 @@ class TrajectoryGuardNode(Node):
         if v is not None:
             self.publish_status(v, self.last_stamp)
 
+    @_locked
+    def on_heartbeat(self) -> None:
+        """Liveness: repeat the last status with a fresh stamp when none went out for half a period."""
+        if self._last_status is not None and time.monotonic() - self._last_status[1] >= self._heartbeat_s / 2.0:
+            msg = self._last_status[0]
+            msg.header.stamp = self.get_clock().now().to_msg()
+            self.status_pub.publish(msg)
+            self._last_status = (msg, time.monotonic())
+
     # ---- services / parameters --------------------------------------------------------------
     @_locked
     def on_select(self, req: SelectScrew.Request, resp: SelectScrew.Response) -> SelectScrew.Response:
@@ -296,6 +313,7 @@ class TrajectoryGuardNode(Node):
         if sample_stamp is not None:
             msg.tool_sample_stamp = sample_stamp
         self.status_pub.publish(msg)
+        self._last_status = (msg, time.monotonic())
 
     def publish_markers(self) -> None:
         """Planned corridors (one LINE_LIST, a colour per screw) and the tool axis.

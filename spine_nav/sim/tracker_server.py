@@ -48,14 +48,17 @@ def encode_frame(frame: TrackerFrame, tdata: bool, header_version: int = 1) -> b
 
 class SimTrackerServer:
     def __init__(self, model: TrackerModel, port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                 header_version: int = 1, stamp_at_send: bool = False,
+                 header_version: int = 1, stamp_at_send: bool = False, t0_s: float | None = None,
                  allowed_peers: "str | None" = None) -> None:
-        """``stamp_at_send``: header time = the moment the frame is handed to the sockets, instead of the
+        """``t0_s``: wall time (time.time()) of sample 0; None = when the server starts. A restarted
+        simulator given the first one's ``t0_s`` continues its timeline (breathing phase, sample index).
+        ``stamp_at_send``: header time = the moment the frame is handed to the sockets, instead of the
         model's sample time (they differ by this process's wake-up delay: under load in the demo's
         simulator process up to ~2 ms, which is the simulator's own lateness, not the stack's)."""
         self.model = model
         self.header_version = header_version
         self.stamp_at_send = stamp_at_send
+        self.t0_s = t0_s
         self.server = IgtlServer(port, on_message=self._on_message, host=host, allowed_peers=allowed_peers)
         self.port = self.server.port
         self.samples_sent = 0
@@ -86,6 +89,10 @@ class SimTrackerServer:
         k = 0
         t_start = time.monotonic()
         self.model.t0_s = time.time()
+        if self.t0_s is not None:  # continue a timeline: the next sample index after now
+            self.model.t0_s = self.t0_s
+            k = max(0, int((time.time() - self.t0_s) / period) + 1)
+            t_start -= time.time() - self.t0_s
         while not self._stop.is_set():
             # The frame is computed and encoded ahead of its deadline and sent at it: the marker fits and
             # the packing take ~0.5 ms here, and a simulated tracker's own CPU time should not count as the

@@ -1,0 +1,211 @@
+"""Liveness of the trajectory guard as the arm guide sees it (issue #14).
+
+Core: with ``guard_timeout_ms`` set, an aligning/tracking arm holds with cause GUARD_SILENT when no guard
+verdict arrived for that long, refuses to align or resume while the guard is silent, and the default
+(None) keeps the check off. Node: the real ``trajectory_guard`` publishes its status at least every
+``heartbeat_period_ms`` even when nothing happens; ``arm_guide`` (with the MuJoCo arm) holds "guard silent"
+when the guard stops talking, and holds on ``supervisor/process_lost`` with the process in the cause.
+Bounded waits on conditions throughout (no fixed sleeps that hope)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
+from spine_nav.arm.kinematics import ArmKinematics
+from spine_nav.arm.model import load_arm_model
+from spine_nav.arm.safety import StopCause
+from spine_nav.sim.arm import default_scene
+from tests.helpers import wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------- core
+@pytest.fixture(scope="module")
+def kin():
+    return ArmKinematics(load_arm_model())
+
+
+def _guide(kin, scene, **cfg) -> ArmGuide:
+    g = ArmGuide(kin, scene.T_tracker_robotbase, ArmGuideConfig(**cfg), q0_rad=scene.q_home_rad)
+    g.on_reference(scene.T_tracker_reference, 0.0)
+    return g
+
+
+def _cycles(g, scene, t0: float, n: int, guard_every: int | None):
+    """n cycles of 1 ms with a perfect arm (measured = commanded); a guard verdict every guard_every cycles."""
+    q = g.q_command
+    t = t0
+    for k in range(n):
+        t = t0 + (k + 1) * 1e-3
+        if k % 10 == 0:
+            g.on_reference(scene.T_tracker_reference, t)
+        if guard_every and k % guard_every == 0:
+            g.on_guard_state("ALIGNED", t)
+        cmd = g.step(t, q, np.zeros_like(q), t)
+        q = cmd.q_rad
+    return t
+
+
+def test_core_silent_guard_holds_the_arm(kin):
+    scene = default_scene()
+    screw = scene.screws()[0]
+    g = _guide(kin, scene, guard_timeout_ms=50.0)
+    ok, msg = g.align(screw, 0.0)
+    assert not ok and "guard/status" in msg  # never heard from the guard: no motion at all
+    g.on_guard_state("ALIGNED", 0.0)
+    ok, msg = g.align(screw, 0.001)
+    assert ok, msg
+    t = _cycles(g, scene, 0.001, 200, guard_every=20)  # a verdict every 20 ms: no stop
+    assert not g.state.holding and g.state.mode in ("ALIGNING", "TRACKING")
+    g.on_guard_state("ALIGNED", t)
+    t = _cycles(g, scene, t, 45, guard_every=None)  # 45 ms of silence (< 50): still moving
+    assert not g.state.holding
+    t = _cycles(g, scene, t, 20, guard_every=None)
+    st = g.state
+    assert st.holding and st.mode == "HOLD" and g.stops[-1].cause == StopCause.GUARD_SILENT
+    assert st.stop_cause.startswith("guard silent") and "ms > 50 ms" in st.stop_cause
+    ok, msg = g.resume(t)
+    assert not ok and "guard/status" in msg  # resume refused while the guard is still silent
+    g.on_guard_state("ALIGNED", t)
+    ok, msg = g.resume(t + 1e-3)
+    assert ok, msg
+    _cycles(g, scene, t + 1e-3, 30, guard_every=10)
+    assert not g.state.holding
+
+
+def test_core_default_has_no_guard_liveness_check(kin):
+    scene = default_scene()
+    g = _guide(kin, scene)  # guard_timeout_ms None: pure-core users without a guard
+    assert g.cfg.guard_timeout_ms is None
+    ok, msg = g.align(scene.screws()[0], 0.0)
+    assert ok, msg
+    _cycles(g, scene, 0.0, 200, guard_every=None)
+    assert not g.state.holding
+
+
+# ---------------------------------------------------------------------------------------------- nodes
+
+
+@pytest.mark.ros
+def test_guard_heartbeat_repeats_the_last_status_when_idle(ros_context):
+    """No tool samples, no plan and a slow watchdog: the guard still publishes every heartbeat_period_ms,
+    the last status again with a fresh header.stamp."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from spine_nav_interfaces.msg import GuardStatus
+
+    from spine_nav.nodes.conversions import stamp_to_seconds
+    from spine_nav.nodes.qos import STATUS_QOS
+    from spine_nav.nodes.runner import ComposedStack
+
+    args = ["-p", "trajectory_guard:watchdog_period_ms:=400.0", "-p", "trajectory_guard:heartbeat_period_ms:=20.0"]
+    with ComposedStack(["trajectory_guard"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args):
+        node = Node("heartbeat_test", context=ros_context)
+        ex = SingleThreadedExecutor(context=ros_context)
+        ex.add_node(node)
+        got: list = []
+        node.create_subscription(GuardStatus, "guard/status", got.append, STATUS_QOS)
+        try:
+            assert wait_until(lambda: len(got) >= 1, 15.0, spin=lambda: ex.spin_once(timeout_sec=0.005))
+            n0 = len(got)
+            # between two watchdog ticks (400 ms) at least 8 statuses can only come from the heartbeat
+            t0 = time.monotonic()
+            assert wait_until(lambda: len(got) >= n0 + 8, 5.0, spin=lambda: ex.spin_once(timeout_sec=0.005))
+            window_s = time.monotonic() - t0
+        finally:
+            ex.shutdown()
+            node.destroy_node()
+    repeats = got[n0:]
+    assert all(m.state_name == repeats[0].state_name and m.reason == repeats[0].reason for m in repeats[:8])
+    stamps = [stamp_to_seconds(m.header.stamp) for m in repeats]
+    assert all(b > a for a, b in zip(stamps, stamps[1:])), "heartbeats must carry fresh stamps"
+    assert window_s < 5.0
+
+
+@pytest.mark.ros
+def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context):
+    """arm_guide + MuJoCo arm; the test plays the guard (ALIGNED every 10 ms) and the supervisor."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+    from spine_nav_interfaces.srv import ArmCommand
+
+    from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, plan_to_msg
+    from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+    from spine_nav.nodes.runner import ComposedStack
+    from spine_nav.plan import Plan
+
+    scene = default_scene()
+    screws = scene.screws()
+    # generous servo watchdogs (a loaded test machine), the guard timeout as in config/nodes.yaml (50 ms)
+    args = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
+            "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
+            "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "sim_arm:command_timeout_s:=2.0",
+            "-p", "sim_arm:marker_noise_mm:=0.0"]
+    with ComposedStack(["sim_arm", "arm_guide"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args):
+        node = Node("guard_silence_test", context=ros_context)
+        ex = SingleThreadedExecutor(context=ros_context)
+        ex.add_node(node)
+        states: list = []
+        node.create_subscription(ArmState, "arm/state", states.append, STATUS_QOS)
+        plan_pub = node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
+        ref_pub = node.create_publisher(PoseStamped, "tracking/reference", SENSOR_QOS)
+        guard_pub = node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
+        lost_pub = node.create_publisher(DiagnosticStatus, "supervisor/process_lost", STATUS_QOS)
+        cli = node.create_client(ArmCommand, "arm/command")
+        plan_pub.publish(plan_to_msg(Plan(tuple(screws), frame="Reference"), 0.0))
+        guard_on = [True]
+        last = {"ref": 0.0, "guard": 0.0}
+
+        def spin():
+            now = time.monotonic()
+            if now - last["ref"] > 0.02:
+                ref_pub.publish(matrix_mm_to_pose_stamped(scene.T_tracker_reference, "Tracker",
+                                                          node.get_clock().now().nanoseconds * 1e-9))
+                last["ref"] = now
+            if guard_on[0] and now - last["guard"] > 0.01:
+                guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
+                last["guard"] = now
+            for _ in range(50):
+                n = len(states)
+                ex.spin_once(timeout_sec=0.0)
+                if len(states) == n:
+                    break
+            ex.spin_once(timeout_sec=0.002)
+
+        def call(command, screw_id=""):
+            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
+            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
+            return fut.result()
+
+        try:
+            assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=20.0, spin=spin)
+            res = None
+            for _ in range(50):  # bounded: until plan, reference and guard have arrived
+                res = call("align", screws[0].id)
+                if res.success:
+                    break
+                wait_until(lambda: False, 0.1, spin=spin)
+            assert res.success, res.message
+            assert wait_until(lambda: states[-1].mode in ("ALIGNING", "TRACKING"), 5.0, spin=spin)
+            guard_on[0] = False  # the guard goes silent
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            assert states[-1].stop_cause.startswith("guard silent"), states[-1].stop_cause
+            guard_on[0] = True
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            lost_pub.publish(DiagnosticStatus(level=DiagnosticStatus.ERROR, name="trajectory_guard",
+                                              message="process trajectory_guard (trajectory_guard) killed by SIGKILL"))
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            cause = states[-1].stop_cause
+            assert cause.startswith("process lost") and "trajectory_guard" in cause and "SIGKILL" in cause, cause
+        finally:
+            ex.shutdown()
+            node.destroy_node()

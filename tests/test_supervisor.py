@@ -1,0 +1,64 @@
+"""The process supervisor (spine_nav.demo.processes.Supervisor) on toy processes: a killed process is
+reported at once, respawned after the backoff, and the backoff doubles for a crash loop up to its cap.
+Bounded waits only; no ROS."""
+from __future__ import annotations
+
+import signal
+import sys
+
+from spine_nav.demo.processes import Supervisor, SupervisedProcess, exit_text
+from tests.helpers import wait_until
+
+SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
+CRASHER = [sys.executable, "-c", "raise SystemExit(3)"]
+
+
+def test_killed_process_is_reported_and_respawned(tmp_path):
+    p = SupervisedProcess("toy", SLEEPER, tmp_path / "toy.log")
+    lost, respawned = [], []
+    sup = Supervisor([p], on_lost=lost.append, on_respawn=respawned.append, backoff_s=0.2).start()
+    try:
+        assert wait_until(sup.healthy, 5.0)
+        first_pid = p.proc.pid
+        p.kill(signal.SIGKILL)
+        assert wait_until(lambda: bool(lost), 2.0)
+        assert lost[0].label == "toy" and lost[0].returncode == -signal.SIGKILL
+        assert "toy" in lost[0].message and "SIGKILL" in lost[0].message
+        assert not sup.healthy()  # waiting for its respawn
+        assert wait_until(lambda: bool(respawned), 5.0)
+        assert respawned[0].delay_s == 0.2 and respawned[0].t_mono - lost[0].t_mono >= 0.2
+        assert p.proc.pid != first_pid and p.starts == 2
+        assert wait_until(sup.healthy, 5.0)
+    finally:
+        sup.stop()
+        p.stop(timeout_s=5.0)
+    assert "restart 1" in (tmp_path / "toy.log").read_text()
+
+
+def test_crash_loop_backoff_doubles_to_the_cap(tmp_path):
+    p = SupervisedProcess("crasher", CRASHER, tmp_path / "crash.log")
+    sup = Supervisor([p], backoff_s=0.05, max_backoff_s=0.2, stable_s=30.0).start()
+    try:
+        assert wait_until(lambda: len(sup.events_since(0.0, "respawned")) >= 4, 10.0)
+    finally:
+        sup.stop()
+        p.stop(timeout_s=5.0)
+    delays = [e.delay_s for e in sup.events_since(0.0, "respawned")][:4]
+    assert delays == [0.05, 0.1, 0.2, 0.2], delays
+    lost = sup.events_since(0.0, "lost")
+    assert lost[0].returncode == 3 and exit_text(3) == "exited with code 3"
+
+
+def test_callback_error_does_not_stop_supervision(tmp_path):
+    p = SupervisedProcess("toy", SLEEPER, tmp_path / "toy.log")
+
+    def broken(_event):
+        raise ValueError("boom")
+
+    sup = Supervisor([p], on_lost=broken, backoff_s=0.05).start()
+    try:
+        p.kill()
+        assert wait_until(lambda: bool(sup.events_since(0.0, "respawned")), 5.0)
+    finally:
+        sup.stop()
+        p.stop(timeout_s=5.0)
