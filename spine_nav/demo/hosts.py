@@ -130,6 +130,7 @@ class HostsDemo(Demo):
                      self._node_proc("navigation", "registration", ["registration"], args, 0),
                      self._node_proc("robot", "sim_arm", ["sim_arm"], args, min(rt, self.cfg.sim_rt_priority)),
                      self._node_proc("console", "console", ["console_bridge"], args, 0)]
+            self.procs = {p.label: p for p in procs}
             self.probe_path = logs / "robot_hold_probe.jsonl"
             others = [self._popen("robot", "hold_probe", [sys.executable, "-m", "spine_nav.demo.hosts", "probe",
                                                           str(self.probe_path)], logs / "hold_probe.log"),
@@ -261,16 +262,16 @@ class HostsDemo(Demo):
             return False
         return True
 
-    def one_screw(self, c, planned, nav, inject, head: str):
+    def one_screw(self, c, planned, nav, inject, head: str, kills=()):
         if self.inject is None or self.inject.kind != "cut" or self._cut_attempted:
-            return super().one_screw(c, planned, nav, inject, head)
+            return super().one_screw(c, planned, nav, inject, head, kills)
         self._cut_attempted = True  # on the first screw attempted only
         self._conductor = c
         stop = threading.Event()
         watcher = threading.Thread(target=self._cut_when_half_way, args=(c, nav, stop, head), daemon=True)
         watcher.start()
         try:
-            result, fault = super().one_screw(c, planned, nav, inject, head)
+            result, fault = super().one_screw(c, planned, nav, inject, head, kills)
         finally:
             stop.set()
             watcher.join(CUT_S + 5.0)
