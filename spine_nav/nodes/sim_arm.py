@@ -87,7 +87,7 @@ class SimArmNode(Node):
         except ValueError as exc:
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
-        self._apply(q)
+        self._apply(q, holding=msg.header.frame_id == "hold")
 
     def on_forward(self, msg: Float64MultiArray) -> None:
         try:
@@ -95,14 +95,14 @@ class SimArmNode(Node):
         except ValueError as exc:
             self.get_logger().error(str(exc), throttle_duration_sec=5.0)
             return
-        self._apply(q)
+        self._apply(q, holding=False)  # a forward position controller's message carries no hold flag
 
-    def _apply(self, q: np.ndarray) -> None:
+    def _apply(self, q: np.ndarray, holding: bool) -> None:
+        """Stream ``q`` (controller joints as ours); ``holding``: the sender marked it a hold (recorded)."""
         if not np.all(np.isfinite(q)):
             self.get_logger().error(f"{self.iface.command_topic}: non-finite position; ignored", throttle_duration_sec=5.0)
             return
         now = time.monotonic()
-        holding = msg.header.frame_id == "hold"
         if holding and not self._cmd_holding:
             self.hold_events.append((now, "command"))
         self._cmd_holding = holding
