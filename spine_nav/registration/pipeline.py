@@ -65,6 +65,11 @@ class CaseRegistration:
     cbct_quality: dict[str, float] = field(default_factory=dict)
     #: the gate thresholds actually applied (scaled to this CBCT)
     gate: object = None
+    #: for re-judging the same fits with another gate (:func:`regate`): every fitted transform
+    #: (accepted or not), the preop centroids (PreopCT mm) and the whole-spine transform
+    fitted: dict[str, np.ndarray] = field(default_factory=dict)
+    centroids_mm: dict[str, np.ndarray] = field(default_factory=dict)
+    T_global: np.ndarray | None = None
 
     @property
     def all_accepted(self) -> bool:
@@ -268,6 +273,30 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
     out.preop_points_mm = {lv: pre_ds[lv].points_mm for lv in order}
     out.cbct_quality = cbct_q.as_dict()
     out.gate = g
+    out.fitted, out.centroids_mm, out.T_global = dict(candidates), dict(centroids), T_global
+    return out
+
+
+def regate(result: CaseRegistration, gate, cbct_q=None) -> dict[str, tuple[bool, str]]:
+    """{level: (accepted, reason)} of the same fits judged by another gate (e.g. the old fixed one):
+    the local and neighbour checks re-run on the recorded figures. The retry pass, which the
+    gate also steers, is not re-run (the bench's baseline for the same fits)."""
+    from spine_nav.registration.cbct_quality import CbctQuality
+
+    g = gate
+    if cbct_q is None and result.cbct_quality:
+        cbct_q = CbctQuality(**result.cbct_quality)
+    if cbct_q is not None:
+        g = scaled_thresholds(gate, cbct_q)
+    order = list(result.levels)
+    qs = {lv: replace(r.quality, failures=[]) for lv, r in result.levels.items()}
+    for lv in order:
+        qs[lv].failures.extend(local_checks(qs[lv], g))
+    neighbour_checks(order, result.fitted, result.centroids_mm, qs, result.T_global, g)
+    out = {}
+    for lv in order:
+        ok = lv in result.fitted and not qs[lv].failures
+        out[lv] = (ok, "all quality checks passed" if ok else "; ".join(qs[lv].failures) or "not registered")
     return out
 
 
