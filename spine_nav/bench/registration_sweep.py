@@ -31,6 +31,7 @@ outcomes held fixed), i.e. the operating curve the default factor was picked on.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -74,6 +75,7 @@ def add_arguments(p) -> None:
     p.add_argument("--variants", help="comma-separated subset of the sweep's variants")
     p.add_argument("--tuning", action="store_true", help="run --sweep on the tuning seeds instead of fresh ones")
     p.add_argument("--jobs", type=int, default=2, help="parallel worker processes for --sweep (default 2)")
+    p.add_argument("--from-partial", help="summarise the cases in an earlier sweep's OUT.partial.jsonl (no run)")
 
 
 def _say(msg: str) -> None:
@@ -287,15 +289,23 @@ def run(args):
         raise SystemExit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
     jobs = max(1, int(args.jobs))
     threads = max(1, (os.cpu_count() or 2) // jobs)
-    tasks = [("correct", v, seed0 + i, threads) for i in range(args.sweep_seeds) for v in names]
-    tasks += [("wrong", k, seed0 + WRONG_OFFSET + i, threads) for i in range(args.wrong_seeds) for k in WRONG_KINDS]
+    tasks = []  # seed by seed, wrong cases interleaved: an interrupted sweep still covers every kind
+    for i in range(max(args.sweep_seeds, args.wrong_seeds)):
+        tasks += [("correct", v, seed0 + i, threads) for v in names] if i < args.sweep_seeds else []
+        tasks += [("wrong", k, seed0 + WRONG_OFFSET + i, threads) for k in WRONG_KINDS] if i < args.wrong_seeds else []
     _say(f"bench registration --sweep: {len(tasks)} cases on {'tuning' if args.tuning else 'fresh'} seeds "
          f"({jobs} worker(s) x {threads} thread(s))")
     t0 = time.perf_counter()
     cases = []
+    if getattr(args, "from_partial", None):  # summarise the cases an earlier (interrupted) sweep wrote
+        cases = [json.loads(line) for line in Path(args.from_partial).read_text().splitlines() if line.strip()]
+        tasks = []
     with ProcessPoolExecutor(max_workers=jobs) as ex:
         for i, c in enumerate(ex.map(_task, tasks, chunksize=1)):
             cases.append(c)
+            if getattr(args, "out", None):  # progress survives an interrupted sweep
+                with open(f"{args.out}.partial.jsonl", "a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(c) + "\n")
             acc = sum(lv["accepted"] for lv in c["new"])
             _say(f"  [{i + 1}/{len(tasks)}] {c['kind']} {c['name']} seed {c['seed']}: {acc}/{len(c['new'])} accepted"
                  + "".join(f"; {lv['level']} refused: {lv['reason'][:110]}" for lv in c["new"] if not lv["accepted"]))
@@ -312,7 +322,8 @@ def run(args):
              "wrong_seeds": [wseeds[0], wseeds[-1]] if wseeds else [], "variants": names,
              "wrong_kinds": list(WRONG_KINDS), "levels_per_case": 3, "preop_voxel_mm": PREOP_VOXEL_MM,
              "misplacement": "30 deg / 50 mm added to every CBCT", "jobs": jobs, "threads_per_job": threads,
-             "bench_wall_s": round(time.perf_counter() - t0, 1)},
+             "bench_wall_s": round(time.perf_counter() - t0, 1), "cases": len(cases),
+             "seeds_completed": len(seeds)},
         details={"per_variant": per_variant, "wrong_cases": per_wrong, "roc": _roc(cases), "table_markdown": table,
                  "refusals_of_correct_levels": [
                      {"case": f"{c['name']}/seed{c['seed']}/{lv['level']}", "reason": lv["reason"]}
