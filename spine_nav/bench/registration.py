@@ -16,6 +16,9 @@ Baselines (same cases, same run): ``whole_spine_icp`` (one rigid transform for t
 FPFH+RANSAC then GICP, applied to every level), ``plain_icp`` (open3d point-to-point ICP per
 level from the initial pose, i.e. the CBCT header pose), ``open3d_gicp`` (this pipeline with
 open3d's generalized ICP instead of small_gicp: the library comparison).
+
+``--sweep``: the gate on a family of phantoms and wrong cases, with the old fixed gate as the
+baseline (:mod:`spine_nav.bench.registration_sweep`).
 """
 from __future__ import annotations
 
@@ -41,6 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="2 small cases of 2 levels (for tests, ~1 min)")
     p.add_argument("--seeds", type=int, default=2, help="number of fresh phantom seeds (default 2)")
     p.add_argument("--workdir", help="keep/reuse generated phantom cases here (default: a temp dir)")
+    from spine_nav.bench import registration_sweep
+
+    registration_sweep.add_arguments(p)
 
 
 def _say(msg: str) -> None:
@@ -148,6 +154,10 @@ def _bad_cases(case, other_cbct) -> list[tuple[str, dict[str, Any], bool]]:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
+    if getattr(args, "sweep", False):
+        from spine_nav.bench import registration_sweep
+
+        return registration_sweep.run(args)
     import open3d  # noqa: F401  (import cost kept out of the measured times)
     import small_gicp  # noqa: F401
 

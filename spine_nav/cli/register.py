@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="per-level GICP implementation (default small_gicp; see bench registration)")
     p.add_argument("--no-overlays", action="store_true", help="do not render the overlay PNGs")
     p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    p.add_argument("--override", action="append", default=[], metavar="LEVEL",
+                   help="operator override: accept LEVEL although the gate refused it (repeatable; logged, "
+                        "marked 'overridden' in result.json)")
     p.set_defaults(func=run)
 
 
@@ -48,8 +51,12 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     info(f"register: {args.preop} + {args.labels} -> {args.cbct} ({args.method})")
     try:
+        overrides = [lv.strip().upper() for lv in args.override if lv.strip()]
+        if overrides:
+            info(f"OPERATOR OVERRIDE requested for {', '.join(overrides)}: a refused level there is accepted")
         result, inputs = register_case(args.preop, args.labels, args.cbct, args.plan,
-                                       RegistrationConfig(method=args.method), progress=info)
+                                       RegistrationConfig(method=args.method), progress=info,
+                                       override_levels=overrides)
     except RegistrationError as exc:
         return fail(str(exc))
     levels = list(result.levels)
@@ -68,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     except FileExistsError as exc:
         return fail(str(exc))
     failed = [lv for lv, r in result.levels.items() if not r.accepted]
+    for lv, r in result.levels.items():
+        if r.quality.overridden:
+            info(f"OVERRIDDEN by operator: {lv} ({r.reason})")
     info(f"wrote {written['result']} and {written['registered_plan'].name}: "
          f"{len(levels) - len(failed)}/{len(levels)} levels accepted ({result.timings_s['total_s']:.2f} s)")
     if failed:

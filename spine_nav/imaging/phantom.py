@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -63,6 +63,86 @@ SCREW_LENGTHS_MM = (30.0, 35.0, 40.0, 45.0, 50.0, 55.0)
 PEDICLE_MARGIN_MM = 1.25
 #: Distance kept between the screw tip and the anterior outer surface of the body (mm).
 TIP_MARGIN_MM = 5.0
+
+
+@dataclass(frozen=True)
+class PhantomVariation:
+    """How one generated case departs from the default phantom (the family the registration gate is
+    calibrated on; ``spine-nav bench registration --sweep``). The defaults reproduce the default phantom
+    byte for byte (every new draw comes from a separate generator seeded ``[seed, 29]``).
+
+    CBCT (intraop scanners: 0.4-1.5 mm voxels, 10-80 HU noise; issue 15):
+        cbct_noise_hu: white Gaussian noise sigma added after the blur (default 30).
+        cbct_blur_sigma_vox: Gaussian blur (voxels) before the noise: the scanner's point spread (0.6).
+        metal_streak_hu: amplitude of the streaks around the metal clamp (when ``metal``; 400).
+        fov_radius_scale: radius of the cylindrical field of view / half the grid width (1.02).
+        fov_z_margin_mm: axial field of view beyond the end levels' body centres +- half a body height
+            (6 mm); negative values crop into the end vertebrae.
+    Motion, PreopCT (supine) -> CBCT (prone surgery), per level about its body centre:
+        level_angle_deg / level_offset_mm: (min, max) of the per-level rotation / translation, drawn
+            uniformly (default (1, 5) / (1, 5)). Sources: supine-to-prone change of the lumbar
+            segments is a few degrees and a few mm per segment (issue 15; segmental ranges of motion in
+            White & Panjabi, Clinical Biomechanics of the Spine, 2nd ed. 1990: flexion-extension
+            12-17 deg, sagittal translation 2-3 mm per lumbar segment, bound it from above).
+        whole_angle_deg / whole_offset_mm: the whole-spine pose change ((3, 10) / (5, 20)).
+        breathing_mm: extra per-level antero-posterior / cranio-caudal shift up to this (0; 1-2 mm of
+            spine motion with ventilation under prone positioning, issue 15).
+        manipulation_mm: extra per-level random shift up to this (0; ~1.5 mm from instrumentation
+            and pressure on the spine, issue 15).
+    Anatomy:
+        cobb_deg: coronal (scoliotic) curve over the levels with its apex in the middle; the end
+            vertebrae tilt +-cobb/2 (0 = straight; the family uses 10-40 deg).
+        apical_rotation_per_cobb: axial rotation of the apical vertebra per degree of Cobb angle (0.4:
+            apical rotation grows with the Cobb angle, roughly 10-20 deg at 30-40 deg Cobb, as
+            Nash-Moe / Perdriolle grading tables read); it falls off toward the end vertebrae.
+        morphometry: patient-level size factors drawn from published lumbar morphometry instead of
+            the one template's +-3 %: vertebral body width/depth CV 7 %, height CV 6 % (Panjabi et al.,
+            Spine 1992; 17:299), pedicle isthmus width CV 15 % (Zindrick et al., Spine 1987; 12:160);
+            factors clipped to +-2 SD.
+    """
+
+    cbct_noise_hu: float = 30.0
+    cbct_blur_sigma_vox: float = 0.6
+    metal_streak_hu: float = 400.0
+    fov_radius_scale: float = 1.02
+    fov_z_margin_mm: float = 6.0
+    level_angle_deg: tuple[float, float] = (1.0, 5.0)
+    level_offset_mm: tuple[float, float] = (1.0, 5.0)
+    whole_angle_deg: tuple[float, float] = (3.0, 10.0)
+    whole_offset_mm: tuple[float, float] = (5.0, 20.0)
+    breathing_mm: float = 0.0
+    manipulation_mm: float = 0.0
+    cobb_deg: float = 0.0
+    apical_rotation_per_cobb: float = 0.4
+    morphometry: bool = False
+
+    def __post_init__(self) -> None:
+        checks = (("cbct_noise_hu", self.cbct_noise_hu, 0.0, 500.0),
+                  ("cbct_blur_sigma_vox", self.cbct_blur_sigma_vox, 0.0, 3.0),
+                  ("metal_streak_hu", self.metal_streak_hu, 0.0, 3000.0),
+                  ("fov_radius_scale", self.fov_radius_scale, 0.3, 2.0),
+                  ("fov_z_margin_mm", self.fov_z_margin_mm, -40.0, 60.0),
+                  ("breathing_mm", self.breathing_mm, 0.0, 10.0),
+                  ("manipulation_mm", self.manipulation_mm, 0.0, 10.0),
+                  ("cobb_deg", self.cobb_deg, 0.0, 60.0),
+                  ("apical_rotation_per_cobb", self.apical_rotation_per_cobb, 0.0, 1.0))
+        for name, v, lo, hi in checks:
+            if not lo <= float(v) <= hi:
+                raise PhantomError(f"{name}: {v:g} is outside {lo:g}-{hi:g}")
+        for name in ("level_angle_deg", "level_offset_mm", "whole_angle_deg", "whole_offset_mm"):
+            lo, hi = (float(x) for x in getattr(self, name))
+            if not 0.0 <= lo <= hi <= 45.0:
+                raise PhantomError(f"{name}: ({lo:g}, {hi:g}) must satisfy 0 <= min <= max <= 45")
+            object.__setattr__(self, name, (lo, hi))
+
+    def changed(self) -> dict[str, Any]:
+        """The fields that differ from the defaults (written to ground_truth.json only when non-empty)."""
+        d = PhantomVariation()
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()
+                if v != getattr(d, k)}
+
+
+DEFAULT_VARIATION = PhantomVariation()
 
 
 class PhantomError(ValueError):
@@ -139,9 +219,57 @@ class PhantomSpine:
 
 # --- building the spine -------------------------------------------------------------------------
 
-def build_spine(rng: np.random.Generator, levels: Sequence[str], bone: str = "normal") -> PhantomSpine:
-    """Lay out ``levels`` (superior to inferior) with lumbar lordosis and seeded variation."""
+def morphometric_shape(shape: LevelShape, factors: np.ndarray) -> LevelShape:
+    """``shape`` scaled by patient-level factors (body width/depth, body height, pedicle width), see
+    :class:`PhantomVariation` (``morphometry``) for the sources of their spread."""
+    fb, fh, fp = (float(f) for f in factors)
+    pw = tuple(max(7.5, w * fp) for w in shape.pedicle_width_mm)  # >= the smallest screw + margins
+    return replace(shape, body_radius_x_mm=shape.body_radius_x_mm * fb, body_radius_y_mm=shape.body_radius_y_mm * fb,
+                   body_height_mm=shape.body_height_mm * fh, pedicle_width_mm=pw,
+                   canal_half_width_mm=shape.canal_half_width_mm * fb,
+                   transverse_length_mm=shape.transverse_length_mm * fb,
+                   spinous_length_mm=shape.spinous_length_mm * fb)
+
+
+def scoliotic_curve(T: dict[str, np.ndarray], levels: Sequence[str], cobb_deg: float,
+                    apical_rotation_per_cobb: float) -> dict[str, np.ndarray]:
+    """Bend the layout ``T`` (PreopCT <- local) into a coronal curve of ``cobb_deg`` with its apex
+    at the middle level: tilt about the antero-posterior axis ``(cobb/2) cos(pi s)`` (s = 0..1 over
+    the levels, so the end vertebrae differ by ``cobb_deg``), lateral shift integrated from that
+    tilt, and axial rotation ``apical_rotation_per_cobb * cobb * sin(pi s)`` about each vertebra's
+    own cranial axis."""
+    n = len(levels)
+    if n == 0 or cobb_deg <= 0.0:
+        return T
+    s = np.linspace(0.0, 1.0, n) if n > 1 else np.array([0.5])
+    tilt = 0.5 * cobb_deg * np.cos(np.pi * s)
+    out: dict[str, np.ndarray] = {}
+    x = 0.0
+    for i, lv in enumerate(levels):
+        if i:
+            dz = float(np.linalg.norm(T[lv][:3, 3] - T[levels[i - 1]][:3, 3]))
+            x += dz * math.sin(math.radians(0.5 * (tilt[i] + tilt[i - 1])))
+        R_cor = Rotation.from_euler("y", tilt[i], degrees=True).as_matrix()
+        R_ax = Rotation.from_euler("z", apical_rotation_per_cobb * cobb_deg * math.sin(math.pi * s[i]),
+                                   degrees=True).as_matrix()
+        out[lv] = make_transform(R_cor @ T[lv][:3, :3] @ R_ax, T[lv][:3, 3] + np.array([x, 0.0, 0.0]))
+    shift = np.mean([T[lv][:3, 3] for lv in levels], axis=0) - np.mean([out[lv][:3, 3] for lv in levels], axis=0)
+    for lv in levels:
+        out[lv][:3, 3] += shift
+    return out
+
+
+def build_spine(rng: np.random.Generator, levels: Sequence[str], bone: str = "normal",
+                variation: PhantomVariation = DEFAULT_VARIATION,
+                vrng: np.random.Generator | None = None) -> PhantomSpine:
+    """Lay out ``levels`` (superior to inferior) with lumbar lordosis and seeded variation.
+
+    ``variation`` (morphometry, scoliosis) draws from ``vrng`` only, so the default spine is unchanged."""
     shapes = {lv: varied_shape(lv, rng) for lv in levels}
+    if variation.morphometry:
+        vr = vrng if vrng is not None else np.random.default_rng(0)
+        factors = 1.0 + np.clip(vr.standard_normal(3), -2.0, 2.0) * np.array([0.07, 0.06, 0.15])
+        shapes = {lv: morphometric_shape(sh, factors) for lv, sh in shapes.items()}
     # lordosis: tilt (about +x) grows toward L5; the superior axis tilts anteriorly for > 0
     nominal_tilt = {"L1": -4.0, "L2": 0.0, "L3": 4.0, "L4": 8.0, "L5": 13.0}
     tilts = {lv: nominal_tilt[lv] + float(rng.uniform(-1.5, 1.5)) for lv in levels}
@@ -163,6 +291,8 @@ def build_spine(rng: np.random.Generator, levels: Sequence[str], bone: str = "no
     shift = np.array([0.0, 0.0, -150.0]) - centre
     for lv in levels:
         T[lv][:3, 3] += shift
+    if variation.cobb_deg > 0.0:
+        T = scoliotic_curve(T, tuple(levels), variation.cobb_deg, variation.apical_rotation_per_cobb)
     y_bodies = float(np.mean([T[lv][1, 3] for lv in levels]))
     return PhantomSpine(levels=tuple(levels), shapes=shapes, T_preop_local=T, bone=bone,
                         torso_centre_mm=(0.0, y_bodies - 35.0), torso_radii_mm=(160.0, 125.0))
@@ -294,7 +424,8 @@ def render(spine: PhantomSpine, affine: np.ndarray, shape: Sequence[int],
     return hu, labels
 
 
-def _add_metal(hu: np.ndarray, affine: np.ndarray, centre_mm: np.ndarray, rng: np.random.Generator) -> None:
+def _add_metal(hu: np.ndarray, affine: np.ndarray, centre_mm: np.ndarray, rng: np.random.Generator,
+               streak_hu: float = 400.0) -> None:
     """A metal clamp (reference array on a spinous process) and streaks in its axial slices.
 
     Streaks are modelled as angular bright/dark bands decaying with distance, the pattern
@@ -308,7 +439,7 @@ def _add_metal(hu: np.ndarray, affine: np.ndarray, centre_mm: np.ndarray, rng: n
     r = np.sqrt(dx ** 2 + dy ** 2)
     theta = np.arctan2(dy, dx)
     phase = float(rng.uniform(0, 2 * math.pi))
-    streak = (400.0 * np.cos(7 * theta + phase) * np.exp(-r / 35.0)).astype(np.float32)
+    streak = (streak_hu * np.cos(7 * theta + phase) * np.exp(-r / 35.0)).astype(np.float32)
     half_z = 6.0 / sp[2]
     for k in range(max(0, int(c_ijk[2] - half_z)), min(hu.shape[2], int(c_ijk[2] + half_z) + 1)):
         sl = hu[:, :, k]
@@ -448,24 +579,40 @@ def _rigid_about(rng: np.random.Generator, centre: np.ndarray, angle_range_deg: 
     return compose(make_transform(None, centre + t), make_transform(R), make_transform(None, -centre))
 
 
-def intraop_motion(spine: PhantomSpine, rng: np.random.Generator) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(T_whole, {level: T_cbct_preop}) with per-level motion up to 5 deg / 5 mm about each body centre."""
+def intraop_motion(spine: PhantomSpine, rng: np.random.Generator,
+                   variation: PhantomVariation = DEFAULT_VARIATION,
+                   vrng: np.random.Generator | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(T_whole, {level: T_cbct_preop}) with per-level motion about each body centre (default up to
+    5 deg / 5 mm; ranges, breathing and manipulation from ``variation``, see its sources)."""
+    v = variation
     centre = np.mean([spine.centre_mm(lv) for lv in spine.levels], axis=0)
-    T_whole = _rigid_about(rng, centre, (3.0, 10.0), (5.0, 20.0))
-    per_level = {lv: compose(T_whole, _rigid_about(rng, spine.centre_mm(lv), (1.0, 5.0), (1.0, 5.0)))
+    T_whole = _rigid_about(rng, centre, v.whole_angle_deg, v.whole_offset_mm)
+    per_level = {lv: compose(T_whole, _rigid_about(rng, spine.centre_mm(lv), v.level_angle_deg, v.level_offset_mm))
                  for lv in spine.levels}
+    if v.breathing_mm > 0.0 or v.manipulation_mm > 0.0:
+        vr = vrng if vrng is not None else np.random.default_rng(0)
+        for lv in spine.levels:
+            shift = np.zeros(3)
+            if v.breathing_mm > 0.0:  # antero-posterior / cranio-caudal (PreopCT y, z)
+                shift += np.array([0.0, 1.0, 0.5]) / math.sqrt(1.25) * vr.uniform(-1.0, 1.0) * v.breathing_mm
+            if v.manipulation_mm > 0.0:
+                d = vr.normal(size=3)
+                shift += d / np.linalg.norm(d) * vr.uniform(0.0, v.manipulation_mm)
+            per_level[lv] = compose(T_whole, make_transform(None, shift), invert(T_whole), per_level[lv])
     return T_whole, per_level
 
 
-def case_geometry(seed: int, levels: Sequence[str] = LUMBAR_LEVELS, bone: str = "normal"
+def case_geometry(seed: int, levels: Sequence[str] = LUMBAR_LEVELS, bone: str = "normal",
+                  variation: PhantomVariation = DEFAULT_VARIATION
                   ) -> tuple[PhantomSpine, np.ndarray, dict[str, np.ndarray]]:
     """The analytic part of :func:`generate_case` (no volumes): (spine, T_whole, {level: T_cbct_preop}).
 
     Same seed -> same draws as the case files, so callers that need only the geometry and the plan
     (``plan_screws(spine)``) get exactly the case's."""
     rng = np.random.default_rng(seed)
-    spine = build_spine(rng, tuple(levels), bone)
-    T_whole, T_cbct_preop = intraop_motion(spine, rng)
+    vrng = np.random.default_rng([seed, 29])
+    spine = build_spine(rng, tuple(levels), bone, variation, vrng)
+    T_whole, T_cbct_preop = intraop_motion(spine, rng, variation, vrng)
     return spine, T_whole, T_cbct_preop
 
 
@@ -505,7 +652,8 @@ def _to_int16(a: np.ndarray) -> np.ndarray:
 def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LUMBAR_LEVELS,
                   bone: str = "normal", voxel_mm: float | None = None, cbct_voxel_mm: float | None = None,
                   metal: bool = False, overwrite: bool = False,
-                  progress: Callable[[str], None] | None = None) -> CaseFiles:
+                  progress: Callable[[str], None] | None = None,
+                  variation: PhantomVariation | None = None) -> CaseFiles:
     """Generate a synthetic case in ``out_dir`` (see module doc). Same seed -> same bytes.
 
     Args:
@@ -513,6 +661,8 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
         bone: ``normal``, ``osteopenic`` or ``osteoporotic`` (cancellous/cortical HU).
         voxel_mm: preop CT voxel size (default 0.7 mm). cbct_voxel_mm: CBCT voxel (default 1.0 mm).
         metal: add a metal clamp with streak artefacts to the CBCT.
+        variation: CBCT quality, field of view, motion ranges, scoliosis, morphometry
+            (:class:`PhantomVariation`; default = the default phantom, byte for byte).
         overwrite: replace existing case files (otherwise FileExistsError naming the file).
     """
     t_start = time.perf_counter()
@@ -542,7 +692,8 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
 
-    spine, T_whole, T_cbct_preop = case_geometry(seed, levels, bone)
+    var = variation or DEFAULT_VARIATION
+    spine, T_whole, T_cbct_preop = case_geometry(seed, levels, bone, var)
     streak_rng = np.random.default_rng([seed, 7])
     noise_rng = np.random.default_rng([seed, 11])
 
@@ -567,24 +718,24 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
     bc = bone_bounds_mm(spine, T_cbct_preop)
     centres = np.array([transform_points(T_cbct_preop[lv], spine.centre_mm(lv)) for lv in levels])
     half_h = max(0.5 * spine.shapes[lv].body_height_mm for lv in levels)
-    bc[0, 2] = max(bc[0, 2], centres[:, 2].min() - half_h - 6.0)
-    bc[1, 2] = min(bc[1, 2], centres[:, 2].max() + half_h + 6.0)
+    bc[0, 2] = max(bc[0, 2], centres[:, 2].min() - half_h - var.fov_z_margin_mm)
+    bc[1, 2] = min(bc[1, 2], centres[:, 2].max() + half_h + var.fov_z_margin_mm)
     caff, cshape = _grid_for(bc, cbct_voxel_mm)
     say(f"phantom: rendering CBCT {cshape} at {cbct_voxel_mm:g} mm")
     chu, _ = render(spine, caff, cshape, T_cbct_preop, T_whole)
-    chu = gaussian_filter(chu, sigma=0.6, mode="nearest")
+    chu = gaussian_filter(chu, sigma=var.cbct_blur_sigma_vox, mode="nearest")
     if metal:
         mid = levels[len(levels) // 2]
         sh = spine.shapes[mid]
         clamp_local = np.array([0.0, sh.posterior_wall_y_mm + sh.canal_depth_mm + sh.lamina_thickness_mm
                                 + 0.6 * sh.spinous_length_mm, -0.1 * sh.body_height_mm - 8.0])
         clamp = transform_points(compose(T_cbct_preop[mid], spine.T_preop_local[mid]), clamp_local)
-        _add_metal(chu, caff, clamp, streak_rng)
-    chu += noise_rng.standard_normal(chu.shape, dtype=np.float32) * np.float32(30.0)
+        _add_metal(chu, caff, clamp, streak_rng, var.metal_streak_hu)
+    chu += noise_rng.standard_normal(chu.shape, dtype=np.float32) * np.float32(var.cbct_noise_hu)
     # limited field of view: a cylinder about the grid's z axis; outside reads as air
     ci, cj = np.meshgrid(np.arange(cshape[0]), np.arange(cshape[1]), indexing="ij")
     rx, ry = 0.5 * (cshape[0] - 1), 0.5 * (cshape[1] - 1)
-    r_fov = max(rx, ry) * 1.02
+    r_fov = max(rx, ry) * var.fov_radius_scale
     outside = np.hypot(ci - rx, cj - ry) > r_fov
     chu[outside, :] = AIR_HU
     cbct = Volume(_to_int16(chu), caff, frame="Reference")
@@ -605,11 +756,14 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
         "whole_spine_preop_to_cbct": np.round(T_whole, 12).tolist(),
         "bone_hu": {**BONE_HU[bone], "cortex_mm": CORTEX_MM},
         "preop": {"voxel_mm": voxel_mm, "shape": list(shape), "noise_hu": 10.0},
-        "cbct": {"voxel_mm": cbct_voxel_mm, "shape": list(cshape), "noise_hu": 30.0, "blur_sigma_vox": 0.6,
+        "cbct": {"voxel_mm": cbct_voxel_mm, "shape": list(cshape), "noise_hu": var.cbct_noise_hu,
+                 "blur_sigma_vox": var.cbct_blur_sigma_vox,
                  "fov_radius_mm": float(r_fov * cbct_voxel_mm), "metal": bool(metal), "frame": "Reference"},
         "frames": "preop_to_cbct = T_cbct_preop: PreopCT LPS mm -> CBCT (= Reference) LPS mm",
         "phantom": spine.to_dict(),
     }
+    if var.changed():
+        truth["variation"] = var.changed()
     files = CaseFiles(out, out / names[0], out / names[1], out / names[2], out / names[3], out / names[4],
                       truth=truth, T_cbct_preop=T_cbct_preop, spine=spine)
     save_volume(preop, files.preop_ct, overwrite=overwrite)

@@ -58,6 +58,9 @@ class RegistrationNode(Node):
         self.gate = GateThresholds.from_mapping({
             f.name: self.declare_parameter(f"gate.{f.name}", getattr(defaults, f.name)).value
             for f in fields(GateThresholds)})
+        # operator override (comma-separated levels, set with `ros2 param set` - a service call - before
+        # the request): accepted although refused by the gate, logged and marked overridden
+        self.declare_parameter("override_levels", "")
         self.config = RegistrationConfig(method=self.method, num_threads=self.num_threads,
                                          bone_threshold_hu=self.bone_threshold_hu, gate=self.gate)
         self.last_result: CaseRegistration | None = None
@@ -80,9 +83,14 @@ class RegistrationNode(Node):
         if request.output_path and Path(request.output_path).exists():
             return self._refuse(response, f"output_path {request.output_path}: already exists; refusing to overwrite")
         log.info(f"registering {request.cbct_path} to {request.preop_path}")
+        overrides = [t.strip().upper() for t in str(self.get_parameter("override_levels").value).split(",")
+                     if t.strip()]
+        if overrides:
+            log.warning(f"OPERATOR OVERRIDE active for {', '.join(overrides)} (parameter override_levels)")
         try:
             result, inputs = register_case(request.preop_path, request.labels_path, request.cbct_path,
-                                           request.plan_path, self.config, progress=log.info)
+                                           request.plan_path, self.config, progress=log.info,
+                                           override_levels=overrides)
         except RegistrationError as exc:
             return self._refuse(response, str(exc))
         self.last_result = result

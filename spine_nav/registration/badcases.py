@@ -79,3 +79,20 @@ def noisy(cbct: Volume, sigma_hu: float, seed: int = 0) -> Volume:
     data = np.asarray(cbct.data, dtype=np.float32) + rng.normal(0.0, sigma_hu, cbct.shape).astype(np.float32)
     return Volume(data, cbct.affine_lps.copy(), cbct.frame, dict(cbct.meta))
 
+
+
+def shift_label(labels: Volume, value: int, onto: int) -> Volume:
+    """The label map with label ``value`` moved (whole voxels) by the offset between its centroid
+    and label ``onto``'s: the level is segmented one vertebra off (it now covers its neighbour's
+    bone; the neighbour keeps what is not overwritten)."""
+    lab = np.asarray(labels.data)
+    a, b = np.argwhere(lab == value), np.argwhere(lab == onto)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError(f"labels: value {value if len(a) == 0 else onto} does not occur")
+    shift = np.rint(b.mean(axis=0) - a.mean(axis=0)).astype(int)
+    out = lab.copy()
+    out[lab == value] = 0
+    moved = a + shift
+    ok = np.all((moved >= 0) & (moved < np.array(lab.shape)), axis=1)
+    out[moved[ok, 0], moved[ok, 1], moved[ok, 2]] = value
+    return Volume(out, labels.affine_lps.copy(), labels.frame, dict(labels.meta))

@@ -1,8 +1,13 @@
 """Tunable numbers of the registration and its gate (one dataclass each, mm/deg units).
 
-The defaults were tuned on the synthetic phantom (``spine-nav phantom``) and are
-measured by ``spine-nav bench registration``; the node reads overrides from
-``config/nodes.yaml`` (``registration: ros__parameters: gate_*``).
+The gate's residual limits are derived from the CBCT being registered (its measured edge
+width and noise, :mod:`~spine_nav.registration.cbct_quality`) and its neighbour limits from
+physiological segmental motion; the factors were set on the tuning seeds of
+``spine-nav bench registration --sweep`` (a family of phantoms: CBCT voxel 0.5-1.5 mm, noise
+10-80 HU, blur, metal, FOV crops, scoliosis, morphometry) and are reported on fresh seeds
+(docs/registration.md). ``OLD_FIXED_GATE`` keeps the limits tuned on the one default phantom
+as the bench's baseline. The node reads overrides from ``config/nodes.yaml``
+(``registration: ros__parameters: gate.*``).
 """
 from __future__ import annotations
 
@@ -33,6 +38,28 @@ class GateThresholds:
         min_plan_in_label_fraction: fraction of the planned screw trajectory samples of a level that lie
             inside that level's label (dilated); catches a mislabelled level.
         min_points: minimum surface points of the level (preop) and in the CBCT crop.
+        data_derived: scale the residual limits with the measured CBCT and bound the neighbour check
+            by physiological motion (below); False = the fixed limits above (the old gate).
+        rmse_per_edge: inlier RMSE limit per mm of (CBCT edge width + surface noise), see
+            :mod:`~spine_nav.registration.cbct_quality`. On the tuning seeds a correct level's RMSE
+            is 0.10-0.15 x that sum for every CBCT quality of the family (0.5 mm / 10 HU: 0.08 mm;
+            1.5 mm / 80 HU / blurred: 0.54 mm); 0.20 leaves a 1.3x margin over the worst and still
+            refuses another patient's vertebra at ordinary CBCT quality (RMSE 0.43 mm at 1 mm / 30 HU,
+            limit 0.21 mm). The fixed ``max_inlier_rmse_mm`` stays as a floor.
+        p95_per_edge: the same for the 95th percentile (a correct level's p95 is ~2x its RMSE).
+        metal_hu / metal_radius_mm / metal_factor: a level with CBCT voxels >= ``metal_hu`` (metal:
+            cortical bone stays below ~2000 HU) within ``metal_radius_mm`` of its centre has its residual
+            limits multiplied by ``metal_factor``: streaks bend the bone iso-surface near metal (the
+            level under the phantom's clamp: RMSE 2.4x its neighbours' on the tuning seeds).
+        level_motion_deg / level_motion_mm: largest physiological change of one vertebra's pose between
+            the preop CT (supine) and surgery (prone, breathing, manipulation), relative to the whole
+            spine: a few deg / mm per segment (lumbar segmental flexion-extension 12-17 deg and
+            translation 2-3 mm full range, White & Panjabi 1990; breathing 1-2 mm, manipulation
+            ~1.5 mm, issue 15), bounded here by 6 deg / 6 mm. Two adjacent levels may then differ by up
+            to twice that plus the rotation's lever: the neighbour check allows
+            ``2 * level_motion_mm + 2 * (half the centroid distance) * sin(level_motion_deg)`` mm and
+            ``2 * level_motion_deg`` deg (~16 mm / 12 deg for lumbar levels 40 mm apart). A level
+            registered one vertebra off is ~35-45 mm away from its neighbour, far outside.
     """
 
     min_fitness: float = 0.80
@@ -48,6 +75,14 @@ class GateThresholds:
     max_global_rotation_deg: float = 15.0
     min_plan_in_label_fraction: float = 0.6
     min_points: int = 300
+    data_derived: bool = True
+    rmse_per_edge: float = 0.20
+    p95_per_edge: float = 0.40
+    metal_hu: float = 2500.0
+    metal_radius_mm: float = 50.0
+    metal_factor: float = 2.5
+    level_motion_deg: float = 6.0
+    level_motion_mm: float = 6.0
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> "GateThresholds":
@@ -56,6 +91,11 @@ class GateThresholds:
         if unknown:
             raise ValueError(f"gate thresholds: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**{k: type(getattr(cls(), k))(v) for k, v in values.items()})
+
+
+#: The gate as tuned on the one default phantom (residual limits 0.18 / 0.35 mm, neighbours 8 mm /
+#: 12 deg, no scaling): the baseline of ``spine-nav bench registration --sweep``.
+OLD_FIXED_GATE = GateThresholds(data_derived=False)
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,15 @@ must pass; the first failing checks are joined into ``reason``. Checks (threshol
 * multi-start agreement: perturbed starts converge to the same pose;
 * consistency with the whole-spine transform and with the neighbouring levels (run after all
   levels, :func:`neighbour_checks`).
+
+With ``GateThresholds.data_derived`` (default) the residual limits are scaled to the CBCT at hand
+(:func:`scaled_thresholds`, :func:`level_thresholds`) and the neighbour limits follow from
+physiological segmental motion (:func:`neighbour_limits`); every refusal names the check, the
+measured value and its limit (and, for the neighbour check, the neighbour and how far apart).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -42,6 +47,10 @@ class LevelQuality:
     preop_points: int = 0
     cbct_points: int = 0
     retried_starts: int = 0  # extra starts tried after the first fit failed the gate (0 = none needed)
+    metal_distance_mm: float = float("nan")  # nearest CBCT metal voxel to the level's centre (NaN: none)
+    max_inlier_rmse_limit_mm: float = float("nan")  # the residual limits applied to this level
+    max_residual_p95_limit_mm: float = float("nan")
+    overridden: bool = False  # accepted by an explicit operator override despite failed checks
     failures: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float | int]:
@@ -49,12 +58,47 @@ class LevelQuality:
         for k, v in self.__dict__.items():
             if k == "failures":
                 continue
-            out[k] = v if isinstance(v, int) else (round(float(v), 6) if np.isfinite(v) else None)
+            out[k] = v if isinstance(v, (int, bool)) else (round(float(v), 6) if np.isfinite(v) else None)
         return out
 
 
+def scaled_thresholds(g: GateThresholds, cbct) -> GateThresholds:
+    """``g`` with its residual limits scaled to the measured CBCT ``cbct``
+    (:class:`~spine_nav.registration.cbct_quality.CbctQuality`): ``rmse_per_edge`` /
+    ``p95_per_edge`` x (edge width + surface noise) mm, never below the fixed limits (see
+    :class:`GateThresholds` for where the factors come from). Unchanged when not ``data_derived``."""
+    if not g.data_derived:
+        return g
+    width = float(cbct.edge_mm) + float(cbct.surface_noise_mm)
+    if not np.isfinite(width):
+        return g
+    return replace(g, max_inlier_rmse_mm=max(g.max_inlier_rmse_mm, g.rmse_per_edge * width),
+                   max_residual_p95_mm=max(g.max_residual_p95_mm, g.p95_per_edge * width))
+
+
+def level_thresholds(g: GateThresholds, q: LevelQuality) -> GateThresholds:
+    """The residual limits for one level: x ``metal_factor`` when metal lies within ``metal_radius_mm``."""
+    if g.data_derived and q.metal_distance_mm <= g.metal_radius_mm:
+        return replace(g, max_inlier_rmse_mm=g.metal_factor * g.max_inlier_rmse_mm,
+                       max_residual_p95_mm=g.metal_factor * g.max_residual_p95_mm)
+    return g
+
+
+def neighbour_limits(g: GateThresholds, centroid_a_mm: np.ndarray, centroid_b_mm: np.ndarray) -> tuple[float, float]:
+    """(translation mm, rotation deg) two adjacent levels may differ by (see ``level_motion_*``)."""
+    if not g.data_derived:
+        return g.max_neighbour_translation_mm, g.max_neighbour_rotation_deg
+    lever = 0.5 * float(np.linalg.norm(np.asarray(centroid_a_mm) - np.asarray(centroid_b_mm)))
+    t = 2.0 * g.level_motion_mm + 2.0 * lever * np.sin(np.radians(g.level_motion_deg))
+    return float(t), 2.0 * g.level_motion_deg
+
+
 def local_checks(q: LevelQuality, g: GateThresholds) -> list[str]:
-    """Checks that need only this level's figures; returns the failure reasons (empty = pass)."""
+    """Checks that need only this level's figures; returns the failure reasons (empty = pass).
+
+    ``g`` is the case's (scaled) gate; the level's metal factor is applied here."""
+    g = level_thresholds(g, q)
+    q.max_inlier_rmse_limit_mm, q.max_residual_p95_limit_mm = g.max_inlier_rmse_mm, g.max_residual_p95_mm
     fails = []
     if q.preop_points < g.min_points:
         fails.append(f"only {q.preop_points} preop surface points < {g.min_points}")
@@ -70,9 +114,9 @@ def local_checks(q: LevelQuality, g: GateThresholds) -> list[str]:
     if not q.fitness >= g.min_fitness:
         fails.append(f"fitness {q.fitness:.2f} < {g.min_fitness:.2f}")
     if not q.inlier_rmse_mm <= g.max_inlier_rmse_mm:
-        fails.append(f"inlier RMSE {q.inlier_rmse_mm:.2f} mm > {g.max_inlier_rmse_mm:.2f} mm")
+        fails.append(f"inlier RMSE {q.inlier_rmse_mm:.2f} mm > limit {g.max_inlier_rmse_mm:.2f} mm")
     if not q.residual_p95_mm <= g.max_residual_p95_mm:
-        fails.append(f"95 % of residuals within {q.residual_p95_mm:.2f} mm > {g.max_residual_p95_mm:.2f} mm "
+        fails.append(f"95 % of residuals within {q.residual_p95_mm:.2f} mm > limit {g.max_residual_p95_mm:.2f} mm "
                      "(shape mismatch: another patient or level?)")
     if not q.condition_number <= g.max_condition_number:
         fails.append(f"degenerate: point-to-plane condition number {q.condition_number:.0f} "
@@ -103,8 +147,9 @@ def neighbour_checks(levels: list[str], transforms: dict[str, np.ndarray], centr
         q = qualities[lv]
         q.global_translation_mm, q.global_rotation_deg = transform_gap(transforms[lv], T_global, centroids_mm[lv])
         if q.global_translation_mm > g.max_global_translation_mm or q.global_rotation_deg > g.max_global_rotation_deg:
-            q.failures.append(f"disagrees with the whole-spine registration by {q.global_translation_mm:.1f} mm / "
-                              f"{q.global_rotation_deg:.1f} deg")
+            q.failures.append(f"whole-spine consistency: {q.global_translation_mm:.1f} mm / "
+                              f"{q.global_rotation_deg:.1f} deg from the whole-spine registration (limit "
+                              f"{g.max_global_translation_mm:.1f} mm / {g.max_global_rotation_deg:.1f} deg)")
     candidates = [lv for lv in levels if lv in transforms and not qualities[lv].failures]
     for i, lv in enumerate(levels):
         if lv not in candidates:
@@ -117,9 +162,11 @@ def neighbour_checks(levels: list[str], transforms: dict[str, np.ndarray], centr
             mid = 0.5 * (centroids_mm[lv] + centroids_mm[nb])
             gaps.append(transform_gap(transforms[lv], transforms[nb], mid))
         q = qualities[lv]
+        limits = [neighbour_limits(g, centroids_mm[lv], centroids_mm[nb]) for nb in neigh]
         q.neighbour_translation_mm = min(t for t, _ in gaps)
         q.neighbour_rotation_deg = min(r for _, r in gaps)
-        agree = [t <= g.max_neighbour_translation_mm and r <= g.max_neighbour_rotation_deg for t, r in gaps]
+        agree = [t <= lt and r <= lr for (t, r), (lt, lr) in zip(gaps, limits)]
         if not any(agree):
-            q.failures.append(f"inconsistent with neighbouring level(s) {', '.join(neigh)}: "
-                              f"{q.neighbour_translation_mm:.1f} mm / {q.neighbour_rotation_deg:.1f} deg apart")
+            q.failures.append("neighbour consistency: " + "; ".join(
+                f"{nb} is {t:.1f} mm / {r:.1f} deg apart (limit {lt:.1f} mm / {lr:.1f} deg)"
+                for nb, (t, r), (lt, lr) in zip(neigh, gaps, limits)))

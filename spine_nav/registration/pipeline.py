@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -25,9 +25,9 @@ from scipy.spatial import cKDTree
 from spine_nav.geometry import transform_points
 from spine_nav.imaging.volume import Volume
 from spine_nav.plan import Plan
-from spine_nav.registration import align
+from spine_nav.registration import align, cbct_quality
 from spine_nav.registration.config import RegistrationConfig
-from spine_nav.registration.gate import LevelQuality, local_checks, neighbour_checks
+from spine_nav.registration.gate import LevelQuality, local_checks, neighbour_checks, scaled_thresholds
 from spine_nav.registration.surface import (Surface, SurfaceError, adaptive_threshold_hu, bone_surface, downsample,
                                             level_surfaces)
 
@@ -61,6 +61,15 @@ class CaseRegistration:
     frame: str = "Reference"
     #: per level, the preop bone surface points used (PreopCT mm; for overlays)
     preop_points_mm: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the CBCT's measured figures (see :mod:`~spine_nav.registration.cbct_quality`)
+    cbct_quality: dict[str, float] = field(default_factory=dict)
+    #: the gate thresholds actually applied (scaled to this CBCT)
+    gate: object = None
+    #: for re-judging the same fits with another gate (:func:`regate`): every fitted transform
+    #: (accepted or not), the preop centroids (PreopCT mm) and the whole-spine transform
+    fitted: dict[str, np.ndarray] = field(default_factory=dict)
+    centroids_mm: dict[str, np.ndarray] = field(default_factory=dict)
+    T_global: np.ndarray | None = None
 
     @property
     def all_accepted(self) -> bool:
@@ -115,7 +124,8 @@ def plan_in_label_fraction(plan: Plan, level: str, labels: Volume, value: int, d
 def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
                      config: RegistrationConfig | None = None,
                      label_to_level: Mapping[int, str] | None = None,
-                     progress: Progress | None = None) -> CaseRegistration:
+                     progress: Progress | None = None,
+                     override_levels: Sequence[str] = ()) -> CaseRegistration:
     """Register every labelled level of ``preop`` to ``cbct`` (see module doc).
 
     Args:
@@ -123,6 +133,9 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
         cbct: intraop CBCT (HU), affine in its frame (``Reference``).
         plan: screws in PreopCT mm; ``metadata.labels`` names the labels unless ``label_to_level`` is given.
         progress: called with one human-readable line per step/level.
+        override_levels: levels the operator explicitly accepts although the gate refused them
+            (an over-cautious refusal); such a level is accepted only if it has a fitted transform,
+            is marked ``quality.overridden`` and its reason keeps the failed checks.
     Raises RegistrationError when no level can even be attempted (no bone, no labels).
     """
     cfg = config or RegistrationConfig()
@@ -138,13 +151,20 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
         threshold = cfg.bone_threshold_hu or adaptive_threshold_hu(preop, labels)
         timings["bone_threshold_hu"] = threshold
         pre_surfs = level_surfaces(preop, labels, l2l, threshold, cfg.smoothing_sigma_mm)
-        cbct_surf, _ = bone_surface(cbct, threshold, cfg.smoothing_sigma_mm, name="CBCT")
+        cbct_surf, cbct_ijk = bone_surface(cbct, threshold, cfg.smoothing_sigma_mm, name="CBCT")
     except SurfaceError as exc:
         raise RegistrationError(str(exc)) from None
     order = [l2l[v] for v in sorted(l2l)]
+    unknown = sorted(set(override_levels) - set(order))
+    if unknown:
+        raise RegistrationError(f"override: unknown level(s) {', '.join(unknown)} (levels: {', '.join(order)})")
     pre_ds = {lv: downsample(pre_surfs[lv], cfg.surface_voxel_mm) for lv in order}
     cbct_ds = downsample(cbct_surf, cfg.surface_voxel_mm)
     cbct_tree = cKDTree(cbct_surf.points_mm)
+    cbct_q = cbct_quality.measure(cbct, cbct_ijk, threshold, cfg.smoothing_sigma_mm, seed=cfg.seed)
+    g = scaled_thresholds(g, cbct_q)
+    metal_ijk = np.argwhere(np.asarray(cbct.data) >= g.metal_hu)
+    metal_tree = cKDTree(cbct.index_to_lps(metal_ijk[::max(1, len(metal_ijk) // 5000)])) if len(metal_ijk) else None
     timings["surfaces_s"] = time.perf_counter() - t0
     say(f"surfaces at {threshold:.0f} HU: {', '.join(f'{lv} {len(pre_ds[lv].points_mm)}' for lv in order)} preop points; "
         f"{len(cbct_ds.points_mm)} CBCT points ({timings['surfaces_s']:.2f} s)")
@@ -172,7 +192,7 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
         """Fresh quality figures of ``T`` for level ``lv`` (point counts and plan check carried over)."""
         q0 = qualities[lv]
         q = LevelQuality(preop_points=q0.preop_points, cbct_points=q0.cbct_points,
-                         plan_in_label_fraction=q0.plan_in_label_fraction)
+                         plan_in_label_fraction=q0.plan_in_label_fraction, metal_distance_mm=q0.metal_distance_mm)
         _measure(q, T, pre_ds[lv], cbct, cbct_tree, cbct_surf, g.inlier_distance_mm)
         return q
 
@@ -184,6 +204,8 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
         q.plan_in_label_fraction = plan_in_label_fraction(plan, lv, labels, value_of[lv])
         if q.preop_points:
             centroids[lv] = src.points_mm.mean(axis=0)
+            if metal_tree is not None:
+                q.metal_distance_mm = float(metal_tree.query(transform_points(T_global, centroids[lv]))[0])
             moved0 = transform_points(T_global, src.points_mm)
             d, _ = cKDTree(moved0).query(cbct_ds.points_mm, distance_upper_bound=cfg.crop_margin_mm)
             crop = cbct_ds.points_mm[np.isfinite(d)]
@@ -235,14 +257,46 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
         q = qualities[lv]
         ok = lv in candidates and not q.failures
         reason = "all quality checks passed" if ok else "; ".join(q.failures) or "not registered"
+        if not ok and lv in override_levels:
+            if lv in candidates:
+                ok, q.overridden = True, True
+                reason = f"OVERRIDDEN by operator (gate refused: {reason})"
+            else:
+                reason = f"override requested but no transform was fitted: {reason}"
         results[lv] = LevelResult(lv, ok, reason, q, level_times[lv], candidates[lv] if ok else None)
-        say(f"level {lv}: {'ACCEPTED' if ok else 'FAILED'} ({level_times[lv]:.2f} s) fitness "
+        say(f"level {lv}: {('OVERRIDDEN' if q.overridden else 'ACCEPTED') if ok else 'FAILED'} ({level_times[lv]:.2f} s) fitness "
             f"{q.fitness:.2f} rmse {q.inlier_rmse_mm:.2f} mm spread {q.multistart_spread_mm:.2f} mm"
             + ("" if ok else f" - {reason}"))
     timings["levels_s"] = float(sum(level_times.values()))
     timings["total_s"] = time.perf_counter() - t0
     out = _finish(results, plan, timings)
     out.preop_points_mm = {lv: pre_ds[lv].points_mm for lv in order}
+    out.cbct_quality = cbct_q.as_dict()
+    out.gate = g
+    out.fitted, out.centroids_mm, out.T_global = dict(candidates), dict(centroids), T_global
+    return out
+
+
+def regate(result: CaseRegistration, gate, cbct_q=None) -> dict[str, tuple[bool, str]]:
+    """{level: (accepted, reason)} of the same fits judged by another gate (e.g. the old fixed one):
+    the local and neighbour checks re-run on the recorded figures. The retry pass, which the
+    gate also steers, is not re-run (the bench's baseline for the same fits)."""
+    from spine_nav.registration.cbct_quality import CbctQuality
+
+    g = gate
+    if cbct_q is None and result.cbct_quality:
+        cbct_q = CbctQuality(**result.cbct_quality)
+    if cbct_q is not None:
+        g = scaled_thresholds(gate, cbct_q)
+    order = list(result.levels)
+    qs = {lv: replace(r.quality, failures=[]) for lv, r in result.levels.items()}
+    for lv in order:
+        qs[lv].failures.extend(local_checks(qs[lv], g))
+    neighbour_checks(order, result.fitted, result.centroids_mm, qs, result.T_global, g)
+    out = {}
+    for lv in order:
+        ok = lv in result.fitted and not qs[lv].failures
+        out[lv] = (ok, "all quality checks passed" if ok else "; ".join(qs[lv].failures) or "not registered")
     return out
 
 
@@ -275,7 +329,8 @@ def _finish(results: dict[str, LevelResult], plan: Plan, timings: dict[str, floa
 
 
 def register_case(preop_path, labels_path, cbct_path, plan_path, config: RegistrationConfig | None = None,
-                  progress: Progress | None = None) -> tuple[CaseRegistration, dict]:
+                  progress: Progress | None = None,
+                  override_levels: Sequence[str] = ()) -> tuple[CaseRegistration, dict]:
     """Load the four files and register them. Returns (result, loaded inputs for overlays).
 
     Raises RegistrationError naming the file when an input cannot be loaded.
@@ -296,5 +351,5 @@ def register_case(preop_path, labels_path, cbct_path, plan_path, config: Registr
     except PlanError as exc:
         raise RegistrationError(f"plan: {exc}") from None
     result = register_volumes(inputs["preop"], inputs["labels"], inputs["cbct"], inputs["plan"], config,
-                              progress=progress)
+                              progress=progress, override_levels=override_levels)
     return result, inputs

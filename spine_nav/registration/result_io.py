@@ -1,6 +1,7 @@
 """result.json (schema ``spine_nav.registration_result`` v1) and the registered plan file.
 
-``levels`` maps level name -> {``status``: accepted|failed, ``reason``, ``preop_to_cbct``
+``levels`` maps level name -> {``status``: accepted|overridden|failed (overridden = accepted by an
+explicit operator override although the gate refused it; listed again in ``overridden_levels``), ``reason``, ``preop_to_cbct``
 (4x4 rows, T_cbct_preop in mm, present ONLY when accepted), quality figures (see
 :class:`~spine_nav.registration.gate.LevelQuality`), ``time_s``}. Files are written
 atomically and never overwrite an existing file unless asked.
@@ -22,7 +23,8 @@ SCHEMA_VERSION = 1
 def result_to_dict(result: CaseRegistration, inputs: dict[str, str] | None = None) -> dict[str, Any]:
     levels: dict[str, Any] = {}
     for lv, r in result.levels.items():
-        entry: dict[str, Any] = {"status": "accepted" if r.accepted else "failed", "reason": r.reason}
+        status = ("overridden" if r.quality.overridden else "accepted") if r.accepted else "failed"
+        entry: dict[str, Any] = {"status": status, "reason": r.reason}
         if r.accepted and r.T_cbct_preop is not None:
             entry["preop_to_cbct"] = [[float(v) for v in row] for row in r.T_cbct_preop]
         entry.update(r.quality.as_dict())
@@ -38,6 +40,8 @@ def result_to_dict(result: CaseRegistration, inputs: dict[str, str] | None = Non
         "levels": levels,
         "not_navigable": dict(result.not_navigable),
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
+        "overridden_levels": [lv for lv, r in result.levels.items() if r.quality.overridden],
+        "cbct_quality": dict(result.cbct_quality),
     }
 
 
