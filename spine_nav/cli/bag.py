@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a metadata record (JSON object of values), e.g. spine_nav/guard_config={...}")
     r.add_argument("--nice", type=int, default=0, help="lower this process's priority by N (os.nice)")
     r.add_argument("--ready-file", help="touch this file once subscribed (for scripts)")
+    r.add_argument("--wait-for-publishers", nargs="*", default=[], metavar="TOPIC",
+                   help="before --ready-file: wait (up to 20 s) until these topics have a publisher")
     r.set_defaults(func=run_record)
     pl = bs.add_parser("play", help="publish a bag back into ROS")
     pl.add_argument("bag")
@@ -85,6 +87,10 @@ def run_record(args: argparse.Namespace) -> int:
     th = threading.Thread(target=spin_until, args=(ex, lambda: not stop.is_set() and rclpy.ok()), daemon=True)
     th.start()
     info(f"bag record: {len(topics)} topics -> {args.out}")
+    deadline = time.monotonic() + 20.0
+    for t in args.wait_for_publishers:
+        while node.count_publishers(node.resolve_topic_name(t)) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
     if args.ready_file:
         open(args.ready_file, "w").close()
     t0 = time.monotonic()

@@ -79,6 +79,7 @@ class DemoConfig:
     align_timeout_s: float = 20.0
     handeye_poses: int = 20
     extra_guard_params: dict = field(default_factory=dict)
+    record_bag: bool = True                # case.mcap (spine-nav bag record in its own process); --no-bag
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -267,6 +268,7 @@ class Demo:
                              rt_priority=rt),
                  NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
                  NodeProcess("registration", ["registration"], args, logs / "registration.log")]
+        self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
@@ -285,6 +287,7 @@ class Demo:
                 if not p.alive():
                     self.log(f"      process {p.label} exited early (code {p.proc.returncode}):\n{p.tail()}")
                 p.stop()
+            self.bag_result = self.bag.stop() if self.bag is not None else {}
         duration = time.monotonic() - t_start
         return self.build_report(duration)
 
@@ -609,11 +612,26 @@ class Demo:
         plots.append(plot_latency(guard_pub, command_pub, out / "latency.png", status_lat, rec.command_latency_s))
         if self.placed:
             plots.append(plot_screw_slices(self.preop_ct, self.plan, self.placed, out / "screws.png"))
+        if self.bag is not None:
+            from spine_nav.demo.bag import recording_summary
+
+            report.case["recording"] = recording_summary(self.bag.path, self.bag_result, [s.guard_s for s in rec.statuses],
+                                                         len(guard_pub))
+            self.log(f"      case bag: {json.dumps(report.case['recording'])}")
         write_report(report, out, plots)
-        (out / "recording.json").write_text(json.dumps({
-            "statuses": [s.__dict__ for s in rec.statuses[:200000]],
-            "command_latency_s": rec.command_latency_s}, default=float) + "\n")
         return report
+
+    def _start_bag(self, params_file: Path, logs: Path):
+        """`spine-nav bag record` in its own process, with the guard config `bag check` needs."""
+        from spine_nav.bag.check import guard_config_for
+        from spine_nav.demo.bag import BagRecorderProcess
+
+        over = {k: v for n, k, v in DEMO_WATCHDOGS if n == "trajectory_guard"} | dict(self.cfg.extra_guard_params)
+        bag = BagRecorderProcess(self.cfg.out_dir, guard_config_for({}, params_file, over).to_dict(),
+                                 logs / "bag_recorder.log")
+        if not bag.wait_ready(30.0):
+            self.log("      case bag: the recorder did not start (see logs/bag_recorder.log)")
+        return bag
 
 
     def _layout_summary(self) -> dict:
