@@ -57,6 +57,7 @@ class BagWriter:
         self.counts: Counter[str] = Counter()
         self.dropped = 0
         self.write_errors = 0
+        self.last_put_ns = 0
         self._thread = threading.Thread(target=self._run, name="bag-writer", daemon=True)
         self._thread.start()
 
@@ -78,6 +79,7 @@ class BagWriter:
     def put(self, topic: str, data: bytes, log_time_ns: int | None = None, publish_time_ns: int | None = None) -> bool:
         """Queue one serialized message (any thread). False (and counted in ``dropped``) when the queue is full."""
         t = time.time_ns() if log_time_ns is None else log_time_ns
+        self.last_put_ns = t
         q = self._queue
         if len(q) >= self._max_queue:
             self.dropped += 1

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--force", action="store_true")
     r.add_argument("--metadata", action="append", default=[], metavar="NAME=JSON",
                    help="a metadata record (JSON object of values), e.g. spine_nav/guard_config={...}")
+    r.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
+                   help="MCAP chunk size (default 256 KiB); a crash loses at most the open chunk")
     r.add_argument("--nice", type=int, default=0, help="lower this process's priority by N (os.nice)")
     r.add_argument("--ready-file", help="touch this file once subscribed (for scripts)")
     r.add_argument("--wait-for-publishers", nargs="*", default=[], metavar="TOPIC",
@@ -38,7 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     pl.add_argument("--rate", type=float, default=1.0, help="speed factor (0: as fast as possible)")
     pl.add_argument("--topics", nargs="*", help="only these topics")
     pl.add_argument("--tracker-only", action="store_true", help="only the tracker topics (tracking/*)")
-    pl.add_argument("--wait-subscribers-s", type=float, default=2.0, help="wait this long for subscribers first")
+    pl.add_argument("--wait-subscribers-s", type=float, default=5.0,
+                    help="wait at most this long for --min-subscribers on every topic before playing")
+    pl.add_argument("--delay-s", type=float, default=0.5,
+                    help="then wait this long before the first message (default 0.5 s; as `ros2 bag play --delay`): "
+                         "a DDS reader can match the player's writer later than the writer sees the reader, and "
+                         "best-effort samples sent before are lost (seen here: up to ~1 s on a loaded machine)")
+    pl.add_argument("--min-subscribers", type=int, default=1, help="subscribers each topic should have (default 1)")
     pl.set_defaults(func=run_play)
     c = bs.add_parser("check", help="re-run the trajectory guard over the bag's tool samples and compare")
     c.add_argument("bag")
@@ -70,7 +78,10 @@ def run_record(args: argparse.Namespace) -> int:
             if not isinstance(obj, dict):
                 raise ValueError(f"--metadata {name}: expected a JSON object")
             meta[name] = obj
-        writer = BagWriter(args.out, force=args.force)
+        if args.chunk_size is not None and args.chunk_size < 1024:
+            raise ValueError(f"--chunk-size: {args.chunk_size} < 1024 bytes")
+        writer = BagWriter(args.out, force=args.force,
+                           **({"chunk_size": args.chunk_size} if args.chunk_size else {}))
     except (ValueError, FileExistsError) as exc:
         return fail(str(exc))
     if args.nice:
@@ -97,6 +108,11 @@ def run_record(args: argparse.Namespace) -> int:
     while not stop.wait(0.1):
         if args.duration > 0 and time.monotonic() - t0 >= args.duration:
             break
+    # drain: keep taking messages already on their way (e.g. the last guard statuses) until the topics
+    # are quiet for 0.2 s, at most 2 s
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end and time.time_ns() - writer.last_put_ns < 200_000_000:
+        time.sleep(0.02)
     stop.set()
     th.join(5.0)
     writer.add_metadata("spine_nav/recorder", {"dropped": writer.dropped, "write_errors": writer.write_errors,
@@ -117,6 +133,8 @@ def run_play(args: argparse.Namespace) -> int:
 
     from spine_nav.bag.reader import BagError, read_bag
     from spine_nav.bag.topics import DEFAULT_TOPICS, TRACKER_TOPICS, TopicSpec
+    from rclpy.duration import Duration
+
     from spine_nav.nodes.bag_recorder import BagPlayer
 
     if args.rate < 0:
@@ -134,13 +152,18 @@ def run_play(args: argparse.Namespace) -> int:
         if names is not None and topic.lstrip("/") not in {n.lstrip("/") for n in names}:
             continue
         specs[topic] = known.get(topic, TopicSpec(topic, ty, "reliable"))
-    rclpy.init(args=[])
+    from rclpy.context import Context
+
+    ctx = Context()  # its own context: `bag play` may run inside a process with other rclpy users
+    rclpy.init(args=[], context=ctx)
     bad = 0
     try:
-        node = BagPlayer(specs)
+        node = BagPlayer(specs, context=ctx)
         deadline = time.monotonic() + args.wait_subscribers_s
-        while time.monotonic() < deadline and not any(p.get_subscription_count() for p in node.pubs.values()):
+        while time.monotonic() < deadline and not all(p.get_subscription_count() >= args.min_subscribers
+                                                      for p in node.pubs.values()):
             time.sleep(0.05)
+        time.sleep(max(0.0, args.delay_s))
         t_rec0, t0 = (msgs[0].log_time_ns if msgs else 0), time.monotonic()
         sent = 0
         for m in msgs:
@@ -157,10 +180,13 @@ def run_play(args: argparse.Namespace) -> int:
                 bad += 1
                 if bad == 1:
                     info(f"bag play: {m.topic}: message skipped ({exc})")
-        time.sleep(0.2)
+        deadline = time.monotonic() + 2.0  # bounded: until every reliable subscriber acknowledged
+        while time.monotonic() < deadline and not all(p.wait_for_all_acked(Duration(seconds=0.1))
+                                                      for p in node.pubs.values()):
+            pass
         node.destroy_node()
     finally:
-        rclpy.shutdown()
+        rclpy.shutdown(context=ctx)
     info(f"bag play: published {sent} messages on {len(specs)} topics" + (f", skipped {bad}" if bad else ""))
     return 0
 

@@ -75,8 +75,9 @@ def recording_summary(bag_path: Path, recorder: dict, status_stamps_s: list[floa
     from spine_nav.bag.reader import BagContents, BagError, iter_bag
 
     info = BagContents(bag_path)
-    lo = int(round(min(status_stamps_s) * 1e9)) if status_stamps_s else 0
-    hi = int(round(max(status_stamps_s) * 1e9)) if status_stamps_s else -1
+    # the report's stamps are float seconds: +-1 us covers their rounding (statuses are >= 1 ms apart)
+    lo = int(round(min(status_stamps_s) * 1e9)) - 1000 if status_stamps_s else 0
+    hi = int(round(max(status_stamps_s) * 1e9)) + 1000 if status_stamps_s else -1
     status_bag = 0
     try:
         for m in iter_bag(bag_path, ["guard/status"], info):
