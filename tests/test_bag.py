@@ -143,6 +143,9 @@ def test_record_check_play_record_check_round_trip(ros_context, guard_stack_fact
     res1 = check_bag(bag1)
     assert res1.compared == n and res1.agreed == n, res1.first_disagreements
     assert cli(["bag", "check", str(bag1)]) == 0
+    lib = read_with_library_only(bag1)  # no spine_nav, no ROS: the embedded definitions decode our types
+    assert lib["counts"]["/tracking/tool_tip"] == n and lib["counts"]["/guard/status"] == out1["counts"]["/guard/status"]
+    assert {"ALIGNED", "VIOLATION"} <= set(lib["states"])
 
     # play the tracker topics back into a fresh guard, record again, check again: the same decisions
     with guard_stack_factory() as stack2:
@@ -173,3 +176,90 @@ def test_record_check_play_record_check_round_trip(ros_context, guard_stack_fact
             assert st.lateral_error_mm == pytest.approx(by_stamp[key], abs=1e-9)
     ex.shutdown()
     driver.node.destroy_node()
+
+
+def test_bag_cut_off_by_killing_the_recorder_is_readable_to_its_last_chunk(ros_context, tmp_path):
+    """SIGKILL mid-recording: no summary, no footer, a partial chunk; the complete chunks still read."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+
+    from spine_nav.nodes.cdr import PoseStampedPacker
+    from spine_nav.nodes.qos import SENSOR_QOS
+
+    bag = tmp_path / "killed.mcap"
+    rec = Recorder(bag, topics=["tracking/tool_tip"], extra=["--chunk-size", "4096"])
+    node = rclpy.create_node("test_bag_killer", context=ros_context)
+    pub = node.create_publisher(PoseStamped, "tracking/tool_tip", SENSOR_QOS)
+    packer = PoseStampedPacker("Reference")
+    t0 = 1000.0
+    sent = 0
+    try:
+        # publish until several chunks are on disk (bounded), then kill the recorder mid-stream
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not bag.exists() or bag.stat().st_size < 5 * 4096):
+            for _ in range(20):
+                pub.publish(packer.pack(t0 + 0.001 * sent, (0.001 * sent, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0)))
+                sent += 1
+            time.sleep(0.01)
+        assert bag.stat().st_size >= 5 * 4096
+    finally:
+        os.killpg(rec.proc.pid, signal.SIGKILL)
+        rec.proc.communicate(timeout=10)
+        node.destroy_node()
+    info, msgs = read_bag(bag)
+    assert info.truncated and info.truncated_reason
+    assert len(msgs) > 50
+    stamps = []
+    for m in msgs:  # every message read is whole and decodes
+        p = m.decode()
+        stamps.append(round((p.header.stamp.sec + p.header.stamp.nanosec * 1e-9 - t0) * 1000))
+    assert stamps == sorted(stamps) and stamps[-1] < sent
+    # `bag info` says so too, and exits 0
+    assert cli(["bag", "info", str(bag)]) == 0
+
+
+LIBRARY_ONLY_READER = r"""
+import json, sys
+from mcap.reader import make_reader
+from mcap_ros2.decoder import DecoderFactory
+
+counts, states = {}, set()
+with open(sys.argv[1], "rb") as f:
+    reader = make_reader(f, decoder_factories=[DecoderFactory()])
+    summary = reader.get_summary()
+    for schema, channel, message, decoded in reader.iter_decoded_messages():
+        counts[channel.topic] = counts.get(channel.topic, 0) + 1
+        if channel.topic == "/guard/status":
+            states.add(decoded.state_name)
+assert not [m for m in sys.modules if m.startswith(("spine_nav", "rclpy"))], "imported more than the library"
+print(json.dumps({"counts": counts, "states": sorted(states),
+                  "stats": {summary.channels[k].topic: v for k, v in summary.statistics.channel_message_counts.items()}}))
+"""
+
+
+def read_with_library_only(bag: Path) -> dict:
+    """Read a bag in a fresh interpreter with mcap + mcap-ros2-support only (no spine_nav, no ROS)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AMENT_PREFIX_PATH")}
+    r = subprocess.run([sys.executable, "-I", "-c", LIBRARY_ONLY_READER, str(bag)], capture_output=True, text=True,
+                       timeout=300, env=env, cwd="/")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_bag_without_definitions_is_refused_naming_file_and_topic(tmp_path):
+    from mcap.writer import Writer
+
+    bag = tmp_path / "nodefs.mcap"
+    with bag.open("wb") as f:
+        w = Writer(f)
+        w.start(profile="ros2")
+        ch = w.register_channel("/guard/status", "cdr", 0)
+        w.add_message(ch, log_time=1, data=b"\x00\x01\x00\x00", publish_time=1)
+        w.finish()
+    with pytest.raises(BagError, match=r"nodefs.mcap: no message definition .* /guard/status"):
+        read_bag(bag)
+    assert cli(["bag", "check", str(bag)]) == 2
+    junk = tmp_path / "junk.mcap"
+    junk.write_bytes(b"not a bag at all")
+    with pytest.raises(BagError, match="junk.mcap: not an MCAP file"):
+        read_bag(junk)
