@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--chunk-size", type=int, default=None, metavar="BYTES",
                    help="MCAP chunk size (default 256 KiB); a crash loses at most the open chunk")
     r.add_argument("--nice", type=int, default=0, help="lower this process's priority by N (os.nice)")
+    r.add_argument("--rt-priority", type=int, default=0, metavar="N",
+                   help="SCHED_FIFO priority N for the recorder (0: normal). The demo uses 10: below the stack "
+                        "(30) and the simulators (20), above every normal process, so a busy machine cannot "
+                        "starve the recorder into losing best-effort samples")
     r.add_argument("--ready-file", help="touch this file once subscribed (for scripts)")
     r.add_argument("--wait-for-publishers", nargs="*", default=[], metavar="TOPIC",
                    help="before --ready-file: wait (up to 20 s) until these topics have a publisher")
@@ -86,6 +90,10 @@ def run_record(args: argparse.Namespace) -> int:
         return fail(str(exc))
     if args.nice:
         os.nice(args.nice)
+    if args.rt_priority:
+        from spine_nav.nodes.runner import set_process_realtime
+
+        info(f"bag record: {set_process_realtime(args.rt_priority)}")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

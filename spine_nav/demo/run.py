@@ -628,7 +628,7 @@ class Demo:
 
         over = {k: v for n, k, v in DEMO_WATCHDOGS if n == "trajectory_guard"} | dict(self.cfg.extra_guard_params)
         bag = BagRecorderProcess(self.cfg.out_dir, guard_config_for({}, params_file, over).to_dict(),
-                                 logs / "bag_recorder.log")
+                                 logs / "bag_recorder.log", rt_priority=10 if self.cfg.rt_priority > 0 else 0)
         if not bag.wait_ready(30.0):
             self.log("      case bag: the recorder did not start (see logs/bag_recorder.log)")
         return bag
