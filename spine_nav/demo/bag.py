@@ -35,7 +35,12 @@ class BagRecorderProcess:
                "--rt-priority", str(rt_priority), "--ready-file", str(self.ready),
                "--wait-for-publishers", "tracking/tool_tip", "guard/status",
                "--metadata", f"{GUARD_CONFIG_METADATA}={json.dumps(guard_config)}"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=dict(os.environ),
+        # UDP only for the recorder: over Fast DDS's shared-memory transport a writer pushes into each
+        # reader's port under that port's interprocess lock, so a recorder preempted while holding it
+        # stalls the stack's publish() (priority inversion; seen as 20 ms sample->status p99 and 50 ms arm
+        # control-cycle overruns with a nice-10 recorder). Over UDP the kernel takes the datagram.
+        env = dict(os.environ, FASTDDS_BUILTIN_TRANSPORTS="UDPv4")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, env=env,
                                      start_new_session=True, text=True)
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
