@@ -50,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    choices=("spine_nav", "joint_trajectory", "forward_position"),
                    help="how arm_guide commands the (simulated) arm: our stream, a JointTrajectoryController "
                         "topic, or a forward position controller topic")
+    p.add_argument("--no-bag", action="store_true", help="do not record the case bag (case.mcap)")
     p.set_defaults(func=run)
 
 
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
                      max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz,
-                     command_interface=args.command_interface)
+                     command_interface=args.command_interface, record_bag=not args.no_bag)
     from spine_nav.demo.process_faults import parse_inject as parse_kill
 
     kills = [k for k in args.inject if k.startswith("kill:")]

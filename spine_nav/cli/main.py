@@ -26,6 +26,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spine_nav.cli.register",
     "spine_nav.cli.record",
     "spine_nav.cli.replay",
+    "spine_nav.cli.bag",
     "spine_nav.cli.calibrate",
     "spine_nav.cli.sim_tracker",
     "spine_nav.cli.guard",

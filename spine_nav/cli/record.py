@@ -1,4 +1,9 @@
-"""`spine-nav record`: keep every OpenIGTLink sample of a stream in case.jsonl (see spine_nav.tracking.record)."""
+"""`spine-nav record`: keep every OpenIGTLink sample of a stream in case.jsonl (see spine_nav.tracking.record)
+or, with ``--format plus``, in a PLUS sequence file (see spine_nav.tracking.plus_sequence).
+
+Both formats keep only poses that pass the bridge's validation (one check for every OpenIGTLink
+consumer); malformed poses and messages the decoder dropped (bad CRC) are counted and, in case.jsonl,
+written as REJECTED lines with the reason."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +12,7 @@ import time
 
 from spine_nav.cli.common import fail, info
 from spine_nav.tracking import codec
+from spine_nav.tracking.plus_sequence import SequenceWriter
 from spine_nav.tracking.record import CaseWriter
 from spine_nav.tracking.transport import IgtlClient, IgtlServer
 
@@ -25,7 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--listen", metavar="PORT", type=int, help="accept senders on this port")
     p.add_argument("--tdata", action="store_true", help="send STT_TDATA after connecting (TDATA servers)")
     p.add_argument("--tdata-resolution-ms", type=int, default=0)
-    p.add_argument("--out", required=True, help="case.jsonl to write (refused if it exists, unless --force)")
+    p.add_argument("--out", required=True, help="case.jsonl (or, with --format plus, case.seq.mha / case.igs.mha) "
+                                                "to write (refused if it exists, unless --force)")
+    p.add_argument("--format", choices=("jsonl", "plus"), default="jsonl",
+                   help="jsonl: one JSON line per sample (default); plus: PLUS sequence metafile")
     p.add_argument("--duration", type=float, required=True, help="seconds to record")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     p.set_defaults(func=run)
@@ -33,8 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        writer = CaseWriter(args.out, force=args.force)
-    except FileExistsError as exc:
+        writer = (SequenceWriter if args.format == "plus" else CaseWriter)(args.out, force=args.force)
+    except (FileExistsError, ValueError) as exc:
         return fail(str(exc))
     lock = threading.Lock()
     counts = {"messages": 0}
@@ -45,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
             if writer.write(msg, received):
                 counts["messages"] += 1
 
+    def on_error(err, _conn):
+        with lock:
+            writer.reject(err.kind, err.detail, time.time())
+
     link = None
     try:
         if args.connect:
@@ -53,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
             if args.tdata:
                 stt = codec.encode_stt_tdata(args.tdata_resolution_ms)
                 on_connect = lambda conn: conn.send(stt)  # noqa: E731
-            link = IgtlClient(host, port, on_message, on_connect=on_connect).start()
+            link = IgtlClient(host, port, on_message, on_error=on_error, on_connect=on_connect).start()
             where = f"{host}:{port}"
         else:
-            link = IgtlServer(args.listen, on_message=on_message).start()
+            link = IgtlServer(args.listen, on_message=on_message, on_error=on_error).start()
             where = f"port {link.port}"
         info(f"record: {where} -> {args.out} for {args.duration:g} s")
         t0 = time.monotonic()
@@ -75,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
         with lock:
             writer.close()
     errors = dict(link.connection.errors) if args.connect and link.connection else {}
-    info(f"record: wrote {writer.lines} lines ({counts['messages']} messages) to {args.out}"
-         + (f"; malformed dropped: {errors}" if errors else ""))
+    info(f"record: wrote {writer.lines} {'frames' if args.format == 'plus' else 'lines'} "
+         f"({counts['messages']} messages) to {args.out}; rejected {writer.rejected}"
+         + (" (REJECTED lines with the reason)" if writer.rejected and args.format == "jsonl" else "")
+         + (f"; malformed dropped: {errors}" if errors else "")
+         + (f"; dropped (memory bound): {writer.dropped}" if getattr(writer, "dropped", 0) else ""))
     return 0 if writer.lines else 1

@@ -1,17 +1,22 @@
-"""`spine-nav replay case.jsonl --serve PORT [--speed X]`: play a recording back as an OpenIGTLink server."""
+"""`spine-nav replay case.jsonl|case.seq.mha --serve PORT [--speed X]`: play a recording back as an OpenIGTLink server.
+
+A PLUS sequence file (``.seq.mha`` / ``.igs.mha``, see :mod:`spine_nav.tracking.plus_sequence`) is sent as one
+TRANSFORM per tracked tool and frame; its bad frames are skipped, counted and named, never sent."""
 from __future__ import annotations
 
 import argparse
 import time
 
 from spine_nav.cli.common import fail, info
-from spine_nav.tracking.record import CaseFormatError, read_case, records_to_messages
+from spine_nav.tracking.plus_sequence import (SequenceFormatError, is_sequence_path, read_sequence,
+                                              sequence_to_items)
+from spine_nav.tracking.record import CaseFormatError, ReplayItem, read_case, records_to_messages
 from spine_nav.tracking.transport import IgtlServer
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("replay", help="serve a case.jsonl recording over OpenIGTLink to every client")
-    p.add_argument("case", help="case.jsonl from `spine-nav record`")
+    p.add_argument("case", help="case.jsonl from `spine-nav record`, or a PLUS sequence file (.seq.mha / .igs.mha)")
     p.add_argument("--serve", type=int, required=True, metavar="PORT", help="listen on this port")
     p.add_argument("--host", default="0.0.0.0")
     p.add_argument("--allow", default=None, help="peers allowed to connect: addresses or networks, comma-separated "
@@ -22,9 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def replay(records: list[dict], server: IgtlServer, speed: float = 1.0) -> int:
-    """Send every record to every connected client, paced by the recorded receive times / speed."""
-    items = list(records_to_messages(records))
+def replay(records: list[dict] | list[ReplayItem], server: IgtlServer, speed: float = 1.0) -> int:
+    """Send every record (case.jsonl lines, or ready :class:`ReplayItem`) to every connected client,
+    paced by the recorded receive times / speed."""
+    items = [r for r in records if isinstance(r, ReplayItem)] or list(records_to_messages(records))
     if not items:
         return 0
     t_rec0, t0 = items[0].received_s, time.monotonic()
@@ -41,9 +47,17 @@ def run(args: argparse.Namespace) -> int:
     if args.speed < 0:
         return fail(f"--speed must be >= 0, got {args.speed}")
     try:
-        records = read_case(args.case)
+        if is_sequence_path(args.case):
+            seq = read_sequence(args.case)
+            for _idx, why in seq.bad_frames[:5]:
+                info(f"replay: skipped bad frame: {why}")
+            if seq.bad_frames:
+                info(f"replay: {len(seq.bad_frames)} bad frame(s) skipped, {len(seq.frames)} kept")
+            records = sequence_to_items(seq)
+        else:
+            records = read_case(args.case)
         server = IgtlServer(args.serve, host=args.host, allowed_peers=args.allow).start()
-    except (CaseFormatError, OSError, ValueError) as exc:
+    except (CaseFormatError, SequenceFormatError, OSError, ValueError) as exc:
         return fail(str(exc))
     try:
         info(f"replay: {args.case} ({len(records)} lines) on port {server.port}; waiting for a client")

@@ -86,6 +86,7 @@ class DemoConfig:
     #: arm_guide -> sim_arm commands (spine_nav.nodes.arm_params): spine_nav, joint_trajectory, forward_position
     command_interface: str = "spine_nav"
     inject: Sequence[str] = ()             # process faults, "kill:NODE" (spine_nav.demo.process_faults)
+    record_bag: bool = True                # case.mcap (spine-nav bag record in its own process); --no-bag
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -103,6 +104,8 @@ class Demo:
         self.results: list[ScrewResult] = []
         self.registration: dict = {}
         self.placed: dict = {}
+        self.bag = None  # the case bag's recorder process (spine_nav.demo.bag), when recording
+        self.bag_result: dict = {}
         self.tracker_send_delay_s: Sequence[float] = ()  # the simulated tracker's own share of latency
 
     # ------------------------------------------------------------------ 1-2 case
@@ -282,6 +285,7 @@ class Demo:
         procs = stack_processes(args, logs, rt, self.cfg.sim_rt_priority, split=bool(kills))
         self.procs = {p.label: p for p in procs}
         supervisor = None
+        self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_arm"] if kills else ["sim_tracker", "sim_arm"], params_file=params_file,
@@ -318,6 +322,7 @@ class Demo:
                 if not p.alive():
                     self.log(f"      process {p.label} exited early (code {p.proc.returncode}):\n{p.tail()}")
                 p.stop()
+            self.bag_result = self.bag.stop() if self.bag is not None else {}
         duration = time.monotonic() - t_start
         return self.build_report(duration)
 
@@ -684,12 +689,26 @@ class Demo:
         from spine_nav.demo.rods import case_rods
 
         report.rods = case_rods(self.plan, self.placed, self.results, out)
+        if self.bag is not None:
+            from spine_nav.demo.bag import recording_summary
+
+            report.case["recording"] = recording_summary(self.bag.path, self.bag_result, [s.guard_s for s in rec.statuses],
+                                                         len(guard_pub))
+            self.log(f"      case bag: {json.dumps(report.case['recording'])}")
         write_report(report, out, plots)
-        (out / "recording.json").write_text(json.dumps({
-            "statuses": [s.__dict__ for s in rec.statuses[:200000]],
-            "command_latency_s": rec.command_latency_s}, default=float) + "\n")
         return report
 
+    def _start_bag(self, params_file: Path, logs: Path):
+        """`spine-nav bag record` in its own process, with the guard config `bag check` needs."""
+        from spine_nav.bag.check import guard_config_for
+        from spine_nav.demo.bag import BagRecorderProcess
+
+        over = {k: v for n, k, v in DEMO_WATCHDOGS if n == "trajectory_guard"} | dict(self.cfg.extra_guard_params)
+        bag = BagRecorderProcess(self.cfg.out_dir, guard_config_for({}, params_file, over).to_dict(),
+                                 logs / "bag_recorder.log", rt_priority=10 if self.cfg.rt_priority > 0 else 0)
+        if not bag.wait_ready(30.0):
+            self.log("      case bag: the recorder did not start (see logs/bag_recorder.log)")
+        return bag
 
     def _layout_summary(self) -> dict:
         lay = getattr(getattr(self, "scene", None), "layout", None)

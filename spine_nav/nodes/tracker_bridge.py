@@ -173,22 +173,28 @@ class TrackerBridgeNode(Node):
         if pub is None:
             return
         q, t_mm = validated_rows_mm_to_quat_mm(out.rows)
-        pub.publish(quat_mm_to_pose_cdr(q, t_mm, out.timestamp_s, self._packers[out.kind]))
-        self.published[out.kind] += 1
+        data = quat_mm_to_pose_cdr(q, t_mm, out.timestamp_s, self._packers[out.kind])
+        if out.kind == "tool_tip" and self._tool_tip_listeners:
+            # in-process listeners (the guard) first, DDS after, at the chunk's end: every DDS reader of the
+            # topic (a bag recorder, the console) makes publish() costlier, and that must not delay the guard
+            held = getattr(self._chunk, "tips", None)
+            if held is None:
+                held = self._chunk.tips = []
+            held.append((out.timestamp_s, FRAMES["tool_tip"], q, t_mm, data, receive_ns))
+        else:
+            pub.publish(data)
+            self.published[out.kind] += 1
         if out.kind == "tool_tip":
-            self.latency_ns.append(time.perf_counter_ns() - receive_ns)
-            if self._tool_tip_listeners:
-                held = getattr(self._chunk, "tips", None)
-                if held is None:
-                    held = self._chunk.tips = []
-                held.append((out.timestamp_s, FRAMES["tool_tip"], q, t_mm))
+            if not self._tool_tip_listeners:
+                self.latency_ns.append(time.perf_counter_ns() - receive_ns)
             if self.console is not None:
                 self._console_pose(out)
         elif out.kind == "reference":
             self.reference_latency_ns.append(time.perf_counter_ns() - receive_ns)
 
     def _on_chunk_end(self, conn=None) -> None:
-        """End of one recv() chunk: publish what the core held back, then feed in-process listeners."""
+        """End of one recv() chunk: publish what the core held back, feed in-process listeners, then
+        publish the chunk's tool tips (held back for the listeners) to DDS."""
         self.core.flush(conn)
         held = getattr(self._chunk, "tips", None)
         if held:
@@ -196,18 +202,23 @@ class TrackerBridgeNode(Node):
             for sample in held:
                 for i, fn in enumerate(self._tool_tip_listeners):
                     try:
-                        fn(*sample)
+                        fn(*sample[:4])
                     except Exception:  # noqa: BLE001 - a consumer's bug must not stop the tracker stream
                         self.listener_failures[i] += 1
                         if self.listener_failures[i] == 1:
                             self.get_logger().error(f"in-process tool-tip listener {fn!r} failed (it keeps getting "
                                                     f"samples; further failures only counted):\n"
                                                     f"{traceback.format_exc()}")
+            pub = self.pubs["tool_tip"]
+            for sample in held:  # then the tool tips go to DDS, as published without listeners
+                pub.publish(sample[4])
+                self.published["tool_tip"] += 1
+                self.latency_ns.append(time.perf_counter_ns() - sample[5])
 
     def add_tool_tip_listener(self, fn) -> None:
         """``fn(stamp_s, frame_id, quat_xyzw, t_mm)``: every published tool tip (T_reference_tooltip, mm;
-        what the PoseStamped carries), called on the socket thread once its recv() chunk is published;
-        must be quick and thread-safe."""
+        what the PoseStamped carries), called on the socket thread at the end of its recv() chunk, before
+        the chunk's tool tips are published to DDS; must be quick and thread-safe."""
         self._tool_tip_listeners.append(fn)
         self.listener_failures.append(0)
 

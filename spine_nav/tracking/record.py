@@ -6,6 +6,14 @@ sender's header time), ``received_s`` (wall-clock time of receipt, s since the e
 name, plus ``message_device``); consecutive TDATA lines with the same ``timestamp_s`` and
 ``message_device`` are re-packed into one TDATA message on replay. STATUS lines carry ``code`` and
 ``text``; STRING lines ``text``. POSITION is kept as POSITION (replayed as its quaternion).
+
+Every pose passes the bridge's own check (:func:`spine_nav.tracking.tools.validate_rows`: finite, rigid
+within :data:`spine_nav.geometry.RIGID_ROWS_TOL`) before it is written as a sample. A pose that fails
+it, and a message the decoder dropped (bad CRC, bad body), becomes a ``REJECTED`` line instead:
+``type`` = ``REJECTED``, ``reason`` (the bridge's kind: ``non-finite pose``, ``non-rigid pose``,
+``bad CRC``, ...), ``detail``, ``message_type`` and ``device`` when known; never a ``matrix``. Lines
+are strict JSON (``allow_nan=False``): no ``NaN`` ever reaches the file. :func:`read_case` skips
+REJECTED lines (``keep_rejected=True`` returns them too).
 """
 from __future__ import annotations
 
@@ -19,20 +27,44 @@ import numpy as np
 
 from spine_nav.geometry import transform_to_quat
 from spine_nav.tracking import codec
-from spine_nav.tracking.codec import IgtlMessage, TDataElement
+from spine_nav.tracking.codec import IgtlMessage, MalformedMessage, TDataElement
+from spine_nav.tracking.tools import validate_rows
 
 RECORDED_TYPES = ("TRANSFORM", "POSITION", "TDATA", "STATUS", "STRING")
+REJECTED = "REJECTED"
+POSE_TYPES = ("TRANSFORM", "POSITION", "TDATA")
+
+
+def rejected_record(reason: str, detail: str, received_s: float, message_type: str | None = None,
+                    device: str | None = None, timestamp_s: float | None = None) -> dict:
+    """A ``REJECTED`` line: what was dropped and why (no pose values; strict JSON)."""
+    r: dict = {"type": REJECTED, "reason": reason, "detail": detail, "received_s": received_s}
+    if message_type is not None:
+        r["message_type"] = message_type
+    if device is not None:
+        r["device"] = device
+    if timestamp_s is not None and np.isfinite(timestamp_s):
+        r["timestamp_s"] = timestamp_s
+    return r
+
+
+def _pose_record(base: dict, dev: str, m: object, extra: dict | None = None) -> dict:
+    """A sample line if ``m`` passes the bridge's validation, else a REJECTED line naming why."""
+    try:
+        rows = validate_rows(np.asarray(m, dtype=float), dev)
+    except MalformedMessage as exc:
+        return rejected_record(exc.kind, exc.detail, base["received_s"], base["type"], dev, base["timestamp_s"])
+    return {**base, "device": dev, **(extra or {}), "matrix": [*rows, [0.0, 0.0, 0.0, 1.0]]}
 
 
 def message_to_records(msg: IgtlMessage, received_s: float) -> list[dict]:
-    """One decoded message -> its case.jsonl lines (TDATA: one per tool)."""
+    """One decoded message -> its case.jsonl lines (TDATA: one per tool; malformed poses: REJECTED)."""
     base = {"type": msg.type, "timestamp_s": msg.timestamp_s, "received_s": received_s}
     if msg.type in ("TRANSFORM", "POSITION"):
         (dev, m), = msg.poses
-        return [{**base, "device": dev, "matrix": np.asarray(m, dtype=float).tolist()}]
+        return [_pose_record(base, dev, m)]
     if msg.type == "TDATA":
-        return [{**base, "device": dev, "message_device": msg.device, "matrix": np.asarray(m, dtype=float).tolist()}
-                for dev, m in msg.poses]
+        return [_pose_record(base, dev, m, {"message_device": msg.device}) for dev, m in msg.poses]
     if msg.type == "STATUS":
         return [{**base, "device": msg.device, "code": msg.status_code, "text": msg.text}]
     if msg.type == "STRING":
@@ -50,13 +82,23 @@ class CaseWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._f = self.path.open("w")
         self.lines = 0
+        self.rejected = 0
+
+    def _put(self, recs: list[dict]) -> None:
+        for r in recs:
+            self._f.write(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n")
+            self.rejected += r["type"] == REJECTED
+        self.lines += len(recs)
 
     def write(self, msg: IgtlMessage, received_s: float | None = None) -> int:
+        """Write a decoded message's lines; returns how many are samples (REJECTED lines not counted)."""
         recs = message_to_records(msg, time.time() if received_s is None else received_s)
-        for r in recs:
-            self._f.write(json.dumps(r, separators=(",", ":")) + "\n")
-        self.lines += len(recs)
-        return len(recs)
+        self._put(recs)
+        return sum(r["type"] != REJECTED for r in recs)
+
+    def reject(self, reason: str, detail: str, received_s: float | None = None) -> None:
+        """A message the decoder dropped (e.g. ``bad CRC``): one REJECTED line."""
+        self._put([rejected_record(reason, detail, time.time() if received_s is None else received_s)])
 
     def close(self) -> None:
         self._f.close()
@@ -66,8 +108,14 @@ class CaseFormatError(ValueError):
     pass
 
 
-def read_case(path: str | Path) -> list[dict]:
-    """Read and check every line; errors name the file and line."""
+def _no_constant(name: str) -> None:
+    """``NaN`` / ``Infinity`` are not JSON: a line holding them is a format error."""
+    raise json.JSONDecodeError(f"{name} is not valid JSON", name, 0)
+
+
+def read_case(path: str | Path, keep_rejected: bool = False) -> list[dict]:
+    """Read and check every line; errors name the file and line. REJECTED lines are skipped unless
+    ``keep_rejected``; a sample whose matrix fails the bridge's validation is an error (file:line)."""
     p = Path(path)
     out = []
     try:
@@ -78,9 +126,13 @@ def read_case(path: str | Path) -> list[dict]:
         if not line.strip():
             continue
         try:
-            r = json.loads(line)
+            r = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             raise CaseFormatError(f"{p}:{i}: not JSON ({exc.msg})") from None
+        if isinstance(r, dict) and r.get("type") == REJECTED:
+            if keep_rejected:
+                out.append(r)
+            continue
         if not isinstance(r, dict) or r.get("type") not in RECORDED_TYPES:
             raise CaseFormatError(f"{p}:{i}: 'type' must be one of {', '.join(RECORDED_TYPES)}")
         for key in ("device", "timestamp_s", "received_s"):
@@ -90,6 +142,10 @@ def read_case(path: str | Path) -> list[dict]:
             m = np.asarray(r.get("matrix"), dtype=float) if r.get("matrix") is not None else None
             if m is None or m.shape != (4, 4):
                 raise CaseFormatError(f"{p}:{i}: 'matrix' must be 4x4 rows (mm)")
+            try:
+                validate_rows(m, r["device"])
+            except MalformedMessage as exc:
+                raise CaseFormatError(f"{p}:{i}: 'matrix' {exc}") from None
         out.append(r)
     return out
 
