@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bad-registration", action="store_true", help="fault: one level fails the registration gate")
     p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
     p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
+    p.add_argument("--busy-core", action="store_true", help="load test: keep one extra core busy (Python busy loop)")
+    p.add_argument("--sim-rt-priority", type=int, default=None,
+                   help="SCHED_FIFO priority of the simulators and recorder (0: normal scheduling; default 20)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +56,11 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"--screws: must be >= 1, got {args.screws}")
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
-                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz)
-    report = run_demo(cfg, info)
+                     max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz,
+                     **({} if args.sim_rt_priority is None else {"sim_rt_priority": args.sim_rt_priority}))
+    from spine_nav.bench.floor import busy_core
+
+    with busy_core(args.busy_core):
+        report = run_demo(cfg, info)
     held = all(f.arm_held for f in report.faults)
     return 0 if held else 1

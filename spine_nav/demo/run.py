@@ -79,6 +79,7 @@ class DemoConfig:
     align_timeout_s: float = 20.0
     handeye_poses: int = 20
     extra_guard_params: dict = field(default_factory=dict)
+    floor_relay: bool = True               # run the bare relay node next to the stack (report: latency.floor_*)
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -267,6 +268,10 @@ class Demo:
                              rt_priority=rt),
                  NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
                  NodeProcess("registration", ["registration"], args, logs / "registration.log")]
+        if self.cfg.floor_relay:  # the machine's floor under the guard's path, measured during the case (issue 17)
+            from spine_nav.nodes.floor_relay import relay_process
+
+            procs.append(relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_tracker", "sim_arm"], params_file=params_file, extra_ros_args=args) as stack:
@@ -588,6 +593,8 @@ class Demo:
             # socket); not part of the figures above, which start at the transmission stamp
             "tracker_send_late_p50_ms": percentile_ms(self.tracker_send_delay_s, 50),
             "tracker_send_late_p99_ms": percentile_ms(self.tracker_send_delay_s, 99),
+            **self._floor_figures(latency_p99_ms={"status": percentile_ms(guard_pub, 99),
+                                                  "command": percentile_ms(command_pub, 99)}),
         }
         report = CaseReport(
             screws=self.results, latency=latency, duration_s=duration_s, faults=self.faults,
@@ -615,6 +622,14 @@ class Demo:
             "command_latency_s": rec.command_latency_s}, default=float) + "\n")
         return report
 
+
+    def _floor_figures(self, latency_p99_ms: dict) -> dict:
+        """The bare relay's sample -> publish() p99 during the case, the stack's ratios to it, and the
+        control-cycle-overrun holds in the arm's log (issue 17)."""
+        from spine_nav.bench.floor import demo_floor_figures
+
+        floor = self._read_latency_record("floor_relay") if self.cfg.floor_relay else []
+        return demo_floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
 
     def _layout_summary(self) -> dict:
         lay = getattr(getattr(self, "scene", None), "layout", None)

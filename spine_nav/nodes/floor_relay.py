@@ -91,3 +91,27 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def relay_process(latency_out, log_path, out_topic: str = "bench/floor_status", rt_priority: int = 0):
+    """The relay as its own OS process, with the interface of :class:`spine_nav.demo.processes.NodeProcess`
+    (``alive``, ``stop``, ``tail``, ``label``): the demo runs it next to the stack's processes, at their
+    priority, and reads its record like theirs."""
+    from pathlib import Path
+
+    from spine_nav.demo.processes import NodeProcess
+
+    class RelayProcess(NodeProcess):
+        def __init__(self) -> None:
+            import os
+            import subprocess
+
+            self.label, self.log_path = "floor_relay", Path(log_path)
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = open(self.log_path, "w")
+            cmd = [sys.executable, "-m", "spine_nav.nodes.floor_relay", "--latency-out", str(latency_out),
+                   "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
+            self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                                         start_new_session=True)
+
+    return RelayProcess()
