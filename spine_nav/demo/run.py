@@ -629,7 +629,11 @@ class Demo:
         from spine_nav.bench.floor import demo_floor_figures
 
         floor = self._read_latency_record("floor_relay") if self.cfg.floor_relay else []
-        return demo_floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
+        out = demo_floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
+        self.log(f"      floor relay p99 {out['floor_relay_p99_ms']} ms; stack / floor: status "
+                 f"{out['sample_to_status_p99_vs_floor']}, command {out['sample_to_command_p99_vs_floor']}; "
+                 f"control-cycle-overrun stops {out['servo_overrun_stops']}")
+        return out
 
     def _layout_summary(self) -> dict:
         lay = getattr(getattr(self, "scene", None), "layout", None)
