@@ -259,11 +259,12 @@ def test_bench_guard_quick_prints_the_issue_keys(capsys):
 
     from spine_nav.cli.main import main
 
-    assert main(["bench", "guard", "--json", "--quick", "--duration-s", "1"]) == 0
+    assert main(["bench", "guard", "--json", "--quick", "--duration-s", "1", "--rounds", "1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["bench"] == "guard"
-    assert set(out["metrics"]) == {"core_eval_median_us", "node_latency_p99_ms", "node_dropped", "executor"}
-    assert set(out["baselines"]) == {"default_executor"}
+    assert set(out["metrics"]) == {"core_eval_median_us", "node_latency_p99_ms", "node_dropped", "executor",
+                                   "node_latency_p99_vs_floor"}
+    assert set(out["baselines"]) == {"default_executor", "floor"}
     assert set(out["baselines"]["default_executor"]) == {"node_latency_p99_ms"}
     assert out["metrics"]["executor"] == "rclpy.experimental.EventsExecutor"
     assert out["metrics"]["core_eval_median_us"] > 0

@@ -15,16 +15,25 @@ Runs (one process, baselines in the same run):
    -> ``servo_rate_hz``, ``servo_jitter_p99_ms`` (p99 of |period - 1 ms|); guard VIOLATION injected
    from another thread while the arm moves -> ``stop_latency_ms`` (message to the cycle that commands
    zero velocity; max over trials) and ``rest_time_ms`` (simulated time until every joint < 0.01 rad/s; max).
+
+Floor (issue 17, :mod:`spine_nav.bench.floor`): a bare ServoLoop (the same absolute-deadline loop, the
+same SCHED_FIFO request and GIL switch interval, an empty cycle) for as long as one servo run, interleaved
+with step 4 (floor, servo, floor, servo, ...) for ``--rounds`` rounds. ``servo_jitter_p99_vs_floor`` =
+median over the rounds of servo jitter p99 / floor jitter p99; ``servo_jitter_p99_ms`` = median of the
+rounds; stop latency and rest time are the max over every round's trials; ``baselines.floor`` = the bare
+loop's own figures (median over the rounds).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
 
 REST_RAD_S = 0.01
 
@@ -34,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--plot", help="write a PNG of the breathing run (error with/without compensation)")
     p.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
+    add_floor_arguments(p)
     from spine_nav.cli.arm import add_description_arguments
 
     add_description_arguments(p)  # --urdf ...: another robot (default: our own arm, default_scene)
@@ -44,6 +54,12 @@ def _log(msg: str) -> None:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
+    load_before = os.getloadavg()
+    with busy_core(getattr(args, "busy_core", False)):
+        return _run(args, load_before)
+
+
+def _run(args: argparse.Namespace, load_before) -> BenchResult:
     from spine_nav.arm.controller import ArmGuideConfig
     from spine_nav.arm.kinematics import ArmKinematics
     from spine_nav.arm.model import load_arm_model
@@ -89,9 +105,16 @@ def run(args: argparse.Namespace) -> BenchResult:
     _log("IK timing")
     ik_us = _ik_timing(kin, br.guide, screw, n=200 if quick else 1000)
 
-    _log("real-time servo + stops")
-    rt = _realtime(kin, scene, T_cal, screw, duration_s=2.5 if quick else 6.0,
-                   realtime=not getattr(args, "no_realtime", False))
+    _log("real-time servo + stops, interleaved with the bare loop (floor)")
+    servo_s, realtime = 2.5 if quick else 6.0, not getattr(args, "no_realtime", False)
+    pairs = interleave(getattr(args, "rounds", 1), lambda i: _floor_loop(servo_s, realtime),
+                       lambda i: _realtime(kin, scene, T_cal, screw, duration_s=servo_s, realtime=realtime), _log)
+    floors, rts = [p[0] for p in pairs], [p[1] for p in pairs]
+    ratio = ratio_rounds(pairs, "jitter_p99_ms")
+    rt = {**rts[-1], "jitter_p99_ms": median_of(rts, ["jitter_p99_ms"])["jitter_p99_ms"],
+          "rate_hz": median_of(rts, ["rate_hz"])["rate_hz"],
+          "stop_latency_ms": max(r["stop_latency_ms"] for r in rts),
+          "rest_time_ms": max(r["rest_time_ms"] for r in rts)}
 
     metrics = {
         "static_error_mm": static_mm,
@@ -100,18 +123,45 @@ def run(args: argparse.Namespace) -> BenchResult:
         "breathing_error_max_mm": br_max,
         "servo_rate_hz": rt["rate_hz"],
         "servo_jitter_p99_ms": rt["jitter_p99_ms"],
+        "servo_jitter_p99_vs_floor": ratio["median_ratio"],
         "ik_median_us": ik_us,
         "stop_latency_ms": rt["stop_latency_ms"],
         "rest_time_ms": rt["rest_time_ms"],
         "handeye_residual_mm": he.residual_rms_mm,
     }
-    env = {"servo_scheduling": rt["scheduling"], "quick": quick, "seed": seed}
+    env = {"servo_scheduling": rt["scheduling"], "quick": quick, "seed": seed, **load_env(args, load_before)}
     details = {"handeye": {"n_poses": he.n_poses, "residual_max_mm": he.residual_max_mm,
                            "T_tracker_robotbase_error_mm": he_t_mm, "T_tracker_robotbase_error_deg": he_r_deg},
                "breathing_error_max_deg": float(np.max(br.angle_deg[m])),
                "no_compensation_max_mm": float(np.max(nb.lateral_mm[m])),
-               "servo": rt["servo"], "stop_trials_ms": rt["trials"]}
-    return BenchResult("arm", metrics, {"no_compensation": {"breathing_error_rms_mm": nb_rms}}, env, details)
+               "servo": rt["servo"], "stop_trials_ms": [r["trials"] for r in rts],
+               "rounds": {"servo_jitter_p99_ms": ratio, "floor": [f["servo"] for f in floors],
+                          "servo": [r["servo"] for r in rts]}}
+    floor = {**median_of(floors, ["rate_hz", "jitter_p99_ms", "overruns"]), "scheduling": floors[-1]["scheduling"],
+             "what": "bare absolute-deadline ServoLoop, empty cycle, same priority and switch interval"}
+    return BenchResult("arm", metrics, {"no_compensation": {"breathing_error_rms_mm": nb_rms}, "floor": floor},
+                       env, details)
+
+
+def _floor_loop(duration_s: float, realtime: bool) -> dict:
+    """The floor: the same ServoLoop with an empty cycle, same SCHED_FIFO request and switch interval."""
+    from spine_nav.arm.servo import ServoLoop
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(0.0005)  # as _realtime
+    loop = ServoLoop(lambda t_s: None, period_s=0.001, realtime=realtime).start()
+    try:
+        deadline = time.monotonic() + 20.0
+        while loop.stats.cycles < 300 and time.monotonic() < deadline and loop.error is None:
+            time.sleep(0.01)  # as _realtime: measured once it cycles (mlockall first)
+        time.sleep(duration_s)
+    finally:
+        loop.stop()
+        sys.setswitchinterval(switch)
+    s = loop.stats.summary()
+    sched = "SCHED_FIFO+mlockall" if loop.stats.realtime.get("sched_fifo") else "absolute-deadline sleep (SCHED_OTHER)"
+    return {"rate_hz": float(s["rate_hz"]), "jitter_p99_ms": float(s["jitter_p99_ms"]),
+            "overruns": int(s["overruns"]), "scheduling": sched, "servo": s}
 
 
 def _scene_for_description(args, scene):

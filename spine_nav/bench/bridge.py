@@ -16,11 +16,24 @@ sender's header time -> surfaced (one way; same clock, same host; pyigtl gives n
 ``details`` has the counts per stream and the same latency for the ``reference`` poses (the bridge
 publishes a frame's tool tip first and its reference once the ``recv()`` chunk is handled). No
 subscriber runs in the bench process (it would compete for the GIL).
+
+Floor (issue 17, :mod:`spine_nav.bench.floor`): a raw TCP relay of the same OpenIGTLink bytes from the
+same sender process, in this process with the same tuning and an EventsExecutor spun in a thread like the
+bridge's ComposedStack: a socket thread ``recv()`` -> frames split by the header's body size -> for each
+StylusToTracker message ``publish()`` of a pre-built serialized PoseStamped on ``tracking/tool_tip``;
+latency measured exactly like the bridge's (``perf_counter_ns`` after ``recv`` -> ``publish()``
+returned). Interleaved with the bridge on the 1 kHz TRANSFORM stream (floor, bridge, floor, bridge, ...)
+for ``--rounds`` rounds of ``--duration-s`` each; ``latency_p99_vs_floor`` = median over the rounds of
+bridge tool-tip p99 / floor p99 on that stream (the like-for-like bytes); the TDATA stream and pyigtl
+run once after the rounds. ``latency_p50_ms``/``latency_p99_ms`` pool every round's TRANSFORM tool tips
+and the TDATA run, as before.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import struct
 import subprocess
 import sys
 import threading
@@ -30,14 +43,16 @@ from pathlib import Path
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
 from spine_nav.cli.common import info
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration-s", type=float, default=60.0, help="seconds per stream (default 60)")
+    p.add_argument("--duration-s", type=float, default=15.0, help="seconds per stream and round (default 15)")
     p.add_argument("--quick", action="store_true", help="5 s per stream (tests)")
+    add_floor_arguments(p)
 
 
 # ---------------------------------------------------------------------------------------------- sender
@@ -153,6 +168,91 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
             "rejected": rejected, "ignored_devices": ignored, "stale": stale}
 
 
+def _run_floor(rate_hz: float, duration_s: float) -> dict:
+    """The floor: raw TCP relay of the sender's TRANSFORM bytes -> publish of a pre-built PoseStamped."""
+    import socket
+
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
+
+    from spine_nav.nodes.cdr import PoseStampedPacker
+    from spine_nav.nodes.qos import SENSOR_QOS
+    from spine_nav.nodes.runner import freeze_startup_objects, make_executor, spin_until, tune_process_for_nodes
+    from spine_nav.tracking.codec import HEADER_SIZE
+
+    tune_process_for_nodes()
+    size_at = struct.calcsize(">H12s20sII")  # body_size's offset in the OpenIGTLink header (codec._HEADER)
+    dev_at, dev = 14, b"StylusToTracker".ljust(20, b"\0")  # device name field: after version and type
+    proc, port = _spawn_sender(rate_hz, duration_s, "transform")
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("bridge_floor", context=ctx)
+    pub = node.create_publisher(PoseStamped, "tracking/tool_tip", SENSOR_QOS)
+    data = PoseStampedPacker("Reference").pack(time.time(), (0.0, 0.0, -1.4), (0.0, 0.0, 0.0, 1.0))
+    ex = make_executor("events", context=ctx)
+    ex.add_node(node)
+    stop = threading.Event()
+    spinner = threading.Thread(target=spin_until, args=(ex, lambda: not stop.is_set()), daemon=True)
+    lat: list[int] = []
+    got = {"bytes": 0, "published": 0}
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.settimeout(0.2)
+
+    def reader() -> None:
+        buf = b""
+        while not stop.is_set():
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t_ns = time.perf_counter_ns()
+            if not chunk:
+                return
+            got["bytes"] += len(chunk)
+            buf += chunk
+            off = 0
+            while len(buf) - off >= HEADER_SIZE:
+                end = off + HEADER_SIZE + struct.unpack_from(">Q", buf, off + size_at)[0]
+                if end > len(buf):
+                    break
+                if buf[off + dev_at: off + dev_at + 20] == dev:
+                    pub.publish(data)
+                    got["published"] += 1
+                    lat.append(time.perf_counter_ns() - t_ns)
+                off = end
+            buf = buf[off:]
+
+    th = threading.Thread(target=reader, name="floor_socket", daemon=True)
+    try:
+        spinner.start()
+        th.start()
+        freeze_startup_objects()
+        line = proc.stdout.readline()
+        report = json.loads(line) if line else {"sent": 0, "bytes": 0}
+        deadline = time.monotonic() + 60.0
+        while got["bytes"] < report["bytes"] and time.monotonic() < deadline and th.is_alive():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        sock.close()
+        th.join(timeout=5)
+        spinner.join(timeout=5)
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    lat_ms = np.array(lat, dtype=float) * 1e-6
+    return {"sent": int(report["sent"]), "lost": int(report["sent"]) - got["published"], "latency_ms": lat_ms,
+            **_pcts(lat_ms)}
+
+
 def _run_pyigtl(rate_hz: float, duration_s: float) -> dict:
     import pyigtl
 
@@ -197,25 +297,42 @@ def _pcts(lat_ms: np.ndarray) -> dict:
 
 def run(args: argparse.Namespace) -> BenchResult:
     duration = 5.0 if args.quick else float(args.duration_s)
-    info(f"bench bridge: 1 kHz TRANSFORM stream, {duration:g} s")
-    tr = _run_bridge("transform", 1000.0, duration)
-    info(f"bench bridge: sent {tr['sent']}, lost {tr['lost']}; 400 Hz TDATA x4 tools, {duration:g} s")
-    td = _run_bridge("tdata", 400.0, duration)
-    info(f"bench bridge: sent {td['sent']}, lost {td['lost']}; baseline pyigtl client on 1 kHz, {duration:g} s")
-    py = _run_pyigtl(1000.0, duration)
-    lat = np.concatenate([tr["latency_ms"], td["latency_ms"]])
+    load_before = os.getloadavg()
+    with busy_core(getattr(args, "busy_core", False)):
+        info(f"bench bridge: floor and bridge interleaved on a 1 kHz TRANSFORM stream, {duration:g} s each")
+
+        def stack(i: int) -> dict:
+            r = _run_bridge("transform", 1000.0, duration)
+            info(f"bench bridge: sent {r['sent']}, lost {r['lost']}")
+            return {**r, **_pcts(r["latency_ms"])}
+
+        pairs = interleave(getattr(args, "rounds", 1), lambda i: _run_floor(1000.0, duration), stack, info)
+        info(f"bench bridge: 400 Hz TDATA x4 tools, {duration:g} s")
+        td = _run_bridge("tdata", 400.0, duration)
+        info(f"bench bridge: sent {td['sent']}, lost {td['lost']}; baseline pyigtl client on 1 kHz, {duration:g} s")
+        py = _run_pyigtl(1000.0, duration)
+    floors, trs = [p[0] for p in pairs], [p[1] for p in pairs]
+    tr = trs[-1]
+    ratio = ratio_rounds(pairs, "latency_p99_ms")
+    lat = np.concatenate([*(r["latency_ms"] for r in trs), td["latency_ms"]])
     metrics = {
-        "transform_1khz_lost": tr["lost"],
+        "transform_1khz_lost": sum(r["lost"] for r in trs),
         "tdata_400hz_lost": td["lost"],
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 4) if lat.size else None,
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 4) if lat.size else None,
+        "latency_p99_vs_floor": ratio["median_ratio"],
     }
     baselines = {"pyigtl": {
         "delivered_rate_hz": round(py["delivered"] / duration, 1),
         "latency_p99_ms": round(float(np.percentile(py["latency_ms"], 99)), 3) if py["latency_ms"].size else None,
-    }}
+    }, "floor": {**median_of(floors, ["latency_p50_ms", "latency_p90_ms", "latency_p99_ms"]),
+                   "lost": sum(r["lost"] for r in floors),
+                   "what": "raw TCP relay of the same OpenIGTLink bytes: recv -> publish a pre-built PoseStamped"}}
     details = {
         "duration_s": duration,
+        "rounds": {"latency_p99_ms": ratio, "floor": [{k: v for k, v in r.items() if k != "latency_ms"} for r in floors],
+                   "bridge": [{k: v for k, v in r.items() if not k.endswith("latency_ms") or k.startswith("latency_p")}
+                              for r in trs]},
         "transform_1khz": {**{k: v for k, v in tr.items() if not k.endswith("latency_ms")}, **_pcts(tr["latency_ms"]),
                            "reference": _pcts(tr["reference_latency_ms"])},
         "tdata_400hz": {**{k: v for k, v in td.items() if not k.endswith("latency_ms")}, **_pcts(td["latency_ms"]),
@@ -229,5 +346,5 @@ def run(args: argparse.Namespace) -> BenchResult:
     from importlib.metadata import version
 
     env = {"pyigtl": version("pyigtl"), "executor": "events (spin_once loop)",
-           "sender": "separate process, absolute-deadline sleep"}
+           "sender": "separate process, absolute-deadline sleep", **load_env(args, load_before)}
     return BenchResult("bridge", metrics, baselines, env, details)

@@ -17,6 +17,14 @@ Baseline ``idle`` (same run, before the tool moves): fps and server CPU with no 
 Details: the split sample -> server send -> page receive, WebSocket frames per second, the page's
 JS time per drawn frame (``page_draw_ms``; the 3D view renders in a worker, its own time is
 ``view3d_worker_ms`` per render).
+
+Floor (issue 17, :mod:`spine_nav.bench.floor`, :mod:`spine_nav.bench.console_floor`): a bare server
+(own process: raw ``tracking/tool_tip`` subscription -> each stamp over a WebSocket) and a bare page (one
+dot on a 2D canvas) in the same Chromium with the same flags, fed by the same feeder at the same rate,
+latency measured the same way. Both servers run for the whole benchmark (each round has the same
+processes and the same DDS traffic); the one browser loads the bare page, then the console, then the bare
+page, ... (each round loads its page afresh) for ``--rounds`` rounds of ``--seconds`` each. ``sample_to_frame_p95_vs_floor`` = median over
+the rounds of console p95 / floor p95; the headline p95/p99/fps/CPU are the median of the rounds.
 """
 from __future__ import annotations
 
@@ -30,14 +38,16 @@ from pathlib import Path
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="short run (tests): 4 s of tool motion")
     p.add_argument("--rate", type=float, default=250.0, help="tool sample rate, Hz (default 250)")
-    p.add_argument("--seconds", type=float, default=20.0, help="tool motion duration (default 20 s)")
+    p.add_argument("--seconds", type=float, default=10.0, help="tool motion per round and page (default 10 s)")
     p.add_argument("--case", help="existing case directory (default: generate a small phantom case)")
     p.add_argument("--page-query", default="", help="query string for the page, e.g. view3d=0 (diagnosis)")
+    add_floor_arguments(p)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,10 +168,49 @@ def _say(msg: str) -> None:
     sys.stderr.flush()
 
 
+#: after a page loads, before the tool moves: the console's slices and 3D surface load in this time (the
+#: idle baseline waits as long); the bare page waits the same
+PAGE_SETTLE_S = 3.0
+
+
+def _feed(feeder, screw, rate: float, seconds: float, on_measure) -> float:
+    """Publish tool + guard at ``rate`` for 1 s of warm-up, call ``on_measure()``, then ``seconds`` more;
+    returns the measured wall time."""
+    period = 1.0 / rate
+    n, warm = int(seconds * rate), int(1.0 * rate)
+    t_next = time.monotonic()
+    w0 = None
+    for i in range(n + warm):
+        if i == warm:  # measure after one second of motion
+            on_measure()
+            w0 = time.monotonic()
+        depth = -20.0 + (screw.depth_mm + 20.0) * ((i % (5 * rate)) / (5 * rate))
+        lateral = 1.5 * np.sin(i / rate * 2.0)
+        stamp = time.time()
+        feeder.tool(tool_pose_on_screw(screw, depth, lateral), stamp)
+        feeder.guard(stamp, screw.id, "ALIGNED" if abs(lateral) < 1.0 else "WARN", **guard_values(screw, depth, lateral))
+        t_next += period
+        delay = t_next - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+    return time.monotonic() - w0
+
+
+def _pct(values, q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 2) if len(values) else None
+
+
 def run(args: argparse.Namespace) -> BenchResult:
+    load_before = os.getloadavg()
+    with busy_core(getattr(args, "busy_core", False)):
+        return _run(args, load_before)
+
+
+def _run(args: argparse.Namespace, load_before) -> BenchResult:
     import rclpy
     from rclpy.context import Context
 
+    from spine_nav.bench.console_floor import FloorServer
     from spine_nav.console.browser import ConsoleProcess, HeadlessChromium
 
     seconds = 4.0 if args.quick else args.seconds
@@ -172,10 +221,12 @@ def run(args: argparse.Namespace) -> BenchResult:
     env = {**os.environ, "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
     server = ConsoleProcess(case_dir, env=env)
     proc, sock_port = server.proc, server.port
+    floor_server = None
     ctx = Context()
     rclpy.init(context=ctx)
     feeder = make_feeder(ctx)
     try:
+        floor_server = FloorServer(env=env)
         screw = plan.screws[0]
         feeder.plan(plan)
         with HeadlessChromium() as browser:
@@ -189,55 +240,71 @@ def run(args: argparse.Namespace) -> BenchResult:
             idle = browser.js("return window.consoleMetrics(true)")
             idle_cpu = (_cpu_s(proc.pid) - c0) / (time.monotonic() - w0)
             idle_fps = _fps(idle["frame_times_ms"], idle["frame_times_ms"][0] if idle["frame_times_ms"] else 0)
-            _say(f"tool moving at {rate:g} Hz for {seconds:g} s")
-            period = 1.0 / rate
-            n = int(seconds * rate)
-            warm = int(1.0 * rate)
-            t_next = time.monotonic()
-            c0 = w0 = None
-            for i in range(n + warm):
-                if i == warm:  # measure after one second of motion
+
+            def floor_round(i: int) -> dict:
+                browser.driver.get(floor_server.url)
+                _wait(lambda: browser.js("return !!(window.floorMetrics && window.floorMetrics().connected)"), 20.0,
+                      "bare page connected")
+                time.sleep(PAGE_SETTLE_S)
+                _say(f"floor: bare page, tool at {rate:g} Hz for {seconds:g} s")
+                wall = _feed(feeder, screw, rate, seconds, lambda: browser.js("window.floorMetrics(true)"))
+                fm = browser.js("return window.floorMetrics(false)")
+                lat = np.asarray(fm["latencies_ms"], dtype=float)
+                return {"sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
+                        "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
+                        "fps": round(_fps(fm["frame_times_ms"], fm["frame_times_ms"][0]) if fm["frame_times_ms"]
+                                     else 0.0, 1), "wall_s": round(wall, 2)}
+
+            def stack_round(i: int) -> dict:
+                browser.driver.get(f"http://127.0.0.1:{sock_port}/?{args.page_query}")
+                _wait(lambda: browser.js("return !!(window.consoleState && window.consoleState().plan)"), 20.0)
+                time.sleep(PAGE_SETTLE_S)
+                _say(f"console: tool moving at {rate:g} Hz for {seconds:g} s")
+                cpu0 = {}
+
+                def start() -> None:
                     browser.js("window.consoleMetrics(true)")
-                    c0, w0 = _cpu_s(proc.pid), time.monotonic()
-                depth = -20.0 + (screw.depth_mm + 20.0) * ((i % (5 * rate)) / (5 * rate))
-                lateral = 1.5 * np.sin(i / rate * 2.0)
-                stamp = time.time()
-                feeder.tool(tool_pose_on_screw(screw, depth, lateral), stamp)
-                feeder.guard(stamp, screw.id, "ALIGNED" if abs(lateral) < 1.0 else "WARN",
-                             **guard_values(screw, depth, lateral))
-                t_next += period
-                delay = t_next - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            wall = time.monotonic() - w0
-            cpu = (_cpu_s(proc.pid) - c0) / wall
-            m = browser.js("return window.consoleMetrics(false)")
-        lat = np.asarray(m["latencies_ms"], dtype=float)
-        frames = m["frame_times_ms"]
-        fps = _fps(frames, frames[0]) if frames else 0.0
-        metrics = {
-            "sample_to_frame_p95_ms": round(float(np.percentile(lat, 95)), 2) if lat.size else None,
-            "sample_to_frame_p99_ms": round(float(np.percentile(lat, 99)), 2) if lat.size else None,
-            "fps": round(fps, 1),
-            "server_cpu_cores": round(cpu, 3),
-        }
-        details = {"samples_sent": n, "samples_drawn": int(lat.size), "sample_rate_hz": rate,
-                   "ws_messages_per_s": round(m.get("messages", 0) / wall, 1),
-                   "sample_to_frame_p50_ms": round(float(np.percentile(lat, 50)), 2) if lat.size else None,
-                   "seconds": seconds, "wall_s": round(wall, 2), "page_draw_ms": m.get("timing_ms"),
-                   "sample_to_server_send_p50_ms": round(float(np.percentile(m["server_ms"], 50)), 2) if m["server_ms"] else None,
-                   "sample_to_server_send_p95_ms": round(float(np.percentile(m["server_ms"], 95)), 2) if m["server_ms"] else None,
-                   "sample_to_page_receive_p50_ms": round(float(np.percentile(m["recv_ms"], 50)), 2) if m["recv_ms"] else None,
-                   "sample_to_page_receive_p95_ms": round(float(np.percentile(m["recv_ms"], 95)), 2) if m["recv_ms"] else None}
+                    cpu0["c"] = _cpu_s(proc.pid)
+
+                wall = _feed(feeder, screw, rate, seconds, start)
+                cpu = (_cpu_s(proc.pid) - cpu0["c"]) / wall
+                m = browser.js("return window.consoleMetrics(false)")
+                lat = np.asarray(m["latencies_ms"], dtype=float)
+                frames = m["frame_times_ms"]
+                return {"sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
+                        "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
+                        "fps": round(_fps(frames, frames[0]) if frames else 0.0, 1), "server_cpu_cores": round(cpu, 3),
+                        "ws_messages_per_s": round(m.get("messages", 0) / wall, 1), "wall_s": round(wall, 2),
+                        "page_draw_ms": m.get("timing_ms"),
+                        "sample_to_server_send_p50_ms": _pct(m["server_ms"], 50),
+                        "sample_to_server_send_p95_ms": _pct(m["server_ms"], 95),
+                        "sample_to_page_receive_p50_ms": _pct(m["recv_ms"], 50),
+                        "sample_to_page_receive_p95_ms": _pct(m["recv_ms"], 95)}
+
+            pairs = interleave(getattr(args, "rounds", 1), floor_round, stack_round, _say)
+        floors, stacks = [p[0] for p in pairs], [p[1] for p in pairs]
+        ratio = ratio_rounds(pairs, "sample_to_frame_p95_ms")
+        keys = ["sample_to_frame_p95_ms", "sample_to_frame_p99_ms", "fps", "server_cpu_cores"]
+        metrics = {**median_of(stacks, keys), "sample_to_frame_p95_vs_floor": ratio["median_ratio"]}
+        details = {"samples_sent": int(seconds * rate), "sample_rate_hz": rate, "seconds": seconds,
+                   **{k: v for k, v in stacks[-1].items() if k not in keys},
+                   "rounds": {"sample_to_frame_p95_ms": ratio, "floor": floors, "console": stacks,
+                              "order": "floor, console, floor, console, ... (each page loaded afresh)"}}
+        floor = {**median_of(floors, ["sample_to_frame_p50_ms", "sample_to_frame_p95_ms", "sample_to_frame_p99_ms",
+                                      "fps"]),
+                 "what": "bare server (raw subscription -> stamp over WebSocket) + bare page (one dot, 2D canvas)"}
         return BenchResult("console", metrics,
-                           baselines={"idle": {"fps": round(idle_fps, 1), "server_cpu_cores": round(idle_cpu, 3)}},
+                           baselines={"idle": {"fps": round(idle_fps, 1), "server_cpu_cores": round(idle_cpu, 3)},
+                                      "floor": floor},
                            env={"browser": "Debian chromium (headless, SwiftShader WebGL)", "driver": "selenium",
-                                "quick": bool(args.quick)},
+                                "quick": bool(args.quick), **load_env(args, load_before)},
                            details=details)
     finally:
         feeder.destroy_node()
         rclpy.shutdown(context=ctx)
         server.close()
+        if floor_server is not None:
+            floor_server.close()
         tmp.cleanup()
 
 

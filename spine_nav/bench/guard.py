@@ -19,6 +19,14 @@ window; ``round_trip_*`` adds the status's way back to the driver and the driver
 (status received - stamp). Dropped = samples without a status reaching the driver. Measured with the
 EventsExecutor (``executor``) and, in the same run, rclpy's SingleThreadedExecutor
 (``baselines.default_executor``). The driver uses the same SingleThreadedExecutor in both runs.
+
+Floor (issue 17, :mod:`spine_nav.bench.floor`): the bare relay node (:mod:`spine_nav.nodes.floor_relay`:
+raw subscription -> constant pre-serialized GuardStatus) in the same child-process layout, executor and
+process tuning, measured the same way, interleaved with the guard node (floor, guard, floor, guard, ...)
+for ``--rounds`` rounds of ``--duration-s`` each. ``node_latency_p99_vs_floor`` = median over the rounds
+of guard p99 / floor p99; ``node_latency_p99_ms`` = median of the rounds' guard p99; ``baselines.floor``
+= the floor's own figures (median over the rounds); ``details.rounds`` = per-round values and spread.
+The SingleThreadedExecutor baseline runs once, after the rounds.
 """
 from __future__ import annotations
 
@@ -36,17 +44,19 @@ from pathlib import Path
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
 from spine_nav.cli.common import info
 
 RATE_HZ = 1000.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration-s", type=float, default=60.0, help="node run per executor, s (default 60)")
+    p.add_argument("--duration-s", type=float, default=15.0, help="node run per round and executor, s (default 15)")
     p.add_argument("--rate-hz", type=float, default=RATE_HZ, help="tool sample rate, Hz (default 1000)")
     p.add_argument("--quick", action="store_true",
                    help="short run for tests: at most 3 s per executor, fewer core samples")
     p.add_argument("--skip-node", action="store_true", help="core timing only")
+    add_floor_arguments(p)
 
 
 # ---- the plan and the tool path -------------------------------------------------------------
@@ -148,6 +158,12 @@ def serve(executor: str, latency_out: str) -> int:
     then saves the node's own (sample stamp ns, sample -> status published ns) pairs to ``latency_out`` (.npy)."""
     from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, tune_process_for_nodes
 
+    if executor == "floor":  # the bare relay node: the floor (issue 17)
+        from spine_nav.nodes.floor_relay import serve as serve_floor
+
+        relay = serve_floor("guard/status")
+        np.save(latency_out, np.array(list(relay.latency.samples), dtype=np.int64).reshape(-1, 2))
+        return 0
     tune_process_for_nodes()
     stop = {"flag": False}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -200,8 +216,8 @@ def node_run(executor: str, duration_s: float, rate_hz: float) -> dict:
     sent: dict[tuple[int, int], float] = {}
     try:
         deadline = time.monotonic() + 60.0
-        while time.monotonic() < deadline and not (pub.get_subscription_count() and plan_pub.get_subscription_count()
-                                                   and node.count_publishers("guard/status")):
+        while time.monotonic() < deadline and not (pub.get_subscription_count() and node.count_publishers("guard/status")
+                                                   and (executor == "floor" or plan_pub.get_subscription_count())):
             if child.poll() is not None:
                 raise RuntimeError(f"guard node process exited: {child.stderr.read()[-2000:]}")
             ex.spin_once(timeout_sec=0.05)
@@ -283,26 +299,38 @@ def run(args: argparse.Namespace) -> BenchResult:
     quick = getattr(args, "quick", False)
     duration = min(3.0, args.duration_s) if quick else args.duration_s
     n_core = 3000 if quick else 20000
-    info(f"bench guard: core, {n_core} samples x 4 variants")
-    core = core_bench(n_core)
-    details = {"core": core}
-    metrics = {"core_eval_median_us": core["evaluate_plain_median_us"]}
-    baselines: dict = {}
-    if not getattr(args, "skip_node", False):
-        events = node_run("events", duration, args.rate_hz)
-        single = node_run("single", duration, args.rate_hz)
-        details["node"] = {"events": events, "single": single,
-                           "layout": "guard node in its own process; driver (publisher + status subscriber) "
-                                     "in the bench process; Fast DDS on one host"}
-        metrics.update({"node_latency_p99_ms": events["latency_p99_ms"], "node_dropped": events["dropped"],
-                        "executor": "rclpy.experimental.EventsExecutor"})
-        baselines["default_executor"] = {"node_latency_p99_ms": single["latency_p99_ms"]}
+    load_before = os.getloadavg()
+    with busy_core(getattr(args, "busy_core", False)):
+        info(f"bench guard: core, {n_core} samples x 4 variants")
+        core = core_bench(n_core)
+        details = {"core": core}
+        metrics = {"core_eval_median_us": core["evaluate_plain_median_us"]}
+        baselines: dict = {}
+        if not getattr(args, "skip_node", False):
+            pairs = interleave(getattr(args, "rounds", 1), lambda i: node_run("floor", duration, args.rate_hz),
+                               lambda i: node_run("events", duration, args.rate_hz), info)
+            single = node_run("single", duration, args.rate_hz)
+            floors, stacks = [p[0] for p in pairs], [p[1] for p in pairs]
+            ratio = ratio_rounds(pairs, "latency_p99_ms")
+            details["node"] = {"events": stacks[-1], "single": single,
+                               "layout": "guard node (or the bare relay) in its own process; driver (publisher + "
+                                         "status subscriber) in the bench process; Fast DDS on one host"}
+            details["rounds"] = {"node_latency_p99_ms": ratio, "floor": floors, "events": stacks}
+            metrics.update({"node_latency_p99_ms": median_of(stacks, ["latency_p99_ms"])["latency_p99_ms"],
+                            "node_latency_p99_vs_floor": ratio["median_ratio"],
+                            "node_dropped": sum(int(r["dropped"]) for r in stacks),
+                            "executor": "rclpy.experimental.EventsExecutor"})
+            baselines["default_executor"] = {"node_latency_p99_ms": single["latency_p99_ms"]}
+            baselines["floor"] = {**median_of(floors, ["latency_p50_ms", "latency_p99_ms", "latency_max_ms",
+                                                       "round_trip_p99_ms"]),
+                                  "dropped": sum(int(r["dropped"]) for r in floors),
+                                  "what": "bare relay node: raw subscription -> constant pre-serialized GuardStatus"}
     env = {"node_process_layout": "separate processes", "duration_s": duration, "rate_hz": args.rate_hz,
-           "load_average": os.getloadavg()}
+           "load_average": os.getloadavg(), **load_env(args, load_before)}
     return BenchResult(bench="guard", metrics=metrics, baselines=baselines, env=env, details=details)
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 4 and sys.argv[1] == "--serve":
         sys.exit(serve(sys.argv[2], sys.argv[3]))
-    sys.exit("usage: python -m spine_nav.bench.guard --serve {events,single} LATENCY_OUT.npy")
+    sys.exit("usage: python -m spine_nav.bench.guard --serve {events,single,floor} LATENCY_OUT.npy")

@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how arm_guide commands the (simulated) arm: our stream, a JointTrajectoryController "
                         "topic, or a forward position controller topic")
     p.add_argument("--no-bag", action="store_true", help="do not record the case bag (case.mcap)")
+    p.add_argument("--busy-core", action="store_true", help="load test: keep one extra core busy (Python busy loop)")
+    p.add_argument("--sim-rt-priority", type=int, default=None,
+                   help="SCHED_FIFO priority of the simulators and recorder (0: normal scheduling; default 20)")
     p.set_defaults(func=run)
 
 
@@ -66,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(out_dir=Path(args.out), seed=args.seed, levels=args.levels, bone=args.bone, case_dir=args.case,
                      occlude=args.occlude, bump=args.bump, bad_registration=args.bad_registration,
                      max_screws=args.screws, tracker_rate_hz=args.tracker_rate_hz,
-                     command_interface=args.command_interface, record_bag=not args.no_bag)
+                     command_interface=args.command_interface, record_bag=not args.no_bag,
+                     **({} if args.sim_rt_priority is None else {"sim_rt_priority": args.sim_rt_priority}))
     from spine_nav.demo.process_faults import parse_inject as parse_kill
 
     kills = [k for k in args.inject if k.startswith("kill:")]
@@ -92,6 +96,9 @@ def run(args: argparse.Namespace) -> int:
         except (ValueError, NetnsNotPermitted) as exc:
             return fail(f"--hosts: {exc}" if isinstance(exc, NetnsNotPermitted) else str(exc))
         make_demo = lambda c, log: HostsDemo(c, log, inject)  # noqa: E731
-    report = run_demo(cfg, info, make_demo) if make_demo else run_demo(cfg, info)
+    from spine_nav.bench.floor import busy_core
+
+    with busy_core(args.busy_core):
+        report = run_demo(cfg, info, make_demo) if make_demo else run_demo(cfg, info)
     held = all(f.arm_held and f.recovered is not False for f in report.faults)
     return 0 if held else 1

@@ -87,6 +87,7 @@ class DemoConfig:
     command_interface: str = "spine_nav"
     inject: Sequence[str] = ()             # process faults, "kill:NODE" (spine_nav.demo.process_faults)
     record_bag: bool = True                # case.mcap (spine-nav bag record in its own process); --no-bag
+    floor_relay: bool = True               # run the bare relay node next to the stack (report: latency.floor_*)
 
 
 def _p(node: str, name: str, value) -> list[str]:
@@ -286,6 +287,10 @@ class Demo:
         self.procs = {p.label: p for p in procs}
         supervisor = None
         self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
+        if self.cfg.floor_relay:  # the machine's floor under the guard's path, measured during the case (issue 17)
+            from spine_nav.nodes.floor_relay import relay_process
+
+            procs.append(relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_arm"] if kills else ["sim_tracker", "sim_arm"], params_file=params_file,
@@ -665,6 +670,8 @@ class Demo:
             # socket); not part of the figures above, which start at the transmission stamp
             "tracker_send_late_p50_ms": percentile_ms(self.tracker_send_delay_s, 50),
             "tracker_send_late_p99_ms": percentile_ms(self.tracker_send_delay_s, 99),
+            **self._floor_figures(latency_p99_ms={"status": percentile_ms(guard_pub, 99),
+                                                  "command": percentile_ms(command_pub, 99)}),
         }
         report = CaseReport(
             screws=self.results, latency=latency, duration_s=duration_s, faults=self.faults,
@@ -709,6 +716,18 @@ class Demo:
         if not bag.wait_ready(30.0):
             self.log("      case bag: the recorder did not start (see logs/bag_recorder.log)")
         return bag
+
+    def _floor_figures(self, latency_p99_ms: dict) -> dict:
+        """The bare relay's sample -> publish() p99 during the case, the stack's ratios to it, and the
+        control-cycle-overrun holds in the arm's log (issue 17)."""
+        from spine_nav.bench.floor import demo_floor_figures
+
+        floor = self._read_latency_record("floor_relay") if self.cfg.floor_relay else []
+        out = demo_floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
+        self.log(f"      floor relay p99 {out['floor_relay_p99_ms']} ms; stack / floor: status "
+                 f"{out['sample_to_status_p99_vs_floor']}, command {out['sample_to_command_p99_vs_floor']}; "
+                 f"control-cycle-overrun stops {out['servo_overrun_stops']}")
+        return out
 
     def _layout_summary(self) -> dict:
         lay = getattr(getattr(self, "scene", None), "layout", None)

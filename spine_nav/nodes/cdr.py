@@ -72,3 +72,45 @@ def unpack_pose_stamped(data: bytes) -> tuple[int, int, str, tuple[float, float,
         raise ValueError(f"not a serialized geometry_msgs/PoseStamped ({len(data)} bytes): {exc}") from None
     p, o, st = msg.pose.position, msg.pose.orientation, msg.header.stamp
     return st.sec, st.nanosec, msg.header.frame_id, (p.x, p.y, p.z), (o.x, o.y, o.z, o.w)
+
+
+class PrePackedStamped:
+    """A message serialized once, with one builtin_interfaces/Time field patched per publication.
+
+    For the benchmarks' bare relays (``spine_nav.nodes.floor_relay``): they publish a constant message
+    whose only varying field is the stamp of the sample it answers, without building or serialising a
+    Python message per sample. The field's byte offset is found by serialising the template with a
+    sentinel stamp (so no layout is hand-coded); ``time_field`` is a dotted attribute path, e.g.
+    ``"tool_sample_stamp"`` or ``"header.stamp"``.
+    """
+
+    _SENTINEL = (0x5A3C7E11, 0x3E1A5C77)
+    _TIME = struct.Struct("<iI")
+
+    def __init__(self, msg, time_field: str) -> None:
+        from rclpy.serialization import serialize_message
+
+        obj = msg
+        *parents, leaf = time_field.split(".")
+        for name in parents:
+            obj = getattr(obj, name)
+        t = getattr(obj, leaf)
+        t.sec, t.nanosec = self._SENTINEL
+        data = serialize_message(msg)
+        marker = self._TIME.pack(*self._SENTINEL)
+        self.offset = data.find(marker)
+        if self.offset < 0 or data.find(marker, self.offset + 1) >= 0:
+            raise ValueError(f"{type(msg).__name__}.{time_field}: stamp not found exactly once in the CDR bytes")
+        self._buf = bytearray(data)
+
+    def with_stamp(self, sec: int, nanosec: int) -> bytes:
+        """The serialized message with ``time_field`` = (sec, nanosec)."""
+        self._TIME.pack_into(self._buf, self.offset, sec, nanosec)
+        return bytes(self._buf)
+
+
+def stamp_of_pose_stamped(data: bytes) -> tuple[int, int]:
+    """(sec, nanosec) of a serialized little-endian PoseStamped's header.stamp (the first 8 bytes after the
+    encapsulation), without decoding the rest."""
+    _, sec, nanosec, _ = _PREFIX.unpack_from(data)
+    return sec, nanosec
