@@ -197,10 +197,14 @@ def test_console_output_plan_guard_and_tool_pose():
                                   target_mm=np.array([15.0, 60.0, 25.0]), diameter_mm=6.5, length_mm=45.0),),
                     frame="Reference", case_id="t")
         plan_pub.publish(plan_to_msg(plan, 1.0))
-        guard_pub.publish(GuardStatus(state=3, state_name="ALIGNED", active_screw_id="L4_left"))
         want = {("POINT", "PlanPoints"), ("TRAJ", "PlanTrajectories"), ("STRING", "GuardState"),
                 ("TRANSFORM", "StylusTipToReference")}
-        assert wait_until(lambda: want <= types(), timeout_s=15.0), types()
+
+        def all_out() -> bool:  # the status is not latched: sent again until the bridge (once matched) forwards it
+            if ("STRING", "GuardState") not in types():
+                guard_pub.publish(GuardStatus(state=3, state_name="ALIGNED", active_screw_id="L4_left"))
+            return want <= types()
+        assert wait_until(all_out, timeout_s=15.0), types()
         with lock:
             pts = next(m for m in got if m.type == "POINT")
             text = next(m for m in got if m.type == "STRING").text
@@ -306,7 +310,8 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
         assert wait_until(last_judged, timeout_s=10.0)
         with lock, listener.lock:
             tips, got = list(listener.tips), list(statuses)
-        sample_stamps = [_stamp_s(m.tool_sample_stamp) for m in got if m.state_name != "TRACKING_LOST"]
+        # (the guard's heartbeat repeats the last verdict with repeat=True: a sign of life, not a judgement)
+        sample_stamps = [_stamp_s(m.tool_sample_stamp) for m in got if m.state_name != "TRACKING_LOST" and not m.repeat]
         assert guard.samples == bridge.published["tool_tip"] == len(calls) == len(tips)
         assert len(sample_stamps) == len(set(sample_stamps)), "a sample was judged twice"
         assert set(sample_stamps) <= {_stamp_s(m.header.stamp) for m in tips}

@@ -349,7 +349,11 @@ def test_page_follows_a_replayed_recording_through_bridge_and_guard(console, tmp
         try:
             assert replay.wait(30) == 0, replay.stderr.read()
             # the recording ends: the bridge's watchdog reports the stylus lost, the guard TRACKING_LOST
-            assert wait_until(lambda: "TRACKING_LOST" in _probe(b)["seen"][-3:], timeout_s=15), _probe(b)["why"][-10:]
+            # (a TRACKING_LOST after the VIOLATION: the one before the replay started must not count)
+            def lost_after_violation() -> bool:
+                seen = _probe(b)["seen"]
+                return "VIOLATION" in seen and "TRACKING_LOST" in seen[seen.index("VIOLATION"):]
+            assert wait_until(lost_after_violation, timeout_s=15), _probe(b)["why"][-10:]
         finally:
             if replay.poll() is None:
                 replay.kill()

@@ -40,6 +40,7 @@ class CheckResult:
     agreed: int = 0
     replayed_lost: int = 0
     unmatched: int = 0  # statuses whose sample is not in the bag (not judged)
+    repeats: int = 0  # heartbeat repeats of the last verdict (GuardStatus.repeat): not compared
     max_metric_diff_mm: float = 0.0
     first_disagreements: list[dict] = field(default_factory=list)
     config: dict = field(default_factory=dict)
@@ -51,7 +52,7 @@ class CheckResult:
 
     def to_dict(self) -> dict:
         return {"statuses": self.statuses, "compared": self.compared, "agreed": self.agreed,
-                "agreement": self.agreement, "replayed_lost_statuses": self.replayed_lost,
+                "agreement": self.agreement, "replayed_lost_statuses": self.replayed_lost, "heartbeat_repeats": self.repeats,
                 "statuses_without_recorded_sample": self.unmatched, "max_metric_diff_mm": self.max_metric_diff_mm,
                 "first_disagreements": self.first_disagreements, "bag_truncated": self.truncated,
                 "guard_config": self.config}
@@ -111,6 +112,9 @@ def check_bag(path: str | Path, params_file: str | Path | None = None, overrides
     for sm in statuses:
         st = sm.decode()
         res.statuses += 1
+        if getattr(st, "repeat", False):  # (bags recorded before the field existed decode without it)
+            res.repeats += 1
+            continue
         now_ns = _ns(st.header.stamp)
         now_s = now_ns * 1e-9
         while ip < len(plans) and plans[ip].log_time_ns <= sm.log_time_ns:
