@@ -57,7 +57,13 @@ def check_permitted() -> None:
     res = _run(["ip", "netns", "add", probe], check=False)
     if res.returncode != 0:
         raise NetnsNotPermitted(f"`ip netns add` refused: {res.stderr.strip()}")
-    _run(["ip", "netns", "del", probe], check=False)
+    try:  # processes start through `ip netns exec`, which remounts / and /sys: a chroot refuses that
+        res = _run(["ip", "netns", "exec", probe, "true"], check=False)
+        if res.returncode != 0:
+            raise NetnsNotPermitted(f"`ip netns exec` refused: {res.stderr.strip()} (a chroot or a container "
+                                    "without its own mount namespace cannot run processes in a namespace)")
+    finally:
+        _run(["ip", "netns", "del", probe], check=False)
 
 
 @dataclass
