@@ -23,7 +23,7 @@ import threading
 import time
 from collections import deque
 
-from spine_nav.tracking.transport import parse_allowed_peers, peer_allowed
+from spine_nav.tracking.transport import accept_allowed, parse_allowed_peers
 
 log = logging.getLogger("spine_nav.sim.igtl_relay")
 
@@ -102,21 +102,13 @@ class IgtlRelay:
         self._stop = threading.Event()
 
     def serve(self, until: threading.Event | None = None) -> None:
-        until = until or self._stop
-        while not until.is_set():
-            try:
-                sock, addr = self._lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not peer_allowed(addr[0], self.allowed):
-                self.refused.append(addr[0])
-                log.warning("relay: refused connection from %s:%d (not in allowed_peers)", addr[0], addr[1])
-                sock.close()
-                continue
+        for sock, addr in accept_allowed(self._lsock, self.allowed, until or self._stop, self._refuse):
             threading.Thread(target=self._session, args=(sock, addr), daemon=True).start()
         self._lsock.close()
+
+    def _refuse(self, addr) -> None:
+        self.refused.append(addr[0])
+        log.warning("relay: refused connection from %s:%d (not in allowed_peers)", addr[0], addr[1])
 
     def _session(self, down: socket.socket, addr) -> None:
         try:

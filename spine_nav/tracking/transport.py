@@ -23,7 +23,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from spine_nav.tracking.codec import DEFAULT_MAX_BODY_BYTES, DecodeError, IgtlMessage, StreamDecoder
 
@@ -63,6 +63,27 @@ def peer_allowed(address: str, networks: PeerNetworks) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return any(ip.version == n.version and ip in n for n in networks)
+
+
+def accept_allowed(lsock: socket.socket, allowed: PeerNetworks, stop: threading.Event,
+                   on_refused: Callable[[tuple], None]) -> Iterator[tuple[socket.socket, tuple]]:
+    """Accept on ``lsock`` (which has a timeout) until ``stop`` is set or it closes; yields allowed peers'
+    ``(socket, address)``; a peer outside ``allowed`` is reported to ``on_refused(address)`` and closed."""
+    while not stop.is_set():
+        try:
+            sock, addr = lsock.accept()
+        except socket.timeout:
+            continue
+        except OSError:
+            break
+        if not peer_allowed(addr[0], allowed):
+            on_refused(addr)
+            try:
+                sock.close()
+            except OSError:
+                pass
+            continue
+        yield sock, addr
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
@@ -298,23 +319,13 @@ class IgtlServer:
         self._thread.start()
         return self
 
+    def _refuse(self, addr) -> None:
+        self.refused.append((addr[0], int(addr[1]), time.time()))
+        log.warning("OpenIGTLink server %d: refused connection from %s:%d (not in allowed_peers %s)",
+                    self.port, addr[0], addr[1], ", ".join(str(n) for n in self.allowed_peers))
+
     def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sock, addr = self._lsock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                break
-            if not peer_allowed(addr[0], self.allowed_peers):
-                self.refused.append((addr[0], int(addr[1]), time.time()))
-                log.warning("OpenIGTLink server %d: refused connection from %s:%d (not in allowed_peers %s)",
-                            self.port, addr[0], addr[1], ", ".join(str(n) for n in self.allowed_peers))
-                try:
-                    sock.close()
-                except OSError:
-                    pass
-                continue
+        for sock, addr in accept_allowed(self._lsock, self.allowed_peers, self._stop, self._refuse):
             conn = IgtlConnection(sock, f"{addr[0]}:{addr[1]}", self.on_message, self.on_error,
                                   on_close=self._forget, max_body_bytes=self.max_body_bytes,
                                   on_chunk_end=self.on_chunk_end)
