@@ -27,3 +27,24 @@ STATUS_QOS = QoSProfile(
     reliability=ReliabilityPolicy.RELIABLE,
     durability=DurabilityPolicy.VOLATILE,
 )
+
+#: Tool samples at the guard: SENSOR_QOS (best effort, so it matches the tracker bridge's publisher) but a
+#: deeper reader history: with depth 5 a burst of >5 samples during a scheduling hiccup is dropped
+#: silently, and the guard must judge every sample (measured in `spine-nav bench guard`).
+TOOL_SUB_QOS = QoSProfile(
+    history=SENSOR_QOS.history,
+    depth=200,
+    reliability=SENSOR_QOS.reliability,
+    durability=SENSOR_QOS.durability,
+)
+
+#: Low-rate state for displays (console): best effort + volatile, matches reliable and best-effort publishers.
+STATE_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=10,
+    reliability=ReliabilityPolicy.BEST_EFFORT,
+    durability=DurabilityPolicy.VOLATILE,
+)
+
+#: RViz markers and /diagnostics: rclpy's default (reliable, keep last 10).
+DISPLAY_QOS = 10
