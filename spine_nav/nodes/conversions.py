@@ -10,7 +10,7 @@ from typing import Iterable
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, Vector3
-from spine_nav_interfaces.msg import GuardStatus, ToolHealth
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
@@ -136,6 +136,31 @@ def tool_health_to_msg(h, frame_id: str, stamp: Time) -> ToolHealth:
     msg.header.frame_id = frame_id
     msg.last_sample_stamp = seconds_to_stamp(h.last_sample_stamp_s)
     return msg
+
+
+def arm_state_to_msg(st, frame_id: str, stamp: Time) -> ArmState:
+    """spine_nav.arm.controller.ArmGuideState -> spine_nav_interfaces/ArmState (mm, deg as in the core)."""
+    msg = ArmState(mode=st.mode, active_screw_id=st.active_screw_id, stop_cause=st.stop_cause,
+                   alignment_error_mm=float(st.alignment_error_mm), alignment_error_deg=float(st.alignment_error_deg),
+                   holding=st.holding)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def pose_cdr_to_matrix_mm(data: bytes) -> tuple[Time, np.ndarray]:
+    """Serialized PoseStamped -> (header.stamp, 4x4 mm, validated); ValueError when unusable."""
+    stamp, _frame, q, t_mm = pose_cdr_to_quat_mm(data)
+    return stamp, quat_mm_to_matrix_mm(q, t_mm)
+
+
+#: GuardStatus.state -> name, for senders that leave state_name empty.
+_GUARD_STOP_NAMES = {GuardStatus.STATE_TRACKING_LOST: "TRACKING_LOST", GuardStatus.STATE_VIOLATION: "VIOLATION"}
+
+
+def guard_state_name(msg: GuardStatus) -> str:
+    """The status's state name (``state_name``, or for the stop states the name of ``state`` when empty)."""
+    return msg.state_name or _GUARD_STOP_NAMES.get(msg.state, "")
 
 
 def pose_to_row_major_mm(pose: Pose, what: str = "pose") -> list[float]:

@@ -44,3 +44,15 @@ def guard_status(s, config_error: str, p99_ms: str) -> DiagnosticStatus:
     return status("spine_nav/trajectory_guard", level, message, "trajectory_guard",
                   {"samples": s.samples, "active_screw_id": s.active_id or "", "screws": len(s.segments),
                    "sample_age_ms": f"{v.sample_age_ms:.3f}" if v else "", "sample_to_status_p99_ms": p99_ms})
+
+
+def arm_status(guide, servo_stats) -> DiagnosticStatus:
+    """The arm guide's status: WARN before joint feedback or while holding (with the cause), else OK + mode;
+    servo cycles, overruns, realtime and the arm-marker drift as values."""
+    st = guide.state if guide is not None else None
+    level, message = ((WARN, "waiting for joint_states") if st is None else
+                      (WARN, f"HOLD: {st.stop_cause}") if st.holding else (OK, st.mode))
+    return status("spine_nav/arm_guide", level, message, "spine_arm",
+                  {"servo_cycles": servo_stats.cycles, "servo_overruns": servo_stats.overruns,
+                   "realtime": servo_stats.realtime,
+                   "marker_drift_mm": f"{guide.marker_drift_mm:.2f}" if guide is not None else "nan"})
