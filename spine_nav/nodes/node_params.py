@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from spine_nav.arm.controller import ArmGuideConfig
 from spine_nav.guard.config import GuardConfig
-from spine_nav.nodes.param_spec import param
+from spine_nav.nodes.param_spec import ALL_FIELDS, param
+from spine_nav.registration.config import GateThresholds, RegistrationConfig
 from spine_nav.tracking.codec import DEFAULT_MAX_BODY_BYTES
 from spine_nav.tracking.reference_jump import ReferenceJumpConfig
 
@@ -61,7 +62,8 @@ REFERENCE_JUMP_NAMES = {"min_jump_mm": "reference_jump_mm", "max_rotation_deg": 
 
 @dataclass(frozen=True)
 class SlicerOutputParams:
-    port: int = param(18945, "OpenIGTLink server for 3D Slicer (OpenIGTLinkIF)", range=(1, 65535), site=True)
+    port: int = param(18945, "OpenIGTLink server for 3D Slicer (OpenIGTLinkIF); 0 = any free port", range=PORT,
+                      site=True)
     host: str = param("0.0.0.0", "listen address (all interfaces; allowed_peers decides who may connect)")
     allowed_peers: str = param(LOOPBACK, PEERS)
     rate_hz: float = param(30.0, "tool pose / guard state messages at most this often (changes at once)", "Hz",
@@ -139,8 +141,52 @@ class ConsoleBridgeParams:
     case_dir: str = param("", "case folder with cbct.nii.gz (slices, bone surface)")
 
 
-#: node name -> [(dataclass, only these fields or None, {field: ROS name})], in declaration order
+@dataclass(frozen=True)
+class PlanPublisherParams:
+    plan_path: str = param("", "plan.json (spine_nav schema) or a 3D Slicer .mrk.json; '' = publish nothing")
+    topic: str = param("plan/preop", "topic the plan is published on (reliable, transient-local)")
+
+
+@dataclass(frozen=True)
+class RegistrationParams:
+    override_levels: str = param("", "operator override, e.g. 'L5': accepted although refused by the gate, logged "
+                                     "and marked overridden (set before the request)", read_only=False)
+
+
+#: RegistrationConfig fields that are registration parameters
+REGISTRATION_CONFIG_FIELDS = ("method", "num_threads", "bone_threshold_hu")
+
+
+@dataclass(frozen=True)
+class SimTrackerParams:
+    port: int = param(18944, "OpenIGTLink server port (0 = any free port)", range=PORT)
+    host: str = param("127.0.0.1", "listen address")
+    rate_hz: float = param(60.0, "sample rate", "Hz", (0.1, 10_000.0))
+    header_version: int = param(1, "OpenIGTLink header version", range=(1, 2))
+    noise_mm: float = param(0.15, "RMS noise per marker position", "mm", (0.0, 100.0))
+    tremor_mm: float = param(0.1, "hand tremor amplitude of the tool", "mm", (0.0, 100.0))
+    breathing_amplitude_mm: float = param(2.0, "breathing amplitude of the reference", "mm", (0.0, 100.0))
+    breathing_hz: float = param(0.25, "breathing frequency", "Hz", (0.0, 10.0))
+    seed: int = param(0, "random seed")
+    tip_offset_mm: tuple = param((0.0, 0.0, 150.0), "tool tip in the Tool frame", "mm")
+    occlusions: str = param("", "'Device:start_s:end_s[,...]' windows, e.g. 'StylusToTracker:5:6'")
+    tool_pose_topic: str = param("sim/tool_tip_truth", "PoseStamped (frame Reference) that moves the simulated tool")
+    stamp_at_send: bool = param(False, "header time = transmission (the simulator's wake-up delay excluded)")
+    allowed_peers: str = param(LOOPBACK, PEERS)
+    t0_wall_s: float = param(0.0, "time.time() of sample 0 (0 = at start; a respawned simulator continues)", "s")
+    tracker_reference_xyz_mm: tuple = param((40.0, -120.0, -1500.0), "T_tracker_reference translation (before "
+                                            "breathing; spine_nav.sim.tracker.default_T_tracker_reference)", "mm")
+    tracker_reference_quat_xyzw: tuple = param((-0.7071067811865476, 0.0, 0.0, 0.7071067811865476),
+                                               "T_tracker_reference rotation")
+
+
+#: node name -> [(dataclass, only these fields / None (those with a description) / ALL_FIELDS[, name prefix])],
+#: in declaration order
 NODE_PARAMETERS: dict[str, list] = {
+    "plan_publisher": [(PlanPublisherParams, None)],
+    "registration": [(RegistrationConfig, REGISTRATION_CONFIG_FIELDS), (GateThresholds, ALL_FIELDS, "gate."),
+                     (RegistrationParams, None)],
+    "sim_tracker": [(SimTrackerParams, None)],
     "tracker_bridge": [(TrackerBridgeParams, None), (ReferenceJumpConfig, tuple(REFERENCE_JUMP_NAMES))],
     "slicer_output": [(SlicerOutputParams, None)],
     "trajectory_guard": [(GuardConfig, None), (TrajectoryGuardParams, None)],

@@ -54,12 +54,19 @@ def param(default: Any, description: str, unit: str = "", range: tuple | None = 
     return field(default=default, metadata=meta)
 
 
-def param_specs(cls: type, only: Iterable[str] | None = None) -> list[ParamSpec]:
-    """The ROS parameters of dataclass ``cls`` (fields with a description; ``only``: these field names)."""
-    keep = set(only) if only is not None else None
+#: ``only`` value: every field of the dataclass is a parameter (its docstring describes them)
+ALL_FIELDS = "*"
+
+
+def param_specs(cls: type, only: Iterable[str] | str | None = None, prefix: str = "") -> list[ParamSpec]:
+    """The ROS parameters of dataclass ``cls``: fields with a description (``only``: these field names;
+    :data:`ALL_FIELDS`: every field, described by the class docstring), named ``prefix`` + name."""
+    keep = set(only) if only is not None and only != ALL_FIELDS else None
     out = []
     for f in fields(cls):
-        md = f.metadata
+        md = dict(f.metadata)
+        if only == ALL_FIELDS or (keep is not None and f.name in keep):
+            md.setdefault("description", f"{cls.__name__}.{f.name} (see its docstring)")
         if "description" not in md or (keep is not None and f.name not in keep):
             continue
         default = f.default if f.default is not MISSING else (
@@ -68,7 +75,7 @@ def param_specs(cls: type, only: Iterable[str] | None = None) -> list[ParamSpec]
             default = md["ros_default"]
         elif default is None:
             default = md.get("none_value")
-        out.append(ParamSpec(name=md.get("ros_name", f.name), field_name=f.name, default=default,
+        out.append(ParamSpec(name=prefix + md.get("ros_name", f.name), field_name=f.name, default=default,
                              description=md["description"], unit=md.get("unit", ""), range=md.get("range"),
                              read_only=md.get("read_only", True), none_value=md.get("none_value"),
                              site=bool(md.get("site", False))))
@@ -87,10 +94,10 @@ def check_value(spec: ParamSpec, value: Any, who: str = "") -> Any:
     return value
 
 
-def build(cls: type, values: dict[str, Any], only: Iterable[str] | None = None, **more: Any):
+def build(cls: type, values: dict[str, Any], only: Iterable[str] | str | None = None, prefix: str = "", **more: Any):
     """``cls(**fields)`` from ROS parameter ``values`` (by ROS name); ``none_value`` -> None; ``more`` added."""
     kw = {}
-    for s in param_specs(cls, only):
+    for s in param_specs(cls, only, prefix):
         v = values[s.name]
         if s.none_value is not None and v == s.none_value:
             v = None

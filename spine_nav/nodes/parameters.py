@@ -42,7 +42,7 @@ def descriptor(spec: ParamSpec) -> ParameterDescriptor:
 
 
 def node_specs(node_name: str) -> list[ParamSpec]:
-    return [s for cls, only in NODE_PARAMETERS[node_name] for s in param_specs(cls, only)]
+    return [s for cls, only, *prefix in NODE_PARAMETERS[node_name] for s in param_specs(cls, only, *prefix)]
 
 
 def declare_node_parameters(node: Node, node_name: str | None = None) -> dict:
@@ -61,8 +61,8 @@ def declare_node_parameters(node: Node, node_name: str | None = None) -> dict:
 
 def config_from(cls: type, values: dict, node_name: str, **more):
     """``cls`` built from the declared ``values`` (the fields NODE_PARAMETERS lists for ``node_name``)."""
-    only = next(o for c, o in NODE_PARAMETERS[node_name] if c is cls)
-    return build(cls, values, only, **more)
+    only, *prefix = next(rest for c, *rest in NODE_PARAMETERS[node_name] if c is cls)
+    return build(cls, values, only, *prefix, **more)
 
 
 def pose_from(values: dict, prefix: str, who: str) -> np.ndarray:

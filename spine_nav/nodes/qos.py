@@ -20,6 +20,14 @@ PLAN_QOS = QoSProfile(
     durability=DurabilityPolicy.TRANSIENT_LOCAL,
 )
 
+#: Per-level registration results: reliable + transient-local, deep enough for a whole spine.
+LEVELS_QOS = QoSProfile(
+    history=HistoryPolicy.KEEP_LAST,
+    depth=32,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.TRANSIENT_LOCAL,
+)
+
 #: Guard status and arm commands: reliable, deep enough that a 1 kHz stream survives a short stall.
 STATUS_QOS = QoSProfile(
     history=HistoryPolicy.KEEP_LAST,
