@@ -22,6 +22,8 @@ from typing import Callable
 
 from rclpy.node import Node
 
+from spine_nav.nodes.conversions import pose_cdr_to_quat_mm
+
 
 @dataclass(frozen=True)
 class InProcessInput:
@@ -30,6 +32,20 @@ class InProcessInput:
 
     callback: Callable
     linked: Callable[[], None]
+
+
+def pose_samples(node: Node, topic: str, fn: Callable) -> Callable[[bytes], None]:
+    """The DDS side of a pose input (a subscription with ``raw=True``): serialized PoseStamped ->
+    ``fn(stamp, stamp_s, frame_id, quat_xyzw, t_mm)`` (the in-process side calls ``fn(None, stamp_s, ...)``);
+    an undecodable message is logged (throttled, naming ``topic``) and skipped."""
+    def on_data(data: bytes) -> None:
+        try:
+            stamp, frame_id, q, t_mm = pose_cdr_to_quat_mm(data)
+        except ValueError as exc:
+            node.get_logger().error(f"{topic}: {exc}", throttle_duration_sec=1.0)
+            return
+        fn(stamp, stamp.sec + stamp.nanosec * 1e-9, frame_id, q, t_mm)
+    return on_data
 
 
 def drops(node: Node, attr: str) -> Callable[[], None]:

@@ -13,13 +13,15 @@ tracker_bridge (its ``console_port``, ``console_rate_hz``).
 """
 from __future__ import annotations
 
+import functools
+
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from spine_nav_interfaces.msg import GuardStatus, ScrewPlan
 
-from spine_nav.nodes.conversions import msg_to_plan, pose_cdr_to_quat_mm, quat_mm_to_matrix_mm, stamp_to_seconds
+from spine_nav.nodes.conversions import msg_to_plan, quat_mm_to_matrix_mm, stamp_to_seconds
 from spine_nav.nodes.diagnostics import OK, diagnostics_publisher, publish_diagnostics, status
-from spine_nav.nodes.in_process import InProcessInput
+from spine_nav.nodes.in_process import InProcessInput, drops, pose_samples
 from spine_nav.nodes.parameters import declare_node_parameters
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.tracking.slicer_output import SlicerOutput
@@ -39,7 +41,8 @@ class SlicerOutputNode(Node):
         self.tool_in_process = bool(p["tool_in_process"])
         self.output = SlicerOutput(p["port"], host=p["host"], allowed_peers=p["allowed_peers"], rate_hz=p["rate_hz"],
                                    tool_tip_name=p["tool_tip_name"]).start()
-        self.tool_sub = self.create_subscription(PoseStamped, "tracking/tool_tip", self.on_tool, SENSOR_QOS, raw=True)
+        on_tool = pose_samples(self, "tracking/tool_tip", self.on_tool_sample)
+        self.tool_sub = self.create_subscription(PoseStamped, "tracking/tool_tip", on_tool, SENSOR_QOS, raw=True)
         self.create_subscription(ScrewPlan, "plan/registered", self.on_plan, PLAN_QOS)
         self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
         self.diag_pub = diagnostics_publisher(self)
@@ -49,20 +52,10 @@ class SlicerOutputNode(Node):
     def in_process_inputs(self) -> dict:
         if not self.tool_in_process:
             return {}
-        return {self.tool_sub.topic_name: InProcessInput(self.on_tool_sample, self._tool_linked)}
+        return {self.tool_sub.topic_name: InProcessInput(functools.partial(self.on_tool_sample, None),
+                                                         drops(self, "tool_sub"))}
 
-    def _tool_linked(self) -> None:
-        self.destroy_subscription(self.tool_sub)
-
-    def on_tool(self, data: bytes) -> None:
-        try:
-            stamp, frame_id, q, t_mm = pose_cdr_to_quat_mm(data)
-        except ValueError as exc:
-            self.get_logger().error(f"tracking/tool_tip: {exc}", throttle_duration_sec=1.0)
-            return
-        self.on_tool_sample(stamp.sec + stamp.nanosec * 1e-9, frame_id, q, t_mm)
-
-    def on_tool_sample(self, stamp_s: float, _frame_id: str, quat_xyzw, t_mm) -> None:
+    def on_tool_sample(self, _stamp, stamp_s: float, _frame_id: str, quat_xyzw, t_mm) -> None:
         """T_reference_tooltip as quaternion + mm (any thread: the tracker bridge's when in process)."""
         if not self.output.tool_tip_due():
             return

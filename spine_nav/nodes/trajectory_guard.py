@@ -53,9 +53,9 @@ from visualization_msgs.msg import MarkerArray
 
 from spine_nav.guard import GuardConfig, GuardConfigError, GuardVerdict
 from spine_nav.guard.live import LiveGuard
-from spine_nav.nodes.conversions import msg_to_plan, pose_cdr_to_quat_mm, seconds_to_stamp, verdict_to_msg
+from spine_nav.nodes.conversions import msg_to_plan, seconds_to_stamp, verdict_to_msg
 from spine_nav.nodes.diagnostics import diagnostics_publisher, guard_status, publish_diagnostics
-from spine_nav.nodes.in_process import InProcessInput, drops
+from spine_nav.nodes.in_process import InProcessInput, drops, pose_samples
 from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.markers import GuardMarkers
 from spine_nav.nodes.param_spec import param_specs
@@ -96,6 +96,7 @@ class TrajectoryGuardNode(Node):
         self.markers = GuardMarkers(FRAME)
         self.diag_pub = diagnostics_publisher(self)
         # serialized bytes (spine_nav.nodes.cdr): no Python message built per 1 kHz sample
+        self.on_tool = pose_samples(self, p["tool_topic"], self.on_tool_sample)  # a tool sample over DDS
         self.tool_sub = self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS, raw=True)
         self.tool_topic = self.tool_sub.topic_name
         self.health_sub = self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
@@ -129,15 +130,6 @@ class TrajectoryGuardNode(Node):
             return {}
         return {self.tool_topic: InProcessInput(functools.partial(self.on_tool_sample, None), drops(self, "tool_sub")),
                 self.health_topic: InProcessInput(self.on_health, drops(self, "health_sub"))}
-
-    def on_tool(self, data: bytes) -> None:
-        """A tool sample over DDS (serialized PoseStamped)."""
-        try:
-            stamp, frame_id, q, t_mm = pose_cdr_to_quat_mm(data)
-        except ValueError as exc:
-            self.get_logger().error(f"{self.tool_topic}: {exc}", throttle_duration_sec=1.0)
-            return
-        self.on_tool_sample(stamp, stamp.sec + stamp.nanosec * 1e-9, frame_id, q, t_mm)
 
     def on_tool_sample(self, stamp, stamp_s: float, frame_id: str, quat_xyzw, t_mm) -> None:
         """Judge one tool sample: ``stamp`` (builtin_interfaces/Time, echoed in the status; None = from
