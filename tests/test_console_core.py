@@ -225,11 +225,13 @@ def test_bridge_forwards_stack_topics_over_dds(ros_context):
     turns them into the console's dicts (mm)."""
     from spine_nav.bench.console import make_feeder, tool_pose_on_screw
     from spine_nav.nodes.console_bridge import ConsoleBridgeNode
+    from spine_nav.nodes.lifecycle import bring_up
     from spine_nav.nodes.runner import make_executor
     from spine_nav.plan import Plan, Screw
 
     got: list[dict] = []
     bridge = ConsoleBridgeNode(sink=got.append, context=ros_context)
+    bring_up(bridge)  # a lifecycle node: configure -> activate
     feeder = make_feeder(ros_context)
     ex = make_executor("single", context=ros_context)
     ex.add_node(bridge)

@@ -81,10 +81,11 @@ def test_default_server_accepts_loopback_and_delivers():
 
 
 def test_bridge_node_rejects_a_bad_allowed_peers_entry():
-    """A bad entry fails the node's start with a one-line error naming the entry (the node is not half up)."""
-    code = ("import rclpy; from spine_nav.nodes.tracker_bridge import TrackerBridgeNode; rclpy.init(args=['x',"
+    """A bad entry fails the node's configure with a one-line error naming the entry (the node is not half up:
+    it stays unconfigured, and its console script exits non-zero)."""
+    code = ("import sys; from spine_nav.nodes.tracker_bridge import main; sys.exit(main(['x',"
             "'--ros-args','-p','tracker_bridge:mode:=server','-p','tracker_bridge:port:=0','-p',"
-            "'tracker_bridge:allowed_peers:=10.0.0.1,robot-pc']); TrackerBridgeNode()")
+            "'tracker_bridge:allowed_peers:=10.0.0.1,robot-pc']))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert res.returncode != 0
     assert "allowed_peers: 'robot-pc' is not an IP address or network" in res.stderr

@@ -51,11 +51,13 @@ def _spin_bridge(server, args: argparse.Namespace) -> int:
     from rclpy.context import Context
 
     from spine_nav.nodes.console_bridge import ConsoleBridgeNode
+    from spine_nav.nodes.lifecycle import bring_up
     from spine_nav.nodes.runner import make_executor
 
     ctx = Context()
     rclpy.init(args=["spine_nav_console", *(["--ros-args", *args.ros_args] if args.ros_args else [])], context=ctx)
     node = ConsoleBridgeNode(sink=server.publish, context=ctx)
+    bring_up(node)  # configure -> activate (with an outside sink nothing can fail: no port of its own)
     server.request_handler = node.handle_request
     executor = make_executor("events", context=ctx)
     executor.add_node(node)

@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spine_nav.nodes.lifecycle import LifecycleError
     from spine_nav.nodes.registry import NODES
     from spine_nav.nodes.runner import (ComposedStack, freeze_startup_objects, load_stack_config, set_process_realtime,
                                         tune_process_for_nodes)
@@ -44,8 +45,13 @@ def run(args: argparse.Namespace) -> int:
     sched = set_process_realtime(args.rt_priority)
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor, {sched}); Ctrl-C to stop")
     extra = ["--ros-args", *args.ros_args] if args.ros_args else []
-    with ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
-                       extra_ros_args=extra[1:] if extra else ()) as stack:
+    try:  # builds every node, configures and activates the lifecycle ones (spine_nav.nodes.lifecycle)
+        stack = ComposedStack(names, params_file=cfg["params_file"], executor=args.executor,
+                              extra_ros_args=extra[1:] if extra else ())
+    except (LifecycleError, ValueError) as exc:  # the node that did not come up, and why (already released)
+        return fail(f"stack not started: {exc}", code=1)
+    info(f"spine-nav up: {', '.join(names)} active")
+    with stack:
         for link in stack.links:
             info(f"spine-nav up: linked {link}")
         freeze_startup_objects()

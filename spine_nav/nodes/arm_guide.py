@@ -35,7 +35,6 @@ import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
 from spine_nav_interfaces.srv import ArmCommand
@@ -50,22 +49,31 @@ from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg
                                          stamp_to_seconds, validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.diagnostics import arm_status, diagnostics_publisher, publish_diagnostics
 from spine_nav.nodes.latency_record import LatencyRecord
-from spine_nav.nodes.parameters import config_from, declare_node_parameters, pose_from
+from spine_nav.nodes.lifecycle import ManagedNode
+from spine_nav.nodes.parameters import config_from, pose_from
 from spine_nav.nodes.qos import DISPLAY_QOS, PLAN_QOS, SENSOR_QOS, STATUS_QOS
 from spine_nav.nodes.runner import InnerNode
 from spine_nav.plan import PlanError
 
-class ArmGuideNode(Node):
+class ArmGuideNode(ManagedNode):
+    """Lifecycle (:mod:`spine_nav.nodes.lifecycle`): configure reads the robot (URDF), builds the guide's host,
+    publishers, subscriptions, the ``arm/command`` service (on its inner node) and timers; activate starts the
+    1 kHz servo thread; deactivate holds the arm (one hold command) and stops the servo; cleanup writes the
+    latency record and releases the rest. ``arm/command`` is refused while the node is not active."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("arm_guide", **kwargs)
-        p = declare_node_parameters(self)
+        self.servo = self._command_node = self.host = None
+
+    def configure(self) -> None:
+        p = self.params
         self._T_tracker_robotbase = pose_from(p, "tracker_robotbase", self.get_name())
         self.servo_rate_hz = p["servo_rate_hz"]
         self._cfg = config_from(ArmGuideConfig, p, "arm_guide", control_period_s=1.0 / self.servo_rate_hz)
         self.latency_record_path = str(p["latency_record_path"])
         #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
         self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
-        self.iface = arm_interface(p, self.get_name())  # ValueError (one line): the node does not start
+        self.iface = arm_interface(p, self.get_name())  # ValueError (one line) naming the parameter / file
         self.kin = ArmKinematics(self.iface.arm)
         self.joint_names = self.kin.arm.joint_names
         self._command_period_s = 1.0 / p["command_rate_hz"]
@@ -89,11 +97,28 @@ class ArmGuideNode(Node):
         self.create_timer(self._command_period_s, self.publish_command)
         self.create_timer(1.0 / p["state_rate_hz"], self.publish_state)
         self.create_timer(1.0, self.publish_diagnostics)
+
+    def activate(self) -> None:
+        p = self.params
         self.servo = ServoLoop(self.servo_cycle, period_s=1.0 / self.servo_rate_hz, realtime=p["realtime"], record=False)
         self.servo.start()
         self.get_logger().info(f"arm_guide: servo {self.servo_rate_hz:.0f} Hz (realtime={p['realtime']}), standoff "
                                f"{self._cfg.standoff_mm} mm; {self.kin.arm.dof} axes from {self.kin.arm.source}, "
                                f"commands: {self.iface.command_interface} on {self.iface.command_topic}")
+
+    def deactivate(self) -> None:
+        if self.servo is not None:
+            self.servo.stop()
+        if self.host.guide is not None:  # the arm holds where it is (the servo no longer answers)
+            self.host.guide.hold(time.monotonic(), StopCause.OPERATOR, "arm_guide deactivated")
+            self.publish_command()
+
+    def cleanup(self) -> None:
+        if self._command_node is not None:
+            self._command_node.destroy()
+            self._command_node = None
+        if self.host is not None and self.latency_record_path:
+            self.latency.write(self.latency_record_path)
 
     def _ros_to_mono(self, stamp) -> float:
         """A tracker stamp (ROS time) on the servo's clock (time.monotonic), with the current offset."""
@@ -148,7 +173,8 @@ class ArmGuideNode(Node):
 
     def on_command(self, req: ArmCommand.Request, res: ArmCommand.Response) -> ArmCommand.Response:
         cmd = req.command.strip().lower()
-        res.success, res.message = self.host.command(req.command, req.screw_id, time.monotonic())
+        res.success, res.message = (self.host.command(req.command, req.screw_id, time.monotonic()) if self.active
+                                    else (False, f"arm_guide is {self.state_label}, not active"))
         if res.success:
             self.get_logger().info(f"arm/command {cmd}: {res.message}")
         else:  # rclpy: one severity per logging call site
@@ -171,7 +197,7 @@ class ArmGuideNode(Node):
         """Position command (:meth:`ArmInterface.command_message`); keep-alive commands (timer) are stamped now."""
         if self.host.guide is None:
             return
-        if self.servo.error is not None:
+        if self.servo is not None and self.servo.error is not None:
             self.host.guide.hold(time.monotonic(), StopCause.CYCLE_WATCHDOG, f"servo thread died: {self.servo.error}")
         q, holding = self.host.guide.command  # not .state: that also composes the guide pose (~0.1-0.3 ms here)
         stamp = sample_stamp if sample_stamp is not None else self.get_clock().now().to_msg()
@@ -193,13 +219,6 @@ class ArmGuideNode(Node):
 
     def publish_diagnostics(self) -> None:
         publish_diagnostics(self, self.diag_pub, arm_status(self.host.guide, self.servo.stats))
-
-    def destroy_node(self) -> None:
-        self.servo.stop()
-        if self.latency_record_path:
-            self.latency.write(self.latency_record_path)
-        self._command_node.destroy()
-        super().destroy_node()
 
 
 def main(argv=None) -> int:

@@ -20,12 +20,11 @@ from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from spine_nav_interfaces.msg import ArmState, GuardStatus, LevelRegistration, ScrewPlan, ToolHealth
 from spine_nav_interfaces.srv import SelectScrew
 
 from spine_nav.nodes.conversions import msg_to_plan, pose_to_row_major_mm, stamp_to_seconds
-from spine_nav.nodes.parameters import declare_node_parameters
+from spine_nav.nodes.lifecycle import ManagedNode, reserve_port
 from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATE_QOS, STATUS_QOS
 from spine_nav.plan import PlanError
 
@@ -75,8 +74,13 @@ def level_to_dict(m: LevelRegistration) -> dict[str, Any]:
             "fitness": m.fitness, "inlier_rmse_mm": m.inlier_rmse_mm, "condition_number": m.condition_number}
 
 
-class ConsoleBridgeNode(Node):
+class ConsoleBridgeNode(ManagedNode):
     """Forwards the stack's topics to ``sink``; serves the page's screw selection.
+
+    Lifecycle (:mod:`spine_nav.nodes.lifecycle`): configure creates the subscriptions and the
+    ``guard/select_screw`` client and, stand-alone, reserves the web port (a port in use fails here); activate
+    starts the web server (stand-alone) and forwarding; deactivate stops both (updates are dropped while
+    inactive); cleanup releases the port.
 
     Args:
         sink: receives every update dict (thread: the executor's). None: the node starts its own
@@ -85,18 +89,13 @@ class ConsoleBridgeNode(Node):
 
     def __init__(self, sink: Sink | None = None, **kwargs) -> None:
         super().__init__("console_bridge", **kwargs)
-        p = declare_node_parameters(self)
-        port, host, case_dir = p["port"], p["host"], p["case_dir"]
-        self.server = None
-        if sink is None:
-            from spine_nav.console import CaseData, ConsoleServer
-
-            self.server = ConsoleServer(CaseData(case_dir or None), host=host, port=port).start()
-            self.server.request_handler = self.handle_request
-            self.get_logger().info(f"console at {self.server.url}")
-            sink = self.server.publish
-        self.sink = sink
+        self._sink = sink
+        self.server = self._reserved = None
         self.rejected = 0
+
+    def configure(self) -> None:
+        if self._sink is None:
+            self._reserved = reserve_port(self.params["host"], self.params["port"], "the console web server")
         self.create_subscription(ScrewPlan, "plan/registered", self._on_plan, PLAN_QOS)
         self.create_subscription(PoseStamped, "tracking/tool_tip", self._on_tool, SENSOR_QOS)
         self.create_subscription(GuardStatus, "guard/status", lambda m: self.sink(guard_to_dict(m)), STATUS_QOS)
@@ -106,6 +105,35 @@ class ConsoleBridgeNode(Node):
                                  lambda m: self.sink(level_to_dict(m)), STATE_QOS)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, STATE_QOS)
         self.select_client = self.create_client(SelectScrew, "guard/select_screw")
+
+    def activate(self) -> None:
+        if self._reserved is not None:
+            from spine_nav.console import CaseData, ConsoleServer
+
+            port = self._reserved.getsockname()[1]
+            self._reserved.close()  # hands the port over to the web server
+            self._reserved = None
+            self.server = ConsoleServer(CaseData(self.params["case_dir"] or None), host=self.params["host"],
+                                        port=port).start()
+            self.server.request_handler = self.handle_request
+            self.get_logger().info(f"console at {self.server.url}")
+
+    def deactivate(self) -> None:
+        if self.server is not None:
+            port = self.server.port
+            self.server.stop()
+            self.server = None
+            self._reserved = reserve_port(self.params["host"], port, "the console web server")
+
+    def cleanup(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
+
+    def sink(self, update: dict[str, Any]) -> None:
+        """Hand ``update`` to the page(s): the given sink, or the node's own web server; dropped while inactive."""
+        if self.active:
+            (self._sink or self.server.publish)(update)
 
     def _on_plan(self, m: ScrewPlan) -> None:
         try:
@@ -139,11 +167,6 @@ class ConsoleBridgeNode(Node):
             return {"ok": False, "message": f"guard/select_screw: no answer within {SELECT_TIMEOUT_S} s"}
         res = future.result()
         return {"ok": bool(res.success), "message": res.message}
-
-    def destroy_node(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-        super().destroy_node()
 
 
 def main(argv=None) -> int:

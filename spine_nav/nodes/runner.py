@@ -120,10 +120,22 @@ def spin_until(executor: Executor, keep_going: Callable[[], bool], period_s: flo
 
 
 def run_node_main(node_factory: Callable[[], Node], argv: Sequence[str] | None = None) -> int:
-    """Body of every node's ``main()``: init, spin until Ctrl-C / shutdown, release cleanly."""
+    """Body of every node's ``main()``: init, configure -> activate a lifecycle node
+    (:func:`spine_nav.nodes.lifecycle.bring_up`), spin until Ctrl-C / shutdown, release cleanly.
+
+    Returns 1 with the reason on stderr when the node cannot be configured or activated."""
+    from spine_nav.nodes.lifecycle import LifecycleError, bring_up
+
     tune_process_for_nodes()
     rclpy.init(args=list(argv) if argv is not None else sys.argv)
     node = node_factory()
+    try:
+        bring_up(node)
+    except LifecycleError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
     executor = make_executor("events")
     executor.add_node(node)
     freeze_startup_objects()
@@ -158,6 +170,12 @@ def load_stack_config(path: str | Path) -> dict:
 class ComposedStack:
     """Several nodes in one process and one executor, spun in a background thread.
 
+    Built = up: every node is constructed, the lifecycle nodes configured, the in-process links wired,
+    then the lifecycle nodes activated (:func:`spine_nav.nodes.lifecycle.bring_up`'s two steps, in that
+    order, so no socket thread runs before its in-process consumers are linked). A node that fails to
+    configure or activate raises :class:`spine_nav.nodes.lifecycle.LifecycleError` naming it and why,
+    after everything built so far was released.
+
     Use as a context manager in tests and the demo::
 
         with ComposedStack(["plan_publisher"], params_file="config/nodes.yaml") as stack:
@@ -175,16 +193,23 @@ class ComposedStack:
             args = (args or ["--ros-args"]) + list(extra_ros_args)
         rclpy.init(args=["spine_nav_stack", *args], context=self.context)
         self.nodes: dict[str, Node] = {}
+        from spine_nav.nodes.in_process import link_nodes
+        from spine_nav.nodes.lifecycle import ManagedNode, activate, configure
+
+        #: in-process shortcuts wired between the composed nodes (spine_nav.nodes.in_process)
+        self.links: list[str] = []
         try:
             for name in node_names:
                 self.nodes[name] = node_class(name)(context=self.context)
+            managed = [n for n in self.nodes.values() if isinstance(n, ManagedNode)]
+            for node in managed:
+                configure(node)
+            self.links = link_nodes(self.nodes)
+            for node in managed:
+                activate(node)
         except Exception:
             self.close()
             raise
-        from spine_nav.nodes.in_process import link_nodes
-
-        #: in-process shortcuts wired between the composed nodes (spine_nav.nodes.in_process)
-        self.links = link_nodes(self.nodes)
         self.executor = make_executor(executor, context=self.context)
         for node in self.nodes.values():
             self.executor.add_node(node)

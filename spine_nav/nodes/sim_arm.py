@@ -26,7 +26,6 @@ import time
 
 import numpy as np
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from trajectory_msgs.msg import JointTrajectory
@@ -34,16 +33,25 @@ from trajectory_msgs.msg import JointTrajectory
 from spine_nav.nodes.arm_params import arm_interface
 from spine_nav.nodes.conversions import validated_matrix_mm_to_pose_stamped
 from spine_nav.nodes.diagnostics import OK, diagnostics_publisher, publish_diagnostics, status
-from spine_nav.nodes.parameters import declare_node_parameters, pose_from
+from spine_nav.nodes.lifecycle import ManagedNode
+from spine_nav.nodes.parameters import pose_from
 from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
 from spine_nav.sim.arm import MujocoArm
 from spine_nav.sim.drive import StreamedPositionDrive
 
 
-class SimArmNode(Node):
+class SimArmNode(ManagedNode):
+    """Lifecycle (:mod:`spine_nav.nodes.lifecycle`): configure checks the parameters, loads the robot into
+    MuJoCo and creates the topics; activate starts stepping (the publish timer: physics, joint_states,
+    arm marker; after a pause the first ticks catch up at most max_steps_per_tick steps each); deactivate stops
+    it (the simulated arm freezes); cleanup drops the simulation."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_arm", **kwargs)
-        p = declare_node_parameters(self)
+        self.sim = self.drive = None
+
+    def configure(self) -> None:
+        p = self.params
         T_tracker_robotbase = pose_from(p, "tracker_robotbase", self.get_name())
         q0 = list(p["q0_rad"])
         self.noise_mm = p["marker_noise_mm"]
@@ -70,6 +78,9 @@ class SimArmNode(Node):
         self.create_timer(1.0, self.publish_diagnostics)
         self.get_logger().info(f"sim_arm: MuJoCo {self.sim.dt_s * 1e3:.1f} ms steps, publishing at "
                                f"{p['publish_rate_hz']:.0f} Hz")
+
+    def cleanup(self) -> None:
+        self.sim = self.drive = None
 
     def on_command(self, msg: JointTrajectory) -> None:
         if not msg.points:

@@ -47,47 +47,49 @@ import time
 from collections import deque
 
 from geometry_msgs.msg import PoseStamped
-from rclpy.node import Node
 from spine_nav_interfaces.msg import ToolHealth
 from std_srvs.srv import Trigger
 
+from spine_nav.nodes.bridge_setup import bridge_core, open_link
 from spine_nav.nodes.cdr import PoseStampedPacker
 from spine_nav.nodes.conversions import quat_mm_to_pose_cdr, tool_health_to_msg, validated_rows_mm_to_quat_mm
 from spine_nav.nodes.diagnostics import ERROR, OK, diagnostics_publisher, publish_diagnostics, status
 from spine_nav.nodes.in_process import Listeners
-from spine_nav.nodes.parameters import config_from, declare_node_parameters
+from spine_nav.nodes.lifecycle import ManagedNode, reserve_port
 from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
-from spine_nav.tracking import codec
-from spine_nav.tracking.bridge import BridgeCore
-from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
-from spine_nav.tracking.tools import ComposedPose, PoseComposer, ToolDefinition
-from spine_nav.tracking.transport import IgtlClient, IgtlServer
-from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
+from spine_nav.tracking.tools import ComposedPose
+from spine_nav.tracking.transport import parse_allowed_peers
+from spine_nav.tracking.watchdog import ToolHealthState
 
 FRAMES = {"tool_tip": "Reference", "reference": "Tracker", "arm_marker": "Tracker"}
 
 
-class TrackerBridgeNode(Node):
+class TrackerBridgeNode(ManagedNode):
+    """Lifecycle (:mod:`spine_nav.nodes.lifecycle`): configure validates the parameters, builds the core,
+    publishers, service and timers and (server mode) reserves the port; activate opens the OpenIGTLink link
+    (server: listens; client: connects, with reconnects); deactivate closes it (server: the port stays reserved,
+    connections are refused); cleanup releases the rest."""
+
     def __init__(self, **kwargs) -> None:
         super().__init__("tracker_bridge", **kwargs)
-        self.params = p = declare_node_parameters(self)
-        if p["mode"] not in ("client", "server"):
-            raise ValueError(f"tracker_bridge: parameter mode must be 'client' or 'server', got {p['mode']!r}")
-        shaft = tuple(float(x) for x in p["shaft_direction"])
-        tool = ToolDefinition(name=p["tool_name"], device=p["tool_device"], tip_device=p["tool_tip_device"],
-                              tip_offset_mm=tuple(float(x) for x in p["tip_offset_mm"]),
-                              shaft_direction=shaft if any(shaft) else None)
-        composer = PoseComposer(tools=(tool,), reference_device=p["reference_device"],
-                                arm_marker_device=p["arm_marker_device"], max_skew_ms=p["max_skew_ms"])
-        watchdog = Watchdog({"reference": p["reference_device"], "arm_marker": p["arm_marker_device"],
-                             tool.name: tool.device}, timeout_ms=p["timeout_ms"], timeout_periods=p["timeout_periods"])
-        jump = (ReferenceJumpDetector(config_from(ReferenceJumpConfig, p, "tracker_bridge"))
-                if p["reference_jump_check"] else None)
-        self.core = BridgeCore(composer, watchdog, on_output=self._on_output, jump_detector=jump,
-                               defer_kinds=frozenset({"reference", "arm_marker"}), on_latch=self._on_latch)
+        self.tool_tip_topic = self.resolve_topic_name("tracking/tool_tip")
+        self.health_topic = self.resolve_topic_name("tracking/health")
+        #: in-process consumers (spine_nav.nodes.in_process): tool tips fn(stamp_s, frame_id, quat_xyzw, t_mm),
+        #: health fn(ToolHealth); kept across cleanup / configure (the links are wired once)
+        self.tool_tip_listeners = Listeners(self, "tool-tip")
+        self.health_listeners = Listeners(self, "health")
+        self._health_lock = threading.Lock()  # health goes out from the timer and, on a latch, the socket thread
+        self._chunk = threading.local()  # tool tips of the current recv() chunk, for the listeners
+        self.link = self._reserved = None
+
+    def configure(self) -> None:
+        p = self.params
+        self.core, self.tool = bridge_core(p, self._on_output, self._on_latch)
+        if p["mode"] == "server":
+            self._allowed_peers = parse_allowed_peers(p["allowed_peers"])  # ValueError naming allowed_peers
+            self._reserved = reserve_port(p["host"], p["port"], "the OpenIGTLink server")
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
-        self.tool_tip_topic = self.pubs["tool_tip"].topic_name
         # poses leave as serialized PoseStamped bytes (spine_nav.nodes.cdr: ~3 us instead of ~25 us each)
         self._packers = {kind: PoseStampedPacker(frame) for kind, frame in FRAMES.items()}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
@@ -96,12 +98,6 @@ class TrackerBridgeNode(Node):
         self.latency_ns: deque[int] = deque(maxlen=200_000)
         self.reference_latency_ns: deque[int] = deque(maxlen=200_000)  # the same for reference poses
         self.published = {kind: 0 for kind in FRAMES}
-        #: in-process consumers (spine_nav.nodes.in_process): tool tips fn(stamp_s, frame_id, quat_xyzw, t_mm),
-        #: health fn(ToolHealth)
-        self.tool_tip_listeners = Listeners(self, "tool-tip")
-        self.health_listeners = Listeners(self, "health")
-        self._health_lock = threading.Lock()  # health goes out from the timer and, on a latch, the socket thread
-        self._chunk = threading.local()  # tool tips of the current recv() chunk, for the listeners
         self.stale_reported = 0
         # judged every health_period_ms, but three ToolHealth messages cost ~0.2 ms of the interpreter that the
         # tracker socket thread shares: unchanged health goes out only every health_publish_period_ms
@@ -109,23 +105,31 @@ class TrackerBridgeNode(Node):
         self._health_ticks = 0
         self.create_timer(p["health_period_ms"] * 1e-3, self._publish_health)
         self.create_timer(1.0, self._publish_diagnostics)
-        on_msg = lambda msg, t_ns, conn: self.core.handle(msg, t_ns, conn.peer)  # noqa: E731
-        if p["mode"] == "client":
-            on_connect = None
-            if p["tdata"]:
-                stt = codec.encode_stt_tdata(p["tdata_resolution_ms"])
-                on_connect = lambda conn: conn.send(stt)  # noqa: E731
-            self.link = IgtlClient(p["host"], p["port"], on_msg, on_connect=on_connect,
-                                   max_body_bytes=p["max_body_bytes"], on_chunk_end=self._on_chunk_end).start()
-        else:
-            self.link = IgtlServer(p["port"], on_message=on_msg, host=p["host"], max_body_bytes=p["max_body_bytes"],
-                                   on_chunk_end=self._on_chunk_end, allowed_peers=p["allowed_peers"]).start()
-        self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{p['port']} tool {tool.name} "
-                               f"({tool.device}, tip {tool.tip_offset_mm} mm), max skew {p['max_skew_ms']} ms")
+
+    def activate(self) -> None:
+        p = self.params
+        self.link = open_link(p, self.core, self._on_chunk_end, self._reserved, getattr(self, "_allowed_peers", None))
+        self._reserved = None
+        self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{getattr(self.link, 'port', p['port'])} tool "
+                               f"{self.tool.name} ({self.tool.device}, tip {self.tool.tip_offset_mm} mm), max skew "
+                               f"{p['max_skew_ms']} ms")
+
+    def deactivate(self) -> None:
+        if self.link is not None:
+            port = getattr(self.link, "port", None)
+            self.link.close()
+            self.link = None
+            if self.params["mode"] == "server":  # keep the port ours while inactive (connections refused)
+                self._reserved = reserve_port(self.params["host"], port, "the OpenIGTLink server")
+
+    def cleanup(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
 
     def in_process_outputs(self) -> dict:
         """Topics in-process consumers may take from this node (:func:`spine_nav.nodes.in_process.link_nodes`)."""
-        return {self.tool_tip_topic: self.tool_tip_listeners.add, self.health_pub.topic_name: self.health_listeners.add}
+        return {self.tool_tip_topic: self.tool_tip_listeners.add, self.health_topic: self.health_listeners.add}
 
     # ------------------------------------------------------------------ hot path (socket thread)
     def _on_output(self, out: ComposedPose, receive_ns: int) -> None:
@@ -212,10 +216,6 @@ class TrackerBridgeNode(Node):
                                                         "stale tool samples": self.stale_reported,
                                                         "tool tips withheld (reference latched)": self.core.withheld})
         publish_diagnostics(self, self.diag_pub, *tools, link)
-
-    def destroy_node(self) -> None:
-        self.link.close()
-        super().destroy_node()
 
 
 def main(argv=None) -> int:
