@@ -39,8 +39,8 @@ def bridge_core(p: dict, on_output: Callable, on_latch: Callable[[str], None]) -
     return core, tool
 
 
-def open_link(p: dict, core: BridgeCore, on_chunk_end: Callable, reserved: socket.socket | None,
-              allowed_peers) -> IgtlClient | IgtlServer:
+def open_link(p: dict, core: BridgeCore, on_chunk_end: Callable,
+              reserved: socket.socket | None) -> IgtlClient | IgtlServer:
     """Start the OpenIGTLink link: server mode listens on the port of ``reserved`` (closed here, handing the
     port over), client mode connects to ``host:port`` (sending STT_TDATA first when ``tdata``)."""
     on_msg = lambda msg, t_ns, conn: core.handle(msg, t_ns, conn.peer)  # noqa: E731
@@ -54,4 +54,4 @@ def open_link(p: dict, core: BridgeCore, on_chunk_end: Callable, reserved: socke
     port = reserved.getsockname()[1]
     reserved.close()
     return IgtlServer(port, on_message=on_msg, host=p["host"], max_body_bytes=p["max_body_bytes"],
-                      on_chunk_end=on_chunk_end, allowed_peers=allowed_peers).start()
+                      on_chunk_end=on_chunk_end, allowed_peers=p["allowed_peers"]).start()

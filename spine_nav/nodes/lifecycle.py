@@ -54,7 +54,7 @@ class ManagedNode(LifecycleNode):
     def __init__(self, node_name: str, **kwargs) -> None:
         super().__init__(node_name, **kwargs)
         self.params = declare_node_parameters(self)
-        #: why the last transition failed ("<node>: configure failed: <cause>"), None after a success
+        #: why the last configure / activate failed ("<node>: configure failed: <cause>"), None after a success
         self.transition_error: str | None = None
         self.active = False
         self._configured = False
@@ -89,7 +89,7 @@ class ManagedNode(LifecycleNode):
                 + [(self.destroy_client, e) for e in self.clients]
                 + [(self.destroy_timer, e) for e in self.timers])
 
-    def _timers(self) -> list:
+    def _own_timers(self) -> list:
         return [e for destroy, e in self._owned if destroy == self.destroy_timer]
 
     def _step(self, what: str, hook: Callable[[], None]) -> bool:
@@ -101,7 +101,6 @@ class ManagedNode(LifecycleNode):
             self.transition_error = f"{prefix}{what} failed: {text[len(prefix):] if text.startswith(prefix) else text}"
             self.get_logger().error(self.transition_error)
             return False
-        self.transition_error = None
         return True
 
     def _release(self) -> None:
@@ -120,9 +119,10 @@ class ManagedNode(LifecycleNode):
     # ---------------------------------------------------------------- transitions (rclpy callbacks)
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         before = {id(e) for _, e in self._entities()}
+        self.transition_error = None
         ok = self._step("configure", self.configure)
         self._owned = [(d, e) for d, e in self._entities() if id(e) not in before]
-        for timer in self._timers():
+        for timer in self._own_timers():
             timer.cancel()
         self._configured = True
         if not ok:
@@ -130,10 +130,11 @@ class ManagedNode(LifecycleNode):
         return SUCCESS if ok else FAILURE
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self.transition_error = None
         if not self._step("activate", self.activate):
             self._step("deactivate", self.deactivate)  # stop whatever part of activate had started
             return FAILURE
-        for timer in self._timers():
+        for timer in self._own_timers():
             timer.reset()
         self.active = True
         return SUCCESS
@@ -141,7 +142,7 @@ class ManagedNode(LifecycleNode):
     def on_deactivate(self, state: State) -> TransitionCallbackReturn:
         """Always succeeds: a stop that raised is logged, the node is inactive anyway."""
         self.active = False
-        for timer in self._timers():
+        for timer in self._own_timers():
             timer.cancel()
         self._step("deactivate", self.deactivate)
         return SUCCESS

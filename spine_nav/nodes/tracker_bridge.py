@@ -86,7 +86,7 @@ class TrackerBridgeNode(ManagedNode):
         p = self.params
         self.core, self.tool = bridge_core(p, self._on_output, self._on_latch)
         if p["mode"] == "server":
-            self._allowed_peers = parse_allowed_peers(p["allowed_peers"])  # ValueError naming allowed_peers
+            parse_allowed_peers(p["allowed_peers"])  # checked now: ValueError naming allowed_peers
             self._reserved = reserve_port(p["host"], p["port"], "the OpenIGTLink server")
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
@@ -108,7 +108,7 @@ class TrackerBridgeNode(ManagedNode):
 
     def activate(self) -> None:
         p = self.params
-        self.link = open_link(p, self.core, self._on_chunk_end, self._reserved, getattr(self, "_allowed_peers", None))
+        self.link = open_link(p, self.core, self._on_chunk_end, self._reserved)
         self._reserved = None
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{getattr(self.link, 'port', p['port'])} tool "
                                f"{self.tool.name} ({self.tool.device}, tip {self.tool.tip_offset_mm} mm), max skew "
