@@ -114,14 +114,16 @@ def test_arm_guide_aligns_through_controller_interface(ros_context, interface, t
 
 
 def test_controller_joint_names_that_do_not_match_refuse_to_start(ros_context):
+    """The node refuses to configure (a lifecycle node: spine_nav.nodes.lifecycle), naming the parameter."""
+    from spine_nav.nodes.lifecycle import LifecycleError
     from spine_nav.nodes.runner import ComposedStack
 
     args = OVERRIDES + ["-p", "arm_guide:command_interface:=forward_position",
                         "-p", f"arm_guide:controller_joints:={_list(['a', 'b', 'c', 'd', 'e', 'f', 'g'])}"]
-    with pytest.raises(ValueError, match=r"arm_guide: parameter controller_joints .*joint 'joint1'"):
+    with pytest.raises(LifecycleError, match=r"arm_guide: configure failed: parameter controller_joints .*joint 'joint1'"):
         with ComposedStack(["arm_guide"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args):
             pass
-    with pytest.raises(ValueError, match=r"arm_guide: parameter command_interface='velocity'"):
+    with pytest.raises(LifecycleError, match=r"arm_guide: configure failed: parameter command_interface='velocity'"):
         with ComposedStack(["arm_guide"], params_file=REPO / "config" / "nodes.yaml",
                            extra_ros_args=OVERRIDES + ["-p", "arm_guide:command_interface:=velocity"]):
             pass
