@@ -333,3 +333,24 @@ def test_destroying_an_active_node_shuts_it_down(up):
     node.trigger_shutdown()
     assert node.state_label == "finalized" and not _accepts(port)
     _listening_socket(port).close()
+
+
+def test_demo_node_process_reports_why_its_node_did_not_configure(tmp_path):
+    """The demo's node processes (`spine-nav up`, supervised): a node that fails to configure ends its process
+    with code 1, and the supervisor's "lost" event carries the reason (what the arm guide's hold cause shows)."""
+    from spine_nav.demo.processes import NodeProcess, Supervisor
+
+    proc = NodeProcess("navigation", ["tracker_bridge"], ["-p", "tracker_bridge:mode:=sideways"],
+                       tmp_path / "navigation.log", max_duration_s=30.0)
+    lost = []
+    sup = Supervisor([proc], on_lost=lost.append, backoff_s=60.0).start()
+    try:
+        assert wait_until(lambda: bool(lost), timeout_s=90.0), proc.tail()
+    finally:
+        sup.stop()
+        proc.stop()
+    (event,) = lost
+    assert event.returncode == 1
+    assert event.message == ("process navigation (tracker_bridge) exited with code 1: stack not started: "
+                             "tracker_bridge: configure failed: parameter mode must be 'client' or 'server', "
+                             "got 'sideways'")

@@ -83,6 +83,13 @@ class SupervisedProcess:
         marker = f"----- restart {self.starts - 1} "
         return text[text.rfind(marker):] if self.starts > 1 and marker in text else text
 
+    def failure_reason(self) -> str:
+        """Why this run did not come up, as ``spine-nav up`` said it (e.g. "stack not started: tracker_bridge:
+        configure failed: parameter port: ... in use"): its last error line, or "" when there is none."""
+        errors = [line.split("error: ", 1)[1] for line in self.output_since_start().splitlines()
+                  if line.startswith("spine-nav: error: ")]
+        return errors[-1] if errors else ""
+
     def tail(self, n: int = 20) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -91,7 +98,12 @@ class SupervisedProcess:
 
 
 class NodeProcess(SupervisedProcess):
-    """One `spine-nav up --nodes ...` process; always bounded in time (``--duration``)."""
+    """One `spine-nav up --nodes ...` process; always bounded in time (``--duration``).
+
+    `spine-nav up` brings its nodes up itself (the lifecycle nodes configured, linked in process, activated:
+    :mod:`spine_nav.nodes.lifecycle`); a node that cannot configure ends the process with code 1 and the
+    reason on its last ``spine-nav: error:`` line (:meth:`failure_reason`, carried by the supervisor's
+    "lost" event)."""
 
     def __init__(self, label: str, nodes: Sequence[str], ros_args: Sequence[str], log_path: Path,
                  max_duration_s: float = 1800.0, rt_priority: int = 0, prefix: Sequence[str] = ()) -> None:
@@ -117,7 +129,8 @@ def exit_text(returncode: int | None) -> str:
 
 @dataclass(frozen=True)
 class ProcessEvent:
-    """``kind`` "lost" (``t_mono``: when the supervisor saw it) or "respawned" (``delay_s``: the backoff)."""
+    """``kind`` "lost" (``t_mono``: when the supervisor saw it; ``reason``: the process's own last error line,
+    e.g. a node that failed to configure) or "respawned" (``delay_s``: the backoff)."""
 
     kind: str
     label: str
@@ -125,11 +138,13 @@ class ProcessEvent:
     t_mono: float
     returncode: int | None = None
     delay_s: float = 0.0
+    reason: str = ""
 
     @property
     def message(self) -> str:
         if self.kind == "lost":
-            return f"process {self.label} ({', '.join(self.nodes)}) {exit_text(self.returncode)}"
+            why = f": {self.reason}" if self.reason else ""
+            return f"process {self.label} ({', '.join(self.nodes)}) {exit_text(self.returncode)}{why}"
         return f"process {self.label} ({', '.join(self.nodes)}) respawned after {self.delay_s:.1f} s"
 
 
@@ -230,7 +245,8 @@ class Supervisor:
                     self._delay[p.label] = delay
                     with self._lock:
                         self._due[p.label] = (now + delay, delay)
-                    self._record(ProcessEvent("lost", p.label, p.nodes, now, rc), self.on_lost)
+                    reason = p.failure_reason() if rc > 0 else ""  # a kill has no last words
+                    self._record(ProcessEvent("lost", p.label, p.nodes, now, rc, reason=reason), self.on_lost)
                 elif now >= due[0]:
                     try:
                         p.restart()
