@@ -19,6 +19,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Iterator
 
 import numpy as np
@@ -264,11 +265,13 @@ class TransformRows(IgtlMessage):
     use (and keeps it); ``raw`` is None. Equal to the message :func:`decode_body` builds from the same
     bytes (tests/test_igtl_codec.py)."""
 
+    # header_version 1, text "", status_code / resolution_ms / raw None: the dataclass's class-level defaults
+    type = "TRANSFORM"
+    metadata = MappingProxyType({})  # header v1 has none (read-only, shared)
+    _poses = None
+
     def __init__(self, device: str, timestamp_s: float, rows: tuple) -> None:  # noqa: D107 - no dataclass init
-        self.type, self.device, self.timestamp_s, self.rows = "TRANSFORM", device, timestamp_s, rows
-        self.header_version, self.metadata, self.text = 1, {}, ""
-        self.status_code = self.resolution_ms = self.raw = None
-        self._poses = None
+        self.device, self.timestamp_s, self.rows = device, timestamp_s, rows
 
     @property
     def poses(self) -> list[tuple[str, np.ndarray]]:  # type: ignore[override]
