@@ -161,13 +161,15 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
             finally:
                 conductor.close()
     finally:
-        for p in procs:
-            p.stop()
+        for p in procs:  # SIGINT: the guard writes its latency record on shutdown (bounded, generous under load)
+            p.stop(timeout_s=60.0)
         if bag is not None:
             res = bag.stop()
             out["recorder"] = {"dropped": res.get("dropped"), "messages": sum((res.get("counts") or {}).values()),
                                "topics": len(res.get("counts") or {})}
     lat = _window_latencies(latency_path, t0_ns, t1_ns) if latency_path.is_file() else []
+    if not latency_path.is_file():
+        out["error"] = f"no latency record from the guard ({latency_path}; see {logs / 'navigation.log'})"
     out.update({"samples": len(lat), "load_average_1min": round(os.getloadavg()[0], 2),
                 "sample_to_status_p50_ms": _pct(lat, 50), "sample_to_status_p99_ms": _pct(lat, 99),
                 "sample_to_status_max_ms": round(max(lat), 3) if lat else None,
