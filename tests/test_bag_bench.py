@@ -2,20 +2,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from spine_nav.cli.main import main as cli
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 
-def test_bench_recording_json_shape(tmp_path, capsys):
+def test_bench_recording_json_shape(tmp_path):
     work = tmp_path / "work"
-    rc = cli(["bench", "recording", "--json", "--rounds", "1", "--duration-s", "1", "--rt-priority", "0",
-              "--work-dir", str(work)])
-    assert rc == 0
-    data = json.loads(capsys.readouterr().out)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-m", "spine_nav.cli.main", "bench", "recording", "--json", "--rounds", "1",
+                          "--duration-s", "1", "--rt-priority", "0", "--work-dir", str(work)],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    data = json.loads(res.stdout)
     assert set(data) >= {"bench", "metrics", "baselines", "env"} and data["bench"] == "recording"
     m = data["metrics"]
     assert set(m) >= {"sample_to_status_p99_overhead_ratio", "dropped_messages", "sample_to_status_p99_ms"}

@@ -158,11 +158,15 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
                     time.sleep(0.01)
                 t1_ns = time.time_ns()
                 out["states"] = _states(conductor, t0_ns, t1_ns)
+                # stop the guard's process while its tracker still serves: a bridge reconnecting to a vanished
+                # server during shutdown left no latency record (SIGKILL after the bounded wait) under load
+                out["navigation_stop"] = _stop_navigation(procs[0])
             finally:
                 conductor.close()
     finally:
-        for p in procs:  # SIGINT: the guard writes its latency record on shutdown (bounded, generous under load)
-            p.stop(timeout_s=60.0)
+        for p in procs:  # (already stopped unless the run failed) SIGINT: the guard writes its latency record
+            if p.alive():
+                p.stop(timeout_s=60.0)
         if bag is not None:
             res = bag.stop()
             out["recorder"] = {"dropped": res.get("dropped"), "messages": sum((res.get("counts") or {}).values()),
@@ -175,6 +179,27 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
                 "sample_to_status_max_ms": round(max(lat), 3) if lat else None,
                 "expected_samples": int(duration_s * rate_hz)})
     return out
+
+
+def _stop_navigation(proc) -> str:
+    """SIGINT (the node writes its latency record on shutdown), then SIGTERM, then SIGKILL, each bounded;
+    returns the signal that ended it. (A `spine-nav up` whose bridge was reconnecting was seen ignoring
+    SIGINT under load; SIGTERM ended it.)"""
+    import signal
+    import subprocess
+
+    for sig, wait_s in ((signal.SIGINT, 30.0), (signal.SIGTERM, 30.0)):
+        if proc.proc.poll() is not None:
+            break
+        proc.proc.send_signal(sig)
+        try:
+            proc.proc.wait(timeout=wait_s)
+            proc.stop()
+            return sig.name
+        except subprocess.TimeoutExpired:
+            continue
+    proc.stop(timeout_s=1.0)  # SIGKILL to the process group
+    return "SIGKILL"
 
 
 def _pct(values: list[float], q: float) -> float | None:
