@@ -16,7 +16,7 @@ Two configurations, interleaved ``with, without, with, without, ...`` for ``--ro
   record`` of every stack topic in its own process, SCHED_FIFO 10, Fast DDS over UDP only);
 * ``no_bag``: without it.
 
-Figure per run: the guard's own record (``latency_record_path``) of sample stamp -> status ``publish()``
+Figure per run: the guard's own latency record (:mod:`spine_nav.nodes.latency_record`) of sample stamp -> status ``publish()``
 returned, the demo's ``sample_to_status_p99_ms``, over the samples stamped inside the measured window
 (after the warm-up, before the stop). ``metrics.sample_to_status_p99_overhead_ratio`` = median over the
 rounds of (bag p99 / no_bag p99) of the same round; ``details.rounds`` holds every round's values, their
@@ -80,7 +80,7 @@ def tool_pose(t_s: float) -> np.ndarray:
     return T
 
 
-def _stack_args(port: int, rate_hz: float, latency_path: Path) -> list[str]:
+def _stack_args(port: int, rate_hz: float) -> list[str]:
     from spine_nav.demo.run import DEMO_WATCHDOGS, _p
 
     args = _p("sim_tracker", "port", port) + _p("sim_tracker", "rate_hz", rate_hz) + _p("sim_tracker", "seed", 0)
@@ -89,8 +89,7 @@ def _stack_args(port: int, rate_hz: float, latency_path: Path) -> list[str]:
     for node, name, value in DEMO_WATCHDOGS:
         if node in ("trajectory_guard", "tracker_bridge"):
             args += _p(node, name, value)
-    args += _p("trajectory_guard", "latency_record_path", str(latency_path))
-    return args
+    return args  # the guard's latency record is written by serve(), not on shutdown (latency_record_path unset)
 
 
 def _window_latencies(path: Path, t0_ns: int, t1_ns: int) -> list[float]:
@@ -106,7 +105,6 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
     from spine_nav.bag.check import guard_config_for
     from spine_nav.demo.bag import BagRecorderProcess
     from spine_nav.demo.conductor import Conductor
-    from spine_nav.demo.processes import NodeProcess
     from spine_nav.demo.run import DEMO_WATCHDOGS
     from spine_nav.nodes.conversions import plan_to_msg
     from spine_nav.nodes.qos import PLAN_QOS
@@ -117,11 +115,14 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
     logs = run_dir / "logs"
     latency_path = run_dir / "trajectory_guard_latency.json"
     params_file = PARAMS_FILE
-    args = _stack_args(free_tcp_port(), rate_hz, latency_path)
-    # the demo's navigation process (stack_processes(split=False)'s first entry): bridge + guard composed
-    procs = [NodeProcess("navigation", ["tracker_bridge", "trajectory_guard"], args, logs / "navigation.log",
-                         max_duration_s=duration_s + 600.0, rt_priority=rt)]
+    args = _stack_args(free_tcp_port(), rate_hz)
+    # the demo's navigation process (`spine-nav up --nodes tracker_bridge trajectory_guard`, composed), here
+    # as :func:`serve`: the same composition and tuning, stopped through a file (see there)
+    stop_file = run_dir / ".stop_navigation"
+    stop_file.unlink(missing_ok=True)
+    nav = NavigationProcess(stop_file, latency_path, rt, args, logs / "navigation.log")
     bag = None
+    t0_ns = t1_ns = 0
     out: dict = {"config": "bag" if with_bag else "no_bag"}
     try:
         if with_bag:
@@ -148,7 +149,6 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
                     conductor.move_tool(tool_pose(time.monotonic() - t_mono0))
                     time.sleep(0.05)
                 end_warm = time.monotonic() + WARMUP_S
-                t0_ns = t1_ns = 0
                 t_end = math.inf
                 while time.monotonic() < t_end:
                     now = time.monotonic()
@@ -160,13 +160,11 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
                 out["states"] = _states(conductor, t0_ns, t1_ns)
                 # stop the guard's process while its tracker still serves: a bridge reconnecting to a vanished
                 # server during shutdown left no latency record (SIGKILL after the bounded wait) under load
-                out["navigation_stop"] = _stop_navigation(procs[0])
+                out["navigation_stop"] = nav.stop()
             finally:
                 conductor.close()
     finally:
-        for p in procs:  # (already stopped unless the run failed) SIGINT: the guard writes its latency record
-            if p.alive():
-                p.stop(timeout_s=60.0)
+        nav.stop()  # (already stopped unless the run failed)
         if bag is not None:
             res = bag.stop()
             out["recorder"] = {"dropped": res.get("dropped"), "messages": sum((res.get("counts") or {}).values()),
@@ -181,25 +179,62 @@ def one_run(with_bag: bool, duration_s: float, rate_hz: float, rt: int, run_dir:
     return out
 
 
-def _stop_navigation(proc) -> str:
-    """SIGINT (the node writes its latency record on shutdown), then SIGTERM, then SIGKILL, each bounded;
-    returns the signal that ended it. (A `spine-nav up` whose bridge was reconnecting was seen ignoring
-    SIGINT under load; SIGTERM ended it.)"""
-    import signal
-    import subprocess
+class NavigationProcess:
+    """``python -m spine_nav.bench.recording --serve ...`` (:func:`serve`) in its own process group."""
 
-    for sig, wait_s in ((signal.SIGINT, 30.0), (signal.SIGTERM, 30.0)):
-        if proc.proc.poll() is not None:
-            break
-        proc.proc.send_signal(sig)
+    def __init__(self, stop_file: Path, latency_path: Path, rt: int, ros_args: list[str], log_path: Path) -> None:
+        import subprocess
+        import sys
+
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.stop_file, self.latency_path = stop_file, latency_path
+        self._log = open(log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "spine_nav.bench.recording", "--serve", str(stop_file),
+                                      str(latency_path), str(int(rt)), *ros_args],
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.how = ""
+
+    def stop(self, timeout_s: float = 60.0) -> str:
+        """Ask through the stop file; wait (bounded) for the exit; SIGKILL the group if it does not come.
+        Returns how it ended ("exited", "killed after writing its record", "killed")."""
+        import signal
+        import subprocess
+
+        if self.how:
+            return self.how
+        self.stop_file.touch()
         try:
-            proc.proc.wait(timeout=wait_s)
-            proc.stop()
-            return sig.name
+            self.proc.wait(timeout=timeout_s)
+            self.how = "exited"
         except subprocess.TimeoutExpired:
-            continue
-    proc.stop(timeout_s=1.0)  # SIGKILL to the process group
-    return "SIGKILL"
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10.0)
+            self.how = "killed after writing its record" if self.latency_path.is_file() else "killed"
+        self._log.close()
+        return self.how
+
+
+def serve(stop_file: str, latency_out: str, rt: int, ros_args: list[str]) -> int:
+    """Child process: tracker_bridge + trajectory_guard composed exactly as `spine-nav up --nodes tracker_bridge
+    trajectory_guard --rt-priority RT` composes them (:mod:`spine_nav.cli.up`), until ``stop_file`` exists;
+    then the guard's latency record is written *before* the stack is closed. Why not `up` + SIGINT: under
+    load, a `spine-nav up` whose bridge had lost its tracker was seen ignoring SIGINT and SIGTERM, and a
+    record that is written on shutdown was then lost (the demo reports that case as "did not shut down
+    cleanly")."""
+    from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, set_process_realtime, tune_process_for_nodes
+
+    tune_process_for_nodes()
+    sched = set_process_realtime(rt)
+    info(f"bench recording: composing tracker_bridge, trajectory_guard ({sched})")
+    stop = Path(stop_file)
+    with ComposedStack(["tracker_bridge", "trajectory_guard"], params_file=PARAMS_FILE,
+                       extra_ros_args=ros_args) as stack:
+        freeze_startup_objects()
+        while not stop.exists():
+            time.sleep(0.1)
+        stack.nodes["trajectory_guard"].latency.write(latency_out)
+        info(f"bench recording: latency record written ({latency_out})")
+    return 0
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -271,3 +306,11 @@ def run(args: argparse.Namespace) -> BenchResult:
     env = {"duration_s": duration, "rate_hz": args.rate_hz, "rt_priority": rt, "warmup_s": WARMUP_S,
            **load_env(args, load_before), "interleaved": "bag, no_bag, bag, no_bag, ..."}
     return BenchResult(bench="recording", metrics=metrics, baselines=baselines, env=env, details=details)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) >= 5 and sys.argv[1] == "--serve":
+        sys.exit(serve(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5:]))
+    sys.exit("usage: python -m spine_nav.bench.recording --serve STOP_FILE LATENCY_OUT RT_PRIORITY [ROS ARGS...]")
