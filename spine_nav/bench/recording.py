@@ -230,7 +230,7 @@ def serve(stop_file: str, latency_out: str, rt: int, ros_args: list[str]) -> int
     """Child process: tracker_bridge + trajectory_guard composed exactly as `spine-nav up --nodes tracker_bridge
     trajectory_guard --rt-priority RT` composes them (:mod:`spine_nav.cli.up`), until ``stop_file`` exists;
     then the guard's latency record is written *before* the stack is closed. Why not `up` + SIGINT: under
-    load, a `spine-nav up` whose bridge had lost its tracker was seen ignoring SIGINT and SIGTERM, and a
+    load, a `spine-nav up` whose bridge had lost its tracker was seen ignoring SIGINT for over a minute, and a
     record that is written on shutdown was then lost (the demo reports that case as "did not shut down
     cleanly")."""
     from spine_nav.nodes.runner import ComposedStack, freeze_startup_objects, set_process_realtime, tune_process_for_nodes
