@@ -17,6 +17,7 @@ SCRIPT = REPO / "scripts" / "ros_surface.py"
 def _module():
     spec = importlib.util.spec_from_file_location("ros_surface", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["ros_surface"] = mod  # dataclasses look their module up there
     spec.loader.exec_module(mod)
     return mod
 
