@@ -25,6 +25,8 @@ def test_bench_recording_json_shape(tmp_path):
     assert set(data) >= {"bench", "metrics", "baselines", "env"} and data["bench"] == "recording"
     m = data["metrics"]
     assert set(m) >= {"sample_to_status_p99_overhead_ratio", "dropped_messages", "sample_to_status_p99_ms"}
+    runs = data["details"]["rounds"]["bag"] + data["details"]["rounds"]["no_bag"]
+    assert m["failed_runs"] == 0, [r.get("error") for r in runs]
     rounds = data["details"]["rounds"]["sample_to_status_p99_ms"]
     assert rounds["rounds"] == 1 and len(rounds["bag"]) == len(rounds["no_bag"]) == 1
     # the headline is the per-round ratio's median: with one round, that round's bag / no_bag
