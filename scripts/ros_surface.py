@@ -249,19 +249,22 @@ def doc_page(surfaces: list[NodeSurface]) -> str:
            "`config/nodes.yaml` (`spine-nav up`, `launch/`) or `-p`; the defaults below are the code's.",
            "Some topics follow parameters (e.g. `arm_guide`'s `command_interface` picks the command topic; "
            "the `*_topic` parameters rename topics): the tables show the defaults.", "",
-           "## Topics", "", "| topic | type | QoS | published by | subscribed by |", "| --- | --- | --- | --- | --- |"]
+           "## Topics", "",
+           "QoS per side (a reliable subscription does not match a best-effort publisher).", "",
+           "| topic | type | published by | QoS published | subscribed by | QoS subscribed |",
+           "| --- | --- | --- | --- | --- | --- |"]
     topics: dict[str, dict] = {}
     for s in surfaces:
-        for e in s.publishes:
-            t = topics.setdefault(e.name, {"types": set(), "qos": set(), "pub": [], "sub": []})
-            t["types"].add(e.type), t["qos"].add(e.qos), t["pub"].append(s.name)
-        for e in s.subscribes:
-            t = topics.setdefault(e.name, {"types": set(), "qos": set(), "pub": [], "sub": []})
-            t["types"].add(e.type), t["qos"].add(e.qos), t["sub"].append(s.name)
+        for side, eps in (("pub", s.publishes), ("sub", s.subscribes)):
+            for e in eps:
+                t = topics.setdefault(e.name, {"types": set(), "pub": [], "sub": [], "pub_qos": set(), "sub_qos": set()})
+                t["types"].add(e.type)
+                t[side].append(s.name)
+                t[f"{side}_qos"].add(e.qos)
     for name in sorted(topics):
         t = topics[name]
-        out.append(f"| `{name}` | {', '.join(sorted(t['types']))} | {' / '.join(sorted(t['qos']))} | "
-                   f"{', '.join(t['pub'])} | {', '.join(t['sub'])} |")
+        out.append(f"| `{name}` | {', '.join(sorted(t['types']))} | {', '.join(t['pub'])} | "
+                   f"{' / '.join(sorted(t['pub_qos']))} | {', '.join(t['sub'])} | {' / '.join(sorted(t['sub_qos']))} |")
     out += ["", "## Services", "", "| service | type | node |", "| --- | --- | --- |"]
     for s in surfaces:
         for e in s.services:

@@ -50,5 +50,6 @@ def test_surface_rendering_lists_every_endpoint_and_parameter():
     table = mod.readme_table([s])
     assert "| `trajectory_guard` | `guard/status` | `tracking/tool_tip` | `guard/select_screw` |" in table
     page = mod.doc_page([s])
-    assert "| `guard/status` | spine_nav_interfaces/GuardStatus | STATUS_QOS | trajectory_guard |  |" in page
+    assert "| `guard/status` | spine_nav_interfaces/GuardStatus | trajectory_guard | STATUS_QOS |  |  |" in page
+    assert "| `tracking/tool_tip` | geometry_msgs/PoseStamped |  |  | trajectory_guard | SENSOR_QOS |" in page
     assert "| `warn_lateral_mm` | `1.0` | mm | 1e-06 .. inf | WARN above this |" in page
