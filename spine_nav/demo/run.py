@@ -204,7 +204,7 @@ class Demo:
         # the sample time is the moment the simulated tracker transmits: its own lateness in this shared
         # simulator process (reported as "tracker_send_late") is not the stack's latency
         args += _p("sim_tracker", "stamp_at_send", True)
-        args += _p("tracker_bridge", "console_port", 0) + _p("arm_guide", "standoff_mm", cfg.standoff_mm)
+        args += _p("arm_guide", "standoff_mm", cfg.standoff_mm)
         args += _p("sim_arm", "q0_rad", list(self.q_home)) + _p("sim_arm", "marker_noise_mm", 0.1)
         # The demo runs stack, simulators and recorder on 2 shared cores: the servo watchdogs get room for
         # scheduler stalls (tight defaults in config/nodes.yaml stay for real hardware). Every stop they
