@@ -85,12 +85,14 @@ def _free_port() -> int:
 
 def _overrides(node: str) -> list[str]:
     """Listening/connecting ports moved off their defaults while the node is built (defaults still shown)."""
-    ports = {"sim_tracker": ["port"], "tracker_bridge": ["port"], "console_bridge": ["port"]}
+    ports = {"sim_tracker": ["port"], "tracker_bridge": ["port"], "console_bridge": ["port"], "slicer_output": ["port"]}
     out: list[str] = []
     for p in ports.get(node, []):
         out += ["-p", f"{p}:={_free_port()}"]
     if node == "tracker_bridge":
-        out += ["-p", "console_port:=0"]
+        out += ["-p", "console_port:=0"]  # (older bridges carried the Slicer output themselves)
+    if node == "slicer_output":
+        out += ["-p", "host:=127.0.0.1"]
     return out
 
 
@@ -104,12 +106,14 @@ def _type_name(cls) -> str:
 
 
 def _qos_name(profile) -> str:
-    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 
     from spine_nav.nodes import qos as q
 
     for const in sorted(n for n in dir(q) if n.endswith("_QOS")):
         ref = getattr(q, const)
+        if not isinstance(ref, QoSProfile):  # e.g. a plain history depth
+            continue
         if (ref.reliability, ref.durability, ref.history, ref.depth) == (
                 profile.reliability, profile.durability, profile.history, profile.depth):
             return const
@@ -139,7 +143,9 @@ def _describe(desc) -> tuple[str, str, str, bool]:
     for r in list(getattr(desc, "floating_point_range", []) or []) + list(getattr(desc, "integer_range", []) or []):
         lo, hi = r.from_value, r.to_value
         rng = f"{_fmt_value(lo)} .. {_fmt_value(hi)}"
-    return (desc.description or ""), (desc.additional_constraints or ""), rng, bool(desc.read_only)
+    unit = (desc.additional_constraints or "").strip()
+    unit = unit[len("unit:"):].strip() if unit.startswith("unit:") else unit
+    return (desc.description or ""), unit, rng, bool(desc.read_only)
 
 
 @contextmanager
