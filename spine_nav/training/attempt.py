@@ -66,10 +66,13 @@ class Attempt:
                 self.flush()
         return ended
 
-    def guard(self, state: str, reason: str = "") -> None:
-        """A guard verdict (any thread)."""
+    def guard(self, state: str, reason: str = "", active_screw_id: str | None = None) -> None:
+        """A guard verdict (any thread); one about another screw than the one being worked on (the guard
+        still on the previous screw, or choosing by itself) is not counted."""
         with self._lock:
             cur = self._current
+            if cur is not None and active_screw_id not in (None, "") and active_screw_id != cur.screw_id:
+                return
             if cur is not None:
                 if state == "VIOLATION" and self._last_guard_state != "VIOLATION":
                     cur.violations += 1
