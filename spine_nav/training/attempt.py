@@ -100,6 +100,12 @@ class Attempt:
             self.results.append(res)
             return res
 
+    def end_screw_discard(self) -> None:
+        """The trainee left the screw without ending it (chose another): nothing graded; its tool stream stays."""
+        with self._lock:
+            self._current = None
+            self.flush()
+
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []

@@ -70,14 +70,17 @@ class ToolSample:
 
 
 class SessionStore:
-    """One connection per process/thread (``check_same_thread`` stays on); every write is a transaction."""
+    """One connection per process/thread (``check_same_thread`` stays on unless ``any_thread``: then the
+    caller serialises its use); every write is a transaction."""
 
-    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, busy_timeout_s: float = 30.0, any_thread: bool = False) -> None:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"--db {self.path}: is a directory")
         try:
-            self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None)
+            # any_thread: the caller serialises all use (the trainee page's requests come from worker threads)
+            self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
+                                        check_same_thread=not any_thread)
             self.conn.row_factory = sqlite3.Row
             mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
