@@ -6,6 +6,8 @@
 // frame that draws a tracked tool nearer the new commanded tip than the previous one
 // (window.traineeMetrics()).
 
+import { tipOf } from './geometry.js';
+
 const KEYS = {
   ArrowRight: { lat_mm: 1 }, ArrowLeft: { lat_mm: -1 }, ArrowUp: { cra_mm: 1 }, ArrowDown: { cra_mm: -1 },
   u: { tilt_lat_deg: 1 }, o: { tilt_lat_deg: -1 }, i: { tilt_cra_deg: 1 }, k: { tilt_cra_deg: -1 },
@@ -143,7 +145,7 @@ export function initTrainee({ send, state }) {
       if (tool && tool.stamp_s !== lastToolStamp && tool.T_mm) {
         lastToolStamp = tool.stamp_s;
         const T = tool.T_mm;
-        const tip = [T[0][3], T[1][3], T[2][3]];
+        const tip = tipOf(T);
         const t = nowEpochMs();
         // the newest input whose commanded tip this drawn tool shows resolves it and every older one
         let k = -1;
