@@ -148,6 +148,21 @@ def test_input_to_tool_drawn_latency_is_measured(page):
          "n": len(lat)}, indent=1))
 
 
+def test_a_click_on_a_slice_sets_the_entry_there(page):
+    """Clicking the axial slice moves the tool's entry to the clicked point (projected on the plane through
+    the planned entry normal to the screw): the offset changes and the tool goes back above the entry."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    b = page["b"]
+    before = dict(_tool(b))
+    canvas = b.driver.find_element(By.ID, "axial")
+    ActionChains(b.driver).move_to_element_with_offset(canvas, 30, 20).click().perform()
+    assert wait_until(lambda: (_tool(b).get("lat_mm"), _tool(b).get("cra_mm")) != (before.get("lat_mm"), before.get("cra_mm")),
+                      timeout_s=30), (before, _tool(b))
+    assert _tool(b)["depth_mm"] <= -20.0
+
+
 def test_the_session_is_in_the_database_and_the_report(page):
     b, proc, db = page["b"], page["proc"], page["db"]
     from selenium.webdriver.common.keys import Keys
