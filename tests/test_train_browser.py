@@ -47,7 +47,7 @@ def page(tmp_path_factory):
     try:
         assert wait_until(lambda: _up(port) or proc.poll() is not None, timeout_s=240, period_s=0.3) and proc.poll() is None, \
             (d / "train.log").read_text()[-3000:]
-        browser = HeadlessChromium()
+        browser = HeadlessChromium(page_load_timeout_s=120.0)
         browser.driver.get(f"http://127.0.0.1:{port}/")
         assert wait_until(lambda: (_ts(browser) or {}).get("active"), timeout_s=60, period_s=0.3), \
             (d / "train.log").read_text()[-3000:]
