@@ -18,7 +18,6 @@ Exit codes: 0 done, 1 the stack failed (nothing graded), 2 bad input (case, scri
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
