@@ -210,11 +210,13 @@ def _spin_bridge(server, namespace: str, stop: threading.Event) -> None:
     from rclpy.context import Context
 
     from spine_nav.nodes.console_bridge import ConsoleBridgeNode
+    from spine_nav.nodes.lifecycle import bring_up
     from spine_nav.nodes.runner import make_executor
 
     ctx = Context()
     rclpy.init(args=["spine_nav_console", "--ros-args", "-r", f"__ns:={namespace}"], context=ctx)
     node = ConsoleBridgeNode(sink=server.publish, context=ctx)
+    bring_up(node)  # a lifecycle node: configure -> activate (with an outside sink it has no port to fail on)
     server.request_handler = node.handle_request
     executor = make_executor("events", context=ctx)
     executor.add_node(node)
