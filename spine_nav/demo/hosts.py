@@ -19,7 +19,10 @@ DDS: every process on the same ROS_DOMAIN_ID, ``ROS_AUTOMATIC_DISCOVERY_RANGE=SU
 and up again 2 s later; the surgeon stops drilling meanwhile, resumes the arm explicitly when the
 stack is heard again, and the case goes on. ``hold_after_ms`` = first HOLD command seen on the robot
 side after the cut minus the moment just before the link was set down (both ``time.time()``).
-``--inject delay:tracker:MS`` runs the whole case with MS ms added each way on the tracker link.
+``--inject delay:HOST:MS`` runs the whole case with MS ms added each way on HOST's link: for the tracker
+in its OpenIGTLink relay (the camera model lives in the world namespace, so the tracker's cable would
+otherwise be crossed twice per sample), for the others by :meth:`VirtualLan.delay` (a user-space
+layer-2 forwarder in place of the host's bridge port: this kernel has no ``tc netem``).
 
 Needs root; :class:`spine_nav.sim.netns.NetnsNotPermitted` says why not (no silent fallback).
 """
@@ -67,22 +70,19 @@ class Injection:
 
 
 def parse_inject(text: str) -> Injection:
-    """``cut:HOST`` (HOST in tracker, navigation, robot, console) or ``delay:tracker:MS``."""
+    """``cut:HOST`` or ``delay:HOST:MS`` (HOST in tracker, navigation, robot, console; MS in 0-1000)."""
     parts = text.split(":")
     if len(parts) == 2 and parts[0] == "cut" and parts[1] in HOSTS:
         return Injection("cut", parts[1])
-    if len(parts) == 3 and parts[0] == "delay":
-        if parts[1] != "tracker":
-            raise ValueError(f"--inject {text}: delay is only on the tracker link here (no sch_netem in this "
-                             "kernel; the tracker link's delay is a user-space relay)")
+    if len(parts) == 3 and parts[0] == "delay" and parts[1] in HOSTS:
         try:
             ms = float(parts[2])
         except ValueError:
             ms = -1.0
         if not 0.0 <= ms <= 1000.0:
             raise ValueError(f"--inject {text}: MS must be a number of milliseconds in 0-1000")
-        return Injection("delay", "tracker", ms)
-    raise ValueError(f"--inject {text!r}: expected cut:HOST (HOST: {', '.join(HOSTS)}) or delay:tracker:MS")
+        return Injection("delay", parts[1], ms)
+    raise ValueError(f"--inject {text!r}: expected cut:HOST or delay:HOST:MS (HOST: {', '.join(HOSTS)})")
 
 
 @dataclass
@@ -106,6 +106,7 @@ class HostsDemo(Demo):
         self._cut_attempted = False
         self.network: dict = {}
         self._procs_hosts: list = []  # (host, NodeProcess)
+        self._delay_proc: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ the run
     def run(self):
@@ -123,6 +124,12 @@ class HostsDemo(Demo):
             args = self.stack_args(DEFAULT_PORT) + self.hosts_args()
             self.log(f"[4/6] the stack on {len(HOSTS)} hosts (network namespaces {lan.tag}-*, bridge in {lan.lan_ns}, "
                      f"{lan.cidr}, no physical interface), DDS domain {os.environ.get('ROS_DOMAIN_ID', '0')} over UDP")
+            delayed = self.inject if self.inject and self.inject.kind == "delay" else None
+            if delayed and delayed.host != "tracker":
+                logs.mkdir(parents=True, exist_ok=True)
+                self._delay_proc = lan.delay(delayed.host, delayed.delay_ms, str(logs / "delay_link.log"))
+                self.log(f"      {delayed.host}'s link: {delayed.delay_ms:g} ms added each way (layer-2 forwarder, "
+                         f"pid {self._delay_proc.pid})")
             counters0 = {h: self.udp_tcp_counters(h) for h in (*HOSTS, WORLD)}
             rt = self.cfg.rt_priority
             procs = [self._node_proc("navigation", "navigation", ["tracker_bridge", "trajectory_guard"], args, rt),
@@ -137,7 +144,7 @@ class HostsDemo(Demo):
                       self._popen("tracker", "igtl_relay", [
                           sys.executable, "-m", "spine_nav.sim.igtl_relay", "--listen", f"0.0.0.0:{DEFAULT_PORT}",
                           "--upstream", f"{lan.ip(WORLD)}:{DEFAULT_PORT}", "--allow", lan.ip("navigation"),
-                          "--delay-ms", str(self.inject.delay_ms if self.inject and self.inject.kind == "delay" else 0)],
+                          "--delay-ms", str(delayed.delay_ms if delayed and delayed.host == "tracker" else 0)],
                           logs / "igtl_relay.log")]
             for host, p in self._procs_hosts:
                 self.plan_hosts.processes[host].append({"label": p.label, "pid": p.proc.pid})
@@ -179,6 +186,13 @@ class HostsDemo(Demo):
             counters1 = {h: self.udp_tcp_counters(h) for h in (*HOSTS, WORLD)}
             self.network = self.network_summary(counters0, counters1)
         finally:
+            if self._delay_proc is not None:
+                self._delay_proc.terminate()
+                try:
+                    self._delay_proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    self._delay_proc.kill()
+                    self._delay_proc.wait(5.0)
             self.lan.destroy()
         return self.build_report(time.monotonic() - t_start)
 
