@@ -64,15 +64,18 @@ def dds_env(domain: int, profile: str | None = None, discovery_range: str = "SUB
     return env
 
 
-def start_talker(lan: VirtualLan, host: str, name: str, env: dict, duration_s: float = 14.0) -> subprocess.Popen:
+def start_talker(lan: VirtualLan, host: str, name: str, env: dict, duration_s: float = 600.0) -> subprocess.Popen:
+    """A talker publishing its ``name`` on ``netcheck`` in ``host`` every 50 ms, until :func:`stop_all` (or
+    ``duration_s``, a bound: a listener may take minutes to start on a loaded machine)."""
     return subprocess.Popen(lan.exec_prefix(host) + [sys.executable, "-c", TALKER, name, str(duration_s)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def listen(lan: VirtualLan, host: str, env: dict, duration_s: float = 10.0) -> dict[str, int]:
-    """Messages heard on ``netcheck`` in ``host`` for ``duration_s``, per talker name."""
+    """Messages heard on ``netcheck`` in ``host`` for ``duration_s`` (counted from its node's creation), per
+    talker name. Start-up on a loaded 2-core machine took > 60 s (load 32): bounded at 5 minutes."""
     res = subprocess.run(lan.exec_prefix(host) + [sys.executable, "-c", LISTENER, str(duration_s)], env=env,
-                         capture_output=True, text=True, timeout=duration_s + 60.0)
+                         capture_output=True, text=True, timeout=duration_s + 300.0)
     assert res.returncode == 0, res.stderr[-2000:]
     return json.loads(res.stdout.strip().splitlines()[-1])
 

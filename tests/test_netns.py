@@ -81,6 +81,7 @@ def test_cut_stops_a_link_and_restore_resumes_it_and_outsiders_are_refused():
 
 @pytest.mark.ros
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the suite's 300 s is shorter than this run on a loaded machine (the flake)
 def test_demo_hosts_two_screws_with_the_robot_link_cut(tmp_path):
     """`demo --hosts --inject cut:robot`: both screws placed across namespaces; the arm held on its own
     when its host was cut (hold_after_ms reported, docs/network.md has the measured values), resumed."""
@@ -97,7 +98,10 @@ cfg = DemoConfig(out_dir=Path({str(out)!r}), seed=11, voxel_mm=1.0, cbct_voxel_m
 run_demo(cfg, print, lambda c, log: HostsDemo(c, log, parse_inject("cut:robot"), tag="t{domain_id()}d"))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1500)
+    try:
+        res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=1700)
+    finally:  # a run killed half way leaves its node processes in the namespaces: stop them, by namespace
+        VirtualLan(["tracker", "navigation", "robot", "console", "world"], tag=f"t{domain_id()}d").destroy()
     log = res.stdout[-4000:] + res.stderr[-4000:]
     assert res.returncode == 0, log
     data = json.loads((out / "report.json").read_text())

@@ -159,10 +159,27 @@ class VirtualLan:
         return self
 
     def destroy(self) -> None:
-        """Delete every namespace of this tag (their veth ends go with them); quiet if absent."""
-        for name in [self.lan_ns, *(f"{self.tag}-{h}" for h in self.hosts)]:
-            if os.path.exists(os.path.join(NETNS_DIR, name)):
-                _run(["ip", "netns", "del", name], check=False)
+        """Stop every process still in a namespace of this tag (SIGTERM, SIGKILL after 5 s: leftovers of a
+        killed run, which would otherwise keep running in an unnamed namespace), then delete the
+        namespaces (their veth ends go with them); quiet if absent."""
+        names = [n for n in [self.lan_ns, *(f"{self.tag}-{h}" for h in self.hosts)]
+                 if os.path.exists(os.path.join(NETNS_DIR, n))]
+        pids = {int(p) for n in names for p in _run(["ip", "netns", "pids", n], check=False).stdout.split()
+                if p.isdigit() and int(p) != os.getpid()}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5.0
+            while pids and time.monotonic() < deadline:
+                pids = {p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)}
+                time.sleep(0.05)
+            if not pids:
+                break
+        for name in names:
+            _run(["ip", "netns", "del", name], check=False)
         self.up = False
 
     def __enter__(self) -> "VirtualLan":
@@ -230,6 +247,14 @@ class VirtualLan:
         return out
 
 
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM, ETHTOOL_SSG, ETHTOOL_STSO, ETHTOOL_SGSO = 0x17, 0x19, 0x1F, 0x24
 
@@ -254,17 +279,26 @@ SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23
 ETH_P_ALL = 0x0003
 
 
-def delay_link_main(dev_a: str, dev_b: str, ms: float, max_duration_s: float = 6 * 3600.0) -> int:
+def delay_link_main(dev_a: str, dev_b: str, ms: float, max_duration_s: float = 6 * 3600.0,
+                    rt_priority: int = 50) -> int:
     """Forward every Ethernet frame between ``dev_a`` and ``dev_b`` (both ways) ``ms`` after it arrived,
     in arrival order, until SIGTERM/SIGINT; prints ``ready`` once both sockets are bound, and the frame
     counts on stderr at the end. A frame that cannot be sent (that side down: a cut) is dropped, as on
-    a cable. Not a shaper: bandwidth and loss are untouched."""
+    a cable. Not a shaper: bandwidth and loss are untouched.
+
+    The forwarder stands for a cable, so it must not be the one starved of CPU: it runs SCHED_FIFO at
+    ``rt_priority`` (above the stack's realtime threads, 30) when permitted, and says so on stderr when not."""
     delay_s = ms / 1000.0
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+    except (OSError, AttributeError) as exc:
+        print(f"delay-link: not realtime ({exc}); frames may wait for CPU on a loaded machine", file=sys.stderr,
+              flush=True)
     socks = {}
     for dev in (dev_a, dev_b):
         s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): past rmem_max, no drops in bursts
         s.bind((dev, 0))
         s.setblocking(False)
         socks[dev] = s
