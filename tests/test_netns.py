@@ -3,6 +3,8 @@
 - a cut host's link stops its traffic and a restored one resumes (TCP across namespaces);
 - an OpenIGTLink server in one namespace refuses a peer from another namespace outside
   ``allowed_peers`` (and logs its address) while the allowed peer is served;
+- a delayed link (VirtualLan.delay, the user-space stand-in for tc netem) never delivers a frame early,
+  keeps UDP and TCP intact (checksums), and goes away with its forwarder;
 - the multi-host demo: 2 screws placed across namespaces with the robot host's link cut mid-drilling.
 """
 from __future__ import annotations
@@ -77,6 +79,72 @@ def test_cut_stops_a_link_and_restore_resumes_it_and_outsiders_are_refused():
         finally:
             good.close()
             server.close()
+
+
+def test_delay_holds_every_frame_each_way_and_keeps_udp_and_tcp_intact():
+    require_netns()
+    import socket
+    import threading
+
+    ms = 30.0
+    with lan_for_test(["a", "b"], "y") as lan:
+        with enter_netns(lan.ns("a")):
+            echo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        echo.bind((lan.ip("a"), 0))
+        listener.bind((lan.ip("a"), 0))
+        listener.listen(1)
+        stop = threading.Event()
+
+        def serve() -> None:
+            echo.settimeout(0.2)
+            while not stop.is_set():
+                try:
+                    data, peer = echo.recvfrom(65536)
+                except socket.timeout:
+                    continue
+                echo.sendto(data, peer)
+
+        threading.Thread(target=serve, daemon=True).start()
+        with enter_netns(lan.ns("b")):
+            client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        client.settimeout(30.0)
+
+        def rtts(n: int) -> list[float]:
+            out = []
+            for i in range(n):
+                payload = i.to_bytes(4, "big") * 300  # 1200 bytes: one full frame, checksum over all of it
+                t0 = time.monotonic()
+                client.sendto(payload, (lan.ip("a"), echo.getsockname()[1]))
+                data, _ = client.recvfrom(65536)
+                out.append((time.monotonic() - t0) * 1000.0)
+                assert data == payload
+            return out
+
+        rtts(3)
+        proc = lan.delay("b", ms)
+        try:
+            delayed = rtts(10)
+            with enter_netns(lan.ns("b")):
+                tcp = socket.create_connection((lan.ip("a"), listener.getsockname()[1]), timeout=30.0)
+            conn, _ = listener.accept()
+            blob = bytes(range(256)) * 4096  # 1 MiB in MTU-sized segments through the forwarder
+            threading.Thread(target=lambda: tcp.sendall(blob), daemon=True).start()
+            got = bytearray()
+            conn.settimeout(30.0)
+            while len(got) < len(blob):
+                chunk = conn.recv(1 << 20)
+                assert chunk, "TCP connection closed early"
+                got += chunk
+            tcp.close()
+            conn.close()
+        finally:
+            proc.terminate()
+            proc.wait(15.0)
+            stop.set()
+        assert bytes(got) == blob
+        # each way held >= ms: a round trip can never be shorter than 2 ms (no upper bound: shared machine)
+        assert min(delayed) >= 2 * ms, delayed
 
 
 @pytest.mark.ros
