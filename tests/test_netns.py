@@ -162,8 +162,12 @@ from pathlib import Path
 from spine_nav.demo.run import DemoConfig, run_demo
 from spine_nav.demo.hosts import HostsDemo, parse_inject
 cfg = DemoConfig(out_dir=Path({str(out)!r}), seed=11, voxel_mm=1.0, cbct_voxel_mm=1.0, handeye_poses=12,
-                 levels=("L4",), align_timeout_s=40.0)  # 2 shared cores: stale-reference stops slow aligning
-run_demo(cfg, print, lambda c, log: HostsDemo(c, log, parse_inject("cut:robot"), tag="t{domain_id()}d"))
+                 levels=("L4",), align_timeout_s=120.0)
+# reference_timeout_s 0.2 s (the one-machine demo's watchdog), not the 0.06 s of the measured runs: this
+# test checks that a cut holds and the case resumes and completes, not the hold time (docs/network.md);
+# with 0.06 s a 2-core machine at load 30-90 stale-stopped the arm until aligning timed out (the flake).
+run_demo(cfg, print, lambda c, log: HostsDemo(c, log, parse_inject("cut:robot"), tag="t{domain_id()}d",
+                                              reference_timeout_s=0.2))
 """
     env = {**os.environ, "PYTHONPATH": str(REPO), "MPLBACKEND": "Agg"}
     try:
@@ -178,6 +182,7 @@ run_demo(cfg, print, lambda c, log: HostsDemo(c, log, parse_inject("cut:robot"),
     assert fault["name"] == "cut:robot" and fault["detected"] and fault["arm_held"], fault
     net = data["case"]["network"]
     assert net["cut"]["hold_after_ms"] is not None and net["cut"]["screw_status"] == "placed", net["cut"]
+    assert net["reference_timeout_s"] == 0.2
     hosts = net["hosts"]
     assert set(hosts) == {"tracker", "navigation", "robot", "console", "world"}
     assert [p["label"] for p in hosts["navigation"]["processes"]] == ["navigation", "registration"]
