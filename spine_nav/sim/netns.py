@@ -197,8 +197,9 @@ class VirtualLan:
         _run(["ip", "-n", self.lan_ns, "link", "set", self._port(host), "up"])
 
     def delay(self, host: str, ms: float, log_path: str | None = None) -> subprocess.Popen:
-        """Add ``ms`` milliseconds each way on ``host``'s cable until the returned process is stopped
-        (or the LAN destroyed); returns once frames flow through the delay (or raises).
+        """Add ``ms`` milliseconds each way on ``host``'s cable for the rest of this LAN's life; returns the
+        forwarder process once frames flow through it (or raises). Stopping that process leaves the host
+        cut off (its port stays out of the bridge) until :meth:`destroy`.
 
         The host's bridge port leaves ``br0``; a veth pair ``d<i>-host`` (in br0) / ``q<i>-host`` takes
         its place and :func:`delay_link_main` (a process in the LAN namespace) forwards each frame between
