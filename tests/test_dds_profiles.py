@@ -52,7 +52,7 @@ def test_udp_profile_crosses_namespaces_and_a_foreign_domain_is_not_heard(lan):
     procs = [start_talker(lan, "a", "same_domain", dds_env(d, HOSTS_PROFILE)),
              start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, HOSTS_PROFILE))]
     try:
-        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE))
+        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE), expect=["same_domain"])
     finally:
         stop_all(procs)
     assert got.get("same_domain", 0) > 20
@@ -66,7 +66,7 @@ def test_multicast_on_the_chosen_interface_only(lan, tmp_path):
     procs = [start_talker(lan, "a", "lan_talker", dds_env(d, on_lan["a"])),
              start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, on_lan["c"]))]
     try:
-        got_lan = listen(lan, "b", dds_env(d, on_lan["b"]))
+        got_lan = listen(lan, "b", dds_env(d, on_lan["b"]), expect=["lan_talker"])
         got_loop = listen(lan, "b", dds_env(d, loop_only), duration_s=6.0)  # the LAN is not the chosen interface
     finally:
         stop_all(procs)
@@ -86,7 +86,7 @@ def test_unicast_peers_xml_hears_its_peer_not_another_domain(lan, tmp_path):
     procs = [start_talker(lan, "a", "peer", dds_env(d, a)),
              start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, c_other))]
     try:
-        got = listen(lan, "b", dds_env(d, b))
+        got = listen(lan, "b", dds_env(d, b), expect=["peer"])
     finally:
         stop_all(procs)
     assert got.get("peer", 0) > 20
@@ -102,7 +102,7 @@ def test_ros_static_peers_hear_the_listed_peer_only(lan):
              start_talker(lan, "c", "multicast_outsider", dds_env(d, HOSTS_PROFILE)),
              start_talker(lan, "c", "other_domain", dds_env((d + 1) % 232, HOSTS_PROFILE, "LOCALHOST", lan.ip("b")))]
     try:
-        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE, "LOCALHOST", lan.ip("a")))
+        got = listen(lan, "b", dds_env(d, HOSTS_PROFILE, "LOCALHOST", lan.ip("a")), expect=["peer"])
     finally:
         stop_all(procs)
     assert got.get("peer", 0) > 20
@@ -142,9 +142,9 @@ def test_firewall_admits_only_the_or_hosts(lan, tmp_path):
     igtl.bind(("0.0.0.0", 18944))
     igtl.listen(4)
     try:
-        before = listen(lan, "b", env_b)
+        before = listen(lan, "b", env_b, expect=["peer", "symmetric_outsider", "multicast_outsider"])
         subprocess.run(lan.exec_prefix("b") + ["nft", "-f", rules], check=True, capture_output=True, timeout=30)
-        after = listen(lan, "b", env_b)
+        after = listen(lan, "b", env_b, expect=["peer"])
         igtl_from_a, igtl_from_c = (_tcp_connects(lan, h, lan.ip("b"), 18944) for h in ("a", "c"))
         table = subprocess.run(lan.exec_prefix("b") + ["nft", "list", "table", "inet", "spine_nav"],
                                capture_output=True, text=True, timeout=30).stdout
