@@ -264,16 +264,13 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
                                          cfg.multistart_offset_mm, centroids[lv]):
                 T_alt = aligners[lv].align(P @ candidates[lv], cfg.multistart_max_distances_mm)
                 starts.append((T_alt, measured(lv, T_alt)))
-            good = [(T, qs) for T, qs in starts if not local_checks(
-                replace(qs, multistart_spread_mm=0.0, failures=[]), g)]
-            pool = good or starts
-            T_best, q_best = min(pool, key=lambda s: (s[1].inlier_rmse_mm if np.isfinite(s[1].inlier_rmse_mm)
-                                                      else np.inf, -s[1].fitness))
+            T_best, q_best, spread, worse = consensus_of_starts(
+                starts, lambda qs: not local_checks(replace(qs, multistart_spread_mm=0.0, failures=[]), g),
+                pre_ds[lv].points_mm)
             if T_best is not candidates[lv]:
                 q_best.retried_starts = q.retried_starts
                 candidates[lv], qualities[lv], q = T_best, q_best, q_best
-            q.multistart_spread_mm = max(align.rms_displacement_mm(T_best, T, pre_ds[lv].points_mm) for T, _ in pool)
-            q.multistart_worse_minima = len(starts) - len(good) if good else 0
+            q.multistart_spread_mm, q.multistart_worse_minima = spread, worse
         q.failures.extend(local_checks(q, g))
         level_times[lv] += time.perf_counter() - tl
         level_cpu[lv] += time.process_time() - cl
@@ -305,6 +302,27 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
     out.gate = g
     out.fitted, out.centroids_mm, out.T_global = dict(candidates), dict(centroids), T_global
     return out
+
+
+def consensus_of_starts(starts: Sequence[tuple[np.ndarray, LevelQuality]], passes: Callable[[LevelQuality], bool],
+                        points_mm: np.ndarray) -> tuple[np.ndarray, LevelQuality, float, int]:
+    """Judge the fits of one level from several starts (``T_cbct_preop`` and its quality figures).
+
+    A start whose fit fails the level's own fit checks (``passes``: fitness, residuals, field of
+    view, condition) settled in a worse local minimum: it is counted, not held against the others.
+    Among the passing starts the lowest inlier RMSE (then the highest fitness) is kept, and the
+    spread is the largest RMS displacement (over ``points_mm``, PreopCT mm) between it and the other
+    passing starts: two acceptable-looking poses far apart is a real ambiguity. With no passing
+    start every start is compared (the level fails on its fit anyway).
+
+    Returns (best transform, its quality, spread mm, number of starts in a worse minimum).
+    """
+    good = [s for s in starts if passes(s[1])]
+    pool = good or list(starts)
+    T_best, q_best = min(pool, key=lambda s: (s[1].inlier_rmse_mm if np.isfinite(s[1].inlier_rmse_mm) else np.inf,
+                                              -s[1].fitness))
+    spread = max(align.rms_displacement_mm(T_best, T, points_mm) for T, _ in pool)
+    return T_best, q_best, spread, (len(starts) - len(good)) if good else 0
 
 
 def regate(result: CaseRegistration, gate, cbct_q=None, preop_q=None) -> dict[str, tuple[bool, str]]:
