@@ -178,5 +178,5 @@ def test_residual_limits_add_the_preop_ct_surface_error():
     g = GateThresholds()
     cbct, preop = CbctQuality(0.5, 10.0, 0.75, 0.02), CbctQuality(1.2, 20.0, 1.1, 0.05)
     assert scaled_thresholds(g, cbct, preop).max_inlier_rmse_mm == pytest.approx(
-        max(g.max_inlier_rmse_mm, g.rmse_per_edge * (0.77 + 1.15)))
+        max(g.max_inlier_rmse_mm, g.rmse_per_edge * np.hypot(0.77, 1.15)))
     assert scaled_thresholds(g, cbct, preop).max_inlier_rmse_mm > scaled_thresholds(g, cbct).max_inlier_rmse_mm
