@@ -172,7 +172,7 @@ def test_consensus_ignores_a_start_in_a_worse_minimum_and_keeps_the_best():
     assert spread == pytest.approx(5.7) and n_worse == 0
 
 
-def test_residual_limits_add_the_preop_ct_surface_error():
+def test_surface_width_combines_cbct_and_preop_in_quadrature():
     from spine_nav.registration.cbct_quality import CbctQuality
 
     g = GateThresholds()

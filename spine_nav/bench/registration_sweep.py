@@ -163,8 +163,7 @@ def _register(inputs: dict[str, Any], gate, num_threads: int) -> tuple[list[dict
     shared = res.timings_s["surfaces_s"] + res.timings_s["global_s"]
     shared_cpu = res.timings_s["surfaces_cpu_s"] + res.timings_s["global_cpu_s"]
     cq, pq = res.cbct_quality, res.preop_quality
-    width = float(np.hypot(cq.get("edge_mm", float("nan")) + cq.get("surface_noise_mm", float("nan")),
-                           pq.get("edge_mm", float("nan")) + pq.get("surface_noise_mm", float("nan"))))
+    width = cq.get("edge_mm", float("nan")) + cq.get("surface_noise_mm", float("nan"))  # as the gate scales
     out = []
     for lv, r in res.levels.items():
         q = r.quality

@@ -40,16 +40,14 @@ class GateThresholds:
         min_points: minimum surface points of the level (preop) and in the CBCT crop.
         data_derived: scale the residual limits with the measured CBCT and bound the neighbour check
             by physiological motion (below); False = the fixed limits above (the old gate).
-        rmse_per_edge: inlier RMSE limit per mm of surface width: the CBCT's (edge width + surface
-            noise) and the preop CT's, in quadrature (:func:`~spine_nav.registration.gate.surface_width_mm`,
-            :mod:`~spine_nav.registration.cbct_quality`). First set with the CBCT width alone: on the
-            tuning seeds a correct level's RMSE was 0.10-0.15 x that width for every CBCT quality of the
-            family (0.5 mm / 10 HU: 0.08 mm; 1.5 mm / 80 HU / blurred: 0.54 mm), and 0.20 left a 1.3x
-            margin over the worst while refusing another patient's vertebra at ordinary CBCT quality
-            (RMSE 0.43 mm at 1 mm / 30 HU). Adding the preop CT in quadrature (its measured width
-            ~0.76 mm at the sweep's 1.2 mm) lowers correct levels' ratios (tuning seed 2000: 0.09 at
-            1 mm, 0.08 at 0.5 mm) and raises the 1 mm / 30 HU limit to ~0.25 mm, still 1.7x below that
-            other patient's RMSE; the factor stays 0.20. The fixed ``max_inlier_rmse_mm`` stays as a floor.
+        rmse_per_edge: inlier RMSE limit per mm of (CBCT edge width + surface noise), see
+            :mod:`~spine_nav.registration.cbct_quality`. On the tuning seeds a correct level's RMSE
+            is 0.10-0.15 x that sum for every CBCT quality of the family (0.5 mm / 10 HU: 0.08 mm;
+            1.5 mm / 80 HU / blurred: 0.54 mm); 0.20 leaves a 1.3x margin over the worst and still
+            refuses another patient's vertebra at ordinary CBCT quality (RMSE 0.43 mm at 1 mm / 30 HU,
+            limit 0.21 mm). The fixed ``max_inlier_rmse_mm`` stays as a floor. Adding the preop CT's
+            width in quadrature (:func:`~spine_nav.registration.gate.surface_width_mm`) was tried and
+            reverted: it let another phantom's vertebra pass (see :func:`~spine_nav.registration.gate.scaled_thresholds`).
         p95_per_edge: the same for the 95th percentile (a correct level's p95 is ~2x its RMSE).
         metal_hu / metal_radius_mm / metal_factor: a level with CBCT voxels >= ``metal_hu`` (metal:
             cortical bone stays below ~2000 HU) within ``metal_radius_mm`` of its centre has its residual

@@ -168,7 +168,9 @@ def register_volumes(preop: Volume, labels: Volume, cbct: Volume, plan: Plan,
     pre_all = np.concatenate([pre_surfs[lv].points_mm for lv in order])
     preop_q = cbct_quality.measure(preop, preop.lps_to_index(pre_all) if len(pre_all) else np.zeros((0, 3)),
                                    threshold, cfg.smoothing_sigma_mm, seed=cfg.seed)
-    g = scaled_thresholds(g, cbct_q, preop_q)
+    # the preop CT's width is measured and reported but not (yet) in the limits: adding it in quadrature
+    # let another phantom's vertebra pass (RMSE ~0.2 mm under a 0.25 mm limit, tests/test_registration.py)
+    g = scaled_thresholds(g, cbct_q)
     metal_ijk = np.argwhere(np.asarray(cbct.data) >= g.metal_hu)
     metal_tree = cKDTree(cbct.index_to_lps(metal_ijk[::max(1, len(metal_ijk) // 5000)])) if len(metal_ijk) else None
     timings["surfaces_s"] = time.perf_counter() - t0
@@ -334,8 +336,6 @@ def regate(result: CaseRegistration, gate, cbct_q=None, preop_q=None) -> dict[st
     g = gate
     if cbct_q is None and result.cbct_quality:
         cbct_q = CbctQuality(**result.cbct_quality)
-    if preop_q is None and result.preop_quality:
-        preop_q = CbctQuality(**result.preop_quality)
     if cbct_q is not None:
         g = scaled_thresholds(gate, cbct_q, preop_q)
     order = list(result.levels)
