@@ -2,7 +2,6 @@
 from spine_nav.geometry.transforms import (  # noqa: F401
     ORTHONORMAL_TOL,
     QUAT_NORM_TOL,
-    RIGID_ROWS_TOL,
     NotRigidError,
     angle_between_deg,
     average_transforms,
