@@ -111,7 +111,7 @@ class Demo:
 
     # ------------------------------------------------------------------ 1-2 case
     def prepare_case(self):
-        from spine_nav.imaging.phantom import PhantomSpine, generate_case, load_truth
+        from spine_nav.phantom.case import PhantomSpine, generate_case, load_truth
         from spine_nav.imaging.volume_io import load_volume
         from spine_nav.plan import load_plan
         from spine_nav.plan.bone_quality import assess_plan, format_table
@@ -166,7 +166,7 @@ class Demo:
     def calibrate_arm(self) -> None:
         from spine_nav.arm.kinematics import ArmKinematics
         from spine_nav.arm.model import load_arm_model
-        from spine_nav.arm.scenario import handeye_in_sim
+        from spine_nav.sim.scenario import handeye_in_sim
         from spine_nav.demo.scene import layout_for_plan
         from spine_nav.geometry import transform_difference
         from spine_nav.sim.arm import MujocoArm, default_scene
@@ -288,9 +288,9 @@ class Demo:
         supervisor = None
         self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
         if self.cfg.floor_relay:  # the machine's floor under the guard's path, measured during the case (issue 17)
-            from spine_nav.nodes.floor_relay import relay_process
+            from spine_nav.demo.processes import floor_relay_process
 
-            procs.append(relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
+            procs.append(floor_relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_arm"] if kills else ["sim_tracker", "sim_arm"], params_file=params_file,

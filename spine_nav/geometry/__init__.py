@@ -4,6 +4,7 @@ from spine_nav.geometry.transforms import (  # noqa: F401
     QUAT_NORM_TOL,
     NotRigidError,
     angle_between_deg,
+    axial_perpendicular_frame,
     average_transforms,
     compose,
     invert,

@@ -397,3 +397,15 @@ def average_transforms(transforms: Iterable[object]) -> np.ndarray:
         raise ValueError("average_transforms: no transforms")
     rot = Rotation.from_matrix(np.stack([m[:3, :3] for m in mats])).mean().as_matrix()
     return make_transform(rot, np.mean([m[:3, 3] for m in mats], axis=0))
+
+
+def axial_perpendicular_frame(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors ``(n, m)`` perpendicular to the unit vector ``direction`` (LPS): ``n`` in the axial
+    plane (``direction x S``; ``L`` when ``direction`` is along the S axis), ``m = n x direction``
+    (~superior). Used to sample and draw planes along a screw."""
+    n = np.cross(direction, [0.0, 0.0, 1.0])
+    if np.linalg.norm(n) < 1e-6:
+        n = np.array([1.0, 0.0, 0.0])
+    n /= np.linalg.norm(n)
+    m = np.cross(n, direction)
+    return n, m / np.linalg.norm(m)

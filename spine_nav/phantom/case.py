@@ -9,7 +9,7 @@
     plan.json            bilateral pedicle screws per level (spine_nav.plan schema v1, PreopCT LPS mm)
     ground_truth.json    per level ``preop_to_cbct`` = T_cbct_preop (PreopCT LPS mm -> CBCT/Reference LPS mm)
 
-Geometry: each vertebra is an analytic shape (:mod:`spine_nav.imaging.anatomy`) in
+Geometry: each vertebra is an analytic shape (:mod:`spine_nav.phantom.anatomy`) in
 its local frame; ``T_preop_local[level]`` places it in the preop CT (lumbar
 lordosis, seeded variation). The intraoperative pose of each level is
 ``T_cbct_preop[level] = T_whole @ T_rel[level]`` where ``T_rel`` rotates/translates
@@ -35,7 +35,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial.transform import Rotation
 
 from spine_nav.geometry import compose, invert, make_transform, transform_points
-from spine_nav.imaging.anatomy import LUMBAR_LEVELS, LevelShape, disc_sdf, varied_shape, vertebra_sdf
+from spine_nav.phantom.anatomy import LUMBAR_LEVELS, LevelShape, disc_sdf, varied_shape, vertebra_sdf
 from spine_nav.imaging.volume import Volume
 from spine_nav.imaging.volume_io import save_volume
 from spine_nav.plan.io import save_plan, write_text_safely
@@ -746,7 +746,7 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
     screws = plan_screws(spine)
     labels_map = spine.labels
     plan = Plan(screws=tuple(screws), frame="PreopCT", case_id=f"phantom-seed-{seed}",
-                metadata={"labels": labels_map, "generator": "spine_nav.imaging.phantom", "seed": int(seed),
+                metadata={"labels": labels_map, "generator": "spine_nav.phantom.case", "seed": int(seed),
                           "bone": bone})
     truth: dict[str, Any] = {
         "schema": TRUTH_SCHEMA, "schema_version": 1, "seed": int(seed), "bone": bone,
