@@ -328,13 +328,6 @@ def load_description(cfg: ArmDescriptionConfig) -> ArmModel:
                     reach_joints=None)
 
 
-def package_share(package: str, *parts: str) -> Path:
-    """A file inside an installed Python package's data (``importlib.resources``), e.g. our own xacro."""
-    from importlib.resources import files
-
-    return Path(str(files(package).joinpath(*parts)))
-
-
 # Command-line selection of a description (`spine-nav arm check`, `spine-nav bench arm`).
 
 def add_description_arguments(p: argparse.ArgumentParser) -> None:

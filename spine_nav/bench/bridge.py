@@ -43,9 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from spine_nav.bench import BenchResult, info
+from spine_nav.resources import package_dir, share_path
 from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = package_dir().parent  # the folder spine_nav is imported from (the child's cwd)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,7 +127,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
     args = ["-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:mode:=client",
             "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}",
             "-p", "tracker_bridge:console_port:=0"]
-    stack = ComposedStack(["tracker_bridge"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args)
+    stack = ComposedStack(["tracker_bridge"], params_file=share_path("config", "nodes.yaml"), extra_ros_args=args)
     bridge = stack.nodes["tracker_bridge"]
     try:
         stack.start()

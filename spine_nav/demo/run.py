@@ -34,6 +34,7 @@ import numpy as np
 from spine_nav.demo.placement import placement_error
 from spine_nav.demo.report import CaseReport, FaultResult, ScrewResult, percentile_ms, summary_table, write_report
 from spine_nav.geometry import invert, make_transform, transform_points
+from spine_nav.resources import share_path
 from spine_nav.tracking.transport import free_tcp_port
 
 Log = Callable[[str], None]
@@ -267,7 +268,7 @@ class Demo:
         self.prepare_case()
         self.calibrate_arm()
         port = free_tcp_port()
-        params_file = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
+        params_file = share_path("config", "nodes.yaml")
         args = self.stack_args(port)
         logs = self.cfg.out_dir / "logs"
         self.log(f"[4/6] starting the stack as ROS 2 processes over DDS: tracker_bridge + trajectory_guard, "

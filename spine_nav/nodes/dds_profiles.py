@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from pathlib import Path
 from typing import Sequence
 
-DDS_DIR = Path(__file__).resolve().parents[2] / "config" / "dds"
+from spine_nav.resources import share_path
+
+DDS_DIR = share_path("config", "dds")
 
 
 def _ipv4(text: str, what: str) -> str:
