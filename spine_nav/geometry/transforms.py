@@ -74,15 +74,21 @@ def validate_rotation(R: object, name: str = "rotation", tol: float = ORTHONORMA
     finite, the columns are not orthonormal within ``tol`` or ``det(R) != +1``
     (a reflection).
     """
+    arr = _finite_matrix(R, name, 3, "a 3x3 rotation matrix")
+    _check_rotation(arr, name, tol)
+    return arr
+
+
+def _finite_matrix(value: object, name: str, n: int, what: str) -> np.ndarray:
+    """``value`` as a finite float n x n array, or NotRigidError (kind ``"non-finite"``) naming ``name``."""
     try:
-        arr = _as_float_array(R, name)
+        arr = _as_float_array(value, name)
     except ValueError as exc:
         raise NotRigidError("non-finite", str(exc)) from None
-    if arr.shape != (3, 3):
-        raise NotRigidError("non-finite", f"{name}: expected a 3x3 rotation matrix, got shape {arr.shape}")
+    if arr.shape != (n, n):
+        raise NotRigidError("non-finite", f"{name}: expected {what}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
         raise NotRigidError("non-finite", f"{name}: contains non-finite values (NaN or inf)")
-    _check_rotation(arr, name, tol)
     return arr
 
 
@@ -106,14 +112,7 @@ def validate_transform(T: object, name: str = "transform", tol: float = ORTHONOR
     check. :func:`rigid_rows` is the same check in plain floats for the 1 kHz paths (tests/test_geometry.py
     holds them to the same verdict on random and borderline matrices).
     """
-    try:
-        arr = _as_float_array(T, name)
-    except ValueError as exc:
-        raise NotRigidError("non-finite", str(exc)) from None
-    if arr.shape != (4, 4):
-        raise NotRigidError("non-finite", f"{name}: expected a 4x4 matrix of numbers, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise NotRigidError("non-finite", f"{name}: contains non-finite values (NaN or inf)")
+    arr = _finite_matrix(T, name, 4, "a 4x4 matrix of numbers")
     if np.max(np.abs(arr[3] - np.array([0.0, 0.0, 0.0, 1.0]))) > tol:
         raise NotRigidError("non-rigid", f"{name}: bottom row must be [0, 0, 0, 1], got {arr[3].tolist()}")
     _check_rotation(arr[:3, :3], f"{name} rotation part", tol)
