@@ -6,7 +6,9 @@
 The graph is built with :mod:`ast` (no module is imported, so no import side effects): every
 ``import spine_nav.x`` / ``from spine_nav.x import y`` / relative import anywhere in a module (top level,
 inside functions, under ``TYPE_CHECKING``) is an edge, because a lazy import is still a dependency.
-``tests/test_layering.py`` holds the code to :data:`LAYERS` and :data:`ALLOWED`.
+``tests/test_layering.py`` holds the code to :data:`LAYERS` and :data:`ALLOWED`. Root modules
+(``spine_nav/__init__.py``, ``spine_nav/resources.py``) belong to no layer: any package may import them
+and they import no spine_nav package.
 """
 from __future__ import annotations
 
@@ -73,13 +75,19 @@ class ImportGraph:
     modules: dict[str, set[str]] = field(default_factory=dict)
     external: dict[str, set[str]] = field(default_factory=dict)
     lines: dict[tuple[str, str], int] = field(default_factory=dict)  # (importer, imported) -> first line
+    packages: set[str] = field(default_factory=set)  # the sub-packages of spine_nav (folders)
+
+    def package(self, module: str) -> str:
+        """``spine_nav.plan.model`` -> ``plan``; a root module (``spine_nav``, ``spine_nav.resources``) -> ``""``."""
+        parts = module.split(".")
+        return parts[1] if len(parts) > 1 and parts[1] in self.packages else ""
 
     def package_edges(self) -> dict[tuple[str, str], list[str]]:
         """(package, package) -> ``"a.py:LINE -> b"`` witnesses, packages differing."""
         out: dict[tuple[str, str], list[str]] = {}
         for a, bs in self.modules.items():
             for b in bs:
-                pa, pb = package_of(a), package_of(b)
+                pa, pb = self.package(a), self.package(b)
                 if pa != pb and pa and pb:
                     out.setdefault((pa, pb), []).append(f"{a}:{self.lines[(a, b)]} -> {b}")
         return out
@@ -129,12 +137,6 @@ class ImportGraph:
         return sorted(out)
 
 
-def package_of(module: str) -> str:
-    """``spine_nav.plan.model`` -> ``plan``; the root package itself -> ``""``."""
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else ""
-
-
 def module_name(path: Path, root: Path) -> str:
     parts = list(path.relative_to(root).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -145,7 +147,8 @@ def module_name(path: Path, root: Path) -> str:
 def build_graph(root: Path = REPO) -> ImportGraph:
     """The import graph of ``root/spine_nav`` (every .py file, parsed, never imported)."""
     files = {module_name(p, root): p for p in sorted((root / PACKAGE).rglob("*.py"))}
-    g = ImportGraph(modules={m: set() for m in files}, external={m: set() for m in files})
+    g = ImportGraph(modules={m: set() for m in files}, external={m: set() for m in files},
+                    packages={p.parent.name for p in (root / PACKAGE).glob("*/__init__.py")})
 
     def resolve(name: str) -> str | None:
         """The longest existing module prefix of a dotted name (``a.b.func`` -> ``a.b``)."""

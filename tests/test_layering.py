@@ -35,7 +35,7 @@ KNOWN_CYCLES = [
 
 
 def test_every_package_has_a_layer_and_a_matrix_row():
-    packages = {arch.package_of(m) for m in GRAPH.modules} - {""}
+    packages = {GRAPH.package(m) for m in GRAPH.modules} - {""}
     in_layers = [p for layer in arch.LAYERS.values() for p in layer]
     assert len(in_layers) == len(set(in_layers)), "a package is in two layers"
     assert packages == set(in_layers) == set(arch.ALLOWED), (
@@ -69,11 +69,19 @@ def test_package_imports_follow_the_matrix():
     assert not bad, f"imports the layering forbids (docs/architecture.md): {bad}"
 
 
+def test_root_modules_import_no_package():
+    """spine_nav/__init__.py and spine_nav/resources.py are below every layer: importable by all."""
+    roots = sorted(m for m in GRAPH.modules if GRAPH.package(m) == "")
+    assert "spine_nav.resources" in roots
+    for m in roots:
+        assert not {GRAPH.package(b) for b in GRAPH.modules[m]} - {""}, f"{m} imports {GRAPH.modules[m]}"
+
+
 def test_sim_sits_above_arm_and_the_phantom_has_one_home():
     edges = GRAPH.package_edges()
     assert ("sim", "arm") in edges and ("arm", "sim") not in edges
     phantom_modules = {m for m in GRAPH.modules if m.rsplit(".", 1)[-1] in ("phantom", "anatomy", "case")
-                       and arch.package_of(m) != "phantom" and not m.startswith("spine_nav.cli.")}
+                       and GRAPH.package(m) != "phantom" and not m.startswith("spine_nav.cli.")}
     assert not phantom_modules, f"phantom code outside spine_nav.phantom: {phantom_modules}"
     for pkg in ("imaging", "plan"):
         assert (pkg, "phantom") not in edges, f"{pkg} imports the phantom: {edges.get((pkg, 'phantom'))}"
@@ -89,7 +97,7 @@ def test_no_module_import_cycles_beyond_the_known_ones():
 @pytest.mark.parametrize("package", [p for layer in arch.CORE_LAYERS for p in arch.LAYERS[layer]])
 def test_core_packages_reach_neither_ros_nor_mujoco(package):
     """Transitively: following every spine_nav import (lazy ones too) from each module of the package."""
-    for mod in sorted(m for m in GRAPH.modules if arch.package_of(m) == package):
+    for mod in sorted(m for m in GRAPH.modules if GRAPH.package(m) == package):
         for reached in sorted(GRAPH.reachable(mod)):
             forbidden = GRAPH.external[reached] & arch.CORE_FORBIDDEN
             assert not forbidden, f"{mod} reaches {sorted(forbidden)} through {reached}"
