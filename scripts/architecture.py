@@ -26,7 +26,7 @@ PACKAGE = "spine_nav"
 LAYERS: dict[str, tuple[str, ...]] = {
     "foundation": ("geometry",),
     "data": ("imaging", "plan"),
-    "core": ("phantom", "registration", "tracking", "guard", "arm", "rod", "console"),
+    "core": ("phantom", "registration", "tracking", "guard", "arm", "rod", "training", "console"),
     "simulation": ("sim",),
     "ros": ("nodes", "bag"),
     "tools": ("bench", "demo"),
@@ -42,20 +42,21 @@ ALLOWED: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
     "plan": ("geometry", "imaging"),  # plans are checked against CT volumes (bone quality, rendering)
     "phantom": ("geometry", "imaging", "plan"),  # renders volumes, plans screws
     "registration": ("geometry", "imaging", "plan"),
-    "tracking": ("geometry",),
+    "tracking": ("geometry", "plan"),  # the Slicer output sends the plan as markups
     "guard": ("geometry", "plan"),
     "arm": ("geometry", "plan"),
     "rod": ("geometry", "plan"),
-    "console": ("geometry", "imaging", "plan", "tracking"),
+    "training": ("geometry", "imaging", "plan"),
+    "console": ("geometry", "imaging", "plan", "tracking", "training"),
     "sim": ("geometry", "plan", "arm", "tracking"),
-    "nodes": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod",
+    "nodes": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod", "training",
               "console", "sim"),
     "bag": ("geometry", "plan", "guard", "nodes"),
-    "bench": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod",
+    "bench": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod", "training",
               "console", "sim", "nodes", "bag"),
-    "demo": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod",
+    "demo": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod", "training",
              "console", "sim", "nodes", "bag", "bench"),
-    "cli": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod",
+    "cli": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod", "training",
             "console", "sim", "nodes", "bag", "bench", "demo"),
 }.items()}
 
