@@ -46,7 +46,7 @@ ALLOWED: dict[str, frozenset[str]] = {k: frozenset(v) for k, v in {
     "guard": ("geometry", "plan"),
     "arm": ("geometry", "plan"),
     "rod": ("geometry", "plan"),
-    "training": ("geometry", "imaging", "plan"),
+    "training": ("geometry", "imaging", "plan", "phantom"),  # trainee cases are phantom cases
     "console": ("geometry", "imaging", "plan", "tracking", "training"),
     "sim": ("geometry", "plan", "arm", "tracking"),
     "nodes": ("geometry", "imaging", "plan", "phantom", "registration", "tracking", "guard", "arm", "rod", "training",
