@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spine_nav.imaging.phantom import PhantomVariation, generate_case
+from spine_nav.phantom.case import PhantomVariation, generate_case
 from spine_nav.registration import RegistrationConfig, RegistrationError, badcases as bc, register_volumes
 from spine_nav.registration.config import OLD_FIXED_GATE, GateThresholds
 from spine_nav.registration.gate import LevelQuality, neighbour_checks, neighbour_limits, scaled_thresholds

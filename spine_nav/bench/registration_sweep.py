@@ -93,7 +93,7 @@ def _say(msg: str) -> None:
 
 
 def _variation(name: str, seed: int):
-    from spine_nav.imaging.phantom import PhantomVariation
+    from spine_nav.phantom.case import PhantomVariation
 
     voxel, metal, kw = VARIANTS[name]
     rng = np.random.default_rng([seed, 5])
@@ -107,8 +107,8 @@ def _variation(name: str, seed: int):
 
 
 def _case(root: Path, seed: int, voxel: float, metal: bool, variation, tag: str) -> dict[str, Any]:
-    from spine_nav.bench.registration import _load_case
-    from spine_nav.imaging.phantom import generate_case
+    from spine_nav.bench.registration_cases import load_case as _load_case
+    from spine_nav.phantom.case import generate_case
 
     files = generate_case(root / tag, seed=seed, levels=LEVEL_WINDOWS[seed % 3], voxel_mm=PREOP_VOXEL_MM,
                           cbct_voxel_mm=voxel, metal=metal, variation=variation, overwrite=True)
@@ -119,8 +119,8 @@ def _case(root: Path, seed: int, voxel: float, metal: bool, variation, tag: str)
 
 def _wrong_inputs(kind: str, root: Path, seed: int) -> tuple[dict[str, Any], bool]:
     """(inputs, whether a true transform exists) of one wrong case."""
-    from spine_nav.bench.registration import _misplaced
-    from spine_nav.imaging.phantom import PhantomVariation
+    from spine_nav.bench.registration_cases import misplaced as _misplaced
+    from spine_nav.phantom.case import PhantomVariation
     from spine_nav.registration import badcases as bc
 
     if kind == "heavy_metal_1500HU":
@@ -152,7 +152,7 @@ def _wrong_inputs(kind: str, root: Path, seed: int) -> tuple[dict[str, Any], boo
 
 def _register(inputs: dict[str, Any], gate, num_threads: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Records per level for the data-derived ``gate`` and for ``OLD_FIXED_GATE`` judging the same fits."""
-    from spine_nav.bench.registration import _tre
+    from spine_nav.bench.registration_cases import tre_mm as _tre
     from spine_nav.registration import RegistrationConfig, register_volumes
     from spine_nav.registration.config import OLD_FIXED_GATE
     from spine_nav.registration.pipeline import regate
@@ -196,7 +196,7 @@ def _register(inputs: dict[str, Any], gate, num_threads: int) -> tuple[list[dict
 
 def _task(job: tuple[str, str, int, int]) -> dict[str, Any]:
     """One case (run in a worker process): ('correct', variant, seed) or ('wrong', kind, seed)."""
-    from spine_nav.bench.registration import _misplaced
+    from spine_nav.bench.registration_cases import misplaced as _misplaced
     from spine_nav.registration.config import GateThresholds
 
     kind, name, seed, threads = job

@@ -42,13 +42,14 @@ import numpy as np
 from spine_nav.demo.report import FaultResult
 from spine_nav.demo.run import Demo, DemoConfig, Log, _p
 from spine_nav.geometry import invert
+from spine_nav.resources import package_dir, share_dir, share_path
 from spine_nav.sim.netns import VirtualLan, enter_netns
 from spine_nav.tracking.transport import DEFAULT_PORT
 
 HOSTS = ("tracker", "navigation", "robot", "console")
 WORLD = "world"
-REPO = Path(__file__).resolve().parents[2]
-DDS_PROFILE = REPO / "config" / "dds" / "hosts_udp.xml"
+REPO = package_dir().parent  # the folder spine_nav is imported from (on the hosts' PYTHONPATH)
+DDS_PROFILE = share_path("config", "dds", "hosts_udp.xml")
 #: arm_guide's stale-reference watchdog in the multi-host run: the hold must come within 100 ms of a cut
 #: (issue #19 target). 0.2 s in the one-machine demo (DEMO_WATCHDOGS); 0.06 s here leaves ~40 ms for
 #: the last sample's age at the cut (10 ms at 100 Hz), transport and the command keep-alive period.
@@ -156,7 +157,7 @@ class HostsDemo(Demo):
                                                      "pid": os.getpid()})
             try:
                 with enter_netns(lan.ns(WORLD)), realtime_threads(min(rt, self.cfg.sim_rt_priority)), \
-                        ComposedStack(["sim_tracker"], params_file=REPO / "config" / "nodes.yaml",
+                        ComposedStack(["sim_tracker"], params_file=share_path("config", "nodes.yaml"),
                                       extra_ros_args=args) as stack:
                     self.tracker_model = stack.nodes["sim_tracker"].model
                     self.tracker_send_delay_s = stack.nodes["sim_tracker"].server.send_delay_s
@@ -251,7 +252,7 @@ class HostsDemo(Demo):
                               "igtl_tcp_segments_in": traffic[h].get("tcp_in"),
                               "igtl_tcp_segments_out": traffic[h].get("tcp_out")} for h in (*HOSTS, WORLD)},
                 "lan": self.lan.cidr, "domain_id": int(os.environ.get("ROS_DOMAIN_ID", "0") or 0),
-                "dds_profile": str(DDS_PROFILE.relative_to(REPO)),
+                "dds_profile": str(DDS_PROFILE.relative_to(share_dir())),
                 "reference_timeout_s": self.reference_timeout_s,
                 "inject": self.inject.label if self.inject else None,
                 "igtl_refused_at_camera": [r[0] for r in getattr(self, "refused", [])]}

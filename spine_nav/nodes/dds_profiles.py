@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from pathlib import Path
 from typing import Sequence
 
-DDS_DIR = Path(__file__).resolve().parents[2] / "config" / "dds"
-FIREWALL = DDS_DIR.parent / "firewall" / "spine_nav.nft"
+from spine_nav.resources import share_path
+
+DDS_DIR = share_path("config", "dds")
+FIREWALL = share_path("config", "firewall", "spine_nav.nft")
 #: RTPS well-known ports (DDSI-RTPS 2.x, 9.6.1.1; Fast DDS defaults): PB + DG * domain + offsets
 #: d0 = 0, d1 = 10, d2 = 1, d3 = 11 + PG * participant id (PG = 2): 250 ports per domain.
 RTPS_PORT_BASE, RTPS_DOMAIN_GAIN = 7400, 250
