@@ -1,5 +1,11 @@
-"""ament_python package spine_nav (ROS 2 Jazzy). Console scripts: one per node, plus `spine-nav`."""
-from glob import glob
+"""ament_python package spine_nav (ROS 2 Jazzy). Console scripts: one per node, plus `spine-nav`.
+
+Data read at run time (spine_nav/resources.py finds it): ``config/``, ``launch/``, ``sim/`` and ``urdf/``
+go to ``share/spine_nav/`` (ament layout, also what pip does with a wheel's data files); the console's
+built web page (spine_nav/console/static) is package data. tests/test_wheel_install.py builds a wheel,
+installs it into a fresh environment and runs it from another directory.
+"""
+import os
 
 from setuptools import find_packages, setup
 
@@ -7,6 +13,20 @@ PACKAGE = "spine_nav"
 
 # One console script per ROS 2 node (name -> module with a main()). Keep in sync with
 # spine_nav/nodes/registry.py (a test checks it).
+SHARE_FOLDERS = ("config", "launch", "sim", "urdf")  # = spine_nav.resources.SHARE_FOLDERS (a test checks)
+
+
+def share_data_files() -> list[tuple[str, list[str]]]:
+    """Every file under SHARE_FOLDERS, keeping its sub-folder: (share/spine_nav/DIR, [files])."""
+    out = []
+    for top in SHARE_FOLDERS:
+        for d, _, names in sorted(os.walk(top)):
+            files = sorted(os.path.join(d, n) for n in names if not n.endswith((".pyc", "~")))
+            if files:
+                out.append((f"share/{PACKAGE}/{d}", files))
+    return out
+
+
 NODE_SCRIPTS = {
     "plan_publisher": "spine_nav.nodes.plan_publisher:main",
     "registration": "spine_nav.nodes.registration:main",
@@ -23,12 +43,11 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["tests", "tests.*"]),
+    package_data={f"{PACKAGE}.console": ["static/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", glob("launch/*.py")),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
-        (f"share/{PACKAGE}/urdf", glob("urdf/*")),
+        *share_data_files(),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

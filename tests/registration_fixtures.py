@@ -12,7 +12,7 @@ SMALL = dict(levels=("L2", "L3"), voxel_mm=1.2, cbct_voxel_mm=1.0)
 @pytest.fixture(scope="session")
 def small_cases(tmp_path_factory):
     """Two small phantom cases (different seeds): {seed: CaseFiles}."""
-    from spine_nav.imaging.phantom import generate_case
+    from spine_nav.phantom.case import generate_case
 
     root = tmp_path_factory.mktemp("registration_cases")
     return {s: generate_case(root / f"seed{s}", seed=s, **SMALL) for s in TEST_SEEDS}

@@ -14,7 +14,7 @@ from spine_nav.arm.layout import (BasePose, alignment_targets, evaluate_layout, 
 from spine_nav.arm.model import load_arm_model
 from spine_nav.demo.scene import DEMO_BASE_POSE, layout_for_plan
 from spine_nav.geometry import invert, transform_directions, transform_points
-from spine_nav.imaging.phantom import case_geometry, plan_screws
+from spine_nav.phantom.case import case_geometry, plan_screws
 from spine_nav.plan import Plan
 from spine_nav.sim.arm import default_scene
 

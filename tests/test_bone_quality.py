@@ -8,7 +8,7 @@ import pytest
 
 from spine_nav.cli.main import main
 from spine_nav.imaging import load_volume
-from spine_nav.imaging.phantom import BONE_HU, generate_case
+from spine_nav.phantom.case import BONE_HU, generate_case
 from spine_nav.plan import load_plan
 from spine_nav.plan.bone_quality import BoneQualityConfig, assess_plan, pedicle_width_mm
 

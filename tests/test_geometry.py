@@ -210,3 +210,44 @@ def test_unit_quat_xyzw_checks_like_transform_from_quat():
             g.transform_from_quat(bad, (0, 0, 0), order="xyzw")
     q = unit_quat_xyzw((0.0, 0.0, 0.6, 0.8004))
     assert abs(sum(v * v for v in q) - 1.0) < 1e-12
+
+
+def _verdict(check, m) -> str | None:
+    from spine_nav.geometry import NotRigidError
+
+    try:
+        check(m)
+    except NotRigidError as exc:
+        return exc.kind
+    return None
+
+
+def test_one_rigidity_check_fast_path_agrees_with_validate_transform():
+    """rigid_rows is the plain-float fast path of validate_transform: same tolerance (ORTHONORMAL_TOL),
+    same verdict and error kind, on rigid, float32, sheared/scaled around the tolerance, reflected,
+    bad-bottom-row and non-finite matrices."""
+    from spine_nav.geometry import ORTHONORMAL_TOL, rigid_rows
+
+    rng = np.random.default_rng(16)
+    verdicts = {None: 0, "non-rigid": 0, "non-finite": 0}
+    for i in range(3000):
+        T = g.random_transform(rng, max_translation_mm=500.0)
+        case = i % 6
+        if case == 1:
+            T = T.astype(np.float32).astype(float)
+        elif case == 2:  # shear/scale with a size log-uniform around the tolerance (1e-6 .. 1e-2)
+            T[:3, :3] += rng.normal(size=(3, 3)) * 10.0 ** rng.uniform(-6, -2)
+        elif case == 3:  # bottom row off by a size around the tolerance
+            T[3, rng.integers(4)] += rng.choice([-1, 1]) * 10.0 ** rng.uniform(-6, -2)
+        elif case == 4:
+            T[:3, rng.integers(3)] *= -1.0
+        elif case == 5:
+            T[rng.integers(4), rng.integers(4)] = rng.choice([np.nan, np.inf, -np.inf])
+        slow = _verdict(g.validate_transform, T)
+        assert _verdict(rigid_rows, T) == slow, (i, T)
+        assert g.is_rigid(T) == (slow is None)
+        verdicts[slow] += 1
+    assert min(verdicts.values()) > 300  # every verdict was exercised, borderline ones included
+    assert ORTHONORMAL_TOL == 1e-4
+    for bad in (np.eye(3), [[1.0, 0.0], [0.0, 1.0]], "not a matrix"):
+        assert _verdict(g.validate_transform, bad) == _verdict(rigid_rows, bad) == "non-finite"

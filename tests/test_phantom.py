@@ -12,8 +12,8 @@ from skimage.measure import marching_cubes
 from spine_nav.geometry import invert, rotation_angle_deg, transform_points
 from spine_nav.imaging import load_volume
 from spine_nav.imaging.breach import LabelBone, cortical_breach_mm, gertzbein_robbins_grade, screw_breach_mm
-from spine_nav.imaging.anatomy import LUMBAR_LEVELS
-from spine_nav.imaging.phantom import (BONE_HU, MIN_CLEARANCE_MM, PEDICLE_MARGIN_MM, PhantomError, PhantomSpine,
+from spine_nav.phantom.anatomy import LUMBAR_LEVELS
+from spine_nav.phantom.case import (BONE_HU, MIN_CLEARANCE_MM, PEDICLE_MARGIN_MM, PhantomError, PhantomSpine,
                                        build_spine, generate_case, load_truth, plan_screws)
 from spine_nav.plan import load_plan
 

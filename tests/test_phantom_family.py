@@ -8,7 +8,7 @@ import pytest
 
 from spine_nav.geometry import invert, rotation_angle_deg
 from spine_nav.imaging import load_volume
-from spine_nav.imaging.phantom import PhantomError, PhantomVariation, case_geometry, generate_case
+from spine_nav.phantom.case import PhantomError, PhantomVariation, case_geometry, generate_case
 
 KW = dict(levels=("L4", "L5"), voxel_mm=1.6, cbct_voxel_mm=2.0)
 NAMES = ("preop_ct", "preop_labels", "cbct", "plan", "ground_truth")

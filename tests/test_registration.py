@@ -250,7 +250,7 @@ def test_cli_register_exit_2_on_bad_input(small_cases, tmp_path):
 def test_osteoporotic_bone_registers_with_adaptive_threshold(tmp_path):
     """Osteoporotic bone (cortex ~750 HU) never reaches a fixed 400 HU in the blurred CBCT; the
     adaptive iso-value (30 % from soft tissue to the cortex) still registers every level."""
-    from spine_nav.imaging.phantom import generate_case
+    from spine_nav.phantom.case import generate_case
     from spine_nav.registration.pipeline import register_case
     from tests.registration_fixtures import SMALL
 

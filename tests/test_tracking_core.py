@@ -178,8 +178,8 @@ def test_bridge_core_defers_reference_until_the_chunk_is_done():
 
 def _cases_for_rigidity():
     """Matrices on both sides of the rigid check: rigid, float32-rounded, orthonormality error just
-    inside / outside geometry.RIGID_ROWS_TOL, a reflection, a scaling, NaN, inf, a bad bottom row."""
-    from spine_nav.geometry.transforms import RIGID_ROWS_TOL
+    inside / outside geometry.ORTHONORMAL_TOL, a reflection, a scaling, NaN, inf, a bad bottom row."""
+    from spine_nav.geometry.transforms import ORTHONORMAL_TOL as RIGID_ROWS_TOL  # the one rigidity tolerance
 
     rng = np.random.default_rng(11)
     out = [random_transform(rng, max_translation_mm=1500.0) for _ in range(5)]

@@ -10,9 +10,11 @@ import numpy as np
 import pytest
 import yaml
 
-from spine_nav.arm.model import DEFAULT_XACRO, GAZEBO_CONTROLLERS, REPO_ROOT, expand_xacro, load_arm_model, parse_urdf
+from spine_nav.arm.model import DEFAULT_XACRO, GAZEBO_CONTROLLERS, expand_xacro, load_arm_model, parse_urdf
+from spine_nav.resources import share_dir
 from spine_nav.sim.arm import MujocoArm
 
+REPO_ROOT = share_dir()  # the checkout (or an installed share/spine_nav)
 GAZEBO = REPO_ROOT / "sim" / "gazebo"
 
 

@@ -26,6 +26,7 @@ Every refusal is a ``ValueError`` with one line naming the file and the element.
 """
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import sys
@@ -37,7 +38,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from spine_nav.arm.model import BASE_FRAME, FLANGE_FRAME, MARKER_FRAME, TUBE_FRAME, ArmModel, parse_urdf
+from spine_nav.arm.model import (BASE_FRAME, FLANGE_FRAME, MARKER_FRAME, TUBE_FRAME, ArmModel, load_arm_model,
+                                 parse_urdf)
 from spine_nav.geometry import validate_transform
 
 #: continuous joints get this range unless overridden (rad)
@@ -326,8 +328,47 @@ def load_description(cfg: ArmDescriptionConfig) -> ArmModel:
                     reach_joints=None)
 
 
-def package_share(package: str, *parts: str) -> Path:
-    """A file inside an installed Python package's data (``importlib.resources``), e.g. our own xacro."""
-    from importlib.resources import files
+# Command-line selection of a description (`spine-nav arm check`, `spine-nav bench arm`).
 
-    return Path(str(files(package).joinpath(*parts)))
+def add_description_arguments(p: argparse.ArgumentParser) -> None:
+    """``--urdf FILE --base-link L --flange-link L [--tool-xyz-mm ...] [--package-path DIR] ...``."""
+    g = p.add_argument_group("arm description (default: our own arm)")
+    g.add_argument("--urdf", help="URDF or xacro file, or package://pkg/path in an installed package's share")
+    g.add_argument("--base-link", help="the robot's base link (with --urdf)")
+    g.add_argument("--flange-link", help="the link the guide tube is mounted on (with --urdf)")
+    g.add_argument("--tool-xyz-mm", type=float, nargs=3, default=[0.0, 0.0, 100.0], metavar=("X", "Y", "Z"),
+                   help="T_flange_guidetube translation (mm; default 0 0 100)")
+    g.add_argument("--tool-quat-xyzw", type=float, nargs=4, metavar=("X", "Y", "Z", "W"),
+                   help="T_flange_guidetube rotation (unit quaternion)")
+    g.add_argument("--tool-rpy", type=float, nargs=3, metavar=("R", "P", "Y"), help="... or URDF rpy (rad)")
+    g.add_argument("--marker-xyz-mm", type=float, nargs=3, default=[70.0, 0.0, 20.0], metavar=("X", "Y", "Z"),
+                   help="T_flange_armmarker translation (mm)")
+    g.add_argument("--marker-quat-xyzw", type=float, nargs=4, metavar=("X", "Y", "Z", "W"),
+                   help="T_flange_armmarker rotation (unit quaternion)")
+    g.add_argument("--package-path", action="append", default=[], metavar="DIR",
+                   help="where package:// and $(find pkg) resolve (DIR/pkg or DIR/share/pkg); repeatable")
+    g.add_argument("--joint-limit", action="append", default=[], metavar="JOINT:LOWER:UPPER",
+                   help="override a joint's limits (rad); repeatable")
+
+
+def description_from_args(args: argparse.Namespace):
+    """The ArmModel the ``--urdf ...`` options select (raises ValueError with a one-line reason)."""
+    if not getattr(args, "urdf", None):
+        if getattr(args, "base_link", None) or getattr(args, "flange_link", None):
+            raise ValueError("--base-link/--flange-link: only with --urdf")
+        return load_arm_model()
+    if not args.base_link or not args.flange_link:
+        raise ValueError("--urdf: needs --base-link and --flange-link")
+    limits = {}
+    for item in args.joint_limit:
+        try:
+            name, lo, hi = item.rsplit(":", 2)
+            limits[name] = (float(lo), float(hi))
+        except ValueError:
+            raise ValueError(f"--joint-limit {item!r}: expected JOINT:LOWER:UPPER (rad)") from None
+    cfg = ArmDescriptionConfig(
+        urdf=args.urdf, base_link=args.base_link, flange_link=args.flange_link,
+        T_flange_guidetube_mm=tool_transform_mm(args.tool_xyz_mm, args.tool_quat_xyzw, args.tool_rpy, "--tool"),
+        T_flange_armmarker_mm=tool_transform_mm(args.marker_xyz_mm, args.marker_quat_xyzw, None, "--marker"),
+        package_paths=tuple(args.package_path), limit_overrides=limits)
+    return load_description(cfg)

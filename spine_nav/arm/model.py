@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_XACRO = REPO_ROOT / "urdf" / "spine_arm.urdf.xacro"
-GAZEBO_CONTROLLERS = REPO_ROOT / "sim" / "gazebo" / "controllers.yaml"
+from spine_nav.resources import share_path
+
+DEFAULT_XACRO = share_path("urdf", "spine_arm.urdf.xacro")
+GAZEBO_CONTROLLERS = share_path("sim", "gazebo", "controllers.yaml")
 
 #: spine_nav frame names = URDF link names.
 BASE_FRAME, FLANGE_FRAME, TUBE_FRAME, MARKER_FRAME = "RobotBase", "Flange", "GuideTube", "ArmMarker"

@@ -25,11 +25,12 @@ import yaml
 
 from spine_nav.bag.reader import BagError, read_bag
 from spine_nav.guard import GuardConfig, TrajectoryGuard
+from spine_nav.resources import share_path
 
 METRIC_FIELDS = ("lateral_error_mm", "entry_offset_mm", "angular_error_deg", "depth_mm", "remaining_mm",
                  "predicted_tip_error_mm")
 GUARD_CONFIG_METADATA = "spine_nav/guard_config"
-DEFAULT_PARAMS = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
+DEFAULT_PARAMS = share_path("config", "nodes.yaml")
 HEALTH_TOOLS = frozenset({"stylus", "reference"})  # the guard node's default ``health_tools``
 
 

@@ -15,10 +15,11 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from spine_nav.resources import source_checkout
+
 SEPARATOR = "=" * 80
 PRIMITIVES = frozenset({"bool", "byte", "char", "float32", "float64", "int8", "uint8", "int16", "uint16",
                         "int32", "uint32", "int64", "uint64", "string", "wstring"})
-_REPO_INTERFACES = Path(__file__).resolve().parents[2] / "spine_nav_interfaces"
 
 
 class DefinitionNotFound(LookupError):
@@ -38,8 +39,9 @@ def msg_text(type_name: str) -> str:
     """The ``.msg`` text of ``pkg/msg/Name`` (or ``pkg/Name``)."""
     pkg, name = _split(type_name)
     candidates = [r / pkg / "msg" / f"{name}.msg" for r in _search_roots()]
-    if pkg == "spine_nav_interfaces":
-        candidates.insert(0, _REPO_INTERFACES / "msg" / f"{name}.msg")
+    checkout = source_checkout()
+    if pkg == "spine_nav_interfaces" and checkout is not None:  # a source checkout's own definitions first
+        candidates.insert(0, checkout / "spine_nav_interfaces" / "msg" / f"{name}.msg")
     for c in candidates:
         if c.is_file():
             return c.read_text()

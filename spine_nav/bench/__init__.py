@@ -40,6 +40,12 @@ class BenchResult:
         return out
 
 
+def info(message: str) -> None:
+    """A progress line on stderr (stdout stays clean for ``--json``)."""
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
 def env_info() -> dict[str, Any]:
     """Machine facts every benchmark reports."""
     import numpy

@@ -44,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plot", help="write a PNG of the breathing run (error with/without compensation)")
     p.add_argument("--no-realtime", action="store_true", help="do not ask for SCHED_FIFO")
     add_floor_arguments(p)
-    from spine_nav.cli.arm import add_description_arguments
+    from spine_nav.arm.description import add_description_arguments
 
     add_description_arguments(p)  # --urdf ...: another robot (default: our own arm, default_scene)
 
@@ -63,7 +63,7 @@ def _run(args: argparse.Namespace, load_before) -> BenchResult:
     from spine_nav.arm.controller import ArmGuideConfig
     from spine_nav.arm.kinematics import ArmKinematics
     from spine_nav.arm.model import load_arm_model
-    from spine_nav.arm.scenario import handeye_in_sim, lockstep_run
+    from spine_nav.sim.scenario import handeye_in_sim, lockstep_run
     from spine_nav.geometry import transform_difference
     from spine_nav.sim.arm import MujocoArm, default_scene
 
@@ -166,20 +166,18 @@ def _floor_loop(duration_s: float, realtime: bool) -> dict:
 
 def _scene_for_description(args, scene):
     """Another robot (``--urdf ...``): the base placed for the default scene's two screws by the layout
-    search (:func:`spine_nav.arm.check.place_base`), starting 0.1 rad off the first screw's solution."""
-    from spine_nav.arm.check import place_base, start_near
+    search (:func:`spine_nav.sim.arm_check.place_base`), starting 0.1 rad off the first screw's solution."""
+    from spine_nav.sim.arm_check import place_base, start_near
     from spine_nav.arm.kinematics import ArmKinematics
-    from spine_nav.cli.arm import description_from_args
+    from spine_nav.arm.description import description_from_args
     from spine_nav.geometry import invert
     from spine_nav.plan import Plan
     from spine_nav.sim.arm import ArmScene
 
-    from spine_nav.cli.common import fail
-
     try:
         kin = ArmKinematics(description_from_args(args))
     except ValueError as exc:
-        raise SystemExit(fail(str(exc))) from None
+        raise SystemExit(f"spine-nav: error: {exc}") from None
     screws = scene.screws()
     best, T_t_b, T_t_r = place_base(kin, Plan(tuple(screws), frame="Reference"), log=_log)
     # the layout's Reference is the plan's own frame: keep the scene's reference pose, move the base

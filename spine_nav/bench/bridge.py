@@ -46,11 +46,11 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_nav.bench import BenchResult
+from spine_nav.bench import BenchResult, info
+from spine_nav.resources import package_dir, share_path
 from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
-from spine_nav.cli.common import info
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = package_dir().parent  # the folder spine_nav is imported from (the child's cwd)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -133,7 +133,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
     proc, port = _spawn_sender(rate_hz, duration_s, mode)
     args = ["-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:mode:=client",
             "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}"]
-    stack = ComposedStack(["tracker_bridge"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args)
+    stack = ComposedStack(["tracker_bridge"], params_file=share_path("config", "nodes.yaml"), extra_ros_args=args)
     bridge = stack.nodes["tracker_bridge"]
     try:
         stack.start()

@@ -58,7 +58,7 @@ def make_case(out_dir: str | Path, levels=("L3", "L4"), seed: int = 1):
 
     Returns (case_dir, Plan in Reference).
     """
-    from spine_nav.imaging.phantom import generate_case, load_truth
+    from spine_nav.phantom.case import generate_case, load_truth
     from spine_nav.plan import load_plan
 
     out = Path(out_dir)

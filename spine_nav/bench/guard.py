@@ -43,9 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_nav.bench import BenchResult
+from spine_nav.bench import BenchResult, info
 from spine_nav.bench.floor import add_floor_arguments, busy_core, interleave, load_env, median_of, ratio_rounds
-from spine_nav.cli.common import info
 
 RATE_HZ = 1000.0
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.resources import share_path
 from spine_nav.bench.floor import busy_core, load_env, median_of, ratio_rounds
 from spine_nav.cli.common import info
 
@@ -47,7 +48,7 @@ WARMUP_S = 2.0
 #: start-up bound (recorder ready, first judged sample): generous, processes start slowly on a loaded machine
 STARTUP_TIMEOUT_S = 180.0
 SIM_RT = 20  # the demo's DemoConfig.sim_rt_priority (simulators and conductor)
-PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"  # as spine_nav.demo.run
+PARAMS_FILE = share_path("config", "nodes.yaml")  # as spine_nav.demo.run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

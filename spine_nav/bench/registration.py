@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 
 from spine_nav.bench import BenchResult
+from spine_nav.bench.registration_cases import load_case as _load_case
+from spine_nav.bench.registration_cases import misplaced as _misplaced
+from spine_nav.bench.registration_cases import tre_mm as _tre
 
 FRESH_SEEDS = (1001, 1002, 1003, 1004, 1005)
 QUICK = dict(levels=("L2", "L3"), voxel_mm=1.2, cbct_voxel_mm=1.0)
@@ -54,13 +57,6 @@ def _say(msg: str) -> None:
     sys.stderr.flush()
 
 
-def _tre(plan, level: str, T_est: np.ndarray, T_true: np.ndarray) -> list[float]:
-    from spine_nav.geometry import transform_points
-
-    pts = np.concatenate([[s.entry_mm, s.target_mm] for s in plan.screws_at(level)])
-    return np.linalg.norm(transform_points(T_est, pts) - transform_points(T_true, pts), axis=1).tolist()
-
-
 def _stats(tres: list[float], per_level_s: list[float], totals_s: list[float]) -> dict[str, Any]:
     a = np.asarray(tres, float)
     return {
@@ -69,25 +65,6 @@ def _stats(tres: list[float], per_level_s: list[float], totals_s: list[float]) -
         "time_per_level_median_s": round(float(np.median(per_level_s)), 4) if per_level_s else None,
         "time_total_s": round(float(np.median(totals_s)), 4) if totals_s else None,
     }
-
-
-def _load_case(files) -> dict[str, Any]:
-    from spine_nav.imaging.volume_io import load_volume
-    from spine_nav.plan import load_plan
-
-    return {"preop": load_volume(files.preop_ct), "labels": load_volume(files.preop_labels),
-            "cbct": load_volume(files.cbct, frame="Reference"), "plan": load_plan(files.plan),
-            "truth": files.truth, "T": dict(files.T_cbct_preop)}
-
-
-def _misplaced(case: dict[str, Any], seed: int) -> dict[str, Any]:
-    from spine_nav.registration import badcases as bc
-
-    cb = case["cbct"]
-    centre = cb.index_to_lps((np.array(cb.shape, float) - 1)[None] / 2)[0]
-    T_mis = bc.whole_spine_misplacement(np.random.default_rng(seed), 30.0, 50.0, centre)
-    cbct, truth = bc.displaced_cbct(cb, T_mis, case["T"])
-    return {**case, "cbct": cbct, "T": truth}
 
 
 def _run_pipeline(case, method: str) -> tuple[Any, list[float], float]:
@@ -161,7 +138,7 @@ def run(args: argparse.Namespace) -> BenchResult:
     import open3d  # noqa: F401  (import cost kept out of the measured times)
     import small_gicp  # noqa: F401
 
-    from spine_nav.imaging.phantom import generate_case
+    from spine_nav.phantom.case import generate_case
 
     quick = bool(getattr(args, "quick", False))
     n_seeds = max(2, 2 if quick else int(getattr(args, "seeds", 2)))
@@ -180,7 +157,7 @@ def run(args: argparse.Namespace) -> BenchResult:
             d = root / f"seed{s}_{'quick' if quick else 'full'}"
             _say(f"bench registration: phantom seed {s} ({', '.join(params['levels'])})")
             if (d / "ground_truth.json").exists():
-                from spine_nav.imaging.phantom import CaseFiles, load_truth
+                from spine_nav.phantom.case import CaseFiles, load_truth
 
                 truth, T = load_truth(d / "ground_truth.json")
                 files = CaseFiles(d, d / "preop_ct.nii.gz", d / "preop_labels.nii.gz", d / "cbct.nii.gz",

@@ -57,7 +57,7 @@ def perturb(screws, rng: np.random.Generator):
 @functools.lru_cache(maxsize=64)
 def phantom_plan(seed: int) -> tuple:
     """The screws of ``spine-nav phantom --seed SEED``'s plan.json (geometry only, no volumes)."""
-    from spine_nav.imaging.phantom import case_geometry, plan_screws
+    from spine_nav.phantom.case import case_geometry, plan_screws
 
     return tuple(plan_screws(case_geometry(seed)[0]))
 

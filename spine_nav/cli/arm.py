@@ -5,9 +5,9 @@
   prints T_tracker_robotbase as ``tracker_robotbase_xyz_mm`` / ``tracker_robotbase_quat_xyzw`` (the
   ``arm_guide`` parameters) and the residual.
 * ``spine-nav arm check [--urdf FILE --base-link L --flange-link L ...] --case DIR [--json]``: base
-  placement + static and breathing alignment of every planned screw in MuJoCo (:mod:`spine_nav.arm.check`).
+  placement + static and breathing alignment of every planned screw in MuJoCo (:mod:`spine_nav.sim.arm_check`).
 
-The ``--urdf ...`` options (:func:`add_description_arguments`; also taken by ``bench arm``) select any
+The ``--urdf ...`` options (:func:`spine_nav.arm.description.add_description_arguments`; also taken by ``bench arm``) select any
 robot description (:mod:`spine_nav.arm.description`); without ``--urdf``: our own arm.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spine_nav.arm.description import add_description_arguments, description_from_args
 from spine_nav.cli.common import fail, info, print_json
 
 
@@ -41,56 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.set_defaults(func=_check)
 
 
-def add_description_arguments(p: argparse.ArgumentParser) -> None:
-    """``--urdf FILE --base-link L --flange-link L [--tool-xyz-mm ...] [--package-path DIR] ...``."""
-    g = p.add_argument_group("arm description (default: our own arm)")
-    g.add_argument("--urdf", help="URDF or xacro file, or package://pkg/path in an installed package's share")
-    g.add_argument("--base-link", help="the robot's base link (with --urdf)")
-    g.add_argument("--flange-link", help="the link the guide tube is mounted on (with --urdf)")
-    g.add_argument("--tool-xyz-mm", type=float, nargs=3, default=[0.0, 0.0, 100.0], metavar=("X", "Y", "Z"),
-                   help="T_flange_guidetube translation (mm; default 0 0 100)")
-    g.add_argument("--tool-quat-xyzw", type=float, nargs=4, metavar=("X", "Y", "Z", "W"),
-                   help="T_flange_guidetube rotation (unit quaternion)")
-    g.add_argument("--tool-rpy", type=float, nargs=3, metavar=("R", "P", "Y"), help="... or URDF rpy (rad)")
-    g.add_argument("--marker-xyz-mm", type=float, nargs=3, default=[70.0, 0.0, 20.0], metavar=("X", "Y", "Z"),
-                   help="T_flange_armmarker translation (mm)")
-    g.add_argument("--marker-quat-xyzw", type=float, nargs=4, metavar=("X", "Y", "Z", "W"),
-                   help="T_flange_armmarker rotation (unit quaternion)")
-    g.add_argument("--package-path", action="append", default=[], metavar="DIR",
-                   help="where package:// and $(find pkg) resolve (DIR/pkg or DIR/share/pkg); repeatable")
-    g.add_argument("--joint-limit", action="append", default=[], metavar="JOINT:LOWER:UPPER",
-                   help="override a joint's limits (rad); repeatable")
-
-
-def description_from_args(args: argparse.Namespace):
-    """The ArmModel the ``--urdf ...`` options select (raises ValueError with a one-line reason)."""
-    from spine_nav.arm.model import load_arm_model
-
-    if not getattr(args, "urdf", None):
-        if getattr(args, "base_link", None) or getattr(args, "flange_link", None):
-            raise ValueError("--base-link/--flange-link: only with --urdf")
-        return load_arm_model()
-    from spine_nav.arm.description import ArmDescriptionConfig, load_description, tool_transform_mm
-
-    if not args.base_link or not args.flange_link:
-        raise ValueError("--urdf: needs --base-link and --flange-link")
-    limits = {}
-    for item in args.joint_limit:
-        try:
-            name, lo, hi = item.rsplit(":", 2)
-            limits[name] = (float(lo), float(hi))
-        except ValueError:
-            raise ValueError(f"--joint-limit {item!r}: expected JOINT:LOWER:UPPER (rad)") from None
-    cfg = ArmDescriptionConfig(
-        urdf=args.urdf, base_link=args.base_link, flange_link=args.flange_link,
-        T_flange_guidetube_mm=tool_transform_mm(args.tool_xyz_mm, args.tool_quat_xyzw, args.tool_rpy, "--tool"),
-        T_flange_armmarker_mm=tool_transform_mm(args.marker_xyz_mm, args.marker_quat_xyzw, None, "--marker"),
-        package_paths=tuple(args.package_path), limit_overrides=limits)
-    return load_description(cfg)
-
-
 def _check(args: argparse.Namespace) -> int:
-    from spine_nav.arm.check import check_arm
+    from spine_nav.sim.arm_check import check_arm
     from spine_nav.arm.kinematics import ArmKinematics
     from spine_nav.plan import PlanError
     from spine_nav.plan.io import load_plan
@@ -141,7 +94,7 @@ def _urdf(args: argparse.Namespace) -> int:
 def _calibrate(args: argparse.Namespace) -> int:
     from spine_nav.arm.kinematics import ArmKinematics
     from spine_nav.arm.model import load_arm_model
-    from spine_nav.arm.scenario import handeye_in_sim
+    from spine_nav.sim.scenario import handeye_in_sim
     from spine_nav.geometry import transform_difference, transform_to_quat
     from spine_nav.sim.arm import MujocoArm, default_scene
 

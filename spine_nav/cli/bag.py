@@ -68,7 +68,7 @@ def run_record(args: argparse.Namespace) -> int:
 
     from spine_nav.bag.topics import select_topics
     from spine_nav.bag.writer import BagWriter
-    from spine_nav.nodes.bag_recorder import BagRecorder
+    from spine_nav.bag.recorder import BagRecorder
     from spine_nav.nodes.runner import make_executor, spin_until
 
     try:
@@ -143,7 +143,7 @@ def run_play(args: argparse.Namespace) -> int:
     from spine_nav.bag.topics import DEFAULT_TOPICS, TRACKER_TOPICS, TopicSpec
     from rclpy.duration import Duration
 
-    from spine_nav.nodes.bag_recorder import BagPlayer
+    from spine_nav.bag.recorder import BagPlayer
 
     if args.rate < 0:
         return fail(f"--rate must be >= 0, got {args.rate}")

@@ -11,7 +11,7 @@ from spine_nav.cli.common import fail, info, print_json
 
 def parse_levels(text: str) -> tuple[str, ...]:
     """``L1-L5`` (a range) or ``L3,L4`` (a list) -> level names, superior first."""
-    from spine_nav.imaging.anatomy import LUMBAR_LEVELS
+    from spine_nav.phantom.anatomy import LUMBAR_LEVELS
 
     text = text.strip().upper()
     if "-" in text:
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spine_nav.imaging.phantom import PhantomError, generate_case
+    from spine_nav.phantom.case import PhantomError, generate_case
 
     try:
         levels = parse_levels(args.levels)

@@ -29,8 +29,9 @@ import numpy as np
 import numpy as np
 
 from spine_nav.cli.common import fail, info, print_json
+from spine_nav.resources import share_path
 
-PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
+PARAMS_FILE = share_path("config", "nodes.yaml")
 #: Watchdogs of the trainee stack: the demo's (DEMO_WATCHDOGS) for a stack sharing 2 loaded cores with
 #: the simulator, a browser and the grading; still TRACKING_LOST on any real loss.
 TRAIN_PARAMS = (

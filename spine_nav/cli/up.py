@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 from spine_nav.cli.common import fail, info
+from spine_nav.resources import share_path
 
-DEFAULT_STACK = Path(__file__).resolve().parents[2] / "config" / "stack.yaml"
+DEFAULT_STACK = share_path("config", "stack.yaml")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -40,6 +40,7 @@ import math
 import threading
 import time
 from http import HTTPStatus
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
@@ -52,7 +53,7 @@ from websockets.http11 import Request, Response
 from spine_nav.console.slices import CaseData, CaseError
 from spine_nav.console.state import ConsoleState
 
-STATIC_DIR = Path(__file__).resolve().parent / "static"
+STATIC_DIR = Path(str(files("spine_nav.console") / "static"))  # package data (setup.py)
 STATIC_FILES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),

@@ -260,3 +260,13 @@ class Supervisor:
                     self._record(ProcessEvent("respawned", p.label, p.nodes, time.monotonic(), delay_s=due[1]),
                                  self.on_respawn)
             self._wait(pidfds)
+
+
+def floor_relay_process(latency_out, log_path, out_topic: str = "bench/floor_status",
+                        rt_priority: int = 0) -> SupervisedProcess:
+    """The bare relay node (:mod:`spine_nav.nodes.floor_relay`) as its own OS process (``alive``,
+    ``stop``, ``tail``, ``label``, restartable by the supervisor): the demo runs it next to the stack's
+    processes, at their priority, and reads its record like theirs."""
+    cmd = [sys.executable, "-m", "spine_nav.nodes.floor_relay", "--latency-out", str(latency_out),
+           "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
+    return SupervisedProcess("floor_relay", cmd, Path(log_path))

@@ -22,17 +22,19 @@ arm holds, the supervisor respawns the process, and the case goes on once the st
 """
 from __future__ import annotations
 
+import enum
 import json
 import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from spine_nav.demo.report import CaseReport, FaultResult, ScrewResult, percentile_ms, summary_table, write_report
 from spine_nav.geometry import invert, make_transform, transform_points
+from spine_nav.resources import share_path
 from spine_nav.tracking.transport import free_tcp_port
 from spine_nav.training.grading import GR_NO_BREACH_TOL_MM  # noqa: F401  (one value, shared with trainee mode)
 
@@ -57,6 +59,51 @@ DEMO_WATCHDOGS = (
     ("arm_guide", "guard_timeout_ms", 50.0),   # as config/nodes.yaml: the guard's heartbeat is 20 ms
     ("sim_arm", "command_timeout_s", 0.08),    # as config/nodes.yaml: holds the arm when arm_guide dies
 )
+
+
+class ScrewAborted(Exception):
+    """One screw given up before its placement could be graded. ``reason`` goes into the report (its
+    :class:`ScrewResult`); ``logged``: whether the case log says it too (a refused selection and a drill
+    that never started are only reported)."""
+
+    def __init__(self, reason: str, logged: bool = True) -> None:
+        super().__init__(reason)
+        self.reason, self.logged = reason, logged
+
+
+class DrillEnd(enum.Enum):
+    """Why the drilling of one screw ended."""
+
+    DEPTH_STOP = "depth stop"  # the guard reported the planned depth reached: the screw is placed
+    GUARD_AFTER_FAULT = "guard after the injected fault"  # VIOLATION / TRACKING_LOST once the demo injected one
+    TIME_LIMIT = "drill time limit"  # neither within the time the drill needs at its speeds, plus 30 s
+
+
+@dataclass
+class DrillOutcome:
+    """What :meth:`Demo.drill` returns: how it ended (``reason`` is the report's text), the last true tool
+    tip pose it commanded (T_reference_tooltip, mm; None if it never moved) and when the demo's own fault
+    was injected (wall clock s; None: not injected)."""
+
+    end: DrillEnd
+    reason: str
+    T_last: np.ndarray | None
+    injected_wall_s: float | None
+
+
+@dataclass
+class _DrillState:
+    """The drilling loop's state: true tip depth along the guide axis (mm, 0 = planned entry; negative =
+    still in the tube), the deepest reached, the last step's time and the loop's deadline (monotonic s),
+    process faults still to inject at their depths (mm)."""
+
+    depth_true_mm: float
+    deepest_mm: float
+    t_prev: float
+    deadline: float
+    kills: list[tuple[str, float]]
+    T_last: np.ndarray | None = None
+    injected_wall_s: float | None = None
 
 
 @dataclass
@@ -108,10 +155,34 @@ class Demo:
         self.bag = None  # the case bag's recorder process (spine_nav.demo.bag), when recording
         self.bag_result: dict = {}
         self.tracker_send_delay_s: Sequence[float] = ()  # the simulated tracker's own share of latency
+        # 1-2 the case (prepare_case): files, plan (PreopCT), ground truth, analytic phantom, bone quality
+        self.case_dir: Path | None = None
+        self.plan = None  # spine_nav.plan.Plan
+        self.truth: dict[str, Any] = {}
+        self.T_cbct_preop: dict[str, np.ndarray] = {}
+        self.spine = None  # spine_nav.phantom.case.PhantomSpine
+        self.preop_ct = None  # spine_nav.imaging.Volume
+        self.bone_quality: dict[str, Any] = {}
+        self.cbct_path: Path | None = None
+        self.bad_level: str | None = None  # --bad-registration: the level cut out of the CBCT's view
+        # 3 the arm (calibrate_arm): kinematics, home pose, scene with the robot base, hand-eye result
+        self.kin = None  # spine_nav.arm.kinematics.ArmKinematics
+        self.q_home: np.ndarray | None = None
+        self.scene = None  # spine_nav.demo.scene.CaseScene
+        self.T_tracker_robotbase_est: np.ndarray | None = None
+        self.handeye: dict[str, Any] = {}
+        # 4-5 the running stack (run, run_case)
+        self.procs: dict = {}  # label -> SupervisedProcess
+        self.sim_arm = None  # the sim_arm node (its MuJoCo arm)
+        self.tracker_model = None  # the simulated tracker's model (truth, fault injection)
+        self.process_faults = None  # spine_nav.demo.process_faults.ProcessFaults
+        self.recording = None  # the conductor's recording, kept for the report
+        self.registered = None  # the registered plan (Reference)
+        self.not_navigable: dict[str, str] = {}
 
     # ------------------------------------------------------------------ 1-2 case
     def prepare_case(self):
-        from spine_nav.imaging.phantom import PhantomSpine, generate_case, load_truth
+        from spine_nav.phantom.case import PhantomSpine, generate_case, load_truth
         from spine_nav.imaging.volume_io import load_volume
         from spine_nav.plan import load_plan
         from spine_nav.plan.bone_quality import assess_plan, format_table
@@ -166,7 +237,7 @@ class Demo:
     def calibrate_arm(self) -> None:
         from spine_nav.arm.kinematics import ArmKinematics
         from spine_nav.arm.model import load_arm_model
-        from spine_nav.arm.scenario import handeye_in_sim
+        from spine_nav.sim.scenario import handeye_in_sim
         from spine_nav.demo.scene import layout_for_plan
         from spine_nav.geometry import transform_difference
         from spine_nav.sim.arm import MujocoArm, default_scene
@@ -267,7 +338,7 @@ class Demo:
         self.prepare_case()
         self.calibrate_arm()
         port = free_tcp_port()
-        params_file = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
+        params_file = share_path("config", "nodes.yaml")
         args = self.stack_args(port)
         logs = self.cfg.out_dir / "logs"
         self.log(f"[4/6] starting the stack as ROS 2 processes over DDS: tracker_bridge + trajectory_guard, "
@@ -288,9 +359,9 @@ class Demo:
         supervisor = None
         self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
         if self.cfg.floor_relay:  # the machine's floor under the guard's path, measured during the case (issue 17)
-            from spine_nav.nodes.floor_relay import relay_process
+            from spine_nav.demo.processes import floor_relay_process
 
-            procs.append(relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
+            procs.append(floor_relay_process(self.latency_record("floor_relay"), logs / "floor_relay.log", rt_priority=rt))
         try:
             with realtime_threads(min(rt, self.cfg.sim_rt_priority)) as sched, \
                     ComposedStack(["sim_arm"] if kills else ["sim_tracker", "sim_arm"], params_file=params_file,
@@ -417,149 +488,172 @@ class Demo:
 
     def one_screw(self, c, planned, nav, inject: str | None, head: str, kills: Sequence[str] = ()):
         """Align, drill, withdraw one screw. ``planned`` in PreopCT, ``nav`` in Reference (registered).
-        ``kills``: process faults injected while drilling, at depths spread over 30-75 % of the screw."""
-        cfg = self.cfg
+        ``kills``: process faults injected while drilling, at depths spread over 30-75 % of the screw.
+        Returns (its :class:`ScrewResult`, the :class:`FaultResult` of the demo's injected fault or None)."""
         result = ScrewResult(planned.id, planned.level, "stopped")
         t0_status = len(c.rec.statuses)
-        # 1. the surgeon shows the drill above the entry; the guard follows this screw
+        try:
+            self.select_for_drilling(c, nav)
+            self.align_for_drilling(c, nav, result)
+            truth_line = planned.transformed(self.T_cbct_preop[planned.level])  # the plan where the bone really is
+            result.guide_error_at_drill_mm, result.guide_error_at_drill_deg = self._guide_line_error(truth_line)
+            drill = self.drill(c, nav, result, inject, kills)
+            statuses = c.rec.statuses[t0_status:]
+            result.guard_events = _state_changes(statuses)
+            arm = self._final_hold(c, result, drill)
+            if inject:
+                return result, self._injected_fault(inject, drill, statuses, arm, result, head)
+            self.grade_placement(planned, drill, result, head)
+        except ScrewAborted as exc:
+            result.reason = exc.reason
+            if exc.logged:
+                self.log(f"{head} {exc.reason}")
+            return result, None
+        # withdraw the drill well clear of the spine before the next screw is selected
+        c.move_tool(drill.T_last @ make_transform(translation_mm=[0.0, 0.0, -(nav.depth_mm + self.cfg.standoff_mm + 80.0)]))
+        time.sleep(0.2)
+        return result, None
+
+    def select_for_drilling(self, c, nav) -> None:
+        """The surgeon shows the drill above the entry; the guard follows this screw (or ScrewAborted)."""
         c.move_tool(self.approach_pose(nav, 80.0))
         c.wait_for(lambda: c.last_status is not None and c.last_status.state_name != "TRACKING_LOST", 5.0)
         ok, msg = c.select_screw(nav.id)
         if not ok:
-            result.reason = f"guard refused selection: {msg}"
-            return result, None
+            raise ScrewAborted(f"guard refused selection: {msg}", logged=False)
         c.wait_for(lambda: c.last_status is not None and c.last_status.active_screw_id == nav.id
                    and c.last_status.state_name not in ("TRACKING_LOST", "NO_PLAN"), 5.0)
-        # 2. align the arm (a hold needs an explicit resume; every stop is recorded)
+
+    def align_for_drilling(self, c, nav, result: ScrewResult) -> None:
+        """Align the arm on ``nav`` (a hold needs an explicit resume; every stop is recorded), then let the
+        servo settle on the line. Sets ``result.time_to_align_s``; ScrewAborted when not aligned in time."""
         t_align = time.monotonic()
-        aligned, why = self.ensure_aligned(c, nav, result, time.monotonic() + cfg.align_timeout_s)
+        aligned, why = self.ensure_aligned(c, nav, result, time.monotonic() + self.cfg.align_timeout_s)
         result.time_to_align_s = time.monotonic() - t_align
         if not aligned:
-            result.reason = why
-            self.log(f"{head} {result.reason}")
-            return result, None
-        time.sleep(0.3)  # let the servo settle on the line
-        truth_line = planned.transformed(self.T_cbct_preop[planned.level])  # the plan where the bone really is
-        result.guide_error_at_drill_mm, result.guide_error_at_drill_deg = self._guide_line_error(truth_line)
-        # 3. drill down the true guide axis until the guard reports the depth stop
-        fault = None
-        depth_true = -cfg.standoff_mm - 10.0           # tip above the tube opening
-        period = 1.0 / 200.0
-        inject_at = 0.5 * nav.depth_mm
-        kills = [(k, (0.3 + 0.45 * (j + 0.5) / len(kills)) * nav.depth_mm) for j, k in enumerate(kills)]
-        injected_t = None
-        injected_wall_s = float("inf")
-        deepest = depth_true
-        t_prev = time.monotonic()
-        T_last = None
-        end_reason = "drill time limit"
-        deadline = time.monotonic() + (nav.depth_mm + cfg.standoff_mm + 20.0) / cfg.drill_speed_mm_s + 30.0
-        while time.monotonic() < deadline:
+            raise ScrewAborted(why)
+        time.sleep(0.3)
+
+    def drill(self, c, nav, result: ScrewResult, inject: str | None, kills: Sequence[str] = ()) -> DrillOutcome:
+        """Drive the simulated drill down the *true* guide axis (200 Hz steps) until the guard reports the
+        depth stop, the guard stops after the demo's injected fault (``inject`` at half depth), or the time
+        runs out. Stops the demo did not inject are recovered as a surgeon would (:meth:`_pause_and_realign`);
+        process faults (``kills``) are injected and recovered at their depths (:meth:`_kill_and_recover`).
+        Raises ScrewAborted when a recovery fails."""
+        cfg = self.cfg
+        start = -cfg.standoff_mm - 10.0  # tip above the tube opening
+        now = time.monotonic()
+        d = _DrillState(depth_true_mm=start, deepest_mm=start, t_prev=now,
+                        deadline=now + (nav.depth_mm + cfg.standoff_mm + 20.0) / cfg.drill_speed_mm_s + 30.0,
+                        kills=[(k, (0.3 + 0.45 * (j + 0.5) / len(kills)) * nav.depth_mm) for j, k in enumerate(kills)])
+        while time.monotonic() < d.deadline:
             arm = c.last_arm
-            if injected_t is None and ((arm is not None and arm.holding) or self.surgeon_pauses()):
-                # A stop the demo did not inject (a stale sample on a loaded machine; while the arm holds,
-                # breathing moves the patient against the still tube). As a surgeon would: stop, pull the
-                # drill back above the entry, wait for tracking, resume the arm, re-align, drill on.
-                # Every stop is recorded in the report.
-                depth_true = min(depth_true, -20.0)  # tip back above the approach zone, still in the tube
-                T_back = self.true_guide_in_reference() @ make_transform(
-                    translation_mm=[0.0, 0.0, cfg.standoff_mm + depth_true])
-                c.move_tool(T_back)
-                t_pause = time.monotonic()
-                ok, why = self.ensure_aligned(c, nav, result, time.monotonic() + cfg.align_timeout_s)
-                if not ok:
-                    result.reason = f"stopped while drilling: {why}"
-                    self.log(f"{head} {result.reason}")
-                    return result, None
-                time.sleep(0.3)
-                deadline += time.monotonic() - t_pause  # pauses do not count against the drill time
-                t_prev = time.monotonic()
+            if d.injected_wall_s is None and ((arm is not None and arm.holding) or self.surgeon_pauses()):
+                self._pause_and_realign(c, nav, result, d)
                 continue
-            T_guide = self.true_guide_in_reference()
-            T_tip = T_guide @ make_transform(translation_mm=[0.0, 0.0, cfg.standoff_mm + depth_true])
-            c.move_tool(T_tip)
-            T_last = T_tip
-            if kills and depth_true >= kills[0][1]:
+            d.T_last = self.true_guide_in_reference() @ make_transform(
+                translation_mm=[0.0, 0.0, cfg.standoff_mm + d.depth_true_mm])
+            c.move_tool(d.T_last)
+            if d.kills and d.depth_true_mm >= d.kills[0][1]:
                 t_pause = time.monotonic()
-                ok, why = self._kill_and_recover(c, nav, result, kills.pop(0)[0])
-                if not ok:
-                    result.reason = f"stopped after a process fault: {why}"
-                    self.log(f"{head} {result.reason}")
-                    return result, None
-                deadline += time.monotonic() - t_pause
-                depth_true = min(depth_true, -20.0)  # drilling on from above the entry: back in at re-insert speed
-                t_prev = time.monotonic()
+                self._kill_and_recover(c, nav, result, d.kills.pop(0)[0])
+                d.deadline += time.monotonic() - t_pause
+                d.depth_true_mm = min(d.depth_true_mm, -20.0)  # drilling on from above the entry: re-insert speed
+                d.t_prev = time.monotonic()
                 continue
             st = c.last_status
-            if inject and injected_t is None and depth_true >= inject_at:
-                injected_t = time.monotonic()
-                injected_wall_s = time.time()
+            if inject and d.injected_wall_s is None and d.depth_true_mm >= 0.5 * nav.depth_mm:
+                d.injected_wall_s = time.time()
                 self._inject(inject)
-            if injected_t is not None and st is not None and st.state_name in ("VIOLATION", "TRACKING_LOST"):
-                end_reason = f"guard {st.state_name} after the injected fault"
-                break
-            if st is not None and st.active_screw_id == nav.id and st.depth_mm > 0 and st.remaining_mm <= 0.0:
-                end_reason = f"depth stop (guard depth {st.depth_mm:.2f} mm, remaining {st.remaining_mm:.2f} mm)"
-                break
-            # like a surgeon watching the depth readout: slow down for the last millimetres; back into an
-            # already drilled hole after a pause at the re-insertion speed
-            slow = st is not None and st.active_screw_id == nav.id and 0.0 < st.depth_mm and st.remaining_mm < 6.0
-            if depth_true < deepest - 1.0:
-                speed = cfg.reinsert_speed_mm_s
-            else:
-                speed = cfg.final_speed_mm_s if slow else cfg.drill_speed_mm_s
-            now = time.monotonic()
-            depth_true += speed * min(now - t_prev, 0.02)  # real elapsed time, so a slow loop drills on
-            t_prev = now
-            deepest = max(deepest, depth_true)
-            time.sleep(period)
-        # 4. outcome
-        statuses = c.rec.statuses[t0_status:]
-        result.guard_events = _state_changes(statuses)
-        c.wait_for(lambda: c.last_arm is not None and (c.last_arm.holding or injected_t is None), 1.0)
+            end = _drill_end(st, nav, d)
+            if end is not None:
+                return DrillOutcome(end[0], end[1], d.T_last, d.injected_wall_s)
+            self._advance_drill(st, nav, d)
+            time.sleep(1.0 / 200.0)
+        return DrillOutcome(DrillEnd.TIME_LIMIT, DrillEnd.TIME_LIMIT.value, d.T_last, d.injected_wall_s)
+
+    def _pause_and_realign(self, c, nav, result: ScrewResult, d: _DrillState) -> None:
+        """A stop the demo did not inject (a stale sample on a loaded machine; while the arm holds, breathing
+        moves the patient against the still tube). As a surgeon would: stop, pull the drill back above the
+        entry, wait for tracking, resume the arm, re-align, drill on. Every stop is recorded in the report;
+        pauses do not count against the drill time."""
+        d.depth_true_mm = min(d.depth_true_mm, -20.0)  # tip back above the approach zone, still in the tube
+        c.move_tool(self.true_guide_in_reference() @ make_transform(
+            translation_mm=[0.0, 0.0, self.cfg.standoff_mm + d.depth_true_mm]))
+        t_pause = time.monotonic()
+        ok, why = self.ensure_aligned(c, nav, result, time.monotonic() + self.cfg.align_timeout_s)
+        if not ok:
+            raise ScrewAborted(f"stopped while drilling: {why}")
+        time.sleep(0.3)
+        d.deadline += time.monotonic() - t_pause
+        d.t_prev = time.monotonic()
+
+    def _advance_drill(self, st, nav, d: _DrillState) -> None:
+        """One step deeper at the speed a surgeon watching the depth readout would use: slower for the last
+        6 mm; back into an already drilled hole after a pause at the re-insertion speed. Real elapsed time
+        (at most 20 ms a step), so a slow loop drills on."""
+        cfg = self.cfg
+        slow = st is not None and st.active_screw_id == nav.id and 0.0 < st.depth_mm and st.remaining_mm < 6.0
+        if d.depth_true_mm < d.deepest_mm - 1.0:
+            speed = cfg.reinsert_speed_mm_s
+        else:
+            speed = cfg.final_speed_mm_s if slow else cfg.drill_speed_mm_s
+        now = time.monotonic()
+        d.depth_true_mm += speed * min(now - d.t_prev, 0.02)
+        d.t_prev = now
+        d.deepest_mm = max(d.deepest_mm, d.depth_true_mm)
+
+    def _final_hold(self, c, result: ScrewResult, drill: DrillOutcome):
+        """The arm's state once drilling ended (after an injected fault: once it holds, 1 s at most); a hold
+        is added to ``result.stops``. Returns that arm state."""
+        c.wait_for(lambda: c.last_arm is not None and (c.last_arm.holding or drill.injected_wall_s is None), 1.0)
         arm = c.last_arm
         if arm is not None and arm.holding:
             result.stops.append({"cause": arm.stop_cause, "mode": arm.mode})
-        if inject:
-            after = injected_wall_s if injected_t is not None else float("inf")
-            lost = [s for s in statuses if s.state in ("TRACKING_LOST", "VIOLATION") and s.received_s >= after]
-            fault = FaultResult(inject, detected=bool(lost), arm_held=bool(arm and arm.holding),
-                                cause=(arm.stop_cause if arm and arm.stop_cause else
-                                       (lost[-1].reason if lost else "not detected")),
-                                detail=(f"guard: {lost[0].state} ({lost[0].reason})" if lost else ""))
-            result.status, result.reason = "stopped", f"injected fault: {inject}"
-            self.log(f"{head} FAULT {inject}: detected={fault.detected} arm_held={fault.arm_held} cause={fault.cause}")
-            return result, fault
-        if T_last is None:
-            result.reason = "drill never started"
-            return result, None
-        # the placed screw: true drill tip and axis, mapped to PreopCT through the ground truth
+        return arm
+
+    def _injected_fault(self, inject: str, drill: DrillOutcome, statuses, arm, result: ScrewResult,
+                        head: str) -> FaultResult:
+        """The demo's own fault (``--occlude`` / ``--bump``): detected when the guard went TRACKING_LOST or
+        VIOLATION after it; the screw counts as stopped."""
+        after = drill.injected_wall_s if drill.injected_wall_s is not None else float("inf")
+        lost = [s for s in statuses if s.state in ("TRACKING_LOST", "VIOLATION") and s.received_s >= after]
+        fault = FaultResult(inject, detected=bool(lost), arm_held=bool(arm and arm.holding),
+                            cause=(arm.stop_cause if arm and arm.stop_cause else
+                                   (lost[-1].reason if lost else "not detected")),
+                            detail=(f"guard: {lost[0].state} ({lost[0].reason})" if lost else ""))
+        result.status, result.reason = "stopped", f"injected fault: {inject}"
+        self.log(f"{head} FAULT {inject}: detected={fault.detected} arm_held={fault.arm_held} cause={fault.cause}")
+        return fault
+
+    def grade_placement(self, planned, drill: DrillOutcome, result: ScrewResult, head: str) -> None:
+        """The placed screw: true drill tip and axis mapped to PreopCT through the ground truth, compared
+        with the plan and graded against the phantom's cortex. "placed" only when the drill reached the
+        guard's depth stop; otherwise the errors are kept for the record but the screw is incomplete."""
+        if drill.T_last is None:
+            raise ScrewAborted("drill never started", logged=False)
         T_preop_ref = invert(self.T_cbct_preop[planned.level])
-        tip_preop = transform_points(T_preop_ref, T_last[:3, 3])
-        axis_preop = T_preop_ref[:3, :3] @ T_last[:3, 2]
+        tip_preop = transform_points(T_preop_ref, drill.T_last[:3, 3])
+        axis_preop = T_preop_ref[:3, :3] @ drill.T_last[:3, 2]
         err = self.grade_placed(planned, tip_preop, axis_preop)
         result.entry_error_mm, result.tip_error_mm = err.entry_error_mm, err.tip_error_mm
         result.angular_error_deg = err.angular_error_deg
         result.breach_mm, result.gr_grade = err.breach_mm, err.gr_grade
-        # "placed" only when the drill reached the guard's depth stop; otherwise the errors are kept
-        # for the record but the screw counts as incomplete
-        result.status = "placed" if end_reason.startswith("depth stop") else "incomplete"
-        result.reason = end_reason
+        result.status = "placed" if drill.end is DrillEnd.DEPTH_STOP else "incomplete"
+        result.reason = drill.reason
         self.placed[planned.id] = (tip_preop, axis_preop)
         self.log(f"{head} aligned in {result.time_to_align_s:.1f} s, placed: entry {err.entry_error_mm:.2f} mm, "
                  f"tip {err.tip_error_mm:.2f} mm, angle {err.angular_error_deg:.2f} deg, grade {result.gr_grade}")
-        # 5. withdraw the drill well clear of the spine before the next screw is selected
-        c.move_tool(T_last @ make_transform(translation_mm=[0.0, 0.0, -(nav.depth_mm + cfg.standoff_mm + 80.0)]))
-        time.sleep(0.2)
-        return result, None
 
     def surgeon_pauses(self) -> bool:
         """True while the surgeon should stop drilling although the arm looks free (hook: the
         multi-host demo pauses while a link is cut and until the conductor hears the stack again)."""
         return False
-    def _kill_and_recover(self, c, nav, result: ScrewResult, kind: str) -> tuple[bool, str]:
+
+    def _kill_and_recover(self, c, nav, result: ScrewResult, kind: str) -> None:
         """A process fault mid-drilling: kill, measure the hold, drill back above the entry (still in the
-        tube) while the supervisor respawns the process, wait for a healthy stack, resume and re-align."""
+        tube) while the supervisor respawns the process, wait for a healthy stack, resume and re-align.
+        Raises ScrewAborted when the stack or the alignment does not come back."""
         fault = self.process_faults.inject(kind, c)
         self.faults.append(fault)
         c.move_tool(self.true_guide_in_reference() @ make_transform(translation_mm=[0.0, 0.0, self.cfg.standoff_mm - 20.0]))
@@ -570,7 +664,8 @@ class Demo:
             if not ok:
                 fault.detail += f"; not re-aligned: {why}"
             time.sleep(0.3)  # let the servo settle on the line
-        return ok, why
+        if not ok:
+            raise ScrewAborted(f"stopped after a process fault: {why}")
 
     def ensure_aligned(self, c, nav, result: ScrewResult, deadline: float) -> tuple[bool, str]:
         """Bring the arm to TRACKING on ``nav`` before ``deadline``: resume after holds (once the guard
@@ -593,7 +688,7 @@ class Demo:
             if not sent_align:
                 ok, why = c.arm("align", nav.id)
                 sent_align = ok
-                if not ok and ("unreachable" in why or "out of reach" in why):
+                if not ok and _refused_for_good(why):
                     return False, f"arm refused to align: {why}"
             time.sleep(0.02)
         arm = c.last_arm
@@ -729,13 +824,29 @@ class Demo:
         return out
 
     def _layout_summary(self) -> dict:
-        lay = getattr(getattr(self, "scene", None), "layout", None)
+        lay = getattr(self.scene, "layout", None)
         if lay is None:
             return {}
         p = lay.pose
         return {"family": p.family, "table_xyz_mm": [p.x_mm, p.y_mm, p.z_mm], "yaw_deg": float(np.degrees(p.yaw)),
                 "screws_reached": lay.n_reached, "screws": lay.n_screws, "worst_joint_margin": lay.worst_margin,
                 "unreachable": lay.failures}
+
+
+def _drill_end(st, nav, d: _DrillState) -> tuple[DrillEnd, str] | None:
+    """Whether the last guard status ``st`` ends the drilling, and the report's text for it."""
+    if d.injected_wall_s is not None and st is not None and st.state_name in ("VIOLATION", "TRACKING_LOST"):
+        return DrillEnd.GUARD_AFTER_FAULT, f"guard {st.state_name} after the injected fault"
+    if st is not None and st.active_screw_id == nav.id and st.depth_mm > 0 and st.remaining_mm <= 0.0:
+        return DrillEnd.DEPTH_STOP, f"depth stop (guard depth {st.depth_mm:.2f} mm, remaining {st.remaining_mm:.2f} mm)"
+    return None
+
+
+def _refused_for_good(message: str) -> bool:
+    """An ``arm/command`` align refusal that waiting will not change: the target is out of the arm's reach.
+    (The service answers success + a message only; ``arm_guide`` relays the kinematics' reason, which names
+    it "out of reach" / "unreachable".)"""
+    return "unreachable" in message or "out of reach" in message
 
 
 def _state_changes(statuses) -> list[dict]:

@@ -2,9 +2,9 @@
 from spine_nav.geometry.transforms import (  # noqa: F401
     ORTHONORMAL_TOL,
     QUAT_NORM_TOL,
-    RIGID_ROWS_TOL,
     NotRigidError,
     angle_between_deg,
+    axial_perpendicular_frame,
     average_transforms,
     compose,
     invert,

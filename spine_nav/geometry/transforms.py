@@ -37,10 +37,24 @@ from scipy.spatial.transform import Rotation
 
 QuatOrder = Literal["xyzw", "wxyz"]
 
-#: Tolerance on ``R.T @ R - I`` (max abs) for a matrix to count as a rotation.
-#: float32 OpenIGTLink matrices are orthonormal to ~1e-6; 1e-4 leaves headroom
-#: for them while rejecting any real shear or scale (a 0.01 % scale error).
+#: The one rigidity tolerance of spine_nav (:func:`validate_transform`, its fast path :func:`rigid_rows`,
+#: :func:`validate_rotation`, :func:`is_rigid`): max abs of ``R.T @ R - I`` and of the bottom row's
+#: departure from ``[0, 0, 0, 1]``. float32 OpenIGTLink matrices are orthonormal to ~1e-6; 1e-4 leaves
+#: 100x headroom for them while rejecting any real shear or scale (a 0.01 % scale error, 0.02 mm over
+#: 200 mm). The bridge, the arm and the guard all check wire poses at this one value, so a pose the
+#: bridge passes on is never refused downstream for being "less rigid".
 ORTHONORMAL_TOL = 1e-4
+
+
+class NotRigidError(ValueError):
+    """Raised by the rigidity check (:func:`validate_transform`, :func:`validate_rotation`,
+    :func:`rigid_rows`); ``kind`` is ``"non-finite"`` (NaN/inf, wrong shape, not numbers) or
+    ``"non-rigid"`` (bottom row, orthonormality, reflection). A :class:`ValueError`."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
 
 MM_PER_M = 1000.0
 
@@ -60,37 +74,48 @@ def validate_rotation(R: object, name: str = "rotation", tol: float = ORTHONORMA
     finite, the columns are not orthonormal within ``tol`` or ``det(R) != +1``
     (a reflection).
     """
-    arr = _as_float_array(R, name)
-    if arr.shape != (3, 3):
-        raise ValueError(f"{name}: expected a 3x3 rotation matrix, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
-    ortho_err = float(np.max(np.abs(arr.T @ arr - np.eye(3))))
-    if ortho_err > tol:
-        raise ValueError(
-            f"{name}: rotation is not orthonormal (max |R^T R - I| = {ortho_err:.3g} > {tol:.1g})"
-        )
-    det = float(np.linalg.det(arr))
-    if det < 0.0:
-        raise ValueError(f"{name}: rotation has det = {det:.4f} (a reflection, expected +1)")
+    arr = _finite_matrix(R, name, 3, "a 3x3 rotation matrix")
+    _check_rotation(arr, name, tol)
     return arr
 
 
-def validate_transform(T: object, name: str = "transform", tol: float = ORTHONORMAL_TOL) -> np.ndarray:
-    """Return ``T`` as a float 4x4 array after checking it is a rigid transform.
-
-    Checks: shape 4x4, all values finite, upper-left 3x3 a proper rotation,
-    bottom row exactly ``[0, 0, 0, 1]`` (within ``tol``). Raises ValueError
-    naming ``name`` and the failed check.
-    """
-    arr = _as_float_array(T, name)
-    if arr.shape != (4, 4):
-        raise ValueError(f"{name}: expected a 4x4 homogeneous transform, got shape {arr.shape}")
+def _finite_matrix(value: object, name: str, n: int, what: str) -> np.ndarray:
+    """``value`` as a finite float n x n array, or NotRigidError (kind ``"non-finite"``) naming ``name``."""
+    try:
+        arr = _as_float_array(value, name)
+    except ValueError as exc:
+        raise NotRigidError("non-finite", str(exc)) from None
+    if arr.shape != (n, n):
+        raise NotRigidError("non-finite", f"{name}: expected {what}, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name}: contains non-finite values (NaN or inf)")
+        raise NotRigidError("non-finite", f"{name}: contains non-finite values (NaN or inf)")
+    return arr
+
+
+def _check_rotation(R: np.ndarray, name: str, tol: float) -> None:
+    """Orthonormal within ``tol`` and ``det > 0`` (a finite 3x3 float array)."""
+    ortho_err = float(np.max(np.abs(R.T @ R - np.eye(3))))
+    if ortho_err > tol:
+        raise NotRigidError(
+            "non-rigid", f"{name}: rotation is not orthonormal (max |R^T R - I| = {ortho_err:.3g} > {tol:.1g})")
+    det = float(np.linalg.det(R))
+    if det <= 0.0:
+        raise NotRigidError("non-rigid", f"{name}: rotation has det = {det:.4f} (a reflection, expected +1)")
+
+
+def validate_transform(T: object, name: str = "transform", tol: float = ORTHONORMAL_TOL) -> np.ndarray:
+    """Return ``T`` as a float 4x4 array after checking it is a rigid transform: THE rigidity check.
+
+    Checks, in this order: shape 4x4 and all values finite (kind ``"non-finite"``), bottom row
+    ``[0, 0, 0, 1]`` within ``tol``, upper-left 3x3 orthonormal within ``tol`` with ``det > 0``
+    (kind ``"non-rigid"``). Raises :class:`NotRigidError` (a ValueError) naming ``name`` and the failed
+    check. :func:`rigid_rows` is the same check in plain floats for the 1 kHz paths (tests/test_geometry.py
+    holds them to the same verdict on random and borderline matrices).
+    """
+    arr = _finite_matrix(T, name, 4, "a 4x4 matrix of numbers")
     if np.max(np.abs(arr[3] - np.array([0.0, 0.0, 0.0, 1.0]))) > tol:
-        raise ValueError(f"{name}: bottom row must be [0, 0, 0, 1], got {arr[3].tolist()}")
-    validate_rotation(arr[:3, :3], name=f"{name} rotation part", tol=tol)
+        raise NotRigidError("non-rigid", f"{name}: bottom row must be [0, 0, 0, 1], got {arr[3].tolist()}")
+    _check_rotation(arr[:3, :3], f"{name} rotation part", tol)
     return arr
 
 
@@ -103,22 +128,10 @@ def is_rigid(T: object, tol: float = ORTHONORMAL_TOL) -> bool:
     return True
 
 
-#: tolerance of :func:`rigid_rows`: float32 matrices from a tracker are orthonormal to ~1e-6; beyond this
-#: a matrix is sheared or scaled
-RIGID_ROWS_TOL = 1e-3
-
-
-class NotRigidError(ValueError):
-    """Raised by :func:`rigid_rows`; ``kind`` is ``"non-finite"`` or ``"non-rigid"``."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-def rigid_rows(m: object, name: str = "transform", tol: float = RIGID_ROWS_TOL) -> list[list[float]]:
-    """The checks of :func:`validate_transform` (4x4; finite; bottom row 0 0 0 1; orthonormal rotation
-    within ``tol``, det > 0) in plain Python floats, returning the first three rows as lists.
+def rigid_rows(m: object, name: str = "transform", tol: float = ORTHONORMAL_TOL) -> list[list[float]]:
+    """The fast path of :func:`validate_transform`: the same checks (4x4; finite; bottom row 0 0 0 1;
+    orthonormal rotation within ``tol``, det > 0), the same tolerance and the same error kinds in plain
+    Python floats, returning the first three rows as lists.
 
     The one plain-float rigid check of the 1 kHz paths (tracker bridge, the arm's reference filter and
     marker check, the guard's pose check): numpy calls on 4x4 arrays cost ~10x more there. ``m``: a
@@ -383,3 +396,15 @@ def average_transforms(transforms: Iterable[object]) -> np.ndarray:
         raise ValueError("average_transforms: no transforms")
     rot = Rotation.from_matrix(np.stack([m[:3, :3] for m in mats])).mean().as_matrix()
     return make_transform(rot, np.mean([m[:3, 3] for m in mats], axis=0))
+
+
+def axial_perpendicular_frame(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors ``(n, m)`` perpendicular to the unit vector ``direction`` (LPS): ``n`` in the axial
+    plane (``direction x S``; ``L`` when ``direction`` is along the S axis), ``m = n x direction``
+    (~superior). Used to sample and draw planes along a screw."""
+    n = np.cross(direction, [0.0, 0.0, 1.0])
+    if np.linalg.norm(n) < 1e-6:
+        n = np.array([1.0, 0.0, 0.0])
+    n /= np.linalg.norm(n)
+    m = np.cross(n, direction)
+    return n, m / np.linalg.norm(m)

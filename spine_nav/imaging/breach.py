@@ -9,7 +9,7 @@ the screw head sits on the bone surface, and a cylinder entering an oblique
 surface always pokes out there; grading is about the pedicle and body walls.
 
 Bone comes from a :class:`BoneModel`: the analytic phantom
-(:class:`spine_nav.imaging.phantom.PhantomSpine`, exact) or a CT label map
+(:class:`spine_nav.phantom.case.PhantomSpine`, exact) or a CT label map
 (:class:`LabelBone`, distance transform of the vertebra's voxels).
 
 Gertzbein-Robbins (clinical notes): A = no breach, B < 2 mm, C 2-4 mm, D 4-6 mm, E > 6 mm.

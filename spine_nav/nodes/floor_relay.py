@@ -91,16 +91,3 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def relay_process(latency_out, log_path, out_topic: str = "bench/floor_status", rt_priority: int = 0):
-    """The relay as its own OS process (:class:`spine_nav.demo.processes.SupervisedProcess`: ``alive``,
-    ``stop``, ``tail``, ``label``, restartable by the supervisor): the demo runs it next to the stack's
-    processes, at their priority, and reads its record like theirs."""
-    from pathlib import Path
-
-    from spine_nav.demo.processes import SupervisedProcess
-
-    cmd = [sys.executable, "-m", "spine_nav.nodes.floor_relay", "--latency-out", str(latency_out),
-           "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
-    return SupervisedProcess("floor_relay", cmd, Path(log_path))

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from spine_nav.geometry import axial_perpendicular_frame
 from spine_nav.imaging.volume import Volume
 from spine_nav.plan.model import Plan, PlanError, Screw
 
@@ -88,21 +89,11 @@ def _sample(ct: Volume, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return vals, inside
 
 
-def _frame(direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors perpendicular to ``direction``: n in the axial plane, m ~ superior."""
-    n = np.cross(direction, [0.0, 0.0, 1.0])
-    if np.linalg.norm(n) < 1e-6:
-        n = np.array([1.0, 0.0, 0.0])
-    n /= np.linalg.norm(n)
-    m = np.cross(n, direction)
-    return n, m / np.linalg.norm(m)
-
-
 def cylinder_points(screw: Screw, step_mm: float = 0.5, skip_entry_mm: float = 2.0) -> np.ndarray:
     """Points filling the screw's cylinder (axis + two rings) from ``skip_entry_mm`` past the entry
     (the head sits on the bone surface) to the target (LPS mm)."""
     d = screw.direction
-    n, m = _frame(d)
+    n, m = axial_perpendicular_frame(d)
     s = np.arange(min(skip_entry_mm, screw.depth_mm), screw.depth_mm + 1e-9, step_mm)
     offsets = [np.zeros(3)]
     for r, k in ((0.25 * screw.diameter_mm, 6), (0.45 * screw.diameter_mm, 12)):
@@ -125,7 +116,7 @@ def pedicle_width_mm(ct: Volume, screw: Screw, cfg: BoneQualityConfig = BoneQual
                      max_ray_mm: float = 20.0) -> float | None:
     """Narrowest transverse outer bone chord across the screw path (mm), or None if not measurable."""
     d = screw.direction
-    n, _ = _frame(d)
+    n, _ = axial_perpendicular_frame(d)
     ray_step = 0.2
     r = np.arange(0.0, max_ray_mm, ray_step)
     widths = []

@@ -15,8 +15,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy.ndimage import map_coordinates
 
+from spine_nav.geometry import axial_perpendicular_frame
 from spine_nav.imaging.volume import Volume
-from spine_nav.plan.bone_quality import _frame
 from spine_nav.plan.model import Plan, Screw
 
 
@@ -41,7 +41,7 @@ def render_screw(ct: Volume, screw: Screw, path: str | os.PathLike[str], note: s
     import matplotlib.pyplot as plt
 
     d = screw.direction
-    n, m = _frame(d)
+    n, m = axial_perpendicular_frame(d)
     mid = 0.5 * (screw.entry_mm + screw.target_mm)
     half_u = 0.5 * screw.depth_mm + 15.0
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.6))

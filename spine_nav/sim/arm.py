@@ -20,10 +20,11 @@ import mujoco
 import numpy as np
 import yaml
 
-from spine_nav.arm.model import REPO_ROOT, ArmModel, BASE_FRAME, MARKER_FRAME, TUBE_FRAME, load_arm_model
+from spine_nav.arm.model import ArmModel, BASE_FRAME, MARKER_FRAME, TUBE_FRAME, load_arm_model
 from spine_nav.geometry import compose, validate_transform
+from spine_nav.resources import share_path
 
-DEFAULT_OVERLAY = REPO_ROOT / "sim" / "mujoco" / "actuators.yaml"
+DEFAULT_OVERLAY = share_path("sim", "mujoco", "actuators.yaml")
 
 
 def load_overlay(path: str | Path = DEFAULT_OVERLAY) -> dict:

@@ -8,7 +8,7 @@ name, plus ``message_device``); consecutive TDATA lines with the same ``timestam
 ``text``; STRING lines ``text``. POSITION is kept as POSITION (replayed as its quaternion).
 
 Every pose passes the bridge's own check (:func:`spine_nav.tracking.tools.validate_rows`: finite, rigid
-within :data:`spine_nav.geometry.RIGID_ROWS_TOL`) before it is written as a sample. A pose that fails
+within :data:`spine_nav.geometry.ORTHONORMAL_TOL`) before it is written as a sample. A pose that fails
 it, and a message the decoder dropped (bad CRC, bad body), becomes a ``REJECTED`` line instead:
 ``type`` = ``REJECTED``, ``reason`` (the bridge's kind: ``non-finite pose``, ``non-rigid pose``,
 ``bad CRC``, ...), ``detail``, ``message_type`` and ``device`` when known; never a ``matrix``. Lines

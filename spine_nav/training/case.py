@@ -13,7 +13,7 @@ Case directory (``spine-nav phantom`` writes one):
   Without it the grade is the labelled proxy (:mod:`spine_nav.training.grading`).
 
 Difficulties of a generated case (:func:`generate_training_case`), from the phantom family
-(:class:`spine_nav.imaging.phantom.PhantomVariation`): ``normal``; ``osteoporotic`` (bone HU of
+(:class:`spine_nav.phantom.case.PhantomVariation`): ``normal``; ``osteoporotic`` (bone HU of
 osteoporotic bone); ``scoliotic`` (a 25 deg Cobb curve with its apical rotation). The family has no
 narrow-pedicle variant (``morphometry`` draws pedicle widths with their published spread, it does not
 narrow them), so ``narrow`` is refused with that reason.
@@ -151,7 +151,7 @@ def load_training_case(case_dir: str | Path) -> TrainingCase:
     bone, T_true, seed, variant = None, {}, None, ""
     gt = d / "ground_truth.json"
     if gt.exists():
-        from spine_nav.imaging.phantom import PhantomSpine, load_truth
+        from spine_nav.phantom.case import PhantomSpine, load_truth
 
         try:
             truth, T_true = load_truth(gt)
@@ -180,7 +180,7 @@ def generate_training_case(out_dir: str | Path, seed: int, difficulty: str = "no
                            levels: tuple[str, ...] = ("L3", "L4"), voxel_mm: float = 1.0,
                            progress: Callable[[str], None] | None = None) -> TrainingCase:
     """Generate a seeded phantom case of ``difficulty`` in ``out_dir`` and load it."""
-    from spine_nav.imaging.phantom import PhantomVariation, generate_case
+    from spine_nav.phantom.case import PhantomVariation, generate_case
 
     if difficulty == "narrow":
         raise CaseError("difficulty narrow: the phantom family has no narrow-pedicle variant "

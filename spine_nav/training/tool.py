@@ -121,11 +121,11 @@ def placed_vs_planned_png(ct, planned, tip_mm: np.ndarray, axis: np.ndarray, tit
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from spine_nav.plan.bone_quality import _frame
+    from spine_nav.geometry import axial_perpendicular_frame
     from spine_nav.plan.render import oblique_slice
 
     d = planned.direction
-    n, _m = _frame(d)
+    n, _m = axial_perpendicular_frame(d)
     mid = 0.5 * (planned.entry_mm + planned.target_mm)
     half_u = 0.5 * planned.depth_mm + 12.0
     img = oblique_slice(ct, mid, d, n, half_u, 20.0, pixel_mm=0.5)

@@ -9,7 +9,7 @@
     plan.json            bilateral pedicle screws per level (spine_nav.plan schema v1, PreopCT LPS mm)
     ground_truth.json    per level ``preop_to_cbct`` = T_cbct_preop (PreopCT LPS mm -> CBCT/Reference LPS mm)
 
-Geometry: each vertebra is an analytic shape (:mod:`spine_nav.imaging.anatomy`) in
+Geometry: each vertebra is an analytic shape (:mod:`spine_nav.phantom.anatomy`) in
 its local frame; ``T_preop_local[level]`` places it in the preop CT (lumbar
 lordosis, seeded variation). The intraoperative pose of each level is
 ``T_cbct_preop[level] = T_whole @ T_rel[level]`` where ``T_rel`` rotates/translates
@@ -35,7 +35,7 @@ from scipy.ndimage import gaussian_filter
 from scipy.spatial.transform import Rotation
 
 from spine_nav.geometry import compose, invert, make_transform, transform_points
-from spine_nav.imaging.anatomy import LUMBAR_LEVELS, LevelShape, disc_sdf, varied_shape, vertebra_sdf
+from spine_nav.phantom.anatomy import LUMBAR_LEVELS, LevelShape, disc_sdf, varied_shape, vertebra_sdf
 from spine_nav.imaging.volume import Volume
 from spine_nav.imaging.volume_io import save_volume
 from spine_nav.plan.io import save_plan, write_text_safely
@@ -649,24 +649,35 @@ def _to_int16(a: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(a), -1024, 3071).astype(np.int16)
 
 
-def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LUMBAR_LEVELS,
-                  bone: str = "normal", voxel_mm: float | None = None, cbct_voxel_mm: float | None = None,
-                  metal: bool = False, overwrite: bool = False,
-                  progress: Callable[[str], None] | None = None,
-                  variation: PhantomVariation | None = None) -> CaseFiles:
-    """Generate a synthetic case in ``out_dir`` (see module doc). Same seed -> same bytes.
+@dataclass(frozen=True)
+class CaseRequest:
+    """The validated arguments of :func:`generate_case` (voxel sizes in mm, filled with their defaults)."""
 
-    Args:
-        levels: consecutive lumbar levels, superior first (e.g. ``("L3", "L4")``).
-        bone: ``normal``, ``osteopenic`` or ``osteoporotic`` (cancellous/cortical HU).
-        voxel_mm: preop CT voxel size (default 0.7 mm). cbct_voxel_mm: CBCT voxel (default 1.0 mm).
-        metal: add a metal clamp with streak artefacts to the CBCT.
-        variation: CBCT quality, field of view, motion ranges, scoliosis, morphometry
-            (:class:`PhantomVariation`; default = the default phantom, byte for byte).
-        overwrite: replace existing case files (otherwise FileExistsError naming the file).
-    """
-    t_start = time.perf_counter()
-    say = progress or (lambda _m: None)
+    seed: int
+    levels: tuple[str, ...]
+    bone: str
+    voxel_mm: float
+    cbct_voxel_mm: float
+    metal: bool
+    variation: PhantomVariation
+
+
+@dataclass(frozen=True)
+class CbctImage:
+    """The rendered CBCT (frame Reference) and the radius of its cylindrical field of view (mm)."""
+
+    volume: Volume
+    fov_radius_mm: float
+
+
+CASE_FILE_NAMES = ("preop_ct.nii.gz", "preop_labels.nii.gz", "cbct.nii.gz", "plan.json", "ground_truth.json")
+PREOP_NOISE_HU = 10.0
+
+
+def case_request(seed: int = 0, levels: Sequence[str] = LUMBAR_LEVELS, bone: str = "normal",
+                 voxel_mm: float | None = None, cbct_voxel_mm: float | None = None, metal: bool = False,
+                 variation: PhantomVariation | None = None) -> CaseRequest:
+    """:func:`generate_case`'s arguments checked; raises :class:`PhantomError` naming the bad one."""
     levels = tuple(levels)
     if not levels:
         raise PhantomError("levels: give at least one level")
@@ -683,98 +694,149 @@ def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LU
     for name, v in (("voxel_mm", voxel_mm), ("cbct_voxel_mm", cbct_voxel_mm)):
         if not (0.2 <= v <= 3.0):
             raise PhantomError(f"{name}: {v:g} mm is outside 0.2-3.0 mm")
+    return CaseRequest(int(seed), levels, bone, voxel_mm, cbct_voxel_mm, bool(metal), variation or DEFAULT_VARIATION)
+
+
+def _case_files(out_dir: str | Path, overwrite: bool) -> CaseFiles:
+    """The case's paths (folder created); FileExistsError naming a file that exists unless ``overwrite``."""
     out = Path(out_dir)
-    names = ("preop_ct.nii.gz", "preop_labels.nii.gz", "cbct.nii.gz", "plan.json", "ground_truth.json")
     if not overwrite:
-        existing = [str(out / n) for n in names if (out / n).exists()]
+        existing = [str(out / n) for n in CASE_FILE_NAMES if (out / n).exists()]
         if existing:
             raise FileExistsError(f"{existing[0]}: already exists; refusing to overwrite (pass overwrite=True / --force)")
     out.mkdir(parents=True, exist_ok=True)
-    timings: dict[str, float] = {}
+    return CaseFiles(out, *(out / n for n in CASE_FILE_NAMES))
 
-    var = variation or DEFAULT_VARIATION
-    spine, T_whole, T_cbct_preop = case_geometry(seed, levels, bone, var)
-    streak_rng = np.random.default_rng([seed, 7])
-    noise_rng = np.random.default_rng([seed, 11])
 
-    # preop CT: grid axis-aligned with PreopCT, covering bone (+ skin posteriorly)
-    t0 = time.perf_counter()
+def render_preop(spine: PhantomSpine, req: CaseRequest, noise_rng: np.random.Generator,
+                 say: Callable[[str], None]) -> tuple[Volume, Volume]:
+    """(PreopCT HU, vertebra labels): grid axis-aligned with PreopCT covering the bone (+ skin posteriorly),
+    ``PREOP_NOISE_HU`` white noise (first draw of ``noise_rng``)."""
     b = bone_bounds_mm(spine)
     b[0] -= 6.0
     b[1] += 6.0
     b[1, 1] = max(b[1, 1], spine.torso_centre_mm[1] + spine.torso_radii_mm[1] + 8.0)
-    aff, shape = _grid_for(b, voxel_mm)
-    ident = {lv: np.eye(4) for lv in levels}
-    say(f"phantom: rendering preop CT {shape} at {voxel_mm:g} mm")
+    aff, shape = _grid_for(b, req.voxel_mm)
+    ident = {lv: np.eye(4) for lv in req.levels}
+    say(f"phantom: rendering preop CT {shape} at {req.voxel_mm:g} mm")
     hu, labels = render(spine, aff, shape, ident, np.eye(4))
-    hu += noise_rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(10.0)
-    preop = Volume(_to_int16(hu), aff, frame="PreopCT")
-    label_vol = Volume(labels, aff, frame="PreopCT")
-    del hu
-    timings["preop_render_s"] = time.perf_counter() - t0
+    hu += noise_rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(PREOP_NOISE_HU)
+    return Volume(_to_int16(hu), aff, frame="PreopCT"), Volume(labels, aff, frame="PreopCT")
 
-    # CBCT: grid axis-aligned with Reference, bone bounds after motion, limited FOV (cylinder + z cut)
-    t0 = time.perf_counter()
+
+def _metal_clamp_mm(spine: PhantomSpine, req: CaseRequest, T_cbct_preop: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Where the metal clamp sits (CBCT mm): on the spinous process of the middle level."""
+    mid = req.levels[len(req.levels) // 2]
+    sh = spine.shapes[mid]
+    clamp_local = np.array([0.0, sh.posterior_wall_y_mm + sh.canal_depth_mm + sh.lamina_thickness_mm
+                            + 0.6 * sh.spinous_length_mm, -0.1 * sh.body_height_mm - 8.0])
+    return transform_points(compose(T_cbct_preop[mid], spine.T_preop_local[mid]), clamp_local)
+
+
+def render_cbct(spine: PhantomSpine, req: CaseRequest, T_whole: np.ndarray, T_cbct_preop: Mapping[str, np.ndarray],
+                streak_rng: np.random.Generator, noise_rng: np.random.Generator,
+                say: Callable[[str], None]) -> CbctImage:
+    """The intraoperative CBCT: grid axis-aligned with Reference over the bone after motion, axial field of
+    view cut ``fov_z_margin_mm`` beyond the end levels, blur, optional metal streaks, noise, and outside
+    the cylindrical field of view air (the variation's values)."""
+    var = req.variation
     bc = bone_bounds_mm(spine, T_cbct_preop)
-    centres = np.array([transform_points(T_cbct_preop[lv], spine.centre_mm(lv)) for lv in levels])
-    half_h = max(0.5 * spine.shapes[lv].body_height_mm for lv in levels)
+    centres = np.array([transform_points(T_cbct_preop[lv], spine.centre_mm(lv)) for lv in req.levels])
+    half_h = max(0.5 * spine.shapes[lv].body_height_mm for lv in req.levels)
     bc[0, 2] = max(bc[0, 2], centres[:, 2].min() - half_h - var.fov_z_margin_mm)
     bc[1, 2] = min(bc[1, 2], centres[:, 2].max() + half_h + var.fov_z_margin_mm)
-    caff, cshape = _grid_for(bc, cbct_voxel_mm)
-    say(f"phantom: rendering CBCT {cshape} at {cbct_voxel_mm:g} mm")
+    caff, cshape = _grid_for(bc, req.cbct_voxel_mm)
+    say(f"phantom: rendering CBCT {cshape} at {req.cbct_voxel_mm:g} mm")
     chu, _ = render(spine, caff, cshape, T_cbct_preop, T_whole)
     chu = gaussian_filter(chu, sigma=var.cbct_blur_sigma_vox, mode="nearest")
-    if metal:
-        mid = levels[len(levels) // 2]
-        sh = spine.shapes[mid]
-        clamp_local = np.array([0.0, sh.posterior_wall_y_mm + sh.canal_depth_mm + sh.lamina_thickness_mm
-                                + 0.6 * sh.spinous_length_mm, -0.1 * sh.body_height_mm - 8.0])
-        clamp = transform_points(compose(T_cbct_preop[mid], spine.T_preop_local[mid]), clamp_local)
-        _add_metal(chu, caff, clamp, streak_rng, var.metal_streak_hu)
+    if req.metal:
+        _add_metal(chu, caff, _metal_clamp_mm(spine, req, T_cbct_preop), streak_rng, var.metal_streak_hu)
     chu += noise_rng.standard_normal(chu.shape, dtype=np.float32) * np.float32(var.cbct_noise_hu)
     # limited field of view: a cylinder about the grid's z axis; outside reads as air
     ci, cj = np.meshgrid(np.arange(cshape[0]), np.arange(cshape[1]), indexing="ij")
     rx, ry = 0.5 * (cshape[0] - 1), 0.5 * (cshape[1] - 1)
     r_fov = max(rx, ry) * var.fov_radius_scale
-    outside = np.hypot(ci - rx, cj - ry) > r_fov
-    chu[outside, :] = AIR_HU
-    cbct = Volume(_to_int16(chu), caff, frame="Reference")
-    del chu
-    timings["cbct_render_s"] = time.perf_counter() - t0
+    chu[np.hypot(ci - rx, cj - ry) > r_fov, :] = AIR_HU
+    return CbctImage(Volume(_to_int16(chu), caff, frame="Reference"), float(r_fov * req.cbct_voxel_mm))
 
-    t0 = time.perf_counter()
-    screws = plan_screws(spine)
-    labels_map = spine.labels
-    plan = Plan(screws=tuple(screws), frame="PreopCT", case_id=f"phantom-seed-{seed}",
-                metadata={"labels": labels_map, "generator": "spine_nav.imaging.phantom", "seed": int(seed),
-                          "bone": bone})
+
+def case_plan(spine: PhantomSpine, req: CaseRequest) -> Plan:
+    """The planner's bilateral pedicle screws (:func:`plan_screws`) as the case's plan (PreopCT)."""
+    return Plan(screws=tuple(plan_screws(spine)), frame="PreopCT", case_id=f"phantom-seed-{req.seed}",
+                metadata={"labels": spine.labels, "generator": __name__, "seed": req.seed, "bone": req.bone})
+
+
+def case_truth(spine: PhantomSpine, req: CaseRequest, T_whole: np.ndarray, T_cbct_preop: Mapping[str, np.ndarray],
+               preop: Volume, cbct: CbctImage) -> dict[str, Any]:
+    """The content of ground_truth.json (schema :data:`TRUTH_SCHEMA` v1)."""
+    var = req.variation
     truth: dict[str, Any] = {
-        "schema": TRUTH_SCHEMA, "schema_version": 1, "seed": int(seed), "bone": bone,
-        "labels": labels_map,
+        "schema": TRUTH_SCHEMA, "schema_version": 1, "seed": req.seed, "bone": req.bone,
+        "labels": spine.labels,
         "levels": {lv: {"preop_to_cbct": np.round(T_cbct_preop[lv], 12).tolist(), "label": spine.label_of(lv),
-                        "body_centre_preop_mm": spine.centre_mm(lv).round(6).tolist()} for lv in levels},
+                        "body_centre_preop_mm": spine.centre_mm(lv).round(6).tolist()} for lv in req.levels},
         "whole_spine_preop_to_cbct": np.round(T_whole, 12).tolist(),
-        "bone_hu": {**BONE_HU[bone], "cortex_mm": CORTEX_MM},
-        "preop": {"voxel_mm": voxel_mm, "shape": list(shape), "noise_hu": 10.0},
-        "cbct": {"voxel_mm": cbct_voxel_mm, "shape": list(cshape), "noise_hu": var.cbct_noise_hu,
+        "bone_hu": {**BONE_HU[req.bone], "cortex_mm": CORTEX_MM},
+        "preop": {"voxel_mm": req.voxel_mm, "shape": list(preop.shape), "noise_hu": PREOP_NOISE_HU},
+        "cbct": {"voxel_mm": req.cbct_voxel_mm, "shape": list(cbct.volume.shape), "noise_hu": var.cbct_noise_hu,
                  "blur_sigma_vox": var.cbct_blur_sigma_vox,
-                 "fov_radius_mm": float(r_fov * cbct_voxel_mm), "metal": bool(metal), "frame": "Reference"},
+                 "fov_radius_mm": cbct.fov_radius_mm, "metal": req.metal, "frame": "Reference"},
         "frames": "preop_to_cbct = T_cbct_preop: PreopCT LPS mm -> CBCT (= Reference) LPS mm",
         "phantom": spine.to_dict(),
     }
     if var.changed():
         truth["variation"] = var.changed()
-    files = CaseFiles(out, out / names[0], out / names[1], out / names[2], out / names[3], out / names[4],
-                      truth=truth, T_cbct_preop=T_cbct_preop, spine=spine)
+    return truth
+
+
+def generate_case(out_dir: str | Path, seed: int = 0, levels: Sequence[str] = LUMBAR_LEVELS,
+                  bone: str = "normal", voxel_mm: float | None = None, cbct_voxel_mm: float | None = None,
+                  metal: bool = False, overwrite: bool = False,
+                  progress: Callable[[str], None] | None = None,
+                  variation: PhantomVariation | None = None) -> CaseFiles:
+    """Generate a synthetic case in ``out_dir`` (see module doc). Same seed -> same bytes.
+
+    Args:
+        levels: consecutive lumbar levels, superior first (e.g. ``("L3", "L4")``).
+        bone: ``normal``, ``osteopenic`` or ``osteoporotic`` (cancellous/cortical HU).
+        voxel_mm: preop CT voxel size (default 0.7 mm). cbct_voxel_mm: CBCT voxel (default 1.0 mm).
+        metal: add a metal clamp with streak artefacts to the CBCT.
+        variation: CBCT quality, field of view, motion ranges, scoliosis, morphometry
+            (:class:`PhantomVariation`; default = the default phantom, byte for byte).
+        overwrite: replace existing case files (otherwise FileExistsError naming the file).
+
+    Steps: :func:`case_request` (checks), :func:`case_geometry` (the seeded draws), :func:`render_preop`,
+    :func:`render_cbct`, :func:`case_plan`, :func:`case_truth`, then the five files.
+    """
+    t_start = time.perf_counter()
+    say = progress or (lambda _m: None)
+    req = case_request(seed, levels, bone, voxel_mm, cbct_voxel_mm, metal, variation)
+    files = _case_files(out_dir, overwrite)
+    timings: dict[str, float] = {}
+    spine, T_whole, T_cbct_preop = case_geometry(req.seed, req.levels, req.bone, req.variation)
+    streak_rng = np.random.default_rng([seed, 7])
+    noise_rng = np.random.default_rng([seed, 11])
+
+    t0 = time.perf_counter()
+    preop, label_vol = render_preop(spine, req, noise_rng, say)
+    timings["preop_render_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    cbct = render_cbct(spine, req, T_whole, T_cbct_preop, streak_rng, noise_rng, say)
+    timings["cbct_render_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    plan = case_plan(spine, req)
+    files.truth = case_truth(spine, req, T_whole, T_cbct_preop, preop, cbct)
+    files.T_cbct_preop, files.spine = T_cbct_preop, spine
     save_volume(preop, files.preop_ct, overwrite=overwrite)
     save_volume(label_vol, files.preop_labels, overwrite=overwrite)
-    save_volume(cbct, files.cbct, overwrite=overwrite)
+    save_volume(cbct.volume, files.cbct, overwrite=overwrite)
     save_plan(plan, files.plan, overwrite=overwrite)
-    write_text_safely(files.ground_truth, json.dumps(truth, indent=1) + "\n", overwrite=overwrite)
+    write_text_safely(files.ground_truth, json.dumps(files.truth, indent=1) + "\n", overwrite=overwrite)
     timings["plan_and_save_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - t_start
     files.timings_s = timings
-    say(f"phantom: wrote {out} in {timings['total_s']:.1f} s")
+    say(f"phantom: wrote {files.out_dir} in {timings['total_s']:.1f} s")
     return files
 
 

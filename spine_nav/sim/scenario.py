@@ -1,4 +1,4 @@
-"""Simulated runs of the arm guide used by the benchmark, the CLI and tests (pure core).
+"""Simulated runs of the arm guide used by the benchmark, the CLI and tests (MuJoCo, no ROS).
 
 * :func:`handeye_in_sim`: a calibration motion in MuJoCo, tracker noise on the marker, then
   :func:`spine_nav.arm.handeye.calibrate_robot_tracker`.

@@ -1,9 +1,9 @@
-"""`spine-nav arm check`: can this arm guide these screws? (pure core, MuJoCo in simulated time).
+"""`spine-nav arm check`: can this arm guide these screws? (simulation: MuJoCo in simulated time, no ROS).
 
 For an arm (ours, or any description: :mod:`spine_nav.arm.description`) and a plan:
 
 1. base placement: :func:`spine_nav.arm.layout.search_layout` (one base pose for every screw);
-2. per reachable screw, in MuJoCo with the controller in lock-step (:func:`spine_nav.arm.scenario.lockstep_run`,
+2. per reachable screw, in MuJoCo with the controller in lock-step (:func:`spine_nav.sim.scenario.lockstep_run`,
    1 ms cycles), starting from the layout's joint solution for that screw moved by ``start_offset_rad``
    on every joint (so the arm really travels; ``settle_s`` 8 s: the approach runs at the controller's
    near-patient velocity scale and the warm IK's last tenth of a millimetre can take a few seconds near a
@@ -91,7 +91,7 @@ def check_arm(kin: ArmKinematics, plan: Plan, standoff_mm: float = 25.0, settle_
               measure_s: float = 0.5, breathing_s: float = 4.0, start_offset_rad: float = 0.1,
               seed: int = 0, robot: str = "", log=None) -> CheckResult:
     """Base placement + static and breathing alignment per screw (see the module docstring)."""
-    from spine_nav.arm.scenario import lockstep_run
+    from spine_nav.sim.scenario import lockstep_run
     from spine_nav.sim.arm import ArmScene
 
     say = log or (lambda _m: None)
