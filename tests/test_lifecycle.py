@@ -80,8 +80,12 @@ def _threads(name: str) -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == name and t.is_alive()]
 
 
-def _listening_socket(port: int) -> socket.socket:
+def _listening_socket(port: int, reuse: bool = False) -> socket.socket:
+    """A server on ``port``; ``reuse`` (SO_REUSEADDR) to check a port was released although connections the
+    node closed may linger in TIME_WAIT."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if reuse:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
     s.listen(1)
     return s
@@ -119,7 +123,7 @@ def test_tracker_bridge_port_accepts_only_when_active(up):
 
     assert _ok(node.trigger_cleanup()) and node.state_label == "unconfigured"
     assert "/tracking/tool_tip" not in _topics(node)
-    _listening_socket(port).close()  # released
+    _listening_socket(port, reuse=True).close()  # released
 
 
 def test_tracker_bridge_configure_fails_on_a_port_in_use_and_stays_unconfigured(up):
@@ -290,7 +294,7 @@ def test_console_bridge_http_port_answers_only_when_active(up):
 
     assert _ok(node.trigger_cleanup()) and node.state_label == "unconfigured"
     assert not any(s.topic_name == "/guard/status" for s in node.subscriptions)
-    _listening_socket(port).close()  # released
+    _listening_socket(port, reuse=True).close()  # released
 
 
 def test_console_bridge_configure_fails_on_a_port_in_use(up):
@@ -332,7 +336,7 @@ def test_destroying_an_active_node_shuts_it_down(up):
     assert _accepts(port)
     node.trigger_shutdown()
     assert node.state_label == "finalized" and not _accepts(port)
-    _listening_socket(port).close()
+    _listening_socket(port, reuse=True).close()
 
 
 def test_demo_node_process_reports_why_its_node_did_not_configure(tmp_path):

@@ -9,7 +9,7 @@ works on a full ROS install). What each state means for them (docs/nodes.md, "Li
 ``inactive`` (after configure)
     Parameters parsed and validated, files read (URDF, case), core objects built, publishers,
     subscriptions, services and timers created, ports reserved (bound, not listening: a connection is
-    refused, and a port in use fails the configure). Timers are cancelled; nothing is published.
+    refused, and a port in use fails the configure). Timers are created stopped; nothing is published.
 ``active`` (after activate)
     Sockets listen / connect, threads run (tracker socket, 1 kHz servo, web server), timers fire.
 ``deactivate`` stops all of that (the node is inactive again); ``cleanup`` destroys what configure made
@@ -57,7 +57,7 @@ class ManagedNode(LifecycleNode):
         #: why the last configure / activate failed ("<node>: configure failed: <cause>"), None after a success
         self.transition_error: str | None = None
         self.active = False
-        self._configured = False
+        self._configured = self._configuring = False
         self._owned: list[tuple[Callable, object]] = []  # (destroy function, entity) made by configure()
 
     # ---------------------------------------------------------------- hooks (override)
@@ -75,6 +75,12 @@ class ManagedNode(LifecycleNode):
     def cleanup(self) -> None:
         """Release what configure took besides ROS entities (those the base destroys). Also called after a
         failed configure: attributes not built yet must be tolerated."""
+
+    def create_timer(self, *args, **kwargs):
+        """rclpy's, but a timer created by configure starts stopped (the base starts it on activate)."""
+        if getattr(self, "_configuring", False):
+            kwargs["autostart"] = False
+        return super().create_timer(*args, **kwargs)
 
     # ---------------------------------------------------------------- state
     @property
@@ -120,10 +126,12 @@ class ManagedNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         before = {id(e) for _, e in self._entities()}
         self.transition_error = None
-        ok = self._step("configure", self.configure)
+        self._configuring = True
+        try:
+            ok = self._step("configure", self.configure)
+        finally:
+            self._configuring = False
         self._owned = [(d, e) for d, e in self._entities() if id(e) not in before]
-        for timer in self._own_timers():
-            timer.cancel()
         self._configured = True
         if not ok:
             self._release()
