@@ -88,6 +88,77 @@ def test_core_default_has_no_guard_liveness_check(kin):
     assert not g.state.holding
 
 
+def _cycles_with(g, scene, t0: float, n: int, beats: dict):
+    """As _cycles, with the guard every 10 ms and heartbeats ``key -> source`` every 10 ms (None: silent)."""
+    q = g.q_command
+    t = t0
+    for k in range(n):
+        t = t0 + (k + 1) * 1e-3
+        if k % 10 == 0:
+            g.on_reference(scene.T_tracker_reference, t)
+            g.on_guard_state("ALIGNED", t)
+            for key, source in beats.items():
+                if source is not None:
+                    g.on_heartbeat(key, t, source or None)
+        q = g.step(t, q, np.zeros_like(q), t).q_rad
+    return t
+
+
+def test_core_silent_bridge_holds_with_its_own_cause(kin):
+    scene = default_scene()
+    screw = scene.screws()[0]
+    g = _guide(kin, scene, guard_timeout_ms=50.0, bridge_timeout_ms=50.0)
+    g.on_guard_state("ALIGNED", 0.0)
+    ok, msg = g.align(screw, 0.0)
+    assert not ok and "tracking/health" in msg  # the bridge never heard: no motion
+    g.on_heartbeat("bridge", 0.0)
+    ok, msg = g.align(screw, 0.001)
+    assert ok, msg
+    t = _cycles_with(g, scene, 0.001, 200, {"bridge": ""})
+    assert not g.state.holding
+    g.on_heartbeat("bridge", t)  # the last heartbeat, then silence
+    t = _cycles_with(g, scene, t, 45, {"bridge": None})   # 45 ms without tracking/health: still moving
+    assert not g.state.holding
+    t = _cycles_with(g, scene, t, 20, {"bridge": None})
+    assert g.state.holding and g.stops[-1].cause == StopCause.BRIDGE_SILENT
+    assert g.state.stop_cause.startswith("bridge silent") and "tracking/health" in g.state.stop_cause
+    ok, msg = g.resume(t)
+    assert not ok and "bridge silent" in msg
+    g.on_heartbeat("bridge", t)
+    ok, msg = g.resume(t + 1e-3)
+    assert ok, msg
+
+
+def test_core_command_source_is_watched_only_while_registered(kin):
+    scene = default_scene()
+    screw = scene.screws()[0]
+    g = _guide(kin, scene, guard_timeout_ms=50.0, command_source_timeout_ms=50.0)
+    g.on_guard_state("ALIGNED", 0.0)
+    ok, msg = g.align(screw, 0.0)
+    assert ok, msg  # no console registered (headless): its absence never holds
+    t = _cycles_with(g, scene, 0.0, 200, {})
+    assert not g.state.holding
+    # a console announces itself, then goes silent (cable pulled) mid-tracking
+    t = _cycles_with(g, scene, t, 100, {"command_source": "console"})
+    assert g.liveness.registered("command_source") == "console" and not g.state.holding
+    g.on_heartbeat("command_source", t, "console")  # the last heartbeat, then silence
+    t = _cycles_with(g, scene, t, 45, {"command_source": None})
+    assert not g.state.holding
+    t = _cycles_with(g, scene, t, 20, {"command_source": None})
+    assert g.state.holding and g.stops[-1].cause == StopCause.COMMAND_SOURCE_SILENT
+    assert g.state.stop_cause.startswith("console silent") and "(console)" in g.state.stop_cause
+    ok, msg = g.resume(t)
+    assert not ok and "console silent" in msg  # resume refused until the console is heard again
+    g.on_heartbeat("command_source", t, "console")
+    ok, msg = g.resume(t + 1e-3)
+    assert ok, msg
+    # a clean withdrawal ("" = the console shut down on purpose): no longer watched
+    g.on_heartbeat("command_source", t + 2e-3, "")
+    assert g.liveness.registered("command_source") == ""
+    _cycles_with(g, scene, t + 2e-3, 200, {"command_source": None})
+    assert not g.state.holding
+
+
 # ---------------------------------------------------------------------------------------------- nodes
 
 

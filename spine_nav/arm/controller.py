@@ -16,7 +16,8 @@ the tube follows breathing), one warm-started IK step updates the goal joints, a
 scaled down when the tube is within ``near_patient_mm`` of its target.
 
 Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, a silent guard
-(no verdict for ``guard_timeout_ms``), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
+(no verdict for ``guard_timeout_ms``), a silent bridge or registered command source
+(:mod:`spine_nav.arm.liveness`), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
 limits, joint velocity above limit -> HOLD: commanded velocity zero and the command frozen from
 this cycle on; only :meth:`resume` (explicit) leaves HOLD. Requests made from other threads
 (``on_guard_state``, ``hold``) take effect at the next cycle.
@@ -30,6 +31,7 @@ import numpy as np
 from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError, Synchronization
 
 from spine_nav.arm.kinematics import AlignmentTarget, ArmKinematics, UnreachableTarget
+from spine_nav.arm.liveness import Liveness
 from spine_nav.arm.reference_filter import ReferenceFilter
 from spine_nav.arm.safety import GUARD_STOP_STATES, StopCause, StopEvent, log_stop
 from spine_nav.geometry import invert, rigid_rows, transform_directions, transform_points, validate_transform
@@ -51,6 +53,12 @@ class ArmGuideConfig:
     #: None = not checked (pure-core users without a guard); the node sets it (config/nodes.yaml: 50 ms,
     #: the guard publishes at least every heartbeat_period_ms = 20 ms, so two heartbeats may be lost).
     guard_timeout_ms: float | None = None
+    #: no tracking/health (the bridge's heartbeat, every health_publish_period_ms even without tracker
+    #: data) for this long while ALIGNING/TRACKING -> hold (BRIDGE_SILENT). None = not checked.
+    bridge_timeout_ms: float | None = None
+    #: the registered command source (console) sent no heartbeat for this long while ALIGNING/TRACKING ->
+    #: hold (COMMAND_SOURCE_SILENT); watched only while a source is registered. None = not checked.
+    command_source_timeout_ms: float | None = None
     velocity_scale: float = 0.5            # fraction of the URDF velocity limits
     near_patient_mm: float = 80.0
     near_patient_velocity_scale: float = 0.25
@@ -114,6 +122,10 @@ class ArmGuide:
         self._frozen_reference: np.ndarray | None = None
         self._guard_state = ""
         self._guard_heard_s: float | None = None  # controller time of the last on_guard_state
+        self.liveness = Liveness()  # heartbeats of the other safety-relevant inputs (arm/liveness.py)
+        self.liveness.watch("bridge", "tracking/health", StopCause.BRIDGE_SILENT, self.cfg.bridge_timeout_ms)
+        self.liveness.watch("command_source", "command source heartbeat", StopCause.COMMAND_SOURCE_SILENT,
+                            self.cfg.command_source_timeout_ms, registered_only=True)
         self._pending_stop: StopEvent | None = None
         self._screw: Screw | None = None
         self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
@@ -197,6 +209,11 @@ class ArmGuide:
                 self._pending_stop = StopEvent(t_s, cause, detail)
                 self.hold_request_mono_ns = time.monotonic_ns()
 
+    def on_heartbeat(self, key: str, t_s: float, source: str | None = None) -> None:
+        """A heartbeat of a watched input (``"bridge"``, ``"command_source"``; see :class:`Liveness`)."""
+        with self._lock:
+            self.liveness.heard(key, t_s, source)
+
     def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
         """Request a hold (takes effect at the next control cycle)."""
         import time
@@ -226,7 +243,7 @@ class ArmGuide:
                 return False, f"holding ({self._stop_cause}); send resume first"
             if self._filter.T is None:
                 return False, "no tracker sample of the patient reference yet (tracking/reference)"
-            silent = self._guard_silence(t_s)
+            silent = self._guard_silence(t_s) or self._liveness_silence(t_s)
             if silent:
                 return False, silent
             entry, d = np.asarray(screw.entry_mm, float), screw.direction
@@ -259,7 +276,7 @@ class ArmGuide:
                 return False, "not holding"
             if self._guard_state in GUARD_STOP_STATES:
                 return False, f"guard still reports {self._guard_state}"
-            silent = self._guard_silence(t_s) if self._target_ref is not None else ""
+            silent = (self._guard_silence(t_s) or self._liveness_silence(t_s)) if self._target_ref is not None else ""
             if silent:
                 return False, silent
             if self._target_ref is not None and (self._ref_stamp_s is None
@@ -329,6 +346,9 @@ class ArmGuide:
             silent = self._guard_silence(t_s)
             if silent:
                 return StopEvent(t_s, StopCause.GUARD_SILENT, silent)
+            lost = self.liveness.check(t_s)
+            if lost is not None:
+                return lost
         out = (q < self._q_lo) | (q > self._q_hi)
         if out.any():
             j = int(np.flatnonzero(out)[0])
@@ -348,6 +368,10 @@ class ArmGuide:
             return "no guard/status received yet"
         age_ms = (t_s - self._guard_heard_s) * 1e3
         return f"no guard/status for {age_ms:.0f} ms > {timeout_ms:g} ms" if age_ms > timeout_ms else ""
+
+    def _liveness_silence(self, t_s: float) -> str:
+        ev = self.liveness.check(t_s)
+        return "" if ev is None else str(ev)
 
     def _enter_hold(self, event: StopEvent) -> None:
         import time

@@ -10,7 +10,11 @@ T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyon
 ``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
 :mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
 guard/status for ``guard_timeout_ms`` while aligning/tracking -> hold "guard silent" (the guard
-publishes at least every heartbeat_period_ms, even idle).
+publishes at least every heartbeat_period_ms, even idle); no ``tracking/health`` (the bridge's
+heartbeat, every health_publish_period_ms even without tracker data) for ``bridge_timeout_ms`` ->
+"bridge silent"; once a command source (console) announced itself on ``arm/command_source``
+(std_msgs/String, :mod:`spine_nav.nodes.command_source`), no heartbeat from it for
+``command_source_timeout_ms`` -> "console silent" (core: :mod:`spine_nav.arm.liveness`).
 Publishes: the joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`:
 ``arm/joint_command`` JointTrajectory one point (default), ``<controller>/joint_trajectory`` for a
 ros2_control JointTrajectoryController, or ``<controller>/commands`` Float64MultiArray for a forward
@@ -21,7 +25,7 @@ position controller),
 Parameters (units in names): tracker_robotbase_xyz_mm + tracker_robotbase_quat_xyzw
 (T_tracker_robotbase from hand-eye calibration: ``spine-nav arm calibrate``), standoff_mm,
 servo_rate_hz, command_rate_hz, state_rate_hz, realtime (SCHED_FIFO), reference_timeout_s,
-feedback_timeout_s, cycle_watchdog_s, guard_timeout_ms (<= 0: off), velocity_scale, near_patient_mm,
+feedback_timeout_s, cycle_watchdog_s, guard_timeout_ms, bridge_timeout_ms, command_source_timeout_ms (<= 0: off), velocity_scale, near_patient_mm,
 near_patient_velocity_scale, and the robot / command interface (:mod:`spine_nav.nodes.arm_params`: urdf, base_link, flange_link, tool
 mounts, command_interface, controller_name, controller_joints, joint_name_map).
 
@@ -39,9 +43,9 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealth
 from spine_nav_interfaces.srv import ArmCommand
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
@@ -51,6 +55,7 @@ from spine_nav.arm.servo import ServoLoop
 from spine_nav.nodes.conversions import (msg_to_plan, pose_cdr_to_quat_mm, quat_mm_to_matrix_mm, stamp_to_seconds,
                                          validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.arm_params import declare_arm_parameters
+from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
 from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.nodes.parameters import declare_pose_parameter
@@ -76,6 +81,8 @@ class ArmGuideNode(Node):
             feedback_timeout_s=float(p("feedback_timeout_s", 0.05).value),
             cycle_watchdog_s=float(p("cycle_watchdog_s", 0.02).value),
             guard_timeout_ms=float(p("guard_timeout_ms", 50.0).value) or None,
+            bridge_timeout_ms=float(p("bridge_timeout_ms", 50.0).value) or None,
+            command_source_timeout_ms=float(p("command_source_timeout_ms", 50.0).value) or None,
             velocity_scale=float(p("velocity_scale", 0.5).value),
             near_patient_mm=float(p("near_patient_mm", 80.0).value),
             near_patient_velocity_scale=float(p("near_patient_velocity_scale", 0.25).value),
@@ -114,6 +121,10 @@ class ArmGuideNode(Node):
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
         self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS, raw=True)
         self.create_subscription(DiagnosticStatus, "supervisor/process_lost", self.on_process_lost, STATUS_QOS)
+        # heartbeats (spine_nav.arm.liveness): the bridge's health stream (raw: its content is the guard's
+        # business, only its arrival counts here) and the registered command source's
+        self.create_subscription(ToolHealth, "tracking/health", self.on_bridge_heartbeat, STATUS_QOS, raw=True)
+        self.create_subscription(String, COMMAND_SOURCE_TOPIC, self.on_command_source, STATUS_QOS)
         # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
         # on an inner node with its own executor thread so joint feedback and tracker samples keep
         # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
@@ -179,6 +190,18 @@ class ArmGuideNode(Node):
         if self.guide is not None:
             name = msg.state_name or _GUARD_STATE_NAMES.get(msg.state, "")
             self.guide.on_guard_state(name, time.monotonic(), msg.reason)
+
+    def on_bridge_heartbeat(self, _data: bytes) -> None:
+        if self.guide is not None:
+            self.guide.on_heartbeat("bridge", time.monotonic())
+
+    def on_command_source(self, msg: String) -> None:
+        """Heartbeat of the command source: a name registers it (watched from now on), "" withdraws it."""
+        if self.guide is not None:
+            before = self.guide.liveness.registered("command_source")
+            self.guide.on_heartbeat("command_source", time.monotonic(), msg.data)
+            if msg.data != before:
+                self.get_logger().info(f"command source: {msg.data!r} (was {before!r})")
 
     def on_process_lost(self, msg: DiagnosticStatus) -> None:
         """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""

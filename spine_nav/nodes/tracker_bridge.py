@@ -81,7 +81,7 @@ class TrackerBridgeNode(Node):
             ("arm_marker_device", "ArmMarkerToTracker"), ("tool_name", "stylus"), ("tool_device", "StylusToTracker"),
             ("tool_tip_device", "StylusTipToReference"), ("tip_offset_mm", [0.0, 0.0, 150.0]),
             ("shaft_direction", [0.0, 0.0, 0.0]), ("max_skew_ms", 2.0), ("timeout_ms", 50.0),
-            ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("health_publish_period_ms", 100.0), ("console_port", 0), ("console_rate_hz", 30.0),
+            ("timeout_periods", 3.0), ("health_period_ms", 20.0), ("health_publish_period_ms", 20.0), ("console_port", 0), ("console_rate_hz", 30.0),
             ("max_body_bytes", codec.DEFAULT_MAX_BODY_BYTES), ("allowed_peers", "127.0.0.0/8,::1"), ("reference_jump_check", True),
             ("reference_jump_mm", 1.0), ("reference_jump_deg", 0.5), ("reference_noise_mm", 0.25),
             ("reference_noise_deg", 0.1), ("reference_max_speed_mm_s", 5.0)]}
