@@ -22,6 +22,9 @@ from spine_nav.sim.arm import default_scene
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+#: node test: heartbeat timeouts (config: 50 ms). The test's own loop plays guard, bridge and console and
+#: shares its process with the arm: wide, so that a stall of the loop on a loaded machine is not a silence.
+TIMEOUT_MS = 400.0
 
 
 # ---------------------------------------------------------------------------------------------- core
@@ -205,9 +208,11 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealth
     from spine_nav_interfaces.srv import ArmCommand
+    from std_msgs.msg import String
 
+    from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
     from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, plan_to_msg
     from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
     from spine_nav.nodes.runner import ComposedStack
@@ -215,11 +220,15 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
 
     scene = default_scene()
     screws = scene.screws()
-    # generous servo watchdogs (a loaded test machine), the guard timeout as in config/nodes.yaml (50 ms)
+    # generous servo watchdogs (a loaded test machine)
     args = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
             "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
             "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "sim_arm:command_timeout_s:=2.0",
-            "-p", "sim_arm:marker_noise_mm:=0.0"]
+            "-p", "sim_arm:marker_noise_mm:=0.0",
+            # heartbeat timeouts wider than config's 50 ms: the test's own loop plays guard, bridge and console
+            # and shares this process with the arm (a stall of the loop must not look like a silent input)
+            "-p", f"arm_guide:guard_timeout_ms:={TIMEOUT_MS}", "-p", f"arm_guide:bridge_timeout_ms:={TIMEOUT_MS}",
+            "-p", f"arm_guide:command_source_timeout_ms:={TIMEOUT_MS}"]
     with ComposedStack(["sim_arm", "arm_guide"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args):
         node = Node("guard_silence_test", context=ros_context)
         ex = SingleThreadedExecutor(context=ros_context)
@@ -230,10 +239,13 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
         ref_pub = node.create_publisher(PoseStamped, "tracking/reference", SENSOR_QOS)
         guard_pub = node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
         lost_pub = node.create_publisher(DiagnosticStatus, "supervisor/process_lost", STATUS_QOS)
+        health_pub = node.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
+        source_pub = node.create_publisher(String, COMMAND_SOURCE_TOPIC, STATUS_QOS)
         cli = node.create_client(ArmCommand, "arm/command")
         plan_pub.publish(plan_to_msg(Plan(tuple(screws), frame="Reference"), 0.0))
         guard_on = [True]
-        last = {"ref": 0.0, "guard": 0.0}
+        on = {"bridge": True, "console": False}
+        last = {"ref": 0.0, "guard": 0.0, "bridge": 0.0, "console": 0.0}
 
         def spin():
             now = time.monotonic()
@@ -244,6 +256,12 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
             if guard_on[0] and now - last["guard"] > 0.01:
                 guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
                 last["guard"] = now
+            if on["bridge"] and now - last["bridge"] > 0.01:
+                health_pub.publish(ToolHealth(tool="reference"))
+                last["bridge"] = now
+            if on["console"] and now - last["console"] > 0.01:
+                source_pub.publish(String(data="console"))
+                last["console"] = now
             for _ in range(50):
                 n = len(states)
                 ex.spin_once(timeout_sec=0.0)
@@ -277,6 +295,26 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
             assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
             cause = states[-1].stop_cause
             assert cause.startswith("process lost") and "trajectory_guard" in cause and "SIGKILL" in cause, cause
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            on["bridge"] = False  # the bridge goes silent (its health stream is its heartbeat)
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            assert states[-1].stop_cause.startswith("bridge silent"), states[-1].stop_cause
+            on["bridge"] = True
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            on["console"] = True  # a console registers as the command source ...
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            assert wait_until(lambda: False, 0.3, spin=spin) is False and not states[-1].holding
+            on["console"] = False  # ... and goes silent
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            assert states[-1].stop_cause.startswith("console silent"), states[-1].stop_cause
+            on["console"] = True
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            source_pub.publish(String(data=""))  # withdrawn on purpose: no longer watched
+            on["console"] = False
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            # silent for twice its timeout: no hold (a withdrawn console is not watched)
+            assert wait_until(lambda: False, 2 * TIMEOUT_MS * 1e-3, spin=spin) is False and not states[-1].holding
         finally:
             ex.shutdown()
             node.destroy_node()

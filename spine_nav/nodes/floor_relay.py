@@ -103,4 +103,5 @@ def relay_process(latency_out, log_path, out_topic: str = "bench/floor_status", 
 
     cmd = [sys.executable, "-m", "spine_nav.nodes.floor_relay", "--latency-out", str(latency_out),
            "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
-    return SupervisedProcess("floor_relay", cmd, Path(log_path))
+    # a measurement aid: restarted when it dies, but its death is no reason to stop the arm
+    return SupervisedProcess("floor_relay", cmd, Path(log_path), safety_relevant=False)
