@@ -7,8 +7,8 @@ Hosts (one namespace each, on one virtual bridge with no physical interface, :mo
 - ``navigation``: tracker_bridge + trajectory_guard (one process), registration (another).
 - ``robot``: arm_guide, sim_arm (MuJoCo; the arm hardware) and a hold probe (records, on the robot
   side, when the arm's command stream turns to HOLD; it hears it even when the robot host is cut off).
-- ``console``: console_bridge with its web page (on that host's loopback) and, in the same process, its
-  command panel (:mod:`spine_nav.nodes.command_source`): the surgeon's align/resume go world -> console
+- ``console``: console_bridge with its web page (on that host's loopback) and, in a process of its own
+  at the stack's priority, its command panel (:mod:`spine_nav.nodes.command_source`): the surgeon's align/resume go world -> console
   (``console/arm_command``) -> robot (``arm/command``), and its heartbeat on ``arm/command_source``
   registers the console as the arm guide's command source, so a silent console holds the arm
   ("console silent").
@@ -135,7 +135,10 @@ class HostsDemo(Demo):
                      self._node_proc("robot", "arm", ["arm_guide"], args, rt),
                      self._node_proc("navigation", "registration", ["registration"], args, 0),
                      self._node_proc("robot", "sim_arm", ["sim_arm"], args, min(rt, self.cfg.sim_rt_priority)),
-                     self._node_proc("console", "console", ["console_bridge", "command_source"], args, 0)]
+                     self._node_proc("console", "console", ["console_bridge"], args, 0),
+                     # the console's command panel: safety-relevant (its heartbeat holds the arm when it goes
+                     # silent), so its own small process at the stack's priority, apart from the web console
+                     self._node_proc("console", "command_source", ["command_source"], args, rt)]
             self.procs = {p.label: p for p in procs}
             self.probe_path = logs / "robot_hold_probe.jsonl"
             others = [self._popen("robot", "hold_probe", [sys.executable, "-m", "spine_nav.demo.hosts", "probe",
@@ -322,7 +325,8 @@ class HostsDemo(Demo):
         else:
             detail = (f"hold {hold_ms:.0f} ms after the cut (robot side); " if hold_ms is not None else
                       "no hold seen on the robot side; ") + f"link back after {CUT_S:g} s; screw {result.status}"
-        return FaultResult(f"cut:{host}", detected=first is not None, arm_held=first is not None,
+        return FaultResult(f"cut:{host}", kind=f"cut:{host}", hold_after_ms=hold_ms,
+                           detected=first is not None, arm_held=first is not None,
                            cause=(first.get("cause") or "arm command HOLD") if first else
                            ("no hold" if self._cut_t is not None else "cut not injected"), detail=detail)
 
