@@ -42,7 +42,7 @@ def test_up_respawn_restarts_a_killed_node_and_stops_all(tmp_path):
         def pids(label: str) -> list[int]:
             text = log.read_text()
             return [int(p) for p in re.findall(rf"(?:started {label} \(.*?\)|process {label} \(.*?\) respawned "
-                                               rf"after [\d.]+ s), pid (\d+)", text)]
+                                               rf"after [\d.]+ s,) pid (\d+)", text)]
 
         assert wait_until(lambda: pids("plan_publisher") and pids("registration"), 240.0), log.read_text()
         first = pids("plan_publisher")[0]
