@@ -61,7 +61,7 @@ def test_kill_holds_the_arm_names_the_cause_and_recovers(killed_case, node):
     assert node in f["cause"] and node in f["detail"], f
     assert f["recovered"] is True, (f, log[-3000:])
     if node in NOT_SAFETY_RELEVANT:  # reported, the arm kept guiding
-        assert not f["arm_held"] and f["hold_after_ms"] is None and "kept guiding" in f["detail"], f
+        assert not f["arm_held"] and f["hold_after_ms"] is None and "arm kept guiding" in f["detail"], f
     else:
         assert f["arm_held"], (f, log[-3000:])
         assert isinstance(f["hold_after_ms"], float) and 0.0 < f["hold_after_ms"] < 2000.0, f

@@ -172,23 +172,32 @@ class ProcessFaults:
 
     def _inject_not_safety_relevant(self, kind: str, proc, c, t_inj: float, n_holds: int) -> FaultResult:
         """A process the arm does not depend on while guiding died: it must be reported (supervisor,
-        /diagnostics) and the arm must keep guiding (no hold within NO_HOLD_WATCH_S)."""
+        /diagnostics) and must not stop the arm: no hold naming it within NO_HOLD_WATCH_S. A hold with
+        another cause meanwhile (a loaded machine's stale sample) is not this fault's and is only noted."""
+        wall_inj = time.time() - (time.monotonic() - t_inj)
         c.wait_for(lambda: bool(self.sup.events_since(t_inj, "lost", proc.label)), HOLD_WAIT_S)
         lost = self.sup.events_since(t_inj, "lost", proc.label)
         c.wait_for(lambda: time.monotonic() > t_inj + NO_HOLD_WATCH_S, NO_HOLD_WATCH_S + 1.0)
         holds = [h for h in self.sim_arm.hold_events[n_holds:] if h[0] >= t_inj]
+        causes = sorted({m.stop_cause for t, m in c.rec.arm_states if t >= wall_inj and m.holding})
+        ours = [x for x in causes if proc.label in x or x.startswith("process lost")]
         detected_ms = (lost[0].t_mono - t_inj) * 1e3 if lost else None
         cause = (f"process lost, reported only (not safety-relevant while guiding): {lost[0].message}" if lost
                  else f"process {proc.label}: not detected")
-        detail = ((f"supervisor: {lost[0].message} after {detected_ms:.1f} ms, on /diagnostics (WARN); "
-                   if lost else "supervisor: not detected; ")
-                  + (f"arm held {(holds[0][0] - t_inj) * 1e3:.1f} ms after the kill (not expected: another stop)"
-                     if holds else f"arm kept guiding (no hold within {NO_HOLD_WATCH_S * 1e3:.0f} ms)"))
-        fault = FaultResult(kind, detected=bool(lost), arm_held=bool(holds), cause=cause, detail=detail,
-                            kind=kind, hold_after_ms=(holds[0][0] - t_inj) * 1e3 if holds else None,
+        if ours:
+            arm = f"arm held by this fault ({'; '.join(ours)}): not expected"
+        elif holds:
+            arm = (f"arm kept guiding as far as this fault goes; an unrelated stop meanwhile: "
+                   f"{'; '.join(causes) or 'a hold'}")
+        else:
+            arm = f"arm kept guiding (no hold within {NO_HOLD_WATCH_S * 1e3:.0f} ms)"
+        detail = (f"supervisor: {lost[0].message} after {detected_ms:.1f} ms, on /diagnostics (WARN); "
+                  if lost else "supervisor: not detected; ") + arm
+        fault = FaultResult(kind, detected=bool(lost), arm_held=bool(ours), cause=cause, detail=detail,
+                            kind=kind, hold_after_ms=(holds[0][0] - t_inj) * 1e3 if ours and holds else None,
                             recovered=None)
         self.log(f"      {kind}: detected={fault.detected} ({_ms(detected_ms)} ms) arm_held={fault.arm_held} "
-                 f"cause={cause}")
+                 f"cause={cause}; {arm}")
         return fault
 
     def recover(self, fault: FaultResult, c, screw_id: str) -> tuple[bool, str]:
