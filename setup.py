@@ -17,6 +17,7 @@ NODE_SCRIPTS = {
     "trajectory_guard": "spine_nav.nodes.trajectory_guard:main",
     "console_bridge": "spine_nav.nodes.console_bridge:main",
     "command_source": "spine_nav.nodes.command_source:main",
+    "slicer_output": "spine_nav.nodes.slicer_output:main",
 }
 
 setup(

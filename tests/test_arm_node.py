@@ -73,7 +73,7 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
 
         assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=15.0, spin=spin)
         # the plan has arrived and the guide exists (first joint state); references follow at 50 Hz
-        assert wait_until(lambda: arm.plan is not None and arm.guide is not None, timeout_s=15.0, spin=spin)
+        assert wait_until(lambda: arm.host.plan is not None and arm.host.guide is not None, timeout_s=15.0, spin=spin)
         bad = call("align", "T1_left")
         assert not bad.success and "no screw" in bad.message
         answers = []
@@ -116,7 +116,7 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
         assert not refused.success and "VIOLATION" in refused.message
         guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
         # the guide has the guard's recovery (its own record of the last guard state), then 5 more arm states
-        assert wait_until(lambda: arm.guide._guard_state == "ALIGNED", timeout_s=10.0, spin=spin)
+        assert wait_until(lambda: arm.host.guide._guard_state == "ALIGNED", timeout_s=10.0, spin=spin)
         n = len(states)
         assert wait_until(lambda: len(states) >= n + 5, timeout_s=10.0, spin=spin)
         assert all(s.holding for s in states[n:])  # the guard recovering does not resume by itself

@@ -55,8 +55,10 @@ def _stream_ended(bridge) -> bool:
 def _stack(port: int, mode: str = "client", console_port: int = 0, extra=()):
     from spine_nav.nodes.runner import ComposedStack
 
-    args = ["-p", f"tracker_bridge:port:={port}", "-p", f"tracker_bridge:mode:={mode}",
-            "-p", f"tracker_bridge:console_port:={console_port}", *extra]
+    args = ["-p", f"tracker_bridge:port:={port}", "-p", f"tracker_bridge:mode:={mode}", *extra]
+    if console_port:  # the 3D Slicer output (its own node) composed with the bridge, as `spine-nav up` does
+        return ComposedStack(["tracker_bridge", "slicer_output"], params_file=PARAMS,
+                             extra_ros_args=args + ["-p", f"slicer_output:port:={console_port}"])
     return ComposedStack(["tracker_bridge"], params_file=PARAMS, extra_ros_args=args)
 
 
@@ -173,6 +175,7 @@ def test_console_output_plan_guard_and_tool_pose():
     sim = SimTrackerServer(model, port=0)
     console_port = free_tcp_port()
     stack = _stack(sim.port, console_port=console_port)
+    assert stack.links == ["tracker_bridge -> slicer_output (/tracking/tool_tip, in process)"]
     pub_node = Node("console_test_pub", context=stack.context)
     plan_pub = pub_node.create_publisher(ScrewPlan, "plan/registered", PLAN_QOS)
     guard_pub = pub_node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
@@ -213,6 +216,7 @@ def test_console_output_plan_guard_and_tool_pose():
         np.testing.assert_allclose(pts.raw.positions[1], [15.0, 60.0, 25.0], atol=1e-3)  # mm, PLUS/Slicer units
         assert text.startswith("ALIGNED screw=L4_left")
         np.testing.assert_allclose(tool.poses[0][1], T_REF_TIP, atol=1e-3)
+        assert stack.nodes["slicer_output"].output.dropped == 0
     finally:
         if client is not None:
             client.close()
@@ -235,8 +239,7 @@ def test_console_script_runs_standalone_and_stops_on_sigterm(ros_context):
     model.set_tool_pose_mm(T_REF_TIP)
     sim = SimTrackerServer(model, port=0).start()
     script = Path(sys.executable).parent / "tracker_bridge"
-    proc = subprocess.Popen([str(script), "--ros-args", "--params-file", str(PARAMS), "-p", f"port:={sim.port}",
-                             "-p", "console_port:=0"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([str(script), "--ros-args", "--params-file", str(PARAMS), "-p", f"port:={sim.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     node = Node("standalone_listener", context=ros_context)
     got = []
     node.create_subscription(PoseStamped, "tracking/tool_tip", got.append,
@@ -285,7 +288,7 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
         calls.append(sample)
         raise RuntimeError("consumer bug")
 
-    bridge.add_tool_tip_listener(broken_listener)
+    bridge.tool_tip_listeners.add(broken_listener)
     listener = Listener(stack)
     statuses, lock = [], threading.Lock()
 
@@ -318,7 +321,7 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
         # reliable status topic: from the first status the listener got (discovery), every sample's status
         after = [t for t in (_stamp_s(m.header.stamp) for m in tips) if t >= min(sample_stamps)]
         assert len(sample_stamps) >= len(after) - 2 and len(after) > 150
-        assert bridge.listener_failures == [0, len(calls)]  # the guard's listener never failed
+        assert bridge.tool_tip_listeners.failures == [0, len(calls)]  # the guard's listener never failed
         judged = [m for m in got if m.state_name != "TRACKING_LOST"]  # (the end of the stream: lost)
         assert judged and all(m.state_name == "NO_PLAN" for m in judged)  # no plan was published
     finally:

@@ -78,7 +78,7 @@ def test_bump_latches_reference_lost_in_bridge_and_guard_until_reset(ros_context
     args = ["-p", f"sim_tracker:port:={port}", "-p", "sim_tracker:rate_hz:=100.0", "-p", "sim_tracker:tremor_mm:=0.0",
             "-p", f"sim_tracker:tracker_reference_xyz_mm:={REF_XYZ_MM}",
             "-p", f"sim_tracker:tracker_reference_quat_xyzw:={REF_QUAT_XYZW}",
-            "-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:console_port:=0",
+            "-p", f"tracker_bridge:port:={port}",
             # a loaded CI machine delays samples: judge the fault handling, not sample age
             "-p", "tracker_bridge:timeout_ms:=500.0", "-p", "trajectory_guard:stale_after_s:=1.0"]
     with ComposedStack(["sim_tracker", "tracker_bridge", "trajectory_guard"],

@@ -44,24 +44,38 @@ MODES = ("IDLE", "ALIGNING", "TRACKING", "HOLD")
 class ArmGuideConfig:
     """Controller parameters (units in the names)."""
 
-    standoff_mm: float = 25.0
+    # metadata: the arm_guide parameter a field is (spine_nav.nodes.param_spec: description, unit, range)
+    standoff_mm: float = field(default=25.0, metadata={
+        "unit": "mm", "range": (0.0, 500.0), "description": "tube opening above the entry point on the planned line"})
     control_period_s: float = 0.001
-    reference_timeout_s: float = 0.1
-    feedback_timeout_s: float = 0.02
-    cycle_watchdog_s: float = 0.02
+    reference_timeout_s: float = field(default=0.1, metadata={
+        "unit": "s", "range": (1e-3, 60.0), "description": "stale tracking/reference -> hold"})
+    #: 0.05 s: joint_states come at 250 Hz (sim_arm, a joint_state_broadcaster), so ~12 periods; the node
+    #: always ran with 0.05 (config/nodes.yaml), the core default was 0.02 until both came from here
+    feedback_timeout_s: float = field(default=0.05, metadata={
+        "unit": "s", "range": (1e-3, 60.0), "description": "stale joint_states -> hold"})
+    cycle_watchdog_s: float = field(default=0.02, metadata={
+        "unit": "s", "range": (1e-4, 60.0), "description": "servo cycle gap -> hold"})
     #: no guard verdict (on_guard_state) for this long while ALIGNING/TRACKING -> hold (GUARD_SILENT).
-    #: None = not checked (pure-core users without a guard); the node sets it (config/nodes.yaml: 50 ms,
-    #: the guard publishes at least every heartbeat_period_ms = 20 ms, so two heartbeats may be lost).
-    guard_timeout_ms: float | None = None
-    #: no tracking/health (the bridge's heartbeat, every health_publish_period_ms even without tracker
-    #: data) for this long while ALIGNING/TRACKING -> hold (BRIDGE_SILENT). None = not checked.
-    bridge_timeout_ms: float | None = None
-    #: the registered command source (console) sent no heartbeat for this long while ALIGNING/TRACKING ->
-    #: hold (COMMAND_SOURCE_SILENT); watched only while a source is registered. None = not checked.
-    command_source_timeout_ms: float | None = None
-    velocity_scale: float = 0.5            # fraction of the URDF velocity limits
-    near_patient_mm: float = 80.0
-    near_patient_velocity_scale: float = 0.25
+    #: None = not checked (pure-core users without a guard); the node's default is 50 ms (the guard
+    #: publishes at least every heartbeat_period_ms = 20 ms, so two heartbeats may be lost); ROS 0 = off.
+    guard_timeout_ms: float | None = field(default=None, metadata={
+        "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
+        "description": "no guard/status for this long while aligning/tracking -> hold 'guard silent' (0 = off)"})
+    bridge_timeout_ms: float | None = field(default=None, metadata={
+        "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
+        "description": "no tracking/health (the bridge's heartbeat) for this long while aligning/tracking -> "
+                       "hold 'bridge silent' (0 = off)"})
+    command_source_timeout_ms: float | None = field(default=None, metadata={
+        "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
+        "description": "registered command source (console) heartbeat missing this long while aligning/tracking "
+                       "-> hold 'console silent' (0 = off)"})
+    velocity_scale: float = field(default=0.5, metadata={
+        "range": (1e-3, 1.0), "description": "fraction of the URDF joint velocity limits"})
+    near_patient_mm: float = field(default=80.0, metadata={
+        "unit": "mm", "range": (0.0, 1000.0), "description": "within this of the target pose, slower (below)"})
+    near_patient_velocity_scale: float = field(default=0.25, metadata={
+        "range": (1e-3, 1.0), "description": "velocity scale near the patient"})
     max_acceleration_rad_s2: float = 3.0
     max_jerk_rad_s3: float = 30.0
     velocity_violation_factor: float = 1.1
@@ -73,7 +87,8 @@ class ArmGuideConfig:
     filter_alpha: float = 0.35
     filter_beta: float = 0.05
     filter_rotation_alpha: float = 0.1      # reference rotation smoothing (see arm/reference_filter.py)
-    marker_drift_mm: float = 3.0            # arm marker vs T_tracker_robotbase @ FK: beyond this -> hold
+    marker_drift_mm: float = field(default=3.0, metadata={
+        "unit": "mm", "range": (0.0, 1000.0), "description": "tracking/arm_marker vs registration + FK beyond this -> hold"})
     marker_check_max_rad_s: float = 0.01    # compare only while the arm is still (not ALIGNING) ...
     marker_drift_samples: int = 3           # ... and hold after this many consecutive samples beyond
     monitor_every: int = 5                  # cycles between alignment-error updates once TRACKING

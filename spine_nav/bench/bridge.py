@@ -125,8 +125,7 @@ def _run_bridge(mode: str, rate_hz: float, duration_s: float) -> dict:
     tune_process_for_nodes()  # as `spine-nav up` does for the stack's process
     proc, port = _spawn_sender(rate_hz, duration_s, mode)
     args = ["-p", f"tracker_bridge:port:={port}", "-p", "tracker_bridge:mode:=client",
-            "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}",
-            "-p", "tracker_bridge:console_port:=0"]
+            "-p", f"tracker_bridge:tdata:={'true' if mode == 'tdata' else 'false'}"]
     stack = ComposedStack(["tracker_bridge"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args)
     bridge = stack.nodes["tracker_bridge"]
     try:

@@ -32,6 +32,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "spine_nav.cli.guard",
     "spine_nav.cli.console",
     "spine_nav.cli.rod",
+    "spine_nav.cli.train",
 )
 
 

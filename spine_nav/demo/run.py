@@ -31,15 +31,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from spine_nav.demo.placement import placement_error
 from spine_nav.demo.report import CaseReport, FaultResult, ScrewResult, percentile_ms, summary_table, write_report
 from spine_nav.geometry import invert, make_transform, transform_points
 from spine_nav.tracking.transport import free_tcp_port
+from spine_nav.training.grading import GR_NO_BREACH_TOL_MM  # noqa: F401  (one value, shared with trainee mode)
 
 Log = Callable[[str], None]
 LUMBAR = ("L1", "L2", "L3", "L4", "L5")
-#: Gertzbein-Robbins grading of the simulated screw: breaches below this count as none (sub-voxel).
-GR_NO_BREACH_TOL_MM = 0.5
+#: Gertzbein-Robbins grading of the simulated screw: breaches up to GR_NO_BREACH_TOL_MM (imported above,
+#: spine_nav.training.grading) count as none (sub-voxel).
 
 #: Watchdogs widened for the demo, which runs the whole stack, both simulators and the recorder on
 #: 2 shared cores in Python (a 1 kHz servo included): with the clinical defaults of config/nodes.yaml
@@ -205,7 +205,7 @@ class Demo:
         # the sample time is the moment the simulated tracker transmits: its own lateness in this shared
         # simulator process (reported as "tracker_send_late") is not the stack's latency
         args += _p("sim_tracker", "stamp_at_send", True)
-        args += _p("tracker_bridge", "console_port", 0) + _p("arm_guide", "standoff_mm", cfg.standoff_mm)
+        args += _p("arm_guide", "standoff_mm", cfg.standoff_mm)
         args += _p("sim_arm", "q0_rad", list(self.q_home)) + _p("sim_arm", "marker_noise_mm", 0.1)
         # The demo runs stack, simulators and recorder on 2 shared cores: the servo watchdogs get room for
         # scheduler stalls (tight defaults in config/nodes.yaml stay for real hardware). Every stop they
@@ -538,10 +538,10 @@ class Demo:
         T_preop_ref = invert(self.T_cbct_preop[planned.level])
         tip_preop = transform_points(T_preop_ref, T_last[:3, 3])
         axis_preop = T_preop_ref[:3, :3] @ T_last[:3, 2]
-        err = placement_error(planned, tip_preop, axis_preop)
+        err = self.grade_placed(planned, tip_preop, axis_preop)
         result.entry_error_mm, result.tip_error_mm = err.entry_error_mm, err.tip_error_mm
         result.angular_error_deg = err.angular_error_deg
-        result.breach_mm, result.gr_grade = self._grade(planned, tip_preop, axis_preop)
+        result.breach_mm, result.gr_grade = err.breach_mm, err.gr_grade
         # "placed" only when the drill reached the guard's depth stop; otherwise the errors are kept
         # for the record but the screw counts as incomplete
         result.status = "placed" if end_reason.startswith("depth stop") else "incomplete"
@@ -620,14 +620,13 @@ class Demo:
             self.tracker_model.bump(make_transform(Rotation.from_euler("x", 2.0, degrees=True).as_matrix(),
                                                    [3.0, 0.0, 0.0]))
 
-    def _grade(self, planned, tip_preop, axis_preop) -> tuple[float, str]:
-        from spine_nav.imaging.breach import cortical_breach_mm, gertzbein_robbins_grade
+    def grade_placed(self, planned, tip_preop, axis_preop):
+        """The placed screw graded against the plan and the phantom's cortex: the one grading function
+        shared with trainee mode (:func:`spine_nav.training.grading.grade_placed_screw`; breaches up to
+        GR_NO_BREACH_TOL_MM, thinner than the CT's voxel, grade A)."""
+        from spine_nav.training.grading import grade_placed_screw
 
-        u = axis_preop / np.linalg.norm(axis_preop)
-        entry = tip_preop - planned.depth_mm * u
-        breach = float(cortical_breach_mm(entry, tip_preop, planned.diameter_mm, planned.level, self.spine))
-        # a breach thinner than the CT's voxel (0.7 mm) is not seen on a postoperative CT either: grade A
-        return breach, gertzbein_robbins_grade(breach, no_breach_tol_mm=GR_NO_BREACH_TOL_MM)
+        return grade_placed_screw(planned, tip_preop, axis_preop, self.spine, no_breach_tol_mm=GR_NO_BREACH_TOL_MM)
 
     # ------------------------------------------------------------------ 6 report
     def build_report(self, duration_s: float) -> CaseReport:

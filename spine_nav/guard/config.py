@@ -7,7 +7,7 @@ planned depth). Hysteresis and debounce are explained in :mod:`spine_nav.guard.s
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
 
@@ -42,18 +42,31 @@ class GuardConfig:
             VIOLATION, TRACKING_LOST, NO_PLAN or an escalation to WARN.
     """
 
-    warn_lateral_mm: float = 1.0
-    warn_angle_deg: float = 2.0
-    violation_lateral_mm: float = 2.0
-    violation_angle_deg: float = 4.0
-    depth_margin_mm: float = 0.0
-    hysteresis_mm: float = 0.2
-    hysteresis_deg: float = 0.4
-    approach_distance_mm: float = 15.0
-    capture_radius_mm: float = 30.0
-    switch_margin_mm: float = 2.0
-    stale_after_s: float = 0.05
-    debounce_s: float = 0.03
+    # metadata: the trajectory_guard parameter each field is (spine_nav.nodes.param_spec), changeable at run time
+    warn_lateral_mm: float = field(default=1.0, metadata={"unit": "mm", "range": (1e-6, None), "read_only": False,
+        "description": "ALIGNED -> WARN above this tip-to-line distance"})
+    warn_angle_deg: float = field(default=2.0, metadata={"unit": "deg", "range": (1e-6, 90.0), "read_only": False,
+        "description": "ALIGNED -> WARN above this tool-axis angle"})
+    violation_lateral_mm: float = field(default=2.0, metadata={"unit": "mm", "range": (1e-6, None), "read_only": False,
+        "description": "VIOLATION above this tip-to-line distance"})
+    violation_angle_deg: float = field(default=4.0, metadata={"unit": "deg", "range": (1e-6, 90.0), "read_only": False,
+        "description": "VIOLATION above this tool-axis angle"})
+    depth_margin_mm: float = field(default=0.0, metadata={"unit": "mm", "range": (0.0, None), "read_only": False,
+        "description": "depth stop = planned depth + this"})
+    hysteresis_mm: float = field(default=0.2, metadata={"unit": "mm", "range": (0.0, None), "read_only": False,
+        "description": "a latched lateral/depth threshold clears this far back below it"})
+    hysteresis_deg: float = field(default=0.4, metadata={"unit": "deg", "range": (0.0, None), "read_only": False,
+        "description": "a latched angle threshold clears this far back below it"})
+    approach_distance_mm: float = field(default=15.0, metadata={"unit": "mm", "range": (1e-6, None), "read_only": False,
+        "description": "APPROACH: tip farther than this from the entry, before entry"})
+    capture_radius_mm: float = field(default=30.0, metadata={"unit": "mm", "range": (1e-6, None), "read_only": False,
+        "description": "automatic selection: nearest screw within this of the tip"})
+    switch_margin_mm: float = field(default=2.0, metadata={"unit": "mm", "range": (0.0, None), "read_only": False,
+        "description": "automatic selection switches only when closer by more than this"})
+    stale_after_s: float = field(default=0.05, metadata={"unit": "s", "range": (1e-6, None), "read_only": False,
+        "description": "sample age / no-sample watchdog -> TRACKING_LOST"})
+    debounce_s: float = field(default=0.03, metadata={"unit": "s", "range": (0.0, None), "read_only": False,
+        "description": "delay of the way back to a less severe state (sample time)"})
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -25,7 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from rclpy.node import Node
+from builtin_interfaces.msg import Duration, Time
+from std_msgs.msg import Float64MultiArray
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from spine_nav.arm.model import ArmModel
 
@@ -52,6 +54,32 @@ class ArmInterface:
         suffix = "joint_trajectory" if self.command_interface == "joint_trajectory" else "commands"
         return f"{self.controller_name}/{suffix}"
 
+    @property
+    def message_type(self) -> type:
+        return Float64MultiArray if self.command_interface == "forward_position" else JointTrajectory
+
+    def command_message(self, q_urdf: np.ndarray, holding: bool, stamp: Time, sample: bool, period_s: float):
+        """The position command ``q_urdf`` (chain order) as this interface sends it.
+
+        ``forward_position``: Float64MultiArray in the controller's order (no stamp, no hold flag).
+        ``joint_trajectory`` (a JointTrajectoryController): one point reached ``period_s`` from now (stamp 0 =
+        "start now"); holding = the frozen position keeps being sent. ``spine_nav``: one point, stamped
+        ``stamp``; frame_id "sample" when the command answers a tracker sample stamped ``stamp`` (latency
+        measurable end to end), "hold" while holding (position streaming; the servo limits velocity).
+        """
+        if self.command_interface == "forward_position":
+            return Float64MultiArray(data=self.to_controller(q_urdf))
+        if self.command_interface == "joint_trajectory":
+            ns = int(period_s * 1e9)
+            pt = JointTrajectoryPoint(positions=self.to_controller(q_urdf),
+                                      time_from_start=Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000))
+            return JointTrajectory(joint_names=list(self.controller_joints), points=[pt])
+        msg = JointTrajectory(joint_names=list(self.arm.joint_names),
+                              points=[JointTrajectoryPoint(positions=q_urdf.tolist(), time_from_start=Duration())])
+        msg.header.stamp = stamp
+        msg.header.frame_id = "hold" if holding else "sample" if sample else ""
+        return msg
+
     def to_controller(self, q_urdf: np.ndarray) -> list[float]:
         """Joint values in chain order -> the controller's order."""
         return [float(q_urdf[i]) for i in self.urdf_index]
@@ -68,6 +96,13 @@ class ArmInterface:
             out[i] = values[j]
         return out
 
+    def joint_state(self, names, positions, velocities) -> tuple[np.ndarray, np.ndarray]:
+        """A joint_states message's (names, positions, velocities) -> (q, qd) in chain order (qd zero when the
+        velocities do not match the names); ValueError naming the first missing joint."""
+        q = self.from_names(names, positions, "joint_states")
+        qd = self.from_names(names, velocities, "joint_states") if len(velocities) == len(names) else np.zeros(self.arm.dof)
+        return q, qd
+
     def from_controller_order(self, values, what: str) -> np.ndarray:
         if len(values) != len(self.controller_joints):
             raise ValueError(f"{what}: {len(values)} values, the controller has {len(self.controller_joints)} "
@@ -78,34 +113,28 @@ class ArmInterface:
         return out
 
 
-def _strings(node: Node, name: str) -> list[str]:
-    return [s for s in node.declare_parameter(name, [""]).value if s]
-
-
-def declare_arm_parameters(node: Node) -> ArmInterface:
-    """Declare the parameters above and build the :class:`ArmInterface`; ValueError (one line) if unusable."""
+def arm_interface(values: dict, who: str) -> ArmInterface:
+    """The :class:`ArmInterface` from the declared parameters above (``values``: name -> value, as
+    :func:`spine_nav.nodes.parameters.declare_node_parameters` returns them); ValueError (one line, naming
+    ``who`` and the parameter) if unusable."""
     from spine_nav.arm.description import ArmDescriptionConfig, load_description, tool_transform_mm
     from spine_nav.arm.model import load_arm_model
 
-    p = node.declare_parameter
-    who = node.get_name()
-    urdf = str(p("urdf", "").value)
-    base, flange = str(p("base_link", "").value), str(p("flange_link", "").value)
-    tube_xyz, tube_q = list(p("guidetube_xyz_mm", [0.0, 0.0, 100.0]).value), list(p("guidetube_quat_xyzw", [0.0, 0.0, 0.0, 1.0]).value)
-    mark_xyz, mark_q = list(p("armmarker_xyz_mm", [70.0, 0.0, 20.0]).value), list(p("armmarker_quat_xyzw", [0.0, 0.0, 0.0, 1.0]).value)
-    pkg_paths = _strings(node, "package_paths")
-    iface = str(p("command_interface", "spine_nav").value)
-    controller = str(p("controller_name", "").value)
-    ctrl_joints = _strings(node, "controller_joints")
-    name_map = _strings(node, "joint_name_map")
+    p = values
+    urdf, base, flange = str(p["urdf"]), str(p["base_link"]), str(p["flange_link"])
+    pkg_paths, ctrl_joints, name_map = ([s for s in p[k] if s] for k in ("package_paths", "controller_joints",
+                                                                         "joint_name_map"))
+    iface, controller = str(p["command_interface"]), str(p["controller_name"])
     if iface not in COMMAND_INTERFACES:
         raise ValueError(f"{who}: parameter command_interface={iface!r}: expected one of {', '.join(COMMAND_INTERFACES)}")
     if urdf:
         if not base or not flange:
             raise ValueError(f"{who}: parameter urdf={urdf!r} needs base_link and flange_link")
         cfg = ArmDescriptionConfig(urdf, base, flange,
-                                   tool_transform_mm(tube_xyz, tube_q, name=f"{who}: guidetube_xyz_mm/quat_xyzw"),
-                                   tool_transform_mm(mark_xyz, mark_q, name=f"{who}: armmarker_xyz_mm/quat_xyzw"),
+                                   tool_transform_mm(list(p["guidetube_xyz_mm"]), list(p["guidetube_quat_xyzw"]),
+                                                     name=f"{who}: guidetube_xyz_mm/quat_xyzw"),
+                                   tool_transform_mm(list(p["armmarker_xyz_mm"]), list(p["armmarker_quat_xyzw"]),
+                                                     name=f"{who}: armmarker_xyz_mm/quat_xyzw"),
                                    package_paths=tuple(pkg_paths))
         arm = load_description(cfg)
     else:

@@ -33,11 +33,13 @@ RELAY_TIMEOUT_S = 10.0
 class CommandSourceNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("command_source", **kwargs)
+        from spine_nav.nodes.parameters import declare_node_parameters
         from spine_nav.nodes.runner import InnerNode
 
-        self.source_name = str(self.declare_parameter("source_name", "console").value).strip()
-        period_ms = float(self.declare_parameter("heartbeat_period_ms", 20.0).value)
-        relay = str(self.declare_parameter("relay_service", "console/arm_command").value)
+        p = declare_node_parameters(self)  # spine_nav.nodes.node_params.CommandSourceParams
+        self.source_name = str(p["source_name"]).strip()
+        period_ms = float(p["heartbeat_period_ms"])
+        relay = str(p["relay_service"])
         if not self.source_name:
             raise ValueError("command_source: source_name must not be empty (it names the console in stop causes)")
         if not period_ms > 0:

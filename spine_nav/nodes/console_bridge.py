@@ -15,27 +15,22 @@ owns the web server): ``port`` (8080), ``host`` (127.0.0.1), ``case_dir`` ("").
 """
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from spine_nav_interfaces.msg import ArmState, GuardStatus, LevelRegistration, ScrewPlan, ToolHealth
 from spine_nav_interfaces.srv import SelectScrew
 
-from spine_nav.geometry import unit_quat_xyzw, unit_quat_xyzw_to_rows
-from spine_nav.nodes.conversions import msg_to_plan, pose_to_quat_mm, stamp_to_seconds
-from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
+from spine_nav.nodes.conversions import msg_to_plan, pose_to_row_major_mm, stamp_to_seconds
+from spine_nav.nodes.parameters import declare_node_parameters
+from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATE_QOS, STATUS_QOS
 from spine_nav.plan import PlanError
 
 Sink = Callable[[dict[str, Any]], None]
 
-#: best effort + volatile: matches both reliable and best-effort publishers of low-rate state
-STATE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                       reliability=ReliabilityPolicy.BEST_EFFORT, durability=DurabilityPolicy.VOLATILE)
 SELECT_TIMEOUT_S = 2.0
 
 
@@ -56,19 +51,10 @@ def plan_to_dict(m: ScrewPlan) -> dict[str, Any]:
 
 
 def tool_to_dict(m: PoseStamped) -> dict[str, Any]:
-    """Raises ValueError on a non-finite pose or a bad quaternion.
-
-    Plain float arithmetic (runs per tracker sample, up to 1 kHz): the same matrix and checks as
-    :func:`spine_nav.nodes.conversions.pose_to_matrix_mm` (finite; quaternion norm within
-    ``QUAT_NORM_TOL`` of 1, then renormalised: :func:`spine_nav.geometry.unit_quat_xyzw`) at a few us
-    instead of ~200 us (numpy validation of a 3x3).
-    """
-    q, (px, py, pz) = pose_to_quat_mm(m.pose)
-    if not math.isfinite(px + py + pz):
-        raise ValueError("tool pose: contains non-finite values (NaN or inf)")
-    (r00, r01, r02), (r10, r11, r12), (r20, r21, r22) = unit_quat_xyzw_to_rows(*unit_quat_xyzw(q, "tool pose quaternion"))
-    T = [r00, r01, r02, px, r10, r11, r12, py, r20, r21, r22, pz, 0.0, 0.0, 0.0, 1.0]
-    return {"t": "tool", "stamp_s": stamp_to_seconds(m.header.stamp), "frame": m.header.frame_id, "T_mm": T}
+    """Raises ValueError on a non-finite pose or a bad quaternion (runs per tracker sample, up to 1 kHz:
+    the plain-float :func:`spine_nav.nodes.conversions.pose_to_row_major_mm`)."""
+    return {"t": "tool", "stamp_s": stamp_to_seconds(m.header.stamp), "frame": m.header.frame_id,
+            "T_mm": pose_to_row_major_mm(m.pose, "tool pose")}
 
 
 def arm_to_dict(m: ArmState) -> dict[str, Any]:
@@ -99,9 +85,8 @@ class ConsoleBridgeNode(Node):
 
     def __init__(self, sink: Sink | None = None, **kwargs) -> None:
         super().__init__("console_bridge", **kwargs)
-        port = int(self.declare_parameter("port", 8080).value)
-        host = str(self.declare_parameter("host", "127.0.0.1").value)
-        case_dir = str(self.declare_parameter("case_dir", "").value)
+        p = declare_node_parameters(self)
+        port, host, case_dir = p["port"], p["host"], p["case_dir"]
         self.server = None
         if sink is None:
             from spine_nav.console import CaseData, ConsoleServer

@@ -10,6 +10,7 @@ from typing import Iterable
 import numpy as np
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion, Transform, Vector3
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
@@ -109,6 +110,72 @@ def pose_to_quat_mm(pose: Pose) -> tuple[tuple[float, float, float, float], tupl
     """
     o, p = pose.orientation, pose.position
     return (o.x, o.y, o.z, o.w), (p.x * MM_PER_M, p.y * MM_PER_M, p.z * MM_PER_M)
+
+
+def verdict_to_msg(v, frame_id: str, stamp: Time, sample_stamp: Time | None = None):
+    """spine_nav.guard.GuardVerdict -> spine_nav_interfaces/GuardStatus (mm, deg as in the core); the sample's
+    stamp echoed in ``tool_sample_stamp`` when given."""
+    m = v.metrics
+    msg = GuardStatus(active_screw_id=v.screw_id, state=int(v.state), state_name=v.state.name, reason=v.reason,
+                      lateral_error_mm=m.lateral_error_mm, entry_offset_mm=m.entry_offset_mm,
+                      angular_error_deg=m.angular_error_deg, depth_mm=m.depth_mm, remaining_mm=m.remaining_mm,
+                      predicted_tip_error_mm=m.predicted_tip_error_mm, sample_age_ms=v.sample_age_ms)
+    msg.header.frame_id = frame_id
+    msg.header.stamp = stamp
+    if sample_stamp is not None:
+        msg.tool_sample_stamp = sample_stamp
+    return msg
+
+
+def tool_health_to_msg(h, frame_id: str, stamp: Time) -> ToolHealth:
+    """spine_nav.tracking.watchdog.ToolHealthState -> spine_nav_interfaces/ToolHealth (ages capped at 1e9 ms)."""
+    msg = ToolHealth(tool=h.tool, device=h.device, state=h.state, reason=h.reason, visible=h.visible,
+                     sample_age_ms=float(min(h.sample_age_ms, 1e9)), rate_hz=float(h.rate_hz),
+                     samples_received=h.samples_received, samples_rejected=h.samples_rejected)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    msg.last_sample_stamp = seconds_to_stamp(h.last_sample_stamp_s)
+    return msg
+
+
+def arm_state_to_msg(st, frame_id: str, stamp: Time) -> ArmState:
+    """spine_nav.arm.controller.ArmGuideState -> spine_nav_interfaces/ArmState (mm, deg as in the core)."""
+    msg = ArmState(mode=st.mode, active_screw_id=st.active_screw_id, stop_cause=st.stop_cause,
+                   alignment_error_mm=float(st.alignment_error_mm), alignment_error_deg=float(st.alignment_error_deg),
+                   holding=st.holding)
+    msg.header.stamp = stamp
+    msg.header.frame_id = frame_id
+    return msg
+
+
+def pose_cdr_to_matrix_mm(data: bytes) -> tuple[Time, np.ndarray]:
+    """Serialized PoseStamped -> (header.stamp, 4x4 mm, validated); ValueError when unusable."""
+    stamp, _frame, q, t_mm = pose_cdr_to_quat_mm(data)
+    return stamp, quat_mm_to_matrix_mm(q, t_mm)
+
+
+#: GuardStatus.state -> name, for senders that leave state_name empty.
+_GUARD_STOP_NAMES = {GuardStatus.STATE_TRACKING_LOST: "TRACKING_LOST", GuardStatus.STATE_VIOLATION: "VIOLATION"}
+
+
+def guard_state_name(msg: GuardStatus) -> str:
+    """The status's state name (``state_name``, or for the stop states the name of ``state`` when empty)."""
+    return msg.state_name or _GUARD_STOP_NAMES.get(msg.state, "")
+
+
+def pose_to_row_major_mm(pose: Pose, what: str = "pose") -> list[float]:
+    """geometry_msgs/Pose (m) -> the 4x4 T (mm) as 16 row-major floats; ValueError naming ``what`` on a
+    non-finite pose or a bad quaternion.
+
+    Plain float arithmetic (consoles get it per tracker sample, up to 1 kHz): the same matrix and checks
+    as :func:`pose_to_matrix_mm` (finite; quaternion norm within ``QUAT_NORM_TOL`` of 1, then
+    renormalised: :func:`spine_nav.geometry.unit_quat_xyzw`) at a few us instead of ~200 us.
+    """
+    q, (px, py, pz) = pose_to_quat_mm(pose)
+    if not math.isfinite(px + py + pz):
+        raise ValueError(f"{what}: contains non-finite values (NaN or inf)")
+    r0, r1, r2 = unit_quat_xyzw_to_rows(*unit_quat_xyzw(q, f"{what} quaternion"))
+    return [*r0, px, *r1, py, *r2, pz, 0.0, 0.0, 0.0, 1.0]
 
 
 def matrix_mm_to_pose_stamped(T_mm: np.ndarray, frame_id: str, stamp_s: float) -> PoseStamped:

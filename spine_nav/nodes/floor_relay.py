@@ -29,7 +29,7 @@ class FloorRelayNode(Node):
         from spine_nav.nodes.cdr import PrePackedStamped, stamp_of_pose_stamped
         from spine_nav.nodes.latency_record import LatencyRecord
         from spine_nav.nodes.qos import STATUS_QOS
-        from spine_nav.nodes.trajectory_guard import TOOL_SUB_QOS
+        from spine_nav.nodes.qos import TOOL_SUB_QOS
 
         super().__init__("floor_relay", **kwargs)
         template = GuardStatus(active_screw_id="floor", state=3, state_name="ALIGNED", reason="floor relay")

@@ -14,6 +14,7 @@ from rclpy.node import Node
 from spine_nav_interfaces.msg import ScrewPlan
 
 from spine_nav.nodes.conversions import plan_to_msg
+from spine_nav.nodes.parameters import declare_node_parameters
 from spine_nav.nodes.qos import PLAN_QOS
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.plan import PlanError, load_plan
@@ -22,8 +23,8 @@ from spine_nav.plan import PlanError, load_plan
 class PlanPublisherNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("plan_publisher", **kwargs)
-        self.plan_path = self.declare_parameter("plan_path", "").value
-        topic = self.declare_parameter("topic", "plan/preop").value
+        p = declare_node_parameters(self)
+        self.plan_path, topic = p["plan_path"], p["topic"]
         self.pub = self.create_publisher(ScrewPlan, topic, PLAN_QOS)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.plan = None

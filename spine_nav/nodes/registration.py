@@ -25,42 +25,31 @@ gate threshold as ``gate.<name>`` (see spine_nav.registration.config.GateThresho
 """
 from __future__ import annotations
 
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from spine_nav_interfaces.msg import LevelRegistration, ScrewPlan
 from spine_nav_interfaces.srv import Register
 
 from spine_nav.nodes.conversions import matrix_mm_to_transform, plan_to_msg
-from spine_nav.nodes.qos import PLAN_QOS
+from spine_nav.nodes.parameters import config_from, declare_node_parameters
+from spine_nav.nodes.qos import LEVELS_QOS, PLAN_QOS
 from spine_nav.nodes.runner import InnerNode
 from spine_nav.nodes.diagnostics import publish_diagnostics
 from spine_nav.registration import GateThresholds, RegistrationConfig, RegistrationError
 from spine_nav.registration.pipeline import CaseRegistration, register_case
 
-#: per-level results: reliable + transient-local, deep enough for a whole spine
-LEVELS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=32, reliability=ReliabilityPolicy.RELIABLE,
-                        durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 class RegistrationNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("registration", **kwargs)
-        self.method = self.declare_parameter("method", "small_gicp").value
-        self.num_threads = int(self.declare_parameter("num_threads", 2).value)
-        self.bone_threshold_hu = float(self.declare_parameter("bone_threshold_hu",
-                                                              RegistrationConfig.bone_threshold_hu).value)
-        defaults = GateThresholds()
-        self.gate = GateThresholds.from_mapping({
-            f.name: self.declare_parameter(f"gate.{f.name}", getattr(defaults, f.name)).value
-            for f in fields(GateThresholds)})
-        # operator override (comma-separated levels, set with `ros2 param set` - a service call - before
-        # the request): accepted although refused by the gate, logged and marked overridden
-        self.declare_parameter("override_levels", "")
+        p = declare_node_parameters(self)  # override_levels: set with `ros2 param set` (a service call) before
+        # the request: levels accepted although refused by the gate, logged and marked overridden
+        self.method, self.num_threads, self.bone_threshold_hu = p["method"], p["num_threads"], p["bone_threshold_hu"]
+        self.gate = config_from(GateThresholds, p, "registration")
         self.config = RegistrationConfig(method=self.method, num_threads=self.num_threads,
                                          bone_threshold_hu=self.bone_threshold_hu, gate=self.gate)
         self.last_result: CaseRegistration | None = None

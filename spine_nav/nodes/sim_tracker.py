@@ -23,7 +23,7 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 
 from spine_nav.nodes.conversions import pose_to_quat_mm, quat_mm_to_matrix_mm
-from spine_nav.nodes.parameters import declare_pose_parameter
+from spine_nav.nodes.parameters import declare_node_parameters, pose_from
 from spine_nav.nodes.qos import SENSOR_QOS
 from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, default_T_tracker_reference, parse_occlusions
 from spine_nav.sim.tracker_server import SimTrackerServer
@@ -33,12 +33,8 @@ from spine_nav.tracking.tools import ToolDefinition
 class SimTrackerNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__("sim_tracker", **kwargs)
-        p = {name: self.declare_parameter(name, default).value for name, default in [
-            ("port", 18944), ("host", "127.0.0.1"), ("rate_hz", 60.0), ("header_version", 1), ("noise_mm", 0.15),
-            ("tremor_mm", 0.1), ("breathing_amplitude_mm", 2.0), ("breathing_hz", 0.25), ("seed", 0),
-            ("tip_offset_mm", [0.0, 0.0, 150.0]), ("occlusions", ""), ("tool_pose_topic", "sim/tool_tip_truth"), ("stamp_at_send", False),
-            ("allowed_peers", "127.0.0.0/8,::1"), ("t0_wall_s", 0.0)]}
-        T_tracker_reference = declare_pose_parameter(self, "tracker_reference", default_T_tracker_reference())
+        p = declare_node_parameters(self)
+        T_tracker_reference = pose_from(p, "tracker_reference", self.get_name())
         cfg = TrackerModelConfig(
             rate_hz=float(p["rate_hz"]), noise_mm=float(p["noise_mm"]), tremor_mm=float(p["tremor_mm"]),
             breathing_amplitude_mm=float(p["breathing_amplitude_mm"]), breathing_hz=float(p["breathing_hz"]),

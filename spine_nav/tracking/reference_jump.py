@@ -26,19 +26,30 @@ sample, this plain-Python one ~11 us on the loaded 2-core machine). Units: mm, d
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 
 @dataclass(frozen=True)
 class ReferenceJumpConfig:
-    min_jump_mm: float = 1.0        # reference_jump_mm
-    max_rotation_deg: float = 0.5   # reference_jump_deg
-    max_speed_mm_s: float = 5.0     # physiological bound on the reference's speed
+    # metadata: the tracker_bridge parameter each field is (spine_nav.nodes.param_spec; name, unit, range)
+    min_jump_mm: float = field(default=1.0, metadata={
+        "ros_name": "reference_jump_mm", "unit": "mm", "range": (1e-6, None),
+        "description": "reference step beyond max(this, speed x dt + n_sigma noise) latches TRACKING_LOST"})
+    max_rotation_deg: float = field(default=0.5, metadata={
+        "ros_name": "reference_jump_deg", "unit": "deg", "range": (1e-6, None),
+        "description": "reference rotation step beyond max(this, n_sigma sqrt2 noise_deg) latches TRACKING_LOST"})
+    max_speed_mm_s: float = field(default=5.0, metadata={  # physiological (breathing ~3 mm/s peak)
+        "ros_name": "reference_max_speed_mm_s", "unit": "mm/s", "range": (0.0, None),
+        "description": "physiological bound on the reference's speed"})
     max_drift_mm: float = 5.0       # cap of the speed allowance after a long gap (breathing peak-to-peak)
-    noise_mm: float = 0.25          # tracker noise (3D RMS) of the reference origin, one sample
-    noise_deg: float = 0.1          # tracker noise (3D RMS) of the reference orientation, one sample
+    noise_mm: float = field(default=0.25, metadata={
+        "ros_name": "reference_noise_mm", "unit": "mm", "range": (0.0, None),
+        "description": "tracker noise (3D RMS) of the reference origin, one sample"})
+    noise_deg: float = field(default=0.1, metadata={
+        "ros_name": "reference_noise_deg", "unit": "deg", "range": (0.0, None),
+        "description": "tracker noise (3D RMS) of the reference orientation, one sample"})
     n_sigma: float = 4.0
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@
 import { SliceView } from './slices.js';
 import { tipOf, axisOf } from './geometry.js';
 import * as panel from './panel.js';
+import { initTrainee } from './trainee.js';
 
 const STALE_AFTER_S = 0.25;      // a live stream older than this is stale (page says so; issue: within 0.5 s)
 const BEAT_LOST_AFTER_S = 0.3;   // no heartbeat from the server for this long: server gone
@@ -163,7 +164,7 @@ function apply(m, arrivedMs) {
       st.changed.add('health'); st.changed.add('arm'); // their stale marks follow the beat
       break;
     case 'reply': case 'error': st.lastReply = m; break; // shown in the console log, kept for tests
-    default: break; // pongs: nothing to draw
+    default: if (typeof m.t === 'string' && m.t.startsWith('trainee') && trainee) trainee.onMessage(m); break; // pongs: nothing to draw
   }
 }
 
@@ -295,6 +296,15 @@ window.consoleMetrics = (reset = false) => {
 window.consoleState = () => ({ drawnGuard: st.drawnGuard || null, staleAtMs: st.staleAt || null, lastReply: st.lastReply || null, guard: st.guard, tool: st.tool, plan: st.plan, stale: staleness(), selected: activeId(),
   slices: Object.fromEntries(views.map((v) => [v.axis, v.slice ? v.slice.index : null])), training: st.training });
 
+// the Reference point (mm) under a click on a slice canvas (CSS px): the inverse of SliceView.project
+window.consoleSlicePoint = (canvasId, x, y) => {
+  const v = views.find((w) => w.axis === canvasId);
+  if (!v || !v.slice || !v.cw || !v.rh) return null;
+  const s = v.slice, c = (x - v.ox) / v.cw - 0.5, r = (y - v.oy) / v.rh - 0.5;
+  return [0, 1, 2].map((i) => s.origin_mm[i] + r * s.row_mm[i] + c * s.col_mm[i]);
+};
+// trainee mode (spine-nav train): its key handler runs before the one above; its frame hook after frame()
+const trainee = initTrainee({ send, state: () => st });
 setWL(st.win, st.lev);
 connect();
 requestAnimationFrame(frame);

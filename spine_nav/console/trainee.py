@@ -1,0 +1,281 @@
+"""Trainee mode of the console (issue #21): the page drives the simulated tool.
+
+Additive to the console: :class:`TraineeConsoleServer` is a :class:`ConsoleServer` that also answers
+the page's ``train_*`` requests, and :class:`TraineeConsoleState` keeps the ``trainee*`` updates (replayed
+to a page that connects). The console's own streams (plan, tool, guard, ...) come from the stack through
+the usual :class:`spine_nav.nodes.console_bridge.ConsoleBridgeNode`.
+
+Requests (WebSocket, JSON objects with ``req``):
+
+* ``train_input`` {seq, move: {lat_mm, cra_mm, tilt_lat_deg, tilt_cra_deg, depth_mm}, entry_mm?}: a
+  step of the tool (:class:`spine_nav.training.tool.TraineeTool`); the new pose goes to the simulated
+  tracker (``sim/tool_tip_truth``), which sends it over OpenIGTLink like any tracked tool; reply
+  ``trainee_pose`` {seq, tip_mm, state}.
+* ``train_end_screw``: the screw is placed where the tool is: graded
+  (:mod:`spine_nav.training.grading`), kept in the database, pushed to every page as
+  ``trainee_result`` (with a slice picture of placed vs planned); the next screw is selected.
+* ``train_select`` {screw_id}: work on that screw (the tool goes back above its entry).
+* ``train_leaderboard``: reply ``trainee_leaderboard`` {rows}.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import threading
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from spine_nav.console.server import ConsoleServer
+from spine_nav.console.state import ConsoleState
+
+log = logging.getLogger(__name__)
+
+
+class TraineeConsoleState(ConsoleState):
+    """The console's state plus the trainee streams (``trainee`` status, ``trainee_result`` history)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.trainee: dict[str, Any] | None = None
+        self.results: list[dict[str, Any]] = []
+
+    def apply(self, update: dict[str, Any]) -> list[dict[str, Any]]:
+        kind = update.get("t")
+        if kind == "trainee":
+            self.trainee = update
+            return [update]
+        if kind == "trainee_result":
+            self.results.append(update)
+            return [update]
+        return super().apply(update)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        out = super().snapshot()
+        if self.trainee is not None:
+            out.append(self.trainee)
+        out.extend(self.results[-10:])
+        return out
+
+
+class TraineeConsoleServer(ConsoleServer):
+    def __init__(self, case, session_handler: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+                 **kw) -> None:
+        super().__init__(case, **kw)
+        self.state = TraineeConsoleState(case=case.info())
+        self.session_handler = session_handler
+
+    def _stream_key(self, u: dict[str, Any]) -> tuple[Any, ...]:
+        if u.get("t") == "trainee":
+            return ("trainee",)
+        return super()._stream_key(u)
+
+    async def _handle_client_message(self, raw):
+        import json
+
+        try:
+            msg = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            msg = None
+        if isinstance(msg, dict) and isinstance(msg.get("req"), str) and msg["req"].startswith("train_"):
+            if self.session_handler is None:
+                return {"t": "error", "error": f"{msg['req']}: no training session"}
+            try:
+                return await asyncio.to_thread(self.session_handler, msg)
+            except ValueError as exc:  # bad input: named, the session goes on
+                self.stats["client_errors"] += 1
+                return {"t": "error", "error": f"{msg['req']}: {exc}"}
+            except Exception as exc:  # noqa: BLE001 - a failing request must not take the server down
+                log.warning("request %s failed: %s", msg["req"], exc)
+                return {"t": "error", "error": f"{msg['req']}: {exc}"}
+        return await super()._handle_client_message(raw)
+
+
+class TraineeSession:
+    """The trainee's attempt behind the page: tool model, stack, attempt in the database (thread-safe)."""
+
+    def __init__(self, case, store, attempt, stack, publish: Callable[[dict], None], trainee: str, mode: str) -> None:
+        from spine_nav.imaging.volume_io import load_volume
+
+        self.case, self.store, self.attempt, self.stack = case, store, attempt, stack
+        self.publish, self.trainee, self.mode = publish, trainee, mode
+        self.plan_ref = case.plan_in_reference()
+        self.ids = list(self.plan_ref.ids)
+        self._lock = threading.RLock()
+        self.t0 = time.monotonic()
+        ct_path = case.case_dir / "preop_ct.nii.gz"
+        self.ct = load_volume(ct_path) if ct_path.exists() else None
+        self.screw_id: str | None = None
+        self.tool = None
+        self.inputs = 0
+        stack.conductor.listeners.append(self._on_guard)
+        self.select(self.ids[0])
+
+    def _on_guard(self, msg) -> None:
+        self.attempt.guard(msg.state_name, msg.reason, msg.active_screw_id)
+
+    def _lateral_ref(self, screw_id: str) -> np.ndarray:
+        from spine_nav.training.script import lateral_unit
+
+        pre = self.case.plan.screw(screw_id)
+        T = self.case.T_reference_preop[pre.level]
+        return T[:3, :3] @ lateral_unit(self.case.plan, pre)
+
+    def select(self, screw_id: str) -> dict[str, Any]:
+        from spine_nav.training.tool import TraineeTool
+
+        with self._lock:
+            if screw_id not in self.ids:
+                raise ValueError(f"screw_id {screw_id!r} is not in the plan (have {', '.join(self.ids)})")
+            self.screw_id = screw_id
+            self.tool = TraineeTool.for_screw(self.plan_ref.screw(screw_id), self._lateral_ref(screw_id))
+            T = self.tool.pose()
+            self.stack.conductor.move_tool(T)
+            self.stack.valid_from_s = time.time()
+        ok, why = self.stack.conductor.select_screw(screw_id)
+        self._status()
+        return {"t": "reply", "req": "train_select", "ok": ok, "message": why}
+
+    def _status(self) -> None:
+        placed = [r["screw_id"] for r in self.attempt.results]
+        self.publish({"t": "trainee", "trainee": self.trainee, "mode": self.mode, "attempt_id": self.attempt.attempt_id,
+                      "screw_id": self.screw_id, "screws": self.ids, "placed": placed,
+                      "tool": self.tool.state() if self.tool else None,
+                      "grade_basis": "cortex" if self.case.has_ground_truth else "proxy"})
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        req = msg["req"]
+        if req == "train_input":
+            with self._lock:
+                self.tool.apply(msg)
+                T = self.tool.pose()
+                self.stack.conductor.move_tool(T)
+                self.attempt.input(time.monotonic() - self.t0, self.screw_id, T)
+                self.inputs += 1
+                state = self.tool.state()
+            return {"t": "trainee_pose", "seq": msg.get("seq"), "tip_mm": [float(v) for v in T[:3, 3]], "state": state}
+        if req == "train_end_screw":
+            return self.end_screw()
+        if req == "train_select":
+            sid = msg.get("screw_id")
+            if isinstance(msg.get("step"), int) and self.screw_id in self.ids:
+                sid = self.ids[(self.ids.index(self.screw_id) + msg["step"]) % len(self.ids)]
+            if not isinstance(sid, str):
+                raise ValueError("screw_id: give a screw id (or step: +1 / -1)")
+            with self._lock:
+                if self.attempt.current_screw is not None:
+                    self.attempt.end_screw_discard()
+            return self.select(sid)
+        if req == "train_leaderboard":
+            with self._lock:
+                return {"t": "trainee_leaderboard", "rows": self.store.leaderboard()}
+        raise ValueError(f"unknown request {req!r}")
+
+    def end_screw(self) -> dict[str, Any]:
+        from spine_nav.training.tool import placed_vs_planned_png
+
+        time.sleep(0.15)  # let the guard judge the last pose (its verdicts count for this screw)
+        with self._lock:
+            if self.attempt.current_screw is None:
+                raise ValueError("no screw in progress: move the tool first")
+            r = self.attempt.end_screw()
+        planned = self.case.plan.screw(r["screw_id"])
+        T_last = np.eye(4)
+        T_last[:3, 3], T_last[:3, 2] = r["tip_ref_mm"], r["axis_ref"]
+        tip, axis = self.case.reference_to_preop(planned.level, T_last)
+        png = b""
+        if self.ct is not None:
+            png = placed_vs_planned_png(self.ct, planned, tip, axis,
+                                        f"{r['screw_id']}: grade {r['gr_grade']}, breach {r['breach_mm']:.1f} mm")
+        keys = ("screw_id", "gr_grade", "grade_basis", "grade_note", "breach_mm", "entry_error_mm", "tip_error_mm",
+                "angular_error_deg", "time_to_place_s", "guard_violations", "depth_overruns")
+        res = {"t": "trainee_result", **{k: r[k] for k in keys}, "png_b64": base64.b64encode(png).decode()}
+        self.publish(res)
+        nxt = [i for i in self.ids if i not in {x["screw_id"] for x in self.attempt.results}]
+        self.select(nxt[0] if nxt else self.ids[0])
+        return {k: v for k, v in res.items() if k != "png_b64"} | {"t": "reply", "req": "train_end_screw", "ok": True}
+
+    def close(self) -> bool:
+        """Keep the attempt: finished when no screw was left in progress and one was graded."""
+        with self._lock:
+            finished = self.attempt.current_screw is None and bool(self.attempt.results)
+            self.attempt.close(finished=finished)
+            return finished
+
+
+def _spin_bridge(server, namespace: str, stop: threading.Event) -> None:
+    import rclpy
+    from rclpy.context import Context
+
+    from spine_nav.nodes.console_bridge import ConsoleBridgeNode
+    from spine_nav.nodes.runner import make_executor
+
+    ctx = Context()
+    rclpy.init(args=["spine_nav_console", "--ros-args", "-r", f"__ns:={namespace}"], context=ctx)
+    node = ConsoleBridgeNode(sink=server.publish, context=ctx)
+    server.request_handler = node.handle_request
+    executor = make_executor("events", context=ctx)
+    executor.add_node(node)
+    try:
+        while ctx.ok() and not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
+    finally:
+        server.request_handler = None
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        if ctx.ok():
+            rclpy.shutdown(context=ctx)
+
+
+def run_page(args, case, store, stack_cls) -> int:
+    """`spine-nav train --case DIR --trainee NAME [--port]`: the console in trainee mode until Ctrl-C /
+    ``--duration``; the attempt is kept (unfinished when a screw was left in progress)."""
+    from spine_nav.cli.common import fail, info
+    from spine_nav.console import CaseData
+    from spine_nav.training.attempt import Attempt
+    from spine_nav.training.case import case_key
+    from spine_nav.training.store import SessionStore
+
+    if args.mode == "robot":
+        return fail("--mode robot: not built yet (the arm's alignment on request needs the arm stack of the demo; "
+                    "see docs/training.md)")
+    store.close()
+    store = SessionStore(args.db, any_thread=True)
+    try:
+        stack = stack_cls(case)
+    except Exception as exc:  # noqa: BLE001
+        return fail(f"the stack did not start: {exc}", code=1)
+    server = TraineeConsoleServer(CaseData(case.case_dir), host=args.host, port=args.port)
+    stop = threading.Event()
+    session = None
+    try:
+        server.start()
+        bridge = threading.Thread(target=_spin_bridge, args=(server, stack.namespace, stop), daemon=True)
+        bridge.start()
+        if not stack.wait_ready():
+            return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
+        attempt_id = store.start_attempt(args.trainee, case_key(case), args.mode, "page")
+        session = TraineeSession(case, store, Attempt(case, store, attempt_id), stack, server.publish,
+                                 args.trainee, args.mode)
+        server.session_handler = session.handle
+        info(f"spine-nav train: trainee mode for {args.trainee} at {server.url} (attempt {attempt_id}); Ctrl-C to stop")
+        t0 = time.monotonic()
+        while args.duration <= 0 or time.monotonic() - t0 < args.duration:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        return fail(str(exc), code=1)
+    finally:
+        server.session_handler = None
+        if session is not None:
+            finished = session.close()
+            info(f"spine-nav train: attempt {session.attempt.attempt_id} kept "
+                 f"({'finished' if finished else 'unfinished'}, {len(session.attempt.results)} screw(s) graded)")
+        stop.set()
+        server.stop()
+        stack.close()
+        store.close()
+    return 0

@@ -1,0 +1,215 @@
+"""Trainee mode, pure core (issue #21): grading shared with the demo, the labelled proxy, scripted
+attempts, the SQLite session store (unfinished attempts, concurrent writers)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spine_nav.training.case import CaseError, generate_training_case, load_training_case, tool_pose
+from spine_nav.training.grading import BASIS_CORTEX, BASIS_PROXY, PROXY_LABEL
+from spine_nav.training.script import ScriptError, lateral_unit, load_script, parse_script, straight_attempt, to_reference
+from spine_nav.training.store import SessionStore, StoreError, ToolSample
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    return generate_training_case(tmp_path_factory.mktemp("train_case"), seed=3, levels=("L4",), voxel_mm=1.5)
+
+
+def _placed(case, screw_id: str, lateral_mm: float) -> np.ndarray:
+    """Tool pose (Reference, through the ground truth) of a screw placed parallel to the plan, offset laterally."""
+    s = case.plan.screw(screw_id)
+    tip = s.target_mm + lateral_mm * lateral_unit(case.plan, s)
+    return case.preop_to_reference(s.level, tip, s.direction)
+
+
+@pytest.mark.parametrize("lateral_mm", [0.0, 1.5, 4.0])
+def test_trainee_grade_equals_the_demo_grade_for_the_same_placed_screw(case, lateral_mm):
+    """The demo's report grades through Demo.grade_placed (the same placed pose mapped to PreopCT
+    through the ground truth as in Demo.one_screw); the trainee's grade must be identical."""
+    from spine_nav.demo.run import Demo
+    from spine_nav.geometry import invert, transform_points
+
+    screw = case.plan.screws[0]
+    T_last = _placed(case, screw.id, lateral_mm)
+    demo = Demo.__new__(Demo)  # only its grading (the case state the demo loads in prepare_case)
+    demo.spine = case.bone
+    T_preop_ref = invert(case.T_true_reference_preop[screw.level])
+    tip_preop = transform_points(T_preop_ref, T_last[:3, 3])
+    axis_preop = T_preop_ref[:3, :3] @ T_last[:3, 2]
+    d = demo.grade_placed(screw, tip_preop, axis_preop)
+    t = case.grade(screw.id, T_last)
+    assert t.grade_basis == BASIS_CORTEX
+    assert (t.gr_grade, t.breach_mm) == (d.gr_grade, d.breach_mm)
+    assert t.entry_error_mm == pytest.approx(d.entry_error_mm, abs=1e-9)
+    assert t.tip_error_mm == pytest.approx(d.tip_error_mm, abs=1e-9)
+    assert t.angular_error_deg == pytest.approx(d.angular_error_deg, abs=1e-9)
+    assert t.tip_error_mm == pytest.approx(lateral_mm, abs=1e-6)
+
+
+def test_along_the_plan_is_grade_a_and_4_mm_lateral_is_a_breach(case):
+    for screw in case.plan.screws:
+        on = case.grade(screw.id, _placed(case, screw.id, 0.0))
+        assert on.gr_grade == "A" and on.breach_mm <= 0.5 and on.tip_error_mm < 1e-6, on
+        off = case.grade(screw.id, _placed(case, screw.id, 4.0))
+        assert off.gr_grade in "BCDE" and off.breach_mm > 0.5, off
+
+
+def test_case_without_ground_truth_grades_with_the_labelled_proxy(case, tmp_path):
+    d = tmp_path / "no_truth"
+    d.mkdir()
+    shutil.copy(case.case_dir / "plan.json", d / "plan.json")
+    truth = json.loads((case.case_dir / "ground_truth.json").read_text())
+    (d / "registration.json").write_text(json.dumps({"levels": {lv: {"status": "accepted",
+                                                                        "preop_to_cbct": v["preop_to_cbct"]}
+                                                                   for lv, v in truth["levels"].items()}}))
+    c = load_training_case(d)
+    assert not c.has_ground_truth and c.registration_source.endswith("registration.json")
+    screw = c.plan.screws[0]
+    g0 = c.grade(screw.id, _placed(case, screw.id, 0.0))
+    g4 = c.grade(screw.id, _placed(case, screw.id, 4.0))
+    assert g0.grade_basis == g4.grade_basis == BASIS_PROXY and g4.grade_note == PROXY_LABEL
+    assert "PROXY" in g4.grade_note and "no phantom ground truth" in g4.grade_note
+    assert g0.gr_grade == "A"
+    assert g4.breach_mm == pytest.approx(3.0, abs=1e-6) and g4.gr_grade == "C"  # 4 mm lateral - 1 mm free
+    # no registration and no ground truth: refused, naming the directory
+    (d / "registration.json").unlink()
+    with pytest.raises(CaseError, match="no registration"):
+        load_training_case(d)
+
+
+def test_narrow_pedicles_is_refused_with_the_reason(tmp_path):
+    with pytest.raises(CaseError, match="no narrow-pedicle variant"):
+        generate_training_case(tmp_path, seed=0, difficulty="narrow")
+    with pytest.raises(CaseError, match="must be one of"):
+        generate_training_case(tmp_path, seed=0, difficulty="hard")
+
+
+def test_script_maps_poses_into_reference_through_the_registration(case, tmp_path):
+    screw = case.plan.screws[0]
+    lines = straight_attempt(case, [screw.id])
+    p = tmp_path / "a.jsonl"
+    p.write_text("# a scripted attempt\n" + "\n".join(json.dumps(x) for x in lines) + "\n")
+    samples = load_script(p)
+    assert len(samples) == len(lines) and samples[-1].screw_id == screw.id
+    T = to_reference(samples[-1], case)
+    T_reg = case.T_reference_preop[screw.level]
+    assert np.allclose(T[:3, 3], T_reg[:3, :3] @ screw.target_mm + T_reg[:3, 3], atol=1e-6)
+    assert np.allclose(T[:3, 2], T_reg[:3, :3] @ screw.direction, atol=1e-9)
+    assert case.grade(screw.id, T).gr_grade == "A"
+
+
+@pytest.mark.parametrize("text,match", [
+    ("", "no samples"),
+    ("{not json}", "a.jsonl:1: not JSON"),
+    ("[1,2]", "expected a JSON object"),
+    ('{"t_s": 0, "screw_id": "x", "tip_mm": [0, 0, 0]}', "missing axis"),
+    ('{"t_s": -1, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}', "t_s must be finite and >= 0"),
+    ('{"t_s": 0, "screw_id": "x", "tip_mm": [0, 0], "axis": [0, 0, 1]}', "tip_mm must be a list of 3"),
+    ('{"t_s": 0, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 0]}', "zero vector"),
+    ('{"t_s": 1, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}\n'
+     '{"t_s": 0.5, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}', "a.jsonl:2: t_s 0.5 goes back"),
+    ('{"t_s": 0, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}\n'
+     '{"t_s": 1, "screw_id": "y", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}\n'
+     '{"t_s": 2, "screw_id": "x", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}', "already ended"),
+])
+def test_bad_scripts_are_refused_naming_the_line(text, match):
+    with pytest.raises(ScriptError, match=match):
+        parse_script(text, "a.jsonl")
+
+
+def test_unknown_screw_in_script_is_refused(case):
+    from spine_nav.training.script import check_against_case
+
+    samples = parse_script('{"t_s": 0, "screw_id": "T12_left", "tip_mm": [0, 0, 0], "axis": [0, 0, 1]}')
+    with pytest.raises(ScriptError, match="T12_left.*not in the case's plan"):
+        check_against_case(samples, case)
+
+
+def test_attempt_keeps_screws_stream_and_unfinished_state(case, tmp_path):
+    from spine_nav.training.attempt import Attempt
+    from spine_nav.training.case import case_key
+
+    db = tmp_path / "s.db"
+    with SessionStore(db) as store:
+        a_id = store.start_attempt("ana", case_key(case), "freehand", "script")
+        att = Attempt(case, store, a_id, flush_every=7)
+        s0, s1 = case.plan.screws[0], case.plan.screws[1]
+        for k, lat in enumerate([0.0, 0.0, 0.0]):
+            att.input(0.1 * k, s0.id, _placed(case, s0.id, lat))
+        att.guard("VIOLATION", "depth_mm 46.2 > depth stop 45.0")
+        att.guard("VIOLATION", "depth_mm 46.3 > depth stop 45.0")  # still the same violation
+        att.guard("ALIGNED")
+        ended = att.input(1.0, s1.id, _placed(case, s1.id, 4.0))  # the next screw ends the first
+        assert ended["screw_id"] == s0.id and ended["gr_grade"] == "A"
+        assert ended["guard_violations"] == 1 and ended["depth_overruns"] == 1
+        assert ended["time_to_place_s"] == pytest.approx(0.2)
+        att.input(1.5, s1.id, _placed(case, s1.id, 2.0))  # mid-screw: the page closes
+        att.close(finished=False)
+    with SessionStore(db) as store:  # reopened: all of it is there
+        [a] = store.attempts("ana")
+        assert a["status"] == "unfinished" and a["ended_s"] is None
+        assert [s["screw_id"] for s in a["screws"]] == [s0.id] and a["screws"][0]["gr_grade"] == "A"
+        assert a["tool_samples"] == 5 and a["variant"] == "normal" and a["seed"] == 3 and a["ground_truth"]
+        samples = store.samples(a_id)
+        assert [s.screw_id for s in samples] == [s0.id] * 3 + [s1.id] * 2
+        assert np.allclose(samples[-1].tip_mm, _placed(case, s1.id, 2.0)[:3, 3])
+        assert store.leaderboard()[0]["trainee"] == "ana"
+
+
+def test_store_refuses_a_file_that_is_not_sqlite(tmp_path):
+    bad = tmp_path / "x.db"
+    bad.write_text("this is not a database " * 100)
+    with pytest.raises(StoreError, match="x.db"):
+        SessionStore(bad)
+    with pytest.raises(StoreError, match="non-empty"):
+        SessionStore(tmp_path / "ok.db").trainee_id("  ")
+
+
+WRITER = r"""
+import sys, time
+from spine_nav.training.store import SessionStore, ToolSample
+db, name, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+store = SessionStore(db, busy_timeout_s=60)
+for i in range(n):
+    a = store.start_attempt(name, {"case_dir": "/case", "seed": 1, "variant": "normal", "ground_truth": True},
+                            "freehand", "script")
+    for j in range(10):
+        store.add_samples(a, [ToolSample(j + k / 20, "L4_left", (i, j, k), (0, 0, 1)) for k in range(20)])
+    store.add_screw(a, {"screw_id": "L4_left", "level": "L4", "status": "placed", "gr_grade": "A", "tip_error_mm": 0.1})
+    store.finish_attempt(a)
+print("done")
+"""
+
+
+def test_two_concurrent_sessions_on_one_database_lose_nothing(tmp_path):
+    """Two processes write attempts, tool streams and screws into the same file at the same time (WAL)."""
+    db = tmp_path / "shared.db"
+    SessionStore(db).close()
+    n = 15
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), name, str(n)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=REPO) for name in ("ana", "ben")]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0 and "done" in out, err
+    with SessionStore(db) as store:
+        for name in ("ana", "ben"):
+            atts = store.attempts(name)
+            assert len(atts) == n and all(a["status"] == "finished" for a in atts)
+            assert all(a["tool_samples"] == 200 and len(a["screws"]) == 1 for a in atts)
+        assert store.conn.execute("SELECT COUNT(*) FROM tool_sample").fetchone()[0] == 2 * n * 200
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_tool_pose_convention():
+    T = tool_pose(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 2.0]))
+    assert np.allclose(T[:3, 2], [0, 0, 1]) and np.allclose(T[:3, 3], [1, 2, 3])
+    assert np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3)) and np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
