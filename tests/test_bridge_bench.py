@@ -26,3 +26,17 @@ def test_bench_bridge_keys_and_no_loss():
     assert res["metrics"]["transform_1khz_lost"] == 0 and res["metrics"]["tdata_400hz_lost"] == 0
     assert res["details"]["transform_1khz"]["sent"] == 1000 and res["details"]["tdata_400hz"]["sent"] == 400
     assert res["metrics"]["latency_p50_ms"] > 0 and res["baselines"]["pyigtl"]["delivered_rate_hz"] > 0
+
+
+def test_profile_breakdown_has_every_stage_and_the_floor():
+    """`bench bridge --profile` (details.profile): every stage of the hot path and the floor's work, as
+    numbers, with their ratio; structure only, nothing about how fast."""
+    from spine_nav.bench.bridge_profile import profile_bridge
+
+    prof = profile_bridge(50)
+    assert prof["frames"] == 50
+    assert set(prof["stages"]) == {"decode", "core_reference", "core_tool", "to_cdr", "publish", "tool_tip_total",
+                                   "reference_after", "floor_total"}
+    for stats in prof["stages"].values():
+        assert set(stats) == {"p50_us", "p90_us"} and all(isinstance(v, float) and v >= 0 for v in stats.values())
+    assert prof["tool_tip_total_vs_floor_p50"] is None or prof["tool_tip_total_vs_floor_p50"] > 0

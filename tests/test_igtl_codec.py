@@ -194,3 +194,38 @@ def test_restamp_sets_every_header_time_and_keeps_messages_valid(T):
     assert all(abs(m.timestamp_s - 1234.5678) < 1e-6 for m in out)
     with pytest.raises(ValueError, match="not whole messages"):
         codec.restamp(frame + b"\0" * 10, 1.0)
+
+
+def test_transform_hot_path_decodes_exactly_what_the_general_path_decodes(T):
+    """A header-v1 TRANSFORM of a device seen before is decoded to plain-float rows (TransformRows, the
+    bridge's 1 kHz path); it must read exactly like the general decode of the same bytes, in any chunking."""
+    rng = np.random.default_rng(7)
+    msgs = [codec.encode_transform("StylusToTracker" if k % 2 else "ReferenceToTracker",
+                                   random_transform(rng, max_translation_mm=1500.0), 1000.0 + k * 1e-3)
+            for k in range(12)]
+    stream = b"".join(msgs)
+    whole = _decode_all(stream)
+    assert [type(m) for m in whole[:2]] == [IgtlMessage, IgtlMessage]  # first of each device: general path
+    assert all(type(m) is codec.TransformRows for m in whole[2:])
+    for data, m in zip(msgs, whole):
+        ref = codec.decode_body(codec.parse_header(data), data[codec.HEADER_SIZE:])
+        assert (m.type, m.device, m.timestamp_s, m.header_version, m.metadata) == \
+            (ref.type, ref.device, ref.timestamp_s, 1, {})
+        assert len(m.poses) == 1 and m.poses[0][0] == ref.poses[0][0]
+        np.testing.assert_array_equal(m.poses[0][1], ref.poses[0][1])  # bit-identical float32 -> float64
+    for chunk in (1, 7, codec.HEADER_SIZE, 106, 1000):
+        again = _decode_all(stream, chunk)
+        assert [(m.device, m.timestamp_s) for m in again] == [(m.device, m.timestamp_s) for m in whole]
+        for a, b in zip(again, whole):
+            np.testing.assert_array_equal(a.poses[0][1], b.poses[0][1])
+
+
+def test_transform_hot_path_reports_bad_crc_and_goes_on():
+    dec = StreamDecoder()
+    first = codec.encode_transform("StylusToTracker", np.eye(4), 1.0)
+    assert type(next(iter(dec.feed(first)))) is IgtlMessage
+    bad = bytearray(codec.encode_transform("StylusToTracker", np.eye(4), 2.0))
+    bad[-1] ^= 0xFF
+    out = list(dec.feed(bytes(bad) + codec.encode_transform("StylusToTracker", np.eye(4), 3.0)))
+    assert isinstance(out[0], DecodeError) and out[0].kind == "bad CRC" and "StylusToTracker" in out[0].detail
+    assert type(out[1]) is codec.TransformRows and out[1].timestamp_s == 3.0

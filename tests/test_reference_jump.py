@@ -224,3 +224,21 @@ def test_sim_occlude_from_now_and_bump_keeps_tool_truth_and_true_reference():
     np.testing.assert_allclose(model.sample(91).poses[REF], model.T_tracker_reference_true(0.91), atol=1e-12)
     with pytest.raises(ValueError, match="bump T_delta"):
         model.bump(np.diag([2.0, 1.0, 1.0, 1.0]))
+
+
+@pytest.mark.parametrize("noise_deg", [0.1, 0.17])
+def test_rotation_limit_in_cosine_form_agrees_with_the_angle(noise_deg):
+    """The detector compares cos(step) with cos(limit) (no acos per sample): it trips exactly when the
+    step angle exceeds ``limit_deg``, and reports the largest accepted step in degrees."""
+    cfg = ReferenceJumpConfig(noise_deg=noise_deg)
+    for step in np.linspace(0.0, 2.0 * cfg.limit_deg, 41):
+        if abs(step - cfg.limit_deg) < 1e-6:
+            continue  # the boundary itself: rounding either way
+        det = ReferenceJumpDetector(cfg)
+        det.update(np.eye(4), 0.0)
+        jump = det.update(make_transform(_rot_x(step), [0, 0, 0]), 0.004)
+        assert (jump is not None) == (step > cfg.limit_deg), step
+        if jump is None:
+            assert det.max_step_deg == pytest.approx(step, abs=1e-6)
+        else:
+            assert jump.rotation_deg == pytest.approx(step, abs=1e-6)

@@ -174,3 +174,69 @@ def test_bridge_core_defers_reference_until_the_chunk_is_done():
     assert outs == [("tool_tip", 7), ("reference", 7)]  # nothing lost, receive time kept
     core.flush()
     assert len(outs) == 2  # flushing twice emits nothing twice
+
+
+def _cases_for_rigidity():
+    """Matrices on both sides of the rigid check: rigid, float32-rounded, orthonormality error just
+    inside / outside geometry.RIGID_ROWS_TOL, a reflection, a scaling, NaN, inf, a bad bottom row."""
+    from spine_nav.geometry.transforms import RIGID_ROWS_TOL
+
+    rng = np.random.default_rng(11)
+    out = [random_transform(rng, max_translation_mm=1500.0) for _ in range(5)]
+    out.append(random_transform(rng).astype(np.float32).astype(float))
+    for eps in (0.3 * RIGID_ROWS_TOL, 3.0 * RIGID_ROWS_TOL):
+        m = random_transform(rng)
+        m[0, 1] += eps
+        out.append(m)
+    out += [np.diag([-1.0, 1.0, 1.0, 1.0]), np.diag([1.0, 1.002, 1.0, 1.0]), np.diag([1.0, 1.0, 1.0, 1.01])]
+    for v in (np.nan, np.inf):
+        m = random_transform(rng)
+        m[2, 3] = v
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("M", _cases_for_rigidity())
+def test_hot_path_rows_and_ndarray_get_the_same_rigid_verdict(M):
+    """One rigid check, one tolerance: the codec's hot-path form (TransformRows' four rows of plain floats)
+    and the ndarray form give the same rows or the same error (kind and message)."""
+    from spine_nav.tracking.tools import validate_rows
+
+    def verdict(m):
+        try:
+            return validate_rows(m, "StylusToTracker")
+        except codec.MalformedMessage as exc:
+            return (exc.kind, str(exc))
+
+    rows = tuple(tuple(float(x) for x in r) for r in M)
+    assert verdict(rows) == verdict(M)
+
+
+def test_bridge_core_hot_path_and_general_path_give_the_same_outputs():
+    """The same samples as TransformRows (the codec's 1 kHz form) and as general IgtlMessages give the same
+    outputs (kinds, rows, stamps), rejections, latch and health."""
+    from spine_nav.tracking.reference_jump import ReferenceJumpDetector
+
+    rng = np.random.default_rng(5)
+    seq = []
+    for k in range(40):
+        t = 10.0 + k * 1e-3
+        seq.append(("ReferenceToTracker", T_TR if k < 30 else compose(T_TR, make_transform(np.eye(3), [3, 0, 0])), t))
+        seq.append(("StylusToTracker", compose(T_TT, random_transform(rng, max_translation_mm=1.0, max_angle_deg=1.0))
+                    if k != 7 else np.diag([1.0, 2.0, 1.0, 1.0]), t))
+    runs = []
+    for fast in (True, False):
+        outs = []
+        core = BridgeCore(PoseComposer(tools=(TOOL,)), on_output=lambda o, t: outs.append(o), clock=FakeClock(),
+                          jump_detector=ReferenceJumpDetector(), defer_kinds=frozenset({"reference"}))
+        for dev, M, t in seq:
+            if fast:
+                msg = codec.TransformRows(dev, t, tuple(tuple(r) for r in M.tolist()))
+            else:
+                msg = codec.IgtlMessage(type="TRANSFORM", device=dev, timestamp_s=t, poses=[(dev, M)])
+            core.handle(msg, 0, "p")
+            core.flush()
+        runs.append(([(o.kind, o.timestamp_s, o.rows) for o in outs], dict(core.rejected), core.withheld,
+                     [(h.tool, h.state, h.reason, h.samples_received, h.samples_rejected) for h in core.check()]))
+    assert runs[0] == runs[1]
+    assert runs[0][1] == {"non-rigid pose": 1} and runs[0][2] > 0  # the cases were exercised

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "console": "spine_nav.bench.console",
     "guard": "spine_nav.bench.guard",
     "rod": "spine_nav.bench.rod",
+    "recording": "spine_nav.bench.recording",
 }
 
 

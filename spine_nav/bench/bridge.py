@@ -27,6 +27,10 @@ for ``--rounds`` rounds of ``--duration-s`` each; ``latency_p99_vs_floor`` = med
 bridge tool-tip p99 / floor p99 on that stream (the like-for-like bytes); the TDATA stream and pyigtl
 run once after the rounds. ``latency_p50_ms``/``latency_p99_ms`` pool every round's TRANSFORM tool tips
 and the TDATA run, as before.
+
+``--profile`` adds ``details.profile``: the bridge's per-sample stages (decode, core reference, core tool,
+conversion to CDR, publish) and the floor's work on the same bytes, microseconds per 1 kHz frame
+(:mod:`spine_nav.bench.bridge_profile`).
 """
 from __future__ import annotations
 
@@ -52,6 +56,9 @@ REPO = Path(__file__).resolve().parents[2]
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--duration-s", type=float, default=15.0, help="seconds per stream and round (default 15)")
     p.add_argument("--quick", action="store_true", help="5 s per stream (tests)")
+    p.add_argument("--profile", action="store_true",
+                   help="also time the bridge's hot path stage by stage next to the floor's work "
+                        "(details.profile, microseconds; spine_nav.bench.bridge_profile)")
     add_floor_arguments(p)
 
 
@@ -342,6 +349,11 @@ def run(args: argparse.Namespace) -> BenchResult:
         "why_own_transport": "pyigtl keeps only the latest message per device, polls with a 10 ms socket "
                              "timeout without TCP_NODELAY and drops TDATA/STATUS on receive",
     }
+    if getattr(args, "profile", False):
+        from spine_nav.bench.bridge_profile import profile_bridge
+
+        info("bench bridge: --profile, the hot path stage by stage")
+        details["profile"] = profile_bridge(1000 if args.quick else 5000)
     from importlib.metadata import version
 
     env = {"pyigtl": version("pyigtl"), "executor": "events (spin_once loop)",

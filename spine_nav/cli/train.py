@@ -26,6 +26,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+import numpy as np
+
 from spine_nav.cli.common import fail, info, print_json
 
 PARAMS_FILE = Path(__file__).resolve().parents[2] / "config" / "nodes.yaml"
@@ -231,6 +233,7 @@ class TrainStack:
         self._seen = 0
         #: verdicts on tool samples taken before this (time.time()) belong to the previous screw's pose
         self.valid_from_s = 0.0
+        self.settling = False  # True from a screw switch to the first verdict that is not a held VIOLATION
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         """The guard has the plan and judges the tracked tool (any state but NO_PLAN)."""
@@ -344,9 +347,13 @@ def _run_script(args, case, store) -> int:
                 _end_screw(stack, att, args)  # graded at the tool's last pose on that screw
             c.move_tool(T)
             if s.screw_id != current:
-                stack.valid_from_s = time.time()  # samples of the previous screw's pose are not this screw's
                 if current is not None:
-                    _select(stack, s.screw_id)  # the tool is at the new screw's first pose already
+                    # select the new screw only once the guard judges the tool at its new pose, so that no
+                    # stale sample of the previous screw's pose is judged against the new screw
+                    _await_pose_judged(stack, case, current, s)
+                    _select(stack, s.screw_id)
+                stack.valid_from_s = time.time()  # samples of the previous screw's pose are not this screw's
+                stack.settling = True
                 current = s.screw_id
             att.input(s.t_s, s.screw_id, T)
             _pump(stack, att, 0.0)
@@ -373,12 +380,35 @@ def _select(stack, screw_id: str) -> None:
         raise RuntimeError(f"guard refused screw {screw_id}: {msg}")
 
 
+def _await_pose_judged(stack, case, active_screw_id: str, sample, tol_mm: float = 0.5,
+                       timeout_s: float = 5.0) -> bool:
+    """Bounded wait until the guard has judged the tool at ``sample``'s pose (still against
+    ``active_screw_id``).
+
+    The tool truth reaches the simulated tracker over a best-effort topic, so tracker samples taken just
+    after a move can still carry the previous pose (tens of ms on a loaded machine). Selecting the next
+    screw before the new pose is seen would let the guard judge the previous screw's final pose (at
+    depth) against the next screw: a VIOLATION (and its debounce) that the trainee never caused. The
+    depth along the active screw is frame-independent (the registration is rigid), so a verdict whose
+    ``depth_mm`` matches the script's pose within ``tol_mm`` judged the new pose."""
+    screw = case.plan.screw(active_screw_id)
+    expected = float(np.dot(np.asarray(sample.tip_mm, dtype=float) - np.asarray(screw.entry_mm, dtype=float),
+                            np.asarray(screw.direction, dtype=float)))
+    c = stack.conductor
+    start = len(c.rec.statuses)
+    return c.wait_for(lambda: any(st.screw_id == active_screw_id and abs(st.depth_mm - expected) < tol_mm
+                                  for st in c.rec.statuses[start:]), timeout_s)
+
+
 def _pump(stack, att, seconds: float) -> None:
     """Hand the guard's new verdicts to the attempt, for ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
         for st in stack.new_statuses():
             if st.sample_s >= stack.valid_from_s or st.state == "TRACKING_LOST":
+                if stack.settling and st.reason.startswith("VIOLATION held"):
+                    continue  # the debounce of the previous screw's VIOLATION (the tool left it), not this screw's
+                stack.settling = False
                 att.guard(st.state, st.reason, st.screw_id)
         if time.monotonic() >= deadline:
             return

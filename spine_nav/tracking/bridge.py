@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage
+from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage, TransformRows
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_rows
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
@@ -83,6 +83,9 @@ class BridgeCore:
 
     def handle(self, msg: IgtlMessage, receive_ns: int, peer: str = "") -> None:
         """Process one decoded message (transport callback signature minus the connection)."""
+        if msg.__class__ is TransformRows:
+            self._handle_rows(msg, receive_ns, peer)
+            return
         with self._lock:
             self.messages[msg.type] += 1
             now = self.clock()
@@ -130,7 +133,7 @@ class BridgeCore:
                         self.watchdog.latch_lost("reference", jump.reason)
                         latched_now = jump.reason
                         log.error("tracker bridge: %s (latched until reset)", jump.reason)
-                outputs.extend(self.composer.add(device, T, msg.timestamp_s, rows))
+                outputs.extend(self.composer.add(device, None, msg.timestamp_s, rows))
             if self.jump_detector is not None and self.jump_detector.latched is not None and outputs:
                 kept = [o for o in outputs if o.kind != "tool_tip"]
                 self.withheld += len(outputs) - len(kept)
@@ -146,6 +149,54 @@ class BridgeCore:
                     held.append((out, receive_ns))
                 else:
                     self.on_output(out, receive_ns)
+
+    def _handle_rows(self, msg: TransformRows, receive_ns: int, peer: str) -> None:
+        """:meth:`handle` of the codec's hot-path TRANSFORM (one pose as plain floats, header v1, so no
+        metadata): the same steps as the general path in the same order - rigid check (the same
+        ``validate_rows``), watchdog, jump check of a reference BEFORE it enters the composer, compose,
+        withhold tool tips while latched, ``on_latch`` before any output - without its per-message
+        generality (the bridge's 1 kHz path; per-stage cost in ``spine-nav bench bridge --profile``)."""
+        device, t_s = msg.device, msg.timestamp_s
+        latched_now = ""
+        with self._lock:
+            self.messages["TRANSFORM"] += 1
+            name = self.watch_name.get(device)
+            if name is None:
+                self.ignored_devices[device] += 1
+                self._log_once("unknown device", peer, device)
+                return
+            try:
+                rows = validate_rows(msg.rows, device)
+            except MalformedMessage as exc:
+                self.rejected[exc.kind] += 1
+                self.watchdog.reject(name)
+                self._log_once(exc.kind, peer, exc.detail)
+                return
+            self.watchdog.sample(name, self.clock(), t_s, True)
+            jump_detector = self.jump_detector
+            if name == "reference" and jump_detector is not None:
+                jump = jump_detector.update_rows(rows, t_s)
+                if jump is not None:
+                    self.watchdog.latch_lost("reference", jump.reason)
+                    latched_now = jump.reason
+                    log.error("tracker bridge: %s (latched until reset)", jump.reason)
+            outputs = self.composer.add(device, None, t_s, rows)
+            if outputs and jump_detector is not None and jump_detector.latched is not None:
+                kept = [o for o in outputs if o.kind != "tool_tip"]
+                self.withheld += len(outputs) - len(kept)
+                outputs = kept
+        if latched_now and self.on_latch is not None:
+            self.on_latch(latched_now)
+        on_output = self.on_output
+        if on_output is not None:
+            for out in outputs:
+                if out.kind in self.defer_kinds:
+                    held = getattr(self._deferred, "items", None)
+                    if held is None:
+                        held = self._deferred.items = []
+                    held.append((out, receive_ns))
+                else:
+                    on_output(out, receive_ns)
 
     def flush(self, _conn=None) -> None:
         """Emit the outputs this thread held back (``defer_kinds``), in arrival order."""

@@ -19,6 +19,7 @@ import math
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,6 +29,7 @@ from pyigtl.messages import CRC64, MessageBase, _igtl_frac_to_nanosec, _igtl_nan
 HEADER_SIZE = 58
 _HEADER = struct.Struct(">H12s20sIIQQ")
 _F12 = struct.Struct(">12f")
+_TRANSFORM_TYPE = b"TRANSFORM".ljust(12, b"\0")  # the raw 12-byte type field of a TRANSFORM header
 #: Message types this bridge decodes; other (well-formed) types are skipped and counted.
 KNOWN_TYPES = frozenset({"TRANSFORM", "POSITION", "TDATA", "STT_TDATA", "STP_TDATA", "STATUS",
                          "STRING", "POINT", "TRAJ"})
@@ -251,6 +253,43 @@ class IgtlMessage:
     raw: Any = None  # the codec object (pyigtl message or one of ours)
 
 
+_BOTTOM_ROW = (0.0, 0.0, 0.0, 1.0)
+
+
+class TransformRows(IgtlMessage):
+    """A header-v1 TRANSFORM as the hot path decodes it (:meth:`StreamDecoder.feed`, 1 kHz): the pose as
+    plain floats, ``rows`` = its four rows (``T_tracker_device``, mm; the bottom row is the constant
+    ``0 0 0 1`` the wire format implies), no numpy array and no pyigtl object built per sample.
+
+    Everything else reads it like any :class:`IgtlMessage`: ``poses`` builds the 4x4 ndarray on first
+    use (and keeps it); ``raw`` is None. Equal to the message :func:`decode_body` builds from the same
+    bytes (tests/test_igtl_codec.py)."""
+
+    # header_version 1, text "", status_code / resolution_ms / raw None: the dataclass's class-level defaults
+    type = "TRANSFORM"
+    metadata = MappingProxyType({})  # header v1 has none (read-only, shared)
+    _poses = None
+
+    def __init__(self, device: str, timestamp_s: float, rows: tuple) -> None:  # noqa: D107 - no dataclass init
+        self.device, self.timestamp_s, self.rows = device, timestamp_s, rows
+
+    @property
+    def poses(self) -> list[tuple[str, np.ndarray]]:  # type: ignore[override]
+        if self._poses is None:
+            self._poses = [(self.device, np.array(self.rows, dtype=float))]
+        return self._poses
+
+    @poses.setter
+    def poses(self, value) -> None:
+        self._poses = value
+
+
+def rows_from_12(v) -> tuple:
+    """OpenIGTLink's 12 floats (R11 R21 R31 R12 R22 R32 R13 R23 R33 TX TY TZ, column-major rotation) ->
+    the four rows of the 4x4 (plain floats; bottom row 0 0 0 1)."""
+    return ((v[0], v[3], v[6], v[9]), (v[1], v[4], v[7], v[10]), (v[2], v[5], v[8], v[11]), _BOTTOM_ROW)
+
+
 # igtl_frac_to_nanosec (reference C library, ported in pyigtl) adds a fixed amount per set bit, so four
 # 256-entry byte tables give the identical result without pyigtl's 32-step Python loop on the hot path.
 _BIT_NS = [_igtl_frac_to_nanosec(1 << i) for i in range(32)]
@@ -460,6 +499,8 @@ class StreamDecoder:
         self.max_body_bytes = int(max_body_bytes)
         self._buf = bytearray()
         self._resyncing = False
+        #: raw 20-byte device field -> name, for TRANSFORM devices the general path has validated (fast path)
+        self._names: dict[bytes, str] = {}
 
     @property
     def buffered_bytes(self) -> int:
@@ -484,8 +525,24 @@ class StreamDecoder:
             self._buf.clear()
         end = len(data)
         pos = 0
+        unpack_header, names = _HEADER.unpack_from, self._names
         try:
             while end - pos >= HEADER_SIZE:
+                # hot path (1 kHz): a header-v1 TRANSFORM of 48 bytes from a device seen before, decoded
+                # to plain floats in place; anything else (and any doubt) takes the general path below
+                version, mtype, dev, sec, frac, size, crc = unpack_header(data, pos)
+                if (version == 1 and size == 48 and mtype == _TRANSFORM_TYPE and not self._resyncing
+                        and end - pos >= HEADER_SIZE + 48 and max_body >= 48):
+                    device = names.get(dev)
+                    if device is not None:
+                        start = pos + HEADER_SIZE
+                        pos = start + 48
+                        body = data[start:pos]
+                        if CRC64(body) != crc:
+                            yield DecodeError("bad CRC", f"TRANSFORM {device!r}")
+                            continue
+                        yield TransformRows(device, timestamp_from_parts(sec, frac), rows_from_12(_F12.unpack(body)))
+                        continue
                 try:
                     h = parse_header_from(data, pos, max_body)
                 except MalformedMessage as exc:
@@ -495,6 +552,8 @@ class StreamDecoder:
                     pos += 1
                     continue
                 self._resyncing = False
+                if h.type == "TRANSFORM" and len(names) < 256:  # the fast path above knows this device now
+                    names[dev] = h.device
                 start = pos + HEADER_SIZE
                 if end - start < h.body_size:
                     break

@@ -97,10 +97,23 @@ class ReferenceJumpDetector:
     def __init__(self, config: ReferenceJumpConfig | None = None) -> None:
         self.config = config or ReferenceJumpConfig()
         self._limit_deg = self.config.limit_deg  # constant (config is frozen)
+        # the rotation test in cosine form: angle > limit <=> cos(angle) < cos(limit) (acos is decreasing
+        # on [-1, 1]), so the accepted sample needs neither acos nor degrees (bridge hot path)
+        self._cos_limit = math.cos(math.radians(min(self._limit_deg, 180.0)))
         self.latched: ReferenceJump | None = None
         self._prev: tuple[list, float] | None = None  # (rows 0-2 of the 4x4 as lists, stamp s)
-        self.max_step_mm = 0.0    # largest accepted step since reset (diagnostics)
-        self.max_step_deg = 0.0
+        self._max_sq_mm = 0.0  # largest accepted step since reset, squared (diagnostics: max_step_mm)
+        self._min_cos = 1.0    # cosine of the largest accepted rotation step (diagnostics: max_step_deg)
+
+    @property
+    def max_step_mm(self) -> float:
+        """Largest accepted translation step since the last reset (mm, diagnostics)."""
+        return math.sqrt(self._max_sq_mm)
+
+    @property
+    def max_step_deg(self) -> float:
+        """Largest accepted rotation step since the last reset (deg, diagnostics)."""
+        return math.degrees(math.acos(self._min_cos))
 
     def update(self, T_tracker_reference: np.ndarray, stamp_s: float) -> ReferenceJump | None:
         return self.update_rows(np.asarray(T_tracker_reference, dtype=float)[:3].tolist(), stamp_s)
@@ -114,22 +127,24 @@ class ReferenceJumpDetector:
         (p0, p1, p2), t0 = prev
         r0, r1, r2 = R
         dt = float(stamp_s) - t0
-        step_mm = math.sqrt((r0[3] - p0[3]) ** 2 + (r1[3] - p1[3]) ** 2 + (r2[3] - p2[3]) ** 2)
-        # relative rotation angle from trace(R0^T R) = sum of elementwise products (clipped against rounding);
-        # written out: the generator/sum form cost 3x more per sample on the bridge's hot path
+        sq_mm = (r0[3] - p0[3]) ** 2 + (r1[3] - p1[3]) ** 2 + (r2[3] - p2[3]) ** 2
+        # relative rotation: cos(angle) = (trace(R0^T R) - 1) / 2, trace = sum of elementwise products (clipped
+        # against rounding); written out: the generator/sum form cost 3x more per sample on the bridge's hot path
         c = (p0[0] * r0[0] + p0[1] * r0[1] + p0[2] * r0[2] + p1[0] * r1[0] + p1[1] * r1[1] + p1[2] * r1[2]
              + p2[0] * r2[0] + p2[1] * r2[1] + p2[2] * r2[2] - 1.0) / 2.0
-        step_deg = math.degrees(math.acos(min(1.0, max(-1.0, c))))
-        if step_mm > self.config.limit_mm(dt) or step_deg > self._limit_deg:
-            self.latched = ReferenceJump(step_mm, step_deg, dt, float(stamp_s))
+        c = min(1.0, max(-1.0, c))
+        limit_mm = self.config.limit_mm(dt)
+        # not (a <= b) rather than a > b: a NaN step (non-finite input) counts as a jump
+        if not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit:
+            self.latched = ReferenceJump(math.sqrt(sq_mm), math.degrees(math.acos(c)), dt, float(stamp_s))
             return self.latched
-        if step_mm > self.max_step_mm:
-            self.max_step_mm = step_mm
-        if step_deg > self.max_step_deg:
-            self.max_step_deg = step_deg
+        if sq_mm > self._max_sq_mm:
+            self._max_sq_mm = sq_mm
+        if c < self._min_cos:
+            self._min_cos = c
         return None
 
     def reset(self) -> None:
         """Clear the latch and forget the last sample (call after re-registering to the moved array)."""
         self.latched, self._prev = None, None
-        self.max_step_mm = self.max_step_deg = 0.0
+        self._max_sq_mm, self._min_cos = 0.0, 1.0

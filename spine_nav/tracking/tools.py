@@ -73,12 +73,14 @@ def validate_pose(matrix: np.ndarray, device: str) -> np.ndarray:
     return m
 
 
-def validate_rows(m: np.ndarray, device: str) -> list[list[float]]:
-    """:func:`validate_pose` of a float ndarray; returns its first three rows as lists (hot path)."""
+def validate_rows(m, device: str) -> list[list[float]]:
+    """:func:`validate_pose` of a float ndarray or of its four rows as plain floats (the codec's
+    :class:`~spine_nav.tracking.codec.TransformRows`); returns the first three rows as lists (hot path).
+    The one rigid check (:func:`spine_nav.geometry.rigid_rows`, one tolerance) for both forms."""
     try:
-        return rigid_rows(m, f"{device!r} matrix")
-    except NotRigidError as exc:
-        raise MalformedMessage(_MALFORMED_KIND[exc.kind], str(exc)) from None
+        return rigid_rows(m, device)
+    except NotRigidError as exc:  # the message names the matrix as before: "'Device' matrix: ..."
+        raise MalformedMessage(_MALFORMED_KIND[exc.kind], f"{device!r} matrix" + str(exc)[len(device):]) from None
 
 
 def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> list[list[float]]:
@@ -196,6 +198,8 @@ class PoseComposer:
             out.append(ComposedPose("reference", "reference", device, timestamp_s, rows))
             for tool in self.tools:
                 pend = self._pending[tool.name]
+                if not pend:
+                    continue
                 keep = deque()
                 while pend:
                     t_s, T = pend.popleft()

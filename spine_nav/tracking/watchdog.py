@@ -61,6 +61,8 @@ class Watchdog:
             self._period_s[tool] = dt if p is None else (1 - self._alpha) * p + self._alpha * dt
         h.samples_received += 1
         h.last_sample_stamp_s, h.last_receive_s = stamp_s, receive_s
+        if visible and h.visible and tool not in self._missing_reason:  # the 1 kHz case: nothing changes
+            return
         self.set_visible(tool, visible, "tracker reports tool missing")
 
     def set_visible(self, tool: str, visible: bool, reason: str = "tracker reports tool missing") -> None:

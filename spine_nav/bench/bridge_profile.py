@@ -1,0 +1,146 @@
+"""Where the bridge's per-sample time goes: its hot path stage by stage, next to the floor's (``--profile``).
+
+One 1 kHz tracker frame is what ``spine-nav bench bridge`` streams: a ``ReferenceToTracker`` and a
+``StylusToTracker`` header-v1 TRANSFORM in one ``recv()`` chunk. For ``n`` such frames (pre-encoded,
+1 ms apart in tracker time, the tool circling as in the bench) this runs the bridge's own code in the
+order the ``tracker_bridge`` node runs it on its socket thread and times every stage of every frame
+with ``perf_counter_ns``:
+
+* ``decode``: :meth:`StreamDecoder.feed` of the chunk (framing, header, CRC, body) -> both messages;
+* ``core_reference``: :meth:`BridgeCore.handle` of the reference (rigid check, watchdog, jump check,
+  stored for composition; its pose output is deferred to the chunk's end);
+* ``core_tool``: :meth:`BridgeCore.handle` of the tool (rigid check, watchdog, compose
+  ``T_reference_tooltip``);
+* ``to_cdr``: the node's conversion of the tool tip (quaternion + mm -> m + CDR pack of the PoseStamped);
+* ``publish``: ``publisher.publish(bytes)`` of it (rclpy, Fast DDS, no subscriber);
+* ``tool_tip_total``: ``recv`` returned -> tool tip ``publish()`` returned, the bench's latency, i.e. the
+  sum of the stages above measured as one span;
+* ``floor_total``: the floor's work for the same chunk (frames split by the header's body size, device
+  compared, ``publish()`` of a pre-built message), as :func:`spine_nav.bench.bridge._run_floor` does it.
+
+Values: median and p90 over the frames, microseconds. This is a single-threaded micro-profile (no socket,
+no executor thread): it says which stage costs what, while the bench's rounds measure the latency with
+the real threads. The reference's own publication (at the chunk's end, after the tool tip) is timed as
+``reference_after`` and is not part of the tool tip's latency.
+"""
+from __future__ import annotations
+
+import math
+import struct
+import time
+from typing import Any
+
+import numpy as np
+
+
+def _frames(n: int) -> list[bytes]:
+    from spine_nav.geometry import make_transform
+    from spine_nav.tracking import codec
+
+    T_ref = make_transform(np.eye(3), [10.0, -50.0, -1500.0])
+    t0 = 1_000_000.0
+    out = []
+    for k in range(n):
+        a = 2 * math.pi * k / n
+        T_tool = make_transform(np.eye(3), [30.0 * math.cos(a), 30.0 * math.sin(a), -1400.0])
+        t = t0 + k * 1e-3
+        out.append(codec.encode_transform("ReferenceToTracker", T_ref, t) + codec.encode_transform("StylusToTracker", T_tool, t))
+    return out
+
+
+def _stats(ns: list[int]) -> dict[str, float]:
+    a = np.asarray(ns, dtype=float) * 1e-3
+    return {"p50_us": round(float(np.percentile(a, 50)), 2), "p90_us": round(float(np.percentile(a, 90)), 2)}
+
+
+def profile_bridge(n: int = 3000) -> dict[str, Any]:
+    """Per-stage microseconds of the bridge's hot path and of the floor's work, over ``n`` frames."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.context import Context
+
+    from spine_nav.nodes.cdr import PoseStampedPacker
+    from spine_nav.nodes.conversions import quat_mm_to_pose_cdr, validated_rows_mm_to_quat_mm
+    from spine_nav.nodes.qos import SENSOR_QOS
+    from spine_nav.tracking import codec
+    from spine_nav.tracking.bridge import BridgeCore
+    from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
+    from spine_nav.tracking.tools import PoseComposer, ToolDefinition
+    from spine_nav.tracking.watchdog import Watchdog
+
+    frames = _frames(n + 200)
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("bridge_profile", context=ctx)
+    try:
+        pub = node.create_publisher(PoseStamped, "bench/profile_tool_tip", SENSOR_QOS)
+        ref_pub = node.create_publisher(PoseStamped, "bench/profile_reference", SENSOR_QOS)
+        packer, ref_packer = PoseStampedPacker("Reference"), PoseStampedPacker("Tracker")
+        tool = ToolDefinition()  # config/nodes.yaml's defaults: stylus, tip 150 mm along z
+        composer = PoseComposer(tools=(tool,), max_skew_ms=2.0)
+        watchdog = Watchdog({"reference": "ReferenceToTracker", "arm_marker": "ArmMarkerToTracker", "stylus": "StylusToTracker"})
+        held: list = []
+        core = BridgeCore(composer, watchdog, on_output=lambda out, t_ns: held.append(out),
+                          jump_detector=ReferenceJumpDetector(ReferenceJumpConfig()),
+                          defer_kinds=frozenset({"reference", "arm_marker"}))
+        decoder = codec.StreamDecoder()
+        stages = {k: [] for k in ("decode", "core_reference", "core_tool", "to_cdr", "publish", "tool_tip_total",
+                                  "reference_after", "floor_total")}
+        clock = time.perf_counter_ns
+        # the floor's per-chunk work (spine_nav.bench.bridge._run_floor), on the same bytes
+        size_at, dev_at = struct.calcsize(">H12s20sII"), 14
+        dev = b"StylusToTracker".ljust(20, b"\0")
+        floor_data = packer.pack(time.time(), (0.0, 0.0, -1.4), (0.0, 0.0, 0.0, 1.0))
+        unpack_q = struct.Struct(">Q").unpack_from
+        for i, chunk in enumerate(frames):
+            t0 = clock()
+            ref_msg, tool_msg = decoder.feed(chunk)
+            t1 = clock()
+            core.handle(ref_msg, t0)
+            t2 = clock()
+            core.handle(tool_msg, t0)
+            t3 = clock()
+            tip = held.pop()
+            q, t_mm = validated_rows_mm_to_quat_mm(tip.rows)
+            data = quat_mm_to_pose_cdr(q, t_mm, tip.timestamp_s, packer)
+            t4 = clock()
+            pub.publish(data)
+            t5 = clock()
+            core.flush()
+            for out in held:  # the deferred reference pose, as the node publishes it at the chunk's end
+                rq, rt = validated_rows_mm_to_quat_mm(out.rows)
+                ref_pub.publish(quat_mm_to_pose_cdr(rq, rt, out.timestamp_s, ref_packer))
+            held.clear()
+            t6 = clock()
+            # the floor on the same chunk
+            f0 = clock()
+            off = 0
+            while len(chunk) - off >= codec.HEADER_SIZE:
+                end = off + codec.HEADER_SIZE + unpack_q(chunk, off + size_at)[0]
+                if end > len(chunk):
+                    break
+                if chunk[off + dev_at: off + dev_at + 20] == dev:
+                    pub.publish(floor_data)
+                off = end
+            f1 = clock()
+            if i < 200:  # warm-up: caches, first-device general path, allocator
+                continue
+            for k, v in (("decode", t1 - t0), ("core_reference", t2 - t1), ("core_tool", t3 - t2), ("to_cdr", t4 - t3),
+                         ("publish", t5 - t4), ("tool_tip_total", t5 - t0), ("reference_after", t6 - t5),
+                         ("floor_total", f1 - f0)):
+                stages[k].append(v)
+    finally:
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    out = {k: _stats(v) for k, v in stages.items()}
+    total, floor = out["tool_tip_total"]["p50_us"], out["floor_total"]["p50_us"]
+    return {"frames": n, "stages": out, "tool_tip_total_vs_floor_p50": round(total / floor, 3) if floor else None,
+            "what": "per 1 kHz frame (Reference + Stylus TRANSFORM in one chunk), single-threaded micro-profile "
+                    "of the bridge's own code; median/p90 microseconds"}
+
+
+if __name__ == "__main__":  # python -m spine_nav.bench.bridge_profile [n]
+    import json
+    import sys
+
+    print(json.dumps(profile_bridge(int(sys.argv[1]) if len(sys.argv) > 1 else 3000), indent=1))
