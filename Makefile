@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := build/stamps
-SYSTEM_PACKAGES := libusb-1.0-0 libgomp1 libegl1 libgl1 cmake g++ libopenigtlink-dev openigtlink-examples nodejs chromium chromium-driver iproute2
+SYSTEM_PACKAGES := libusb-1.0-0 libgomp1 libegl1 libgl1 cmake g++ libopenigtlink-dev openigtlink-examples nodejs chromium chromium-driver iproute2 nftables
 PYTEST_ARGS ?=
 
 .PHONY: all setup test demo bench clean distclean

@@ -146,3 +146,37 @@ def test_override_is_explicit_and_marked(case):
     assert d["levels"]["L2"]["status"] == "overridden" and d["overridden_levels"] == ["L2"]
     with pytest.raises(RegistrationError, match="override: unknown level"):
         _run(case, override_levels=["L9"])
+
+
+def _start(shift_mm: float, rmse: float, fitness: float = 1.0) -> tuple[np.ndarray, LevelQuality]:
+    T = np.eye(4)
+    T[0, 3] = shift_mm
+    return T, LevelQuality(fitness=fitness, inlier_rmse_mm=rmse)
+
+
+def test_consensus_ignores_a_start_in_a_worse_minimum_and_keeps_the_best():
+    """Seed 3011's L3 kind: one perturbed start settles 5.7 mm away at fitness 0.54 (fails the fit
+    checks); the good fit is not ambiguous. A passing start with a lower RMSE replaces the first fit."""
+    from spine_nav.registration.pipeline import consensus_of_starts
+
+    pts = np.random.default_rng(0).normal(size=(200, 3)) * 20.0
+    passes = lambda q: q.fitness >= 0.8 and q.inlier_rmse_mm <= 0.2  # noqa: E731
+    first, worse, close = _start(0.0, 0.13), _start(5.7, 0.58, 0.54), _start(0.05, 0.12)
+    T, q, spread, n_worse = consensus_of_starts([first, worse, close], passes, pts)
+    assert q is close[1] and n_worse == 1 and spread == pytest.approx(0.05)
+    # two passing poses 5 mm apart: a real ambiguity, the spread says so
+    _, _, spread, n_worse = consensus_of_starts([first, _start(5.0, 0.14)], passes, pts)
+    assert spread == pytest.approx(5.0) and n_worse == 0
+    # no passing start: every start is compared (the level fails on its fit anyway)
+    _, _, spread, n_worse = consensus_of_starts([_start(0.0, 0.9, 0.5), worse], passes, pts)
+    assert spread == pytest.approx(5.7) and n_worse == 0
+
+
+def test_surface_width_combines_cbct_and_preop_in_quadrature():
+    from spine_nav.registration.cbct_quality import CbctQuality
+
+    g = GateThresholds()
+    cbct, preop = CbctQuality(0.5, 10.0, 0.75, 0.02), CbctQuality(1.2, 20.0, 1.1, 0.05)
+    assert scaled_thresholds(g, cbct, preop).max_inlier_rmse_mm == pytest.approx(
+        max(g.max_inlier_rmse_mm, g.rmse_per_edge * np.hypot(0.77, 1.15)))
+    assert scaled_thresholds(g, cbct, preop).max_inlier_rmse_mm > scaled_thresholds(g, cbct).max_inlier_rmse_mm

@@ -66,12 +66,21 @@ VARIANTS: dict[str, tuple[float, bool, dict[str, Any]]] = {
 WRONG_KINDS = ("label_swapped", "shifted_one_vertebra", "other_patient_cbct", "start_30deg_50mm",
                "half_level_outside_fov", "heavy_noise_800HU", "heavy_metal_1500HU")
 HEAVY_NOISE_HU = 800.0
+#: sweep sizes: the default form fits ~5 minutes on 2 idle cores (~6 CPU-s per case: ~3 s phantom
+#: generation + ~2.4 s registration), ``--full`` is the issue's minimum (>= 20 seeds x the variants)
+DEFAULT_SEEDS, DEFAULT_WRONG_SEEDS = 4, 1
+FULL_SEEDS, FULL_WRONG_SEEDS = 20, 3
 
 
 def add_arguments(p) -> None:
     p.add_argument("--sweep", action="store_true", help="the gate on the phantom family + wrong cases (minutes)")
-    p.add_argument("--sweep-seeds", type=int, default=20, help="seeds per variant in --sweep (default 20)")
-    p.add_argument("--wrong-seeds", type=int, default=3, help="seeds per wrong-case kind in --sweep (default 3)")
+    p.add_argument("--sweep-seeds", type=int, help=f"seeds per variant in --sweep (default {DEFAULT_SEEDS}; "
+                   f"--full: {FULL_SEEDS})")
+    p.add_argument("--wrong-seeds", type=int, help=f"seeds per wrong-case kind in --sweep (default {DEFAULT_WRONG_SEEDS}; "
+                   f"--full: {FULL_WRONG_SEEDS})")
+    p.add_argument("--full", action="store_true",
+                   help=f"the issue's full sweep: {FULL_SEEDS} seeds x every variant + {FULL_WRONG_SEEDS} seeds x every "
+                        "wrong kind (~20 CPU-minutes; the default is the ~5-minute form)")
     p.add_argument("--variants", help="comma-separated subset of the sweep's variants")
     p.add_argument("--tuning", action="store_true", help="run --sweep on the tuning seeds instead of fresh ones")
     p.add_argument("--jobs", type=int, default=2, help="parallel worker processes for --sweep (default 2)")
@@ -152,21 +161,30 @@ def _register(inputs: dict[str, Any], gate, num_threads: int) -> tuple[list[dict
                            RegistrationConfig(gate=gate, num_threads=num_threads))
     n = len(res.levels)
     shared = res.timings_s["surfaces_s"] + res.timings_s["global_s"]
-    cq = res.cbct_quality
-    width = cq.get("edge_mm", float("nan")) + cq.get("surface_noise_mm", float("nan"))
+    shared_cpu = res.timings_s["surfaces_cpu_s"] + res.timings_s["global_cpu_s"]
+    cq, pq = res.cbct_quality, res.preop_quality
+    width = cq.get("edge_mm", float("nan")) + cq.get("surface_noise_mm", float("nan"))  # as the gate scales
     out = []
     for lv, r in res.levels.items():
         q = r.quality
-        tre = None
+        tre = fitted_tre = None
+        if lv in res.fitted and lv in inputs["T"]:
+            fitted_tre = float(max(_tre(inputs["plan"], lv, res.fitted[lv], inputs["T"][lv])))
         if r.T_cbct_preop is not None and lv in inputs["T"]:
             tre = float(max(_tre(inputs["plan"], lv, r.T_cbct_preop, inputs["T"][lv])))
         other_fail = [f for f in q.failures if not f.startswith(("inlier RMSE", "95 % of residuals"))]
+        fov_only = [f for f in q.failures if not f.startswith("only") or "field of view" not in f]
         out.append({"level": lv, "accepted": bool(r.accepted), "reason": r.reason, "tre_max_mm": tre,
-                    "time_per_level_s": r.time_s + shared / n, "rmse_mm": q.inlier_rmse_mm,
-                    "p95_mm": q.residual_p95_mm, "width_mm": width,
+                    "fitted_tre_max_mm": fitted_tre,
+                    "time_per_level_s": r.time_s + shared / n, "cpu_per_level_s": r.cpu_s + shared_cpu / n,
+                    "rmse_mm": q.inlier_rmse_mm,
+                    "p95_mm": q.residual_p95_mm, "width_mm": width, "fov_fraction": q.fov_fraction,
+                    "fitness": q.fitness, "multistart_spread_mm": q.multistart_spread_mm,
+                    "multistart_worse_minima": q.multistart_worse_minima, "retried_starts": q.retried_starts,
                     "metal_near": bool(q.metal_distance_mm <= gate.metal_radius_mm),
-                    "other_checks_ok": not other_fail,
-                    "noise_hu": cq.get("noise_hu"), "edge_mm": cq.get("edge_mm")})
+                    "other_checks_ok": not other_fail, "non_fov_checks_ok": not fov_only,
+                    "noise_hu": cq.get("noise_hu"), "edge_mm": cq.get("edge_mm"),
+                    "preop_edge_mm": pq.get("edge_mm")})
     old = []
     for rec, (lv, (ok, reason)) in zip(out, regate(res, OLD_FIXED_GATE).items()):
         tre = None
@@ -182,6 +200,7 @@ def _task(job: tuple[str, str, int, int]) -> dict[str, Any]:
     from spine_nav.registration.config import GateThresholds
 
     kind, name, seed, threads = job
+    c0 = time.process_time()
     root = Path(tempfile.mkdtemp(prefix="sweep_"))
     try:
         if kind == "correct":
@@ -191,6 +210,7 @@ def _task(job: tuple[str, str, int, int]) -> dict[str, Any]:
             inputs, has_truth = _wrong_inputs(name, root, seed)
         out = {"kind": kind, "name": name, "seed": seed, "has_truth": has_truth}
         out["new"], out["old"] = _register(inputs, GateThresholds(), threads)
+        out["cpu_s"] = time.process_time() - c0  # phantom generation + registration, this worker process
         return out
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -204,6 +224,7 @@ def _summary(cases: list[dict[str, Any]], gate: str) -> dict[str, Any]:
     bad = sum(1 for c, lv in wrong if lv["accepted"] and (not c["has_truth"] or lv["tre_max_mm"] is None
                                                           or lv["tre_max_mm"] > 2.0))
     times = [lv["time_per_level_s"] for lv in correct]
+    cpus = [lv["cpu_per_level_s"] for lv in correct if "cpu_per_level_s" in lv]
     a = np.asarray(tres, float)
     return {
         "false_reject_rate": round(refused / len(correct), 4) if correct else None,
@@ -211,6 +232,7 @@ def _summary(cases: list[dict[str, Any]], gate: str) -> dict[str, Any]:
         "tre_p95_mm": round(float(np.percentile(a, 95)), 4) if a.size else None,
         "tre_max_mm": round(float(a.max()), 4) if a.size else None,
         "time_per_level_median_s": round(float(np.median(times)), 4) if times else None,
+        "cpu_per_level_median_s": round(float(np.median(cpus)), 4) if cpus else None,
         "correct_levels": len(correct), "correct_levels_refused": int(refused),
         "wrong_case_levels": len(wrong),
         "wrong_case_levels_refused": int(sum(not lv["accepted"] for _, lv in wrong)),
@@ -267,6 +289,31 @@ def _roc(cases: list[dict[str, Any]], factors=(0.10, 0.12, 0.14, 0.16, 0.18, 0.2
     return out
 
 
+def _roc_fov(cases: list[dict[str, Any]], limits=(0.5, 0.6, 0.65, 0.7, 0.75, 0.8)) -> list[dict[str, Any]]:
+    """False-reject rate / bad accepts vs the field-of-view limit (other checks held at their outcome);
+    also the largest TRE of a correct level that this limit would accept."""
+    out = []
+    for lim in limits:
+        refused = total = bad = 0
+        worst = 0.0
+        for c in cases:
+            for lv in c["new"]:
+                if "fov_fraction" not in lv:
+                    continue
+                f = lv["fov_fraction"]
+                ok = lv["non_fov_checks_ok"] and f is not None and math.isfinite(f) and f >= lim
+                if c["kind"] == "correct":
+                    total += 1
+                    refused += not ok
+                    if ok and lv["fitted_tre_max_mm"] is not None:
+                        worst = max(worst, lv["fitted_tre_max_mm"])
+                elif ok and (not c["has_truth"] or lv["fitted_tre_max_mm"] is None or lv["fitted_tre_max_mm"] > 2.0):
+                    bad += 1
+        out.append({"min_fov_fraction": lim, "false_reject_rate": round(refused / max(total, 1), 4),
+                    "bad_accepted_over_2mm": bad, "tre_max_mm_of_accepted_correct": round(worst, 3)})
+    return out
+
+
 def table_markdown(per_variant: dict[str, Any], per_wrong: dict[str, Any]) -> str:
     lines = ["| case | levels | accepted (gate / old gate) | TRE p95 / max mm (gate) | measured noise HU / edge mm | accepted > 2 mm (gate / old) |",
              "| --- | --- | --- | --- | --- | --- |"]
@@ -287,15 +334,18 @@ def run(args):
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         raise SystemExit(f"--variants: unknown {', '.join(unknown)} (known: {', '.join(VARIANTS)})")
+    full = bool(getattr(args, "full", False))
+    n_seeds = args.sweep_seeds if args.sweep_seeds is not None else (FULL_SEEDS if full else DEFAULT_SEEDS)
+    n_wrong = args.wrong_seeds if args.wrong_seeds is not None else (FULL_WRONG_SEEDS if full else DEFAULT_WRONG_SEEDS)
     jobs = max(1, int(args.jobs))
     threads = max(1, (os.cpu_count() or 2) // jobs)
     tasks = []  # seed by seed, wrong cases interleaved: an interrupted sweep still covers every kind
-    for i in range(max(args.sweep_seeds, args.wrong_seeds)):
-        tasks += [("correct", v, seed0 + i, threads) for v in names] if i < args.sweep_seeds else []
-        tasks += [("wrong", k, seed0 + WRONG_OFFSET + i, threads) for k in WRONG_KINDS] if i < args.wrong_seeds else []
+    for i in range(max(n_seeds, n_wrong)):
+        tasks += [("correct", v, seed0 + i, threads) for v in names] if i < n_seeds else []
+        tasks += [("wrong", k, seed0 + WRONG_OFFSET + i, threads) for k in WRONG_KINDS] if i < n_wrong else []
     _say(f"bench registration --sweep: {len(tasks)} cases on {'tuning' if args.tuning else 'fresh'} seeds "
          f"({jobs} worker(s) x {threads} thread(s))")
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     cases = []
     if getattr(args, "from_partial", None):  # summarise the cases an earlier (interrupted) sweep wrote
         cases = [json.loads(line) for line in Path(args.from_partial).read_text().splitlines() if line.strip()]
@@ -322,9 +372,12 @@ def run(args):
              "wrong_seeds": [wseeds[0], wseeds[-1]] if wseeds else [], "variants": names,
              "wrong_kinds": list(WRONG_KINDS), "levels_per_case": 3, "preop_voxel_mm": PREOP_VOXEL_MM,
              "misplacement": "30 deg / 50 mm added to every CBCT", "jobs": jobs, "threads_per_job": threads,
+             "form": "full" if full else "default", "load_average_1_5_15": list(os.getloadavg()),
              "bench_wall_s": round(time.perf_counter() - t0, 1), "cases": len(cases),
+             "bench_cpu_s": round(sum(c.get("cpu_s", 0.0) for c in cases), 1),
              "seeds_completed": len(seeds)},
-        details={"per_variant": per_variant, "wrong_cases": per_wrong, "roc": _roc(cases), "table_markdown": table,
+        details={"per_variant": per_variant, "wrong_cases": per_wrong, "roc": _roc(cases),
+                 "roc_fov": _roc_fov(cases), "table_markdown": table,
                  "refusals_of_correct_levels": [
                      {"case": f"{c['name']}/seed{c['seed']}/{lv['level']}", "reason": lv["reason"]}
                      for c in cases if c["kind"] == "correct" for lv in c["new"] if not lv["accepted"]]},

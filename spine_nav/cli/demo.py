@@ -41,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="fault, repeatable: kill:NODE = SIGKILL this node's process mid-drilling (tracker_bridge, "
                         "trajectory_guard, arm_guide, registration, sim_tracker; the arm holds, the process is "
                         "respawned, the case goes on; docs/safety.md); with --hosts also cut:HOST (tracker, "
-                        "navigation, robot, console) or delay:tracker:MS (docs/network.md)")
+                        "navigation, robot, console) or delay:HOST:MS (docs/network.md)")
     p.add_argument("--screws", type=int, default=None, help="stop after this many screws (quick runs)")
     p.add_argument("--tracker-rate-hz", type=float, default=100.0, help="simulated tracker rate (60-400 Hz)")
     p.add_argument("--hosts", action="store_true", help="each OR computer in its own network namespace on a virtual "

@@ -23,7 +23,10 @@ DDS: every process on the same ROS_DOMAIN_ID, ``ROS_AUTOMATIC_DISCOVERY_RANGE=SU
 and up again 2 s later; the surgeon stops drilling meanwhile, resumes the arm explicitly when the
 stack is heard again, and the case goes on. ``hold_after_ms`` = first HOLD command seen on the robot
 side after the cut minus the moment just before the link was set down (both ``time.time()``).
-``--inject delay:tracker:MS`` runs the whole case with MS ms added each way on the tracker link.
+``--inject delay:HOST:MS`` runs the whole case with MS ms added each way on HOST's link: for the tracker
+in its OpenIGTLink relay (the camera model lives in the world namespace, so the tracker's cable would
+otherwise be crossed twice per sample), for the others by :meth:`VirtualLan.delay` (a user-space
+layer-2 forwarder in place of the host's bridge port: this kernel has no ``tc netem``).
 
 Needs root; :class:`spine_nav.sim.netns.NetnsNotPermitted` says why not (no silent fallback).
 """
@@ -77,22 +80,19 @@ class Injection:
 
 
 def parse_inject(text: str) -> Injection:
-    """``cut:HOST`` (HOST in tracker, navigation, robot, console) or ``delay:tracker:MS``."""
+    """``cut:HOST`` or ``delay:HOST:MS`` (HOST in tracker, navigation, robot, console; MS in 0-1000)."""
     parts = text.split(":")
     if len(parts) == 2 and parts[0] == "cut" and parts[1] in HOSTS:
         return Injection("cut", parts[1])
-    if len(parts) == 3 and parts[0] == "delay":
-        if parts[1] != "tracker":
-            raise ValueError(f"--inject {text}: delay is only on the tracker link here (no sch_netem in this "
-                             "kernel; the tracker link's delay is a user-space relay)")
+    if len(parts) == 3 and parts[0] == "delay" and parts[1] in HOSTS:
         try:
             ms = float(parts[2])
         except ValueError:
             ms = -1.0
         if not 0.0 <= ms <= 1000.0:
             raise ValueError(f"--inject {text}: MS must be a number of milliseconds in 0-1000")
-        return Injection("delay", "tracker", ms)
-    raise ValueError(f"--inject {text!r}: expected cut:HOST (HOST: {', '.join(HOSTS)}) or delay:tracker:MS")
+        return Injection("delay", parts[1], ms)
+    raise ValueError(f"--inject {text!r}: expected cut:HOST or delay:HOST:MS (HOST: {', '.join(HOSTS)})")
 
 
 @dataclass
@@ -102,9 +102,13 @@ class HostsPlan:
 
 
 class HostsDemo(Demo):
-    def __init__(self, cfg: DemoConfig, log: Log, inject: Injection | None = None, tag: str | None = None) -> None:
+    def __init__(self, cfg: DemoConfig, log: Log, inject: Injection | None = None, tag: str | None = None,
+                 reference_timeout_s: float = HOSTS_REFERENCE_TIMEOUT_S) -> None:
+        """``reference_timeout_s``: arm_guide's stale-reference watchdog here (HOSTS_REFERENCE_TIMEOUT_S for
+        the measured hold times; a test on an overloaded machine may pass the one-machine demo's 0.2 s)."""
         super().__init__(cfg, log)
         self.inject = inject
+        self.reference_timeout_s = float(reference_timeout_s)
         domain = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
         self.lan = VirtualLan((*HOSTS, WORLD), tag=tag or f"sn{domain}", subnet=(200, domain % 256))
         self.plan_hosts = HostsPlan()
@@ -116,6 +120,7 @@ class HostsDemo(Demo):
         self._cut_attempted = False
         self.network: dict = {}
         self._procs_hosts: list = []  # (host, NodeProcess)
+        self._delay_proc: subprocess.Popen | None = None
 
     # ------------------------------------------------------------------ the run
     def run(self):
@@ -133,6 +138,12 @@ class HostsDemo(Demo):
             args = self.stack_args(DEFAULT_PORT) + self.hosts_args()
             self.log(f"[4/6] the stack on {len(HOSTS)} hosts (network namespaces {lan.tag}-*, bridge in {lan.lan_ns}, "
                      f"{lan.cidr}, no physical interface), DDS domain {os.environ.get('ROS_DOMAIN_ID', '0')} over UDP")
+            delayed = self.inject if self.inject and self.inject.kind == "delay" else None
+            if delayed and delayed.host != "tracker":
+                logs.mkdir(parents=True, exist_ok=True)
+                self._delay_proc = lan.delay(delayed.host, delayed.delay_ms, str(logs / "delay_link.log"))
+                self.log(f"      {delayed.host}'s link: {delayed.delay_ms:g} ms added each way (layer-2 forwarder, "
+                         f"pid {self._delay_proc.pid})")
             counters0 = {h: self.udp_tcp_counters(h) for h in (*HOSTS, WORLD)}
             rt = self.cfg.rt_priority
             procs = [self._node_proc("navigation", "navigation", ["tracker_bridge", "trajectory_guard"], args, rt),
@@ -150,7 +161,7 @@ class HostsDemo(Demo):
                       self._popen("tracker", "igtl_relay", [
                           sys.executable, "-m", "spine_nav.sim.igtl_relay", "--listen", f"0.0.0.0:{DEFAULT_PORT}",
                           "--upstream", f"{lan.ip(WORLD)}:{DEFAULT_PORT}", "--allow", lan.ip("navigation"),
-                          "--delay-ms", str(self.inject.delay_ms if self.inject and self.inject.kind == "delay" else 0)],
+                          "--delay-ms", str(delayed.delay_ms if delayed and delayed.host == "tracker" else 0)],
                           logs / "igtl_relay.log")]
             for host, p in self._procs_hosts:
                 self.plan_hosts.processes[host].append({"label": p.label, "pid": p.proc.pid})
@@ -193,6 +204,13 @@ class HostsDemo(Demo):
             counters1 = {h: self.udp_tcp_counters(h) for h in (*HOSTS, WORLD)}
             self.network = self.network_summary(counters0, counters1)
         finally:
+            if self._delay_proc is not None:
+                self._delay_proc.terminate()
+                try:
+                    self._delay_proc.wait(5.0)
+                except subprocess.TimeoutExpired:
+                    self._delay_proc.kill()
+                    self._delay_proc.wait(5.0)
             self.lan.destroy()
         return self.build_report(time.monotonic() - t_start)
 
@@ -200,7 +218,7 @@ class HostsDemo(Demo):
         lan = self.lan
         return (_p("tracker_bridge", "host", lan.ip("tracker")) + _p("sim_tracker", "host", lan.ip(WORLD))
                 + _p("sim_tracker", "allowed_peers", lan.ip("tracker"))
-                + _p("arm_guide", "reference_timeout_s", HOSTS_REFERENCE_TIMEOUT_S)
+                + _p("arm_guide", "reference_timeout_s", self.reference_timeout_s)
                 + _p("tracker_bridge", "timeout_ms", HOSTS_TRACKER_TIMEOUT_MS)
                 + _p("arm_guide", "command_rate_hz", HOSTS_COMMAND_RATE_HZ)
                 + _p("console_bridge", "case_dir", str(self.case_dir)))
@@ -249,7 +267,7 @@ class HostsDemo(Demo):
                               "igtl_tcp_segments_out": traffic[h].get("tcp_out")} for h in (*HOSTS, WORLD)},
                 "lan": self.lan.cidr, "domain_id": int(os.environ.get("ROS_DOMAIN_ID", "0") or 0),
                 "dds_profile": str(DDS_PROFILE.relative_to(REPO)),
-                "reference_timeout_s": HOSTS_REFERENCE_TIMEOUT_S, "tracker_timeout_ms": HOSTS_TRACKER_TIMEOUT_MS,
+                "reference_timeout_s": self.reference_timeout_s, "tracker_timeout_ms": HOSTS_TRACKER_TIMEOUT_MS,
                 "inject": self.inject.label if self.inject else None,
                 "igtl_refused_at_camera": [r[0] for r in getattr(self, "refused", [])]}
 

@@ -47,6 +47,7 @@ class LevelQuality:
     preop_points: int = 0
     cbct_points: int = 0
     retried_starts: int = 0  # extra starts tried after the first fit failed the gate (0 = none needed)
+    multistart_worse_minima: int = 0  # perturbed starts that settled in a worse minimum (failing the fit checks)
     metal_distance_mm: float = float("nan")  # nearest CBCT metal voxel to the level's centre (NaN: none)
     max_inlier_rmse_limit_mm: float = float("nan")  # the residual limits applied to this level
     max_residual_p95_limit_mm: float = float("nan")
@@ -62,18 +63,33 @@ class LevelQuality:
         return out
 
 
-def scaled_thresholds(g: GateThresholds, cbct) -> GateThresholds:
-    """``g`` with its residual limits scaled to the measured CBCT ``cbct``
-    (:class:`~spine_nav.registration.cbct_quality.CbctQuality`): ``rmse_per_edge`` /
-    ``p95_per_edge`` x (edge width + surface noise) mm, never below the fixed limits (see
-    :class:`GateThresholds` for where the factors come from). Unchanged when not ``data_derived``."""
+def scaled_thresholds(g: GateThresholds, cbct, preop=None) -> GateThresholds:
+    """``g`` with its residual limits scaled to the measured images: ``rmse_per_edge`` /
+    ``p95_per_edge`` x the surface width mm: the CBCT's edge width + surface noise and, when ``preop``
+    is given, the preop CT's in quadrature (both :class:`~spine_nav.registration.cbct_quality.CbctQuality`).
+    The pipeline passes the CBCT only: with the preop CT in quadrature (meant for a 0.5 mm CBCT against
+    a 1.2 mm preop CT, whose correct levels reach the 0.18 mm floor) the 1 mm CBCT limit rose to
+    ~0.25 mm and another phantom's vertebra (same template) passed at ~0.2 mm. Never below the fixed
+    limits (see :class:`GateThresholds` for the factors). Unchanged when not ``data_derived``."""
     if not g.data_derived:
         return g
-    width = float(cbct.edge_mm) + float(cbct.surface_noise_mm)
+    width = surface_width_mm(cbct, preop)
     if not np.isfinite(width):
         return g
     return replace(g, max_inlier_rmse_mm=max(g.max_inlier_rmse_mm, g.rmse_per_edge * width),
                    max_residual_p95_mm=max(g.max_residual_p95_mm, g.p95_per_edge * width))
+
+
+def surface_width_mm(cbct, preop=None) -> float:
+    """The width (mm) the gate's residual limits scale with: CBCT and (optional) preop CT image widths
+    in quadrature (:func:`image_width_mm`)."""
+    w = image_width_mm(cbct)
+    return float(np.hypot(w, image_width_mm(preop))) if preop is not None else w
+
+
+def image_width_mm(q) -> float:
+    """How imprecisely one image places its bone surface (mm): edge width + surface noise."""
+    return float(q.edge_mm) + float(q.surface_noise_mm)
 
 
 def level_thresholds(g: GateThresholds, q: LevelQuality) -> GateThresholds:

@@ -42,6 +42,7 @@ def result_to_dict(result: CaseRegistration, inputs: dict[str, str] | None = Non
         "timings_s": {k: round(v, 4) for k, v in result.timings_s.items()},
         "overridden_levels": [lv for lv, r in result.levels.items() if r.quality.overridden],
         "cbct_quality": dict(result.cbct_quality),
+        "preop_quality": dict(result.preop_quality),
     }
 
 

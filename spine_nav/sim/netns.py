@@ -17,6 +17,11 @@ it up again.
 Needs root (CAP_NET_ADMIN + CAP_SYS_ADMIN for ``ip netns``): :func:`check_permitted` raises
 :class:`NetnsNotPermitted` with the reason, never falls back silently.
 
+:meth:`VirtualLan.delay` adds latency to one host's cable, each way, without ``tc netem`` (this
+kernel has no sch_netem): the host's bridge port leaves the bridge and a user-space layer-2
+forwarder (:func:`delay_link_main`, raw ``AF_PACKET`` sockets in the LAN namespace) carries every
+frame between that port and a new veth pair into the bridge, ``ms`` after it arrived, in order.
+
 Processes are put into a host with ``ip netns exec`` (:meth:`VirtualLan.exec_prefix`); a thread of
 this process can enter one with :func:`enter_netns` (``setns(2)`` is per thread for network
 namespaces; sockets keep the namespace they were created in).
@@ -24,9 +29,17 @@ namespaces; sockets keep the namespace they were created in).
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
+import select
 import shutil
+import signal
+import socket
+import struct
 import subprocess
+import sys
+import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -146,10 +159,27 @@ class VirtualLan:
         return self
 
     def destroy(self) -> None:
-        """Delete every namespace of this tag (their veth ends go with them); quiet if absent."""
-        for name in [self.lan_ns, *(f"{self.tag}-{h}" for h in self.hosts)]:
-            if os.path.exists(os.path.join(NETNS_DIR, name)):
-                _run(["ip", "netns", "del", name], check=False)
+        """Stop every process still in a namespace of this tag (SIGTERM, SIGKILL after 5 s: leftovers of a
+        killed run, which would otherwise keep running in an unnamed namespace), then delete the
+        namespaces (their veth ends go with them); quiet if absent."""
+        names = [n for n in [self.lan_ns, *(f"{self.tag}-{h}" for h in self.hosts)]
+                 if os.path.exists(os.path.join(NETNS_DIR, n))]
+        pids = {int(p) for n in names for p in _run(["ip", "netns", "pids", n], check=False).stdout.split()
+                if p.isdigit() and int(p) != os.getpid()}
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5.0
+            while pids and time.monotonic() < deadline:
+                pids = {p for p in pids if os.path.exists(f"/proc/{p}") and not _zombie(p)}
+                time.sleep(0.05)
+            if not pids:
+                break
+        for name in names:
+            _run(["ip", "netns", "del", name], check=False)
         self.up = False
 
     def __enter__(self) -> "VirtualLan":
@@ -166,6 +196,45 @@ class VirtualLan:
     def restore(self, host: str) -> None:
         _run(["ip", "-n", self.lan_ns, "link", "set", self._port(host), "up"])
 
+    def delay(self, host: str, ms: float, log_path: str | None = None) -> subprocess.Popen:
+        """Add ``ms`` milliseconds each way on ``host``'s cable for the rest of this LAN's life; returns the
+        forwarder process once frames flow through it (or raises). Stopping that process leaves the host
+        cut off (its port stays out of the bridge) until :meth:`destroy`.
+
+        The host's bridge port leaves ``br0``; a veth pair ``d<i>-host`` (in br0) / ``q<i>-host`` takes
+        its place and :func:`delay_link_main` (a process in the LAN namespace) forwards each frame between
+        the port and ``q<i>-host`` ``ms`` later. Every host's eth0 computes its checksums in software
+        (offloads off): a frame copied through a packet socket must carry a complete checksum.
+        """
+        if not 0.0 <= ms <= 1000.0:
+            raise ValueError(f"delay({host!r}, {ms}): ms must be in 0-1000")
+        i, port = self.hosts.index(host), self._port(host)
+        to_br, fwd = f"d{i}-{host}"[:15], f"q{i}-{host}"[:15]
+        for h in self.hosts:
+            with enter_netns(self.ns(h)):
+                set_tx_offloads("eth0", False)
+        lan = ["ip", "-n", self.lan_ns, "link"]
+        _run(lan + ["add", to_br, "type", "veth", "peer", "name", fwd])
+        with enter_netns(self.lan_ns):  # frames leaving through the forwarder are re-checksummed nowhere
+            for dev in (to_br, fwd):
+                set_tx_offloads(dev, False)
+        _run(lan + ["set", to_br, "master", "br0"])
+        for dev in (to_br, fwd, port):
+            _run(lan + ["set", dev, "up", "promisc", "on"])
+        _run(lan + ["set", port, "nomaster"])
+        out = open(log_path, "w") if log_path else subprocess.DEVNULL
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+             os.environ.get("PYTHONPATH", "")])}
+        proc = subprocess.Popen(["ip", "netns", "exec", self.lan_ns, sys.executable, "-m", "spine_nav.sim.netns",
+                                 "delay-link", port, fwd, str(ms)], stdout=subprocess.PIPE, stderr=out, env=env,
+                                text=True)
+        ready = select.select([proc.stdout], [], [], 60.0)[0] and proc.stdout.readline().strip() == "ready"
+        if not ready:
+            proc.kill()
+            raise RuntimeError(f"delay({host!r}, {ms}): the forwarder did not start (exit {proc.poll()})")
+        return proc
+
     def link_up(self, host: str) -> bool:
         res = _run(["ip", "-n", self.lan_ns, "-o", "link", "show", self._port(host)], check=False)
         return "state UP" in res.stdout or ",UP," in res.stdout.split(">")[0]
@@ -177,6 +246,105 @@ class VirtualLan:
             res = _run(self.exec_prefix(host) + ["cat", f"/sys/class/net/eth0/statistics/{key}"], check=False)
             out[key] = int(res.stdout.strip() or 0)
         return out
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM, ETHTOOL_SSG, ETHTOOL_STSO, ETHTOOL_SGSO = 0x17, 0x19, 0x1F, 0x24
+
+
+def set_tx_offloads(dev: str, on: bool) -> None:
+    """``ethtool -K dev tx on|off tso on|off gso on|off sg on|off`` in the calling thread's namespace, by the
+    SIOCETHTOOL ioctl (no ethtool binary needed). Off: the kernel fills in every checksum and hands out
+    frames no larger than the MTU, as a packet socket needs to copy them to another device."""
+    buf = ctypes.create_string_buffer(8)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for cmd in ((ETHTOOL_STSO, ETHTOOL_SGSO, ETHTOOL_SSG, ETHTOOL_STXCSUM) if not on else
+                    (ETHTOOL_STXCSUM, ETHTOOL_SSG, ETHTOOL_STSO, ETHTOOL_SGSO)):
+            struct.pack_into("II", buf, 0, cmd, int(on))
+            ifreq = struct.pack("16sP", dev.encode(), ctypes.addressof(buf)) + b"\0" * 16
+            try:
+                fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifreq)
+            except OSError as exc:
+                raise RuntimeError(f"set_tx_offloads({dev!r}, {on}): SIOCETHTOOL {cmd:#x} failed: {exc}") from exc
+
+
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23
+ETH_P_ALL = 0x0003
+
+
+def delay_link_main(dev_a: str, dev_b: str, ms: float, max_duration_s: float = 6 * 3600.0,
+                    rt_priority: int = 50) -> int:
+    """Forward every Ethernet frame between ``dev_a`` and ``dev_b`` (both ways) ``ms`` after it arrived,
+    in arrival order, until SIGTERM/SIGINT; prints ``ready`` once both sockets are bound, and the frame
+    counts on stderr at the end. A frame that cannot be sent (that side down: a cut) is dropped, as on
+    a cable. Not a shaper: bandwidth and loss are untouched.
+
+    The forwarder stands for a cable, so it must not be the one starved of CPU: it runs SCHED_FIFO at
+    ``rt_priority`` (above the stack's realtime threads, 30) when permitted, and says so on stderr when not."""
+    delay_s = ms / 1000.0
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(rt_priority))
+    except (OSError, AttributeError) as exc:
+        print(f"delay-link: not realtime ({exc}); frames may wait for CPU on a loaded machine", file=sys.stderr,
+              flush=True)
+    socks = {}
+    for dev in (dev_a, dev_b):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE (root): past rmem_max, no drops in bursts
+        s.bind((dev, 0))
+        s.setblocking(False)
+        socks[dev] = s
+    sa, sb = socks[dev_a], socks[dev_b]
+    other = {sa: sb, sb: sa}
+    queue: dict[socket.socket, deque] = {sa: deque(), sb: deque()}  # frames to send ON that socket
+    counts = {dev_a: 0, dev_b: 0}
+    dropped = 0
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(1))
+    print("ready", flush=True)
+    t_end = time.monotonic() + max_duration_s
+    while not stop and time.monotonic() < t_end:
+        now = time.monotonic()
+        due = [q[0][0] for q in queue.values() if q]
+        timeout = max(0.0, min(due) - now) if due else 0.2
+        try:
+            readable = select.select([sa, sb], [], [], min(timeout, 0.2))[0]
+        except InterruptedError:
+            continue
+        now = time.monotonic()
+        for s in readable:
+            while True:
+                try:
+                    frame, addr = s.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # the device went down under us (a cut): read again after select
+                    break
+                if addr[2] == socket.PACKET_OUTGOING:
+                    continue
+                queue[other[s]].append((now + delay_s, frame))
+        now = time.monotonic()
+        for s, q in queue.items():
+            while q and q[0][0] <= now:
+                frame = q.popleft()[1]
+                try:
+                    s.send(frame)
+                    counts[dev_a if s is sa else dev_b] += 1
+                except OSError:
+                    dropped += 1
+    print(f"delay-link {dev_a}<->{dev_b} {ms:g} ms: frames out on {dev_a} {counts[dev_a]}, on {dev_b} "
+          f"{counts[dev_b]}, dropped {dropped}", file=sys.stderr, flush=True)
+    return 0
 
 
 _libc = None
@@ -207,3 +375,10 @@ def enter_netns(name: str) -> Iterator[None]:
             _setns(own)
     finally:
         os.close(own)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "delay-link":
+        sys.exit(delay_link_main(sys.argv[2], sys.argv[3], float(sys.argv[4])))
+    print("usage: python -m spine_nav.sim.netns delay-link DEV_A DEV_B MS   (in the LAN namespace)", file=sys.stderr)
+    sys.exit(2)
