@@ -10,7 +10,10 @@ T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyon
 ``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
 :mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
 guard/status for ``guard_timeout_ms`` while aligning/tracking -> hold "guard silent" (the guard
-publishes at least every heartbeat_period_ms, even idle).
+publishes at least every heartbeat_period_ms, even idle); no ``tracking/health`` (the bridge's
+heartbeat) for ``bridge_timeout_ms`` -> "bridge silent"; once a command source (console) announced
+itself on ``arm/command_source`` (:mod:`spine_nav.nodes.command_source`), no heartbeat from it for
+``command_source_timeout_ms`` -> "console silent" (core: :mod:`spine_nav.arm.liveness`).
 Publishes: the joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`:
 ``arm/joint_command`` JointTrajectory one point (default), ``<controller>/joint_trajectory`` for a
 ros2_control JointTrajectoryController, or ``<controller>/commands`` Float64MultiArray for a forward
@@ -37,8 +40,9 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import JointState
-from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealth
 from spine_nav_interfaces.srv import ArmCommand
+from std_msgs.msg import String
 
 from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
 from spine_nav.arm.host import GuideHost
@@ -46,6 +50,7 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
 from spine_nav.nodes.arm_params import arm_interface
+from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
 from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg_to_plan, pose_cdr_to_matrix_mm,
                                          stamp_to_seconds, validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.diagnostics import arm_status, diagnostics_publisher, publish_diagnostics
@@ -81,6 +86,10 @@ class ArmGuideNode(Node):
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
         self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS, raw=True)
         self.create_subscription(DiagnosticStatus, "supervisor/process_lost", self.on_process_lost, STATUS_QOS)
+        # heartbeats (spine_nav.arm.liveness): the bridge's health stream (raw: only its arrival counts
+        # here) and the registered command source's (docs/safety.md)
+        self.create_subscription(ToolHealth, "tracking/health", self.on_bridge_heartbeat, STATUS_QOS, raw=True)
+        self.create_subscription(String, COMMAND_SOURCE_TOPIC, self.on_command_source, STATUS_QOS)
         # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
         # on an inner node with its own executor thread so joint feedback and tracker samples keep
         # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
@@ -133,6 +142,19 @@ class ArmGuideNode(Node):
     def on_guard(self, msg: GuardStatus) -> None:
         if self.host.guide is not None:
             self.host.guide.on_guard_state(guard_state_name(msg), time.monotonic(), msg.reason)
+
+    def on_bridge_heartbeat(self, _data: bytes) -> None:
+        if self.host.guide is not None:
+            self.host.guide.on_heartbeat("bridge", time.monotonic())
+
+    def on_command_source(self, msg: String) -> None:
+        """Heartbeat of the command source: a name registers it (watched from now on), "" withdraws it."""
+        guide = self.host.guide
+        if guide is not None:
+            before = guide.liveness.registered("command_source")
+            guide.on_heartbeat("command_source", time.monotonic(), msg.data)
+            if msg.data != before:
+                self.get_logger().info(f"command source: {msg.data!r} (was {before!r})")
 
     def on_process_lost(self, msg: DiagnosticStatus) -> None:
         """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""
