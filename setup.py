@@ -36,6 +36,7 @@ NODE_SCRIPTS = {
     "sim_tracker": "spine_nav.nodes.sim_tracker:main",
     "trajectory_guard": "spine_nav.nodes.trajectory_guard:main",
     "console_bridge": "spine_nav.nodes.console_bridge:main",
+    "command_source": "spine_nav.nodes.command_source:main",
     "slicer_output": "spine_nav.nodes.slicer_output:main",
 }
 

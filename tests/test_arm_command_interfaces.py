@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 OVERRIDES = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
              "-p", "arm_guide:feedback_timeout_s:=3.0", "-p", "arm_guide:cycle_watchdog_s:=5.0",
-             "-p", "arm_guide:reference_timeout_s:=5.0", "-p", "arm_guide:guard_timeout_ms:=0.0",  # no guard here
+             "-p", "arm_guide:reference_timeout_s:=5.0", "-p", "arm_guide:guard_timeout_ms:=0.0", "-p", "arm_guide:bridge_timeout_ms:=0.0",  # no guard here
              "-p", "sim_arm:marker_noise_mm:=0.0", "-p", "sim_arm:command_timeout_s:=2.0"]
 #: the controller calls our joints differently (as a real robot's ros2_control config would): mapped by name
 RENAMED = [f"joint{i}:arm_j{i}" for i in range(1, 8)]

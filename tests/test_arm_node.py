@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 OVERRIDES = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
              "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
-             "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "arm_guide:guard_timeout_ms:=0.0",
+             "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "arm_guide:guard_timeout_ms:=0.0", "-p", "arm_guide:bridge_timeout_ms:=0.0",
              "-p", "sim_arm:marker_noise_mm:=0.0", "-p", "sim_arm:command_timeout_s:=2.0"]
 
 

@@ -320,7 +320,10 @@ def test_guard_composed_with_the_bridge_judges_every_sample_once_without_dds():
         assert set(sample_stamps) <= {_stamp_s(m.header.stamp) for m in tips}
         # reliable status topic: from the first status the listener got (discovery), every sample's status
         after = [t for t in (_stamp_s(m.header.stamp) for m in tips) if t >= min(sample_stamps)]
-        assert len(sample_stamps) >= len(after) - 2 and len(after) > 150
+        # every sample got its status: judged, or TRACKING_LOST while the periodic health (every 20 ms) still
+        # reported a tool lost at the stream's start
+        answered = {_stamp_s(m.tool_sample_stamp) for m in got if not m.repeat}
+        assert len(answered & set(after)) >= len(after) - 2 and len(after) > 150
         assert bridge.tool_tip_listeners.failures == [0, len(calls)]  # the guard's listener never failed
         judged = [m for m in got if m.state_name != "TRACKING_LOST"]  # (the end of the stream: lost)
         assert judged and all(m.state_name == "NO_PLAN" for m in judged)  # no plan was published
@@ -385,7 +388,8 @@ def test_a_bumped_reference_is_reported_as_the_bump_never_as_a_violation():
         assert stop.state_name == "TRACKING_LOST" and "reference array moved" in stop.reason, stop.reason
         worst = max(transform_difference(pose_msg_to_mm(m), T_REF_TIP)[0] for m in tips)
         assert worst < 0.1, f"a tool tip composed with the bumped reference was published ({worst:.2f} mm off)"
-        health = [h for h in listener.health if h.tool == "reference" and h.state == 1]
+        # lost after samples flowed (the periodic health says "no sample yet" before the first one)
+        health = [h for h in listener.health if h.tool == "reference" and h.state == 1 and h.samples_received > 0]
         assert health and "bumped?" in health[0].reason
     finally:
         sim.close()

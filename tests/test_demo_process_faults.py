@@ -1,9 +1,11 @@
 """End-to-end process faults (issue #14): `spine-nav demo --inject kill:NODE` for every killable node,
 all in ONE 2-screw case (one stack start: five separate runs would take ~5x as long on 2 cores).
 
-Every node runs in its own process (the launch layout); each kill (SIGKILL, mid-drilling) must leave the
-arm held with a cause naming the fault, be detected by the supervisor, be recovered (process respawned,
-stack healthy, arm resumed and re-aligned), and the case must still place both screws. ``hold_after_ms``
+Every node runs in its own process (the launch layout); each kill (SIGKILL, mid-drilling) of a
+safety-relevant process must leave the arm held with a cause naming the fault, be detected by the
+supervisor, be recovered (process respawned, stack healthy, arm resumed and re-aligned), and the case must
+still place both screws. The registration node is not safety-relevant while guiding (docs/safety.md): its
+death is detected and reported, the arm keeps guiding, the process is respawned and the case re-registered. ``hold_after_ms``
 is checked for presence and sanity only: it is a timing, reported by the demo and docs/safety.md
 (tests assert correctness, not timing)."""
 from __future__ import annotations
@@ -12,7 +14,8 @@ import json
 
 import pytest
 
-from spine_nav.demo.process_faults import KILLABLE, parse_inject
+from spine_nav.demo.process_faults import KILLABLE, NOT_SAFETY_RELEVANT, fault_handled, parse_inject
+from spine_nav.demo.report import FaultResult
 from spine_nav.demo.run import DemoConfig, run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -24,8 +27,10 @@ FIRST_CAUSES = {
     "tracker_bridge": ("process lost", "guard TRACKING_LOST", "stale command"),
     "trajectory_guard": ("process lost", "guard silent"),
     "arm_guide": ("sim_arm command watchdog",),
-    "registration": ("process lost",),
+    "registration": ("process lost, reported only",),
 }
+# the bridge's death may also be seen first by the arm guide's heartbeat watch of tracking/health
+FIRST_CAUSES["tracker_bridge"] += ("bridge silent",)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +56,26 @@ def test_kill_holds_the_arm_names_the_cause_and_recovers(killed_case, node):
     faults = {f["kind"]: f for f in data["faults"]}
     f = faults.get(f"kill:{node}")
     assert f is not None, (sorted(faults), log[-3000:])
-    assert f["name"] == f"kill:{node}" and f["detected"] and f["arm_held"], (f, log[-3000:])
+    assert f["name"] == f"kill:{node}" and f["detected"], (f, log[-3000:])
     assert f["cause"].startswith(FIRST_CAUSES[node]), f
     assert node in f["cause"] and node in f["detail"], f
     assert f["recovered"] is True, (f, log[-3000:])
-    assert isinstance(f["hold_after_ms"], float) and 0.0 < f["hold_after_ms"] < 2000.0, f
+    if node in NOT_SAFETY_RELEVANT:  # reported, the arm kept guiding
+        assert not f["arm_held"] and f["hold_after_ms"] is None and "arm kept guiding" in f["detail"], f
+    else:
+        assert f["arm_held"], (f, log[-3000:])
+        assert isinstance(f["hold_after_ms"], float) and 0.0 < f["hold_after_ms"] < 2000.0, f
+
+
+def test_fault_handled_expects_a_hold_only_for_safety_relevant_processes():
+    held = dict(detected=True, arm_held=True, cause="", recovered=True)
+    free = dict(detected=True, arm_held=False, cause="", recovered=True)
+    assert fault_handled(FaultResult("kill:tracker_bridge", kind="kill:tracker_bridge", **held))
+    assert not fault_handled(FaultResult("kill:tracker_bridge", kind="kill:tracker_bridge", **free))
+    assert fault_handled(FaultResult("kill:registration", kind="kill:registration", **free))
+    assert not fault_handled(FaultResult("kill:registration", kind="kill:registration", **held))
+    assert not fault_handled(FaultResult("kill:registration", kind="kill:registration",
+                                         **{**free, "detected": False}))
 
 
 def test_case_finishes_after_every_kill(killed_case):

@@ -22,6 +22,9 @@ from spine_nav.sim.arm import default_scene
 from tests.helpers import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
+#: node test: heartbeat timeouts (config: 50 ms). The test's own loop plays guard, bridge and console and
+#: shares its process with the arm: wide, so that a stall of the loop on a loaded machine is not a silence.
+TIMEOUT_MS = 400.0
 
 
 # ---------------------------------------------------------------------------------------------- core
@@ -88,6 +91,77 @@ def test_core_default_has_no_guard_liveness_check(kin):
     assert not g.state.holding
 
 
+def _cycles_with(g, scene, t0: float, n: int, beats: dict):
+    """As _cycles, with the guard every 10 ms and heartbeats ``key -> source`` every 10 ms (None: silent)."""
+    q = g.q_command
+    t = t0
+    for k in range(n):
+        t = t0 + (k + 1) * 1e-3
+        if k % 10 == 0:
+            g.on_reference(scene.T_tracker_reference, t)
+            g.on_guard_state("ALIGNED", t)
+            for key, source in beats.items():
+                if source is not None:
+                    g.on_heartbeat(key, t, source or None)
+        q = g.step(t, q, np.zeros_like(q), t).q_rad
+    return t
+
+
+def test_core_silent_bridge_holds_with_its_own_cause(kin):
+    scene = default_scene()
+    screw = scene.screws()[0]
+    g = _guide(kin, scene, guard_timeout_ms=50.0, bridge_timeout_ms=50.0)
+    g.on_guard_state("ALIGNED", 0.0)
+    ok, msg = g.align(screw, 0.0)
+    assert not ok and "tracking/health" in msg  # the bridge never heard: no motion
+    g.on_heartbeat("bridge", 0.0)
+    ok, msg = g.align(screw, 0.001)
+    assert ok, msg
+    t = _cycles_with(g, scene, 0.001, 200, {"bridge": ""})
+    assert not g.state.holding
+    g.on_heartbeat("bridge", t)  # the last heartbeat, then silence
+    t = _cycles_with(g, scene, t, 45, {"bridge": None})   # 45 ms without tracking/health: still moving
+    assert not g.state.holding
+    t = _cycles_with(g, scene, t, 20, {"bridge": None})
+    assert g.state.holding and g.stops[-1].cause == StopCause.BRIDGE_SILENT
+    assert g.state.stop_cause.startswith("bridge silent") and "tracking/health" in g.state.stop_cause
+    ok, msg = g.resume(t)
+    assert not ok and "bridge silent" in msg
+    g.on_heartbeat("bridge", t)
+    ok, msg = g.resume(t + 1e-3)
+    assert ok, msg
+
+
+def test_core_command_source_is_watched_only_while_registered(kin):
+    scene = default_scene()
+    screw = scene.screws()[0]
+    g = _guide(kin, scene, guard_timeout_ms=50.0, command_source_timeout_ms=50.0)
+    g.on_guard_state("ALIGNED", 0.0)
+    ok, msg = g.align(screw, 0.0)
+    assert ok, msg  # no console registered (headless): its absence never holds
+    t = _cycles_with(g, scene, 0.0, 200, {})
+    assert not g.state.holding
+    # a console announces itself, then goes silent (cable pulled) mid-tracking
+    t = _cycles_with(g, scene, t, 100, {"command_source": "console"})
+    assert g.liveness.registered("command_source") == "console" and not g.state.holding
+    g.on_heartbeat("command_source", t, "console")  # the last heartbeat, then silence
+    t = _cycles_with(g, scene, t, 45, {"command_source": None})
+    assert not g.state.holding
+    t = _cycles_with(g, scene, t, 20, {"command_source": None})
+    assert g.state.holding and g.stops[-1].cause == StopCause.COMMAND_SOURCE_SILENT
+    assert g.state.stop_cause.startswith("console silent") and "(console)" in g.state.stop_cause
+    ok, msg = g.resume(t)
+    assert not ok and "console silent" in msg  # resume refused until the console is heard again
+    g.on_heartbeat("command_source", t, "console")
+    ok, msg = g.resume(t + 1e-3)
+    assert ok, msg
+    # a clean withdrawal ("" = the console shut down on purpose): no longer watched
+    g.on_heartbeat("command_source", t + 2e-3, "")
+    assert g.liveness.registered("command_source") == ""
+    _cycles_with(g, scene, t + 2e-3, 200, {"command_source": None})
+    assert not g.state.holding
+
+
 # ---------------------------------------------------------------------------------------------- nodes
 
 
@@ -134,9 +208,11 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
     from geometry_msgs.msg import PoseStamped
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
-    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+    from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealth
     from spine_nav_interfaces.srv import ArmCommand
+    from std_msgs.msg import String
 
+    from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
     from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, plan_to_msg
     from spine_nav.nodes.qos import PLAN_QOS, SENSOR_QOS, STATUS_QOS
     from spine_nav.nodes.runner import ComposedStack
@@ -144,11 +220,15 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
 
     scene = default_scene()
     screws = scene.screws()
-    # generous servo watchdogs (a loaded test machine), the guard timeout as in config/nodes.yaml (50 ms)
+    # generous servo watchdogs (a loaded test machine)
     args = ["-p", "arm_guide:realtime:=false", "-p", "arm_guide:servo_rate_hz:=500.0",
             "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
             "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "sim_arm:command_timeout_s:=2.0",
-            "-p", "sim_arm:marker_noise_mm:=0.0"]
+            "-p", "sim_arm:marker_noise_mm:=0.0",
+            # heartbeat timeouts wider than config's 50 ms: the test's own loop plays guard, bridge and console
+            # and shares this process with the arm (a stall of the loop must not look like a silent input)
+            "-p", f"arm_guide:guard_timeout_ms:={TIMEOUT_MS}", "-p", f"arm_guide:bridge_timeout_ms:={TIMEOUT_MS}",
+            "-p", f"arm_guide:command_source_timeout_ms:={TIMEOUT_MS}"]
     with ComposedStack(["sim_arm", "arm_guide"], params_file=REPO / "config" / "nodes.yaml", extra_ros_args=args):
         node = Node("guard_silence_test", context=ros_context)
         ex = SingleThreadedExecutor(context=ros_context)
@@ -159,10 +239,13 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
         ref_pub = node.create_publisher(PoseStamped, "tracking/reference", SENSOR_QOS)
         guard_pub = node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
         lost_pub = node.create_publisher(DiagnosticStatus, "supervisor/process_lost", STATUS_QOS)
+        health_pub = node.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
+        source_pub = node.create_publisher(String, COMMAND_SOURCE_TOPIC, STATUS_QOS)
         cli = node.create_client(ArmCommand, "arm/command")
         plan_pub.publish(plan_to_msg(Plan(tuple(screws), frame="Reference"), 0.0))
         guard_on = [True]
-        last = {"ref": 0.0, "guard": 0.0}
+        on = {"bridge": True, "console": False}
+        last = {"ref": 0.0, "guard": 0.0, "bridge": 0.0, "console": 0.0}
 
         def spin():
             now = time.monotonic()
@@ -173,6 +256,12 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
             if guard_on[0] and now - last["guard"] > 0.01:
                 guard_pub.publish(GuardStatus(state=GuardStatus.STATE_ALIGNED, state_name="ALIGNED"))
                 last["guard"] = now
+            if on["bridge"] and now - last["bridge"] > 0.01:
+                health_pub.publish(ToolHealth(tool="reference"))
+                last["bridge"] = now
+            if on["console"] and now - last["console"] > 0.01:
+                source_pub.publish(String(data="console"))
+                last["console"] = now
             for _ in range(50):
                 n = len(states)
                 ex.spin_once(timeout_sec=0.0)
@@ -206,6 +295,26 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
             assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
             cause = states[-1].stop_cause
             assert cause.startswith("process lost") and "trajectory_guard" in cause and "SIGKILL" in cause, cause
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            on["bridge"] = False  # the bridge goes silent (its health stream is its heartbeat)
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            assert states[-1].stop_cause.startswith("bridge silent"), states[-1].stop_cause
+            on["bridge"] = True
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            on["console"] = True  # a console registers as the command source ...
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            assert wait_until(lambda: False, 0.3, spin=spin) is False and not states[-1].holding
+            on["console"] = False  # ... and goes silent
+            assert wait_until(lambda: states[-1].holding, 5.0, spin=spin), states[-1]
+            assert states[-1].stop_cause.startswith("console silent"), states[-1].stop_cause
+            on["console"] = True
+            assert wait_until(lambda: call("resume").success, 5.0, spin=spin)
+            source_pub.publish(String(data=""))  # withdrawn on purpose: no longer watched
+            on["console"] = False
+            assert wait_until(lambda: not states[-1].holding, 5.0, spin=spin)
+            # silent for twice its timeout: no hold (a withdrawn console is not watched)
+            assert wait_until(lambda: False, 2 * TIMEOUT_MS * 1e-3, spin=spin) is False and not states[-1].holding
         finally:
             ex.shutdown()
             node.destroy_node()

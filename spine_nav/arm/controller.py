@@ -16,7 +16,8 @@ the tube follows breathing), one warm-started IK step updates the goal joints, a
 scaled down when the tube is within ``near_patient_mm`` of its target.
 
 Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, a silent guard
-(no verdict for ``guard_timeout_ms``), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
+(no verdict for ``guard_timeout_ms``), a silent bridge or registered command source
+(:mod:`spine_nav.arm.liveness`), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
 limits, joint velocity above limit -> HOLD: commanded velocity zero and the command frozen from
 this cycle on; only :meth:`resume` (explicit) leaves HOLD. Requests made from other threads
 (``on_guard_state``, ``hold``) take effect at the next cycle.
@@ -30,6 +31,7 @@ import numpy as np
 from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError, Synchronization
 
 from spine_nav.arm.kinematics import AlignmentTarget, ArmKinematics, UnreachableTarget
+from spine_nav.arm.liveness import Liveness
 from spine_nav.arm.reference_filter import ReferenceFilter
 from spine_nav.arm.safety import GUARD_STOP_STATES, StopCause, StopEvent, log_stop
 from spine_nav.geometry import invert, rigid_rows, transform_directions, transform_points, validate_transform
@@ -60,6 +62,14 @@ class ArmGuideConfig:
     guard_timeout_ms: float | None = field(default=None, metadata={
         "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
         "description": "no guard/status for this long while aligning/tracking -> hold 'guard silent' (0 = off)"})
+    bridge_timeout_ms: float | None = field(default=None, metadata={
+        "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
+        "description": "no tracking/health (the bridge's heartbeat) for this long while aligning/tracking -> "
+                       "hold 'bridge silent' (0 = off)"})
+    command_source_timeout_ms: float | None = field(default=None, metadata={
+        "unit": "ms", "range": (0.0, 60_000.0), "ros_default": 50.0, "none_value": 0.0,
+        "description": "registered command source (console) heartbeat missing this long while aligning/tracking "
+                       "-> hold 'console silent' (0 = off)"})
     velocity_scale: float = field(default=0.5, metadata={
         "range": (1e-3, 1.0), "description": "fraction of the URDF joint velocity limits"})
     near_patient_mm: float = field(default=80.0, metadata={
@@ -127,6 +137,10 @@ class ArmGuide:
         self._frozen_reference: np.ndarray | None = None
         self._guard_state = ""
         self._guard_heard_s: float | None = None  # controller time of the last on_guard_state
+        self.liveness = Liveness()  # heartbeats of the other safety-relevant inputs (arm/liveness.py)
+        self.liveness.watch("bridge", "tracking/health", StopCause.BRIDGE_SILENT, self.cfg.bridge_timeout_ms)
+        self.liveness.watch("command_source", "command source heartbeat", StopCause.COMMAND_SOURCE_SILENT,
+                            self.cfg.command_source_timeout_ms, registered_only=True)
         self._pending_stop: StopEvent | None = None
         self._screw: Screw | None = None
         self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
@@ -210,6 +224,11 @@ class ArmGuide:
                 self._pending_stop = StopEvent(t_s, cause, detail)
                 self.hold_request_mono_ns = time.monotonic_ns()
 
+    def on_heartbeat(self, key: str, t_s: float, source: str | None = None) -> None:
+        """A heartbeat of a watched input (``"bridge"``, ``"command_source"``; see :class:`Liveness`)."""
+        with self._lock:
+            self.liveness.heard(key, t_s, source)
+
     def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
         """Request a hold (takes effect at the next control cycle)."""
         import time
@@ -239,7 +258,7 @@ class ArmGuide:
                 return False, f"holding ({self._stop_cause}); send resume first"
             if self._filter.T is None:
                 return False, "no tracker sample of the patient reference yet (tracking/reference)"
-            silent = self._guard_silence(t_s)
+            silent = self._guard_silence(t_s) or self._liveness_silence(t_s)
             if silent:
                 return False, silent
             entry, d = np.asarray(screw.entry_mm, float), screw.direction
@@ -272,7 +291,7 @@ class ArmGuide:
                 return False, "not holding"
             if self._guard_state in GUARD_STOP_STATES:
                 return False, f"guard still reports {self._guard_state}"
-            silent = self._guard_silence(t_s) if self._target_ref is not None else ""
+            silent = (self._guard_silence(t_s) or self._liveness_silence(t_s)) if self._target_ref is not None else ""
             if silent:
                 return False, silent
             if self._target_ref is not None and (self._ref_stamp_s is None
@@ -342,6 +361,9 @@ class ArmGuide:
             silent = self._guard_silence(t_s)
             if silent:
                 return StopEvent(t_s, StopCause.GUARD_SILENT, silent)
+            lost = self.liveness.check(t_s)
+            if lost is not None:
+                return lost
         out = (q < self._q_lo) | (q > self._q_hi)
         if out.any():
             j = int(np.flatnonzero(out)[0])
@@ -361,6 +383,10 @@ class ArmGuide:
             return "no guard/status received yet"
         age_ms = (t_s - self._guard_heard_s) * 1e3
         return f"no guard/status for {age_ms:.0f} ms > {timeout_ms:g} ms" if age_ms > timeout_ms else ""
+
+    def _liveness_silence(self, t_s: float) -> str:
+        ev = self.liveness.check(t_s)
+        return "" if ev is None else str(ev)
 
     def _enter_hold(self, event: StopEvent) -> None:
         import time

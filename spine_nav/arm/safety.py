@@ -25,6 +25,8 @@ class StopCause(str, Enum):
     OPERATOR = "operator hold"
     GUARD_SILENT = "guard silent"            # no guard/status for guard_timeout_ms (guard dead, hung, link down)
     PROCESS_LOST = "process lost"            # the supervisor saw a stack process die (detail names it)
+    BRIDGE_SILENT = "bridge silent"          # no tracking/health for bridge_timeout_ms (bridge dead, hung, link down)
+    COMMAND_SOURCE_SILENT = "console silent"  # the registered command source (console) sent no heartbeat
 
 
 #: Guard states (GuardStatus.state_name) that stop the arm.

@@ -1,4 +1,9 @@
-"""`spine-nav up`: start the stack (nodes composed in one process) from config/stack.yaml."""
+"""`spine-nav up`: start the stack from config/stack.yaml: its nodes composed in one process, or, with
+``--respawn``, supervised child processes (``--split``: one per node, the launch layout) that are
+restarted with a growing backoff when they die (0.5 s doubling to 8 s, as launch's ``respawn`` with
+``respawn_delay``), every death of a safety-relevant process published at once on
+``supervisor/process_lost`` (the arm guide holds) and every death on ``/diagnostics``
+(:class:`spine_nav.demo.processes.Supervisor`, docs/safety.md)."""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rt-priority", type=int, default=0, metavar="N",
                    help="run every thread of this process under SCHED_FIFO priority N (1-98; 0: normal, default); "
                         "the arm servo keeps its own higher priority")
+    p.add_argument("--respawn", action="store_true",
+                   help="supervise: run the nodes in child processes, respawn a dead one with backoff (0.5 s "
+                        "doubling to 8 s) and publish its death on supervisor/process_lost (docs/safety.md)")
+    p.add_argument("--split", action="store_true",
+                   help="with --respawn: one process per node (as launch/spine_nav.launch.py); default one child")
+    p.add_argument("--log-dir", default="", help="with --respawn: the children's logs (default: a temporary folder)")
     p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
                    help="extra ROS arguments, e.g. -p plan_publisher:plan_path:=plan.json")
     p.set_defaults(func=run)
@@ -41,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
         return fail(f"unknown node(s) {', '.join(unknown)} (known: {', '.join(sorted(NODES))})")
     if not 0 <= args.rt_priority <= 98:
         return fail(f"--rt-priority: {args.rt_priority} is outside 0-98")
+    if args.split and not args.respawn:
+        return fail("--split: only with --respawn (without it the nodes are composed in this process)")
+    if args.respawn:
+        return run_supervised(args, names)
     tune_process_for_nodes()
     sched = set_process_realtime(args.rt_priority)
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor, {sched}); Ctrl-C to stop")
@@ -58,4 +73,77 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         while args.duration <= 0 or time.monotonic() - t0 < args.duration:
             time.sleep(0.1)
+    return 0
+
+
+#: nodes whose death does not stop the arm (docs/safety.md, "Which processes are safety-relevant"):
+#: restarted and reported on /diagnostics, not on supervisor/process_lost
+NOT_SAFETY_RELEVANT_NODES = ("registration", "plan_publisher", "console_bridge")
+
+
+def child_processes(args: argparse.Namespace, names: list[str], log_dir: Path) -> list:
+    """The supervised children: `spine-nav up --nodes ...` each (one per node with ``--split``)."""
+    import sys
+
+    from spine_nav.demo.processes import SupervisedProcess
+
+    groups = [[n] for n in names] if args.split else [list(names)]
+    # a child ends a little after this process would (its own bound); 0 = until stopped
+    duration = args.duration + 5.0 if args.duration > 0 else 0.0
+    procs = []
+    for group in groups:
+        label = group[0] if len(group) == 1 else "stack"
+        cmd = [sys.executable, "-m", "spine_nav.cli.main", "up", "--config", args.config, "--nodes", *group,
+               "--executor", args.executor, "--duration", str(duration), "--rt-priority", str(args.rt_priority)]
+        if args.ros_args:
+            cmd += ["--ros-args", *args.ros_args]
+        relevant = not all(n in NOT_SAFETY_RELEVANT_NODES for n in group)
+        procs.append(SupervisedProcess(label, cmd, log_dir / f"{label}.log", group, safety_relevant=relevant))
+    return procs
+
+
+def run_supervised(args: argparse.Namespace, names: list[str]) -> int:
+    """The supervisor: children started, watched, respawned; Ctrl-C / SIGTERM / --duration stop them all."""
+    import signal
+    import tempfile
+    import threading
+
+    import rclpy
+    from rclpy.context import Context
+
+    from spine_nav.demo.process_faults import process_lost_publisher
+    from spine_nav.demo.processes import Supervisor
+
+    log_dir = Path(args.log_dir) if args.log_dir else Path(tempfile.mkdtemp(prefix="spine_nav_up_"))
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    ctx = Context()
+    rclpy.init(context=ctx)
+    node = rclpy.create_node("spine_nav_supervisor", context=ctx)
+    publish_lost = process_lost_publisher(node)
+
+    def on_lost(event) -> None:
+        publish_lost(event)
+        info(f"spine-nav up: supervisor: {event.message}"
+             + ("" if event.safety_relevant else " (not safety-relevant: reported only)"))
+
+    procs = child_processes(args, names, log_dir)
+    for p in procs:
+        info(f"spine-nav up: started {p.label} ({', '.join(p.nodes)}) pid {p.proc.pid}, log {p.log_path}")
+    sup = Supervisor(procs, on_lost=on_lost, priority=args.rt_priority + 1 if args.rt_priority > 0 else 0,
+                     on_respawn=lambda e: info(f"spine-nav up: supervisor: {e.message}, pid "
+                                               f"{next(p.proc.pid for p in procs if p.label == e.label)}")).start()
+    info(f"spine-nav up: supervising {len(procs)} process(es) ({', '.join(names)}); Ctrl-C to stop")
+    t0 = time.monotonic()
+    try:
+        while not stop.is_set() and (args.duration <= 0 or time.monotonic() - t0 < args.duration):
+            stop.wait(0.1)
+    finally:
+        sup.stop()  # first: no respawn of a stopping stack
+        for p in procs:
+            p.stop()
+        node.destroy_node()
+        rclpy.shutdown(context=ctx)
+    info("spine-nav up: stopped")
     return 0

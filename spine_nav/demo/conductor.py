@@ -50,7 +50,9 @@ class Recording:
 class Conductor:
     """Own context, own executor thread; all waits are bounded."""
 
-    def __init__(self) -> None:
+    def __init__(self, arm_service: str = "arm/command") -> None:
+        """``arm_service``: where the surgeon's arm commands go (``spine-nav demo --hosts``: through the
+        console's command panel, ``console/arm_command``, :mod:`spine_nav.nodes.command_source`)."""
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("demo_conductor", context=self.context)
@@ -64,7 +66,7 @@ class Conductor:
         self.tool_pub = self.node.create_publisher(PoseStamped, "sim/tool_tip_truth", SENSOR_QOS)
         self.register_cli = self.node.create_client(Register, "registration/register")
         self.select_cli = self.node.create_client(SelectScrew, "guard/select_screw")
-        self.arm_cli = self.node.create_client(ArmCommand, "arm/command")
+        self.arm_cli = self.node.create_client(ArmCommand, arm_service)
         self.executor = make_executor("events", context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()

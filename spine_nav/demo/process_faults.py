@@ -31,6 +31,10 @@ from spine_nav.demo.report import FaultResult
 
 #: Nodes ``--inject kill:NODE`` may kill (each in its own process in the kill layout).
 KILLABLE = ("tracker_bridge", "trajectory_guard", "arm_guide", "registration", "sim_tracker")
+#: Killable nodes whose death does not stop the arm (docs/safety.md, "Which processes are safety-relevant"):
+#: reported on /diagnostics and in the report, restarted, the arm keeps guiding.
+NOT_SAFETY_RELEVANT = ("registration",)
+NO_HOLD_WATCH_S = 0.5      # after such a kill: the arm must not hold within this window (checked, reported)
 HOLD_WAIT_S = 2.0          # bounded waits for the detection / the hold / the cause after a kill
 RESPAWN_WAIT_S = 30.0
 HEALTHY_WAIT_S = 60.0
@@ -44,6 +48,14 @@ def parse_inject(text: str) -> str:
     return f"kill:{node}"
 
 
+def fault_handled(f: FaultResult) -> bool:
+    """The fault was handled as it should be: the arm held (or, for the death of a process that is not
+    safety-relevant, kept guiding and the death was detected), and it was not left unrecovered."""
+    node = (f.kind or "").partition(":")[2] if (f.kind or "").startswith("kill:") else ""
+    ok = (f.detected and not f.arm_held) if node in NOT_SAFETY_RELEVANT else f.arm_held
+    return ok and f.recovered is not False
+
+
 def stack_processes(args: list[str], logs: Path, rt: int, sim_rt: int, split: bool) -> list[NodeProcess]:
     """The demo's stack processes. ``split``: one per node incl. the simulated tracker (the kill layout);
     else bridge + guard composed (in-process tool samples), the arm guide, the registration."""
@@ -51,10 +63,10 @@ def stack_processes(args: list[str], logs: Path, rt: int, sim_rt: int, split: bo
         return [NodeProcess("navigation", ["tracker_bridge", "trajectory_guard"], args, logs / "navigation.log",
                             rt_priority=rt),
                 NodeProcess("arm", ["arm_guide"], args, logs / "arm_guide.log", rt_priority=rt),
-                NodeProcess("registration", ["registration"], args, logs / "registration.log")]
+                NodeProcess("registration", ["registration"], args, logs / "registration.log", safety_relevant=False)]
     return [NodeProcess(n, [n], args, logs / f"{n}.log", rt_priority=rt)
             for n in ("tracker_bridge", "trajectory_guard", "arm_guide")] + [
-        NodeProcess("registration", ["registration"], args, logs / "registration.log"),
+        NodeProcess("registration", ["registration"], args, logs / "registration.log", safety_relevant=False),
         NodeProcess("sim_tracker", ["sim_tracker"], args, logs / "sim_tracker.log", rt_priority=sim_rt)]
 
 
@@ -73,7 +85,9 @@ def replica_tracker_model(params_file: Path, T_tracker_reference, rate_hz: float
 
 
 def process_lost_publisher(node) -> Callable[[ProcessEvent], None]:
-    """Supervisor ``on_lost`` callback publishing on ``supervisor/process_lost`` and ``/diagnostics``."""
+    """Supervisor ``on_lost`` callback: ``/diagnostics`` for every lost process (ERROR when it is
+    safety-relevant, else WARN), ``supervisor/process_lost`` (which holds the arm) only for the
+    safety-relevant ones."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     from spine_nav.nodes.qos import STATUS_QOS
@@ -82,11 +96,14 @@ def process_lost_publisher(node) -> Callable[[ProcessEvent], None]:
     diag_pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def publish(event: ProcessEvent) -> None:
-        st = DiagnosticStatus(level=DiagnosticStatus.ERROR, name=f"spine_nav/supervisor/{event.label}",
+        level = DiagnosticStatus.ERROR if event.safety_relevant else DiagnosticStatus.WARN
+        st = DiagnosticStatus(level=level, name=f"spine_nav/supervisor/{event.label}",
                               hardware_id="supervisor", message=event.message,
                               values=[KeyValue(key="nodes", value=",".join(event.nodes)),
-                                      KeyValue(key="returncode", value=str(event.returncode))])
-        lost_pub.publish(st)
+                                      KeyValue(key="returncode", value=str(event.returncode)),
+                                      KeyValue(key="safety_relevant", value=str(event.safety_relevant).lower())])
+        if event.safety_relevant:
+            lost_pub.publish(st)
         arr = DiagnosticArray(status=[st])
         arr.header.stamp = node.get_clock().now().to_msg()
         diag_pub.publish(arr)
@@ -115,6 +132,8 @@ class ProcessFaults:
         wall_inj, t_inj = time.time(), time.monotonic()
         self.t_inj = t_inj
         proc.kill()
+        if not proc.safety_relevant:
+            return self._inject_not_safety_relevant(kind, proc, c, t_inj, n_holds)
         deadline = t_inj + HOLD_WAIT_S
         hold = None
         while time.monotonic() < deadline:
@@ -149,6 +168,36 @@ class ProcessFaults:
                             kind=kind, hold_after_ms=hold_ms, recovered=None)
         self.log(f"      {kind}: detected={fault.detected} ({_ms(detected_ms)} ms) arm_held={fault.arm_held} "
                  f"({_ms(hold_ms)} ms) cause={cause}")
+        return fault
+
+    def _inject_not_safety_relevant(self, kind: str, proc, c, t_inj: float, n_holds: int) -> FaultResult:
+        """A process the arm does not depend on while guiding died: it must be reported (supervisor,
+        /diagnostics) and must not stop the arm: no hold naming it within NO_HOLD_WATCH_S. A hold with
+        another cause meanwhile (a loaded machine's stale sample) is not this fault's and is only noted."""
+        wall_inj = time.time() - (time.monotonic() - t_inj)
+        c.wait_for(lambda: bool(self.sup.events_since(t_inj, "lost", proc.label)), HOLD_WAIT_S)
+        lost = self.sup.events_since(t_inj, "lost", proc.label)
+        c.wait_for(lambda: time.monotonic() > t_inj + NO_HOLD_WATCH_S, NO_HOLD_WATCH_S + 1.0)
+        holds = [h for h in self.sim_arm.hold_events[n_holds:] if h[0] >= t_inj]
+        causes = sorted({m.stop_cause for t, m in c.rec.arm_states if t >= wall_inj and m.holding})
+        ours = [x for x in causes if proc.label in x or x.startswith("process lost")]
+        detected_ms = (lost[0].t_mono - t_inj) * 1e3 if lost else None
+        cause = (f"process lost, reported only (not safety-relevant while guiding): {lost[0].message}" if lost
+                 else f"process {proc.label}: not detected")
+        if ours:
+            arm = f"arm held by this fault ({'; '.join(ours)}): not expected"
+        elif holds:
+            arm = (f"arm kept guiding as far as this fault goes; an unrelated stop meanwhile: "
+                   f"{'; '.join(causes) or 'a hold'}")
+        else:
+            arm = f"arm kept guiding (no hold within {NO_HOLD_WATCH_S * 1e3:.0f} ms)"
+        detail = (f"supervisor: {lost[0].message} after {detected_ms:.1f} ms, on /diagnostics (WARN); "
+                  if lost else "supervisor: not detected; ") + arm
+        fault = FaultResult(kind, detected=bool(lost), arm_held=bool(ours), cause=cause, detail=detail,
+                            kind=kind, hold_after_ms=(holds[0][0] - t_inj) * 1e3 if ours and holds else None,
+                            recovered=None)
+        self.log(f"      {kind}: detected={fault.detected} ({_ms(detected_ms)} ms) arm_held={fault.arm_held} "
+                 f"cause={cause}; {arm}")
         return fault
 
     def recover(self, fault: FaultResult, c, screw_id: str) -> tuple[bool, str]:

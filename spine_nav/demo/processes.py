@@ -27,10 +27,17 @@ from typing import Callable, Sequence
 
 
 class SupervisedProcess:
-    """One OS process running ``cmd``; output appended to ``log_path``; restartable; own process group."""
+    """One OS process running ``cmd``; output appended to ``log_path``; restartable; own process group.
 
-    def __init__(self, label: str, cmd: Sequence[str], log_path: Path, nodes: Sequence[str] = ()) -> None:
+    ``safety_relevant``: its death stops the arm (the demo publishes it on ``supervisor/process_lost``).
+    False for processes the arm does not depend on while guiding (the registration node, measurement
+    aids such as the floor relay): their death is reported (``/diagnostics``, the report) and they are
+    restarted, but the arm keeps guiding (docs/safety.md, "Which processes are safety-relevant")."""
+
+    def __init__(self, label: str, cmd: Sequence[str], log_path: Path, nodes: Sequence[str] = (),
+                 safety_relevant: bool = True) -> None:
         self.label = label
+        self.safety_relevant = safety_relevant
         self.nodes = tuple(nodes) or (label,)
         self.cmd = list(cmd)
         self.log_path = log_path
@@ -106,13 +113,14 @@ class NodeProcess(SupervisedProcess):
     "lost" event)."""
 
     def __init__(self, label: str, nodes: Sequence[str], ros_args: Sequence[str], log_path: Path,
-                 max_duration_s: float = 1800.0, rt_priority: int = 0, prefix: Sequence[str] = ()) -> None:
+                 max_duration_s: float = 1800.0, rt_priority: int = 0, prefix: Sequence[str] = (),
+                 safety_relevant: bool = True) -> None:
         """``prefix``: put in front of the command, e.g. ``ip netns exec NS`` (``spine-nav demo --hosts``)."""
         cmd = [*prefix, sys.executable, "-m", "spine_nav.cli.main", "up", "--nodes", *nodes,
                "--duration", str(max_duration_s), "--rt-priority", str(int(rt_priority))]
         if ros_args:
             cmd += ["--ros-args", *ros_args]
-        super().__init__(label, cmd, log_path, nodes)
+        super().__init__(label, cmd, log_path, nodes, safety_relevant=safety_relevant)
 
 
 def exit_text(returncode: int | None) -> str:
@@ -138,6 +146,7 @@ class ProcessEvent:
     t_mono: float
     returncode: int | None = None
     delay_s: float = 0.0
+    safety_relevant: bool = True   # the process's (SupervisedProcess.safety_relevant)
     reason: str = ""
 
     @property
@@ -246,7 +255,8 @@ class Supervisor:
                     with self._lock:
                         self._due[p.label] = (now + delay, delay)
                     reason = p.failure_reason() if rc > 0 else ""  # a kill has no last words
-                    self._record(ProcessEvent("lost", p.label, p.nodes, now, rc, reason=reason), self.on_lost)
+                    self._record(ProcessEvent("lost", p.label, p.nodes, now, rc, safety_relevant=p.safety_relevant,
+                                              reason=reason), self.on_lost)
                 elif now >= due[0]:
                     try:
                         p.restart()
@@ -257,8 +267,8 @@ class Supervisor:
                         continue
                     with self._lock:
                         del self._due[p.label]
-                    self._record(ProcessEvent("respawned", p.label, p.nodes, time.monotonic(), delay_s=due[1]),
-                                 self.on_respawn)
+                    self._record(ProcessEvent("respawned", p.label, p.nodes, time.monotonic(), delay_s=due[1],
+                                              safety_relevant=p.safety_relevant), self.on_respawn)
             self._wait(pidfds)
 
 
@@ -269,4 +279,5 @@ def floor_relay_process(latency_out, log_path, out_topic: str = "bench/floor_sta
     processes, at their priority, and reads its record like theirs."""
     cmd = [sys.executable, "-m", "spine_nav.nodes.floor_relay", "--latency-out", str(latency_out),
            "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
-    return SupervisedProcess("floor_relay", cmd, Path(log_path))
+    # a measurement aid: restarted when it dies, but its death is no reason to stop the arm
+    return SupervisedProcess("floor_relay", cmd, Path(log_path), safety_relevant=False)

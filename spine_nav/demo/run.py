@@ -52,7 +52,8 @@ DEMO_WATCHDOGS = (
     # the depth stop is planned depth + margin: with ~0.3 mm of tracked-tip noise along the axis a zero
     # margin turns the last sample at the target into a VIOLATION (and an arm hold) half of the time
     ("trajectory_guard", "depth_margin_mm", 1.0),
-    ("tracker_bridge", "timeout_ms", 100.0),
+    # 70 ms (config 50): a silent tracker (e.g. kill:sim_tracker) holds the arm within 100 ms via TRACKING_LOST
+    ("tracker_bridge", "timeout_ms", 70.0),
     ("arm_guide", "reference_timeout_s", 0.2),
     ("arm_guide", "cycle_watchdog_s", 0.05),
     ("arm_guide", "feedback_timeout_s", 0.15),

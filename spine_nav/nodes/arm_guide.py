@@ -10,7 +10,10 @@ T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyon
 ``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
 :mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
 guard/status for ``guard_timeout_ms`` while aligning/tracking -> hold "guard silent" (the guard
-publishes at least every heartbeat_period_ms, even idle).
+publishes at least every heartbeat_period_ms, even idle); no ``tracking/health`` (the bridge's
+heartbeat) for ``bridge_timeout_ms`` -> "bridge silent"; once a command source (console) announced
+itself on ``arm/command_source`` (:mod:`spine_nav.nodes.command_source`), no heartbeat from it for
+``command_source_timeout_ms`` -> "console silent" (core: :mod:`spine_nav.arm.liveness`).
 Publishes: the joint command on the ``command_interface``'s topic (:mod:`spine_nav.nodes.arm_params`:
 ``arm/joint_command`` JointTrajectory one point (default), ``<controller>/joint_trajectory`` for a
 ros2_control JointTrajectoryController, or ``<controller>/commands`` Float64MultiArray for a forward
@@ -36,8 +39,9 @@ import time
 from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import JointState
-from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan
+from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealth
 from spine_nav_interfaces.srv import ArmCommand
+from std_msgs.msg import String
 
 from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
 from spine_nav.arm.host import GuideHost
@@ -45,9 +49,11 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
 from spine_nav.nodes.arm_params import arm_interface
-from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg_to_plan, pose_cdr_to_matrix_mm,
-                                         stamp_to_seconds, validated_matrix_mm_to_pose_stamped)
+from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
+from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg_to_plan, quat_mm_to_matrix_mm,
+                                         validated_matrix_mm_to_pose_stamped)
 from spine_nav.nodes.diagnostics import arm_status, diagnostics_publisher, publish_diagnostics
+from spine_nav.nodes.in_process import pose_samples
 from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.lifecycle import ManagedNode
 from spine_nav.nodes.parameters import config_from, pose_from
@@ -58,50 +64,54 @@ from spine_nav.plan import PlanError
 class ArmGuideNode(ManagedNode):
     """Lifecycle (:mod:`spine_nav.nodes.lifecycle`): configure reads the robot (URDF), builds the guide's host,
     publishers, subscriptions, the ``arm/command`` service (on its inner node) and timers; activate starts the
-    1 kHz servo thread; deactivate holds the arm (one hold command) and stops the servo; cleanup writes the
-    latency record and releases the rest. ``arm/command`` is refused while the node is not active."""
+    1 kHz servo thread; deactivate holds the arm (one hold command) and stops the servo; cleanup (through
+    ``at_cleanup``) destroys the inner node and writes the latency record. ``arm/command`` is refused while the node is not active."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__("arm_guide", **kwargs)
-        self.servo = self._command_node = self.host = None
+        self.servo = self.host = None
 
     def configure(self) -> None:
         p = self.params
-        self._T_tracker_robotbase = pose_from(p, "tracker_robotbase", self.get_name())
+        T_tracker_robotbase = pose_from(p, "tracker_robotbase", self.get_name())  # hand-eye calibration
         self.servo_rate_hz = p["servo_rate_hz"]
         self._cfg = config_from(ArmGuideConfig, p, "arm_guide", control_period_s=1.0 / self.servo_rate_hz)
-        self.latency_record_path = str(p["latency_record_path"])
         #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
         self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
         self.iface = arm_interface(p, self.get_name())  # ValueError (one line) naming the parameter / file
         self.kin = ArmKinematics(self.iface.arm)
-        self.joint_names = self.kin.arm.joint_names
         self._command_period_s = 1.0 / p["command_rate_hz"]
-        self.host = GuideHost(self.kin, self._T_tracker_robotbase, self._cfg)  # the guide, from the first joint state
+        self.host = GuideHost(self.kin, T_tracker_robotbase, self._cfg)  # the guide, from the first joint state
+        if p["latency_record_path"]:  # written on cleanup / shutdown
+            self.at_cleanup(lambda: self.latency.write(str(p["latency_record_path"])))
         self.cmd_pub = self.create_publisher(self.iface.message_type, self.iface.command_topic, STATUS_QOS)
         self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", DISPLAY_QOS)
         self.diag_pub = diagnostics_publisher(self)
         self.create_subscription(ScrewPlan, "plan/registered", self.on_plan, PLAN_QOS)
         # 1 kHz poses arrive as serialized bytes (spine_nav.nodes.cdr): no Python message built per sample
-        self.create_subscription(PoseStamped, "tracking/reference", self.on_reference, SENSOR_QOS, raw=True)
+        for topic, on_pose in (("tracking/reference", self.on_reference), ("tracking/arm_marker", self.on_arm_marker)):
+            self.create_subscription(PoseStamped, topic, pose_samples(self, topic, on_pose), SENSOR_QOS, raw=True)
         self.create_subscription(GuardStatus, "guard/status", self.on_guard, STATUS_QOS)
         self.create_subscription(JointState, "joint_states", self.on_joint_state, SENSOR_QOS)
-        self.create_subscription(PoseStamped, "tracking/arm_marker", self.on_arm_marker, SENSOR_QOS, raw=True)
         self.create_subscription(DiagnosticStatus, "supervisor/process_lost", self.on_process_lost, STATUS_QOS)
+        # heartbeats (spine_nav.arm.liveness): the bridge's health stream (raw: only its arrival counts
+        # here) and the registered command source's (docs/safety.md)
+        self.create_subscription(ToolHealth, "tracking/health", self.on_bridge_heartbeat, STATUS_QOS, raw=True)
+        self.create_subscription(String, COMMAND_SOURCE_TOPIC, self.on_command_source, STATUS_QOS)
         # The alignment IK (several seeds, up to ~150 ms) runs in the service callback: the service lives
         # on an inner node with its own executor thread so joint feedback and tracker samples keep
         # flowing meanwhile (otherwise the servo's feedback watchdog trips during every align).
-        self._command_node = InnerNode("arm_guide_command", self.context)
-        self._command_node.node.create_service(ArmCommand, "arm/command", self.on_command)
+        command_node = InnerNode("arm_guide_command", self.context)
+        self.at_cleanup(command_node.destroy)
+        command_node.node.create_service(ArmCommand, "arm/command", self.on_command)
         self.create_timer(self._command_period_s, self.publish_command)
         self.create_timer(1.0 / p["state_rate_hz"], self.publish_state)
         self.create_timer(1.0, self.publish_diagnostics)
 
     def activate(self) -> None:
         p = self.params
-        self.servo = ServoLoop(self.servo_cycle, period_s=1.0 / self.servo_rate_hz, realtime=p["realtime"], record=False)
-        self.servo.start()
+        self.servo = ServoLoop(self.servo_cycle, 1.0 / self.servo_rate_hz, realtime=p["realtime"], record=False).start()
         self.get_logger().info(f"arm_guide: servo {self.servo_rate_hz:.0f} Hz (realtime={p['realtime']}), standoff "
                                f"{self._cfg.standoff_mm} mm; {self.kin.arm.dof} axes from {self.kin.arm.source}, "
                                f"commands: {self.iface.command_interface} on {self.iface.command_topic}")
@@ -113,17 +123,9 @@ class ArmGuideNode(ManagedNode):
             self.host.guide.hold(time.monotonic(), StopCause.OPERATOR, "arm_guide deactivated")
             self.publish_command()
 
-    def cleanup(self) -> None:
-        if self._command_node is not None:
-            self._command_node.destroy()
-            self._command_node = None
-        if self.host is not None and self.latency_record_path:
-            self.latency.write(self.latency_record_path)
-
-    def _ros_to_mono(self, stamp) -> float:
-        """A tracker stamp (ROS time) on the servo's clock (time.monotonic), with the current offset."""
-        offset = self.get_clock().now().nanoseconds * 1e-9 - time.monotonic()
-        return stamp_to_seconds(stamp) - offset
+    def _ros_to_mono(self, stamp_s: float) -> float:
+        """A tracker stamp (ROS time, s) on the servo's clock (time.monotonic), with the current offset."""
+        return stamp_s - (self.get_clock().now().nanoseconds * 1e-9 - time.monotonic())
 
     # ---------------------------------------------------------------- inputs
     def on_plan(self, msg: ScrewPlan) -> None:
@@ -137,27 +139,30 @@ class ArmGuideNode(ManagedNode):
         self.host.plan, self.host.not_navigable = plan, not_nav
         self.get_logger().info(f"plan: {len(plan)} screws ({len(not_nav)} not navigable)")
 
-    def _pose(self, data: bytes, topic: str):
-        """Serialized PoseStamped -> (header.stamp, 4x4 mm), or None (logged, throttled) when unusable."""
-        try:
-            return pose_cdr_to_matrix_mm(data)
-        except ValueError as exc:
-            self.get_logger().warn(f"{topic}: bad pose ({exc})", throttle_duration_sec=1.0)
-            return None
+    def on_reference(self, stamp, stamp_s: float, _frame: str, q, t_mm) -> None:
+        """A reference pose (:func:`spine_nav.nodes.in_process.pose_samples`: undecodable ones logged and skipped)."""
+        self.host.on_reference(quat_mm_to_matrix_mm(q, t_mm), self._ros_to_mono(stamp_s), stamp)
 
-    def on_reference(self, data: bytes) -> None:
-        pose = self._pose(data, "tracking/reference")
-        if pose is not None:
-            self.host.on_reference(pose[1], self._ros_to_mono(pose[0]), pose[0])
-
-    def on_arm_marker(self, data: bytes) -> None:
-        pose = self._pose(data, "tracking/arm_marker") if self.host.guide is not None else None
-        if pose is not None:
-            self.host.guide.on_arm_marker(pose[1], self._ros_to_mono(pose[0]))
+    def on_arm_marker(self, _stamp, stamp_s: float, _frame: str, q, t_mm) -> None:
+        if self.host.guide is not None:
+            self.host.guide.on_arm_marker(quat_mm_to_matrix_mm(q, t_mm), self._ros_to_mono(stamp_s))
 
     def on_guard(self, msg: GuardStatus) -> None:
         if self.host.guide is not None:
             self.host.guide.on_guard_state(guard_state_name(msg), time.monotonic(), msg.reason)
+
+    def on_bridge_heartbeat(self, _data: bytes) -> None:
+        if self.host.guide is not None:
+            self.host.guide.on_heartbeat("bridge", time.monotonic())
+
+    def on_command_source(self, msg: String) -> None:
+        """Heartbeat of the command source: a name registers it (watched from now on), "" withdraws it."""
+        guide = self.host.guide
+        if guide is not None:
+            before = guide.liveness.registered("command_source")
+            guide.on_heartbeat("command_source", time.monotonic(), msg.data)
+            if msg.data != before:
+                self.get_logger().info(f"command source: {msg.data!r} (was {before!r})")
 
     def on_process_lost(self, msg: DiagnosticStatus) -> None:
         """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""

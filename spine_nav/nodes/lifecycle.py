@@ -59,6 +59,7 @@ class ManagedNode(LifecycleNode):
         self.active = False
         self._configured = self._configuring = False
         self._owned: list[tuple[Callable, object]] = []  # (destroy function, entity) made by configure()
+        self._closers: list[Callable[[], None]] = []  # at_cleanup() registrations
 
     # ---------------------------------------------------------------- hooks (override)
     def configure(self) -> None:
@@ -81,6 +82,11 @@ class ManagedNode(LifecycleNode):
         if getattr(self, "_configuring", False):
             kwargs["autostart"] = False
         return super().create_timer(*args, **kwargs)
+
+    def at_cleanup(self, fn: Callable[[], None]) -> None:
+        """Call ``fn`` on cleanup / shutdown (or after a failed configure), after :meth:`cleanup`, last
+        registered first: for what configure opened besides ROS entities (an inner node, a record to write)."""
+        self._closers.append(fn)
 
     # ---------------------------------------------------------------- state
     @property
@@ -111,16 +117,17 @@ class ManagedNode(LifecycleNode):
 
     def _release(self) -> None:
         """cleanup() and destroy what configure made (after a cleanup, a shutdown or a failed configure)."""
-        error = None
-        try:
-            self.cleanup()
-        except Exception as exc:  # noqa: BLE001 - release the ROS entities anyway, then log
-            error = exc
+        errors = []
+        for fn in [self.cleanup, *reversed(self._closers)]:
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - release everything else anyway, then log
+                errors.append(str(exc) or type(exc).__name__)
         for destroy, entity in reversed(self._owned):
             destroy(entity)
-        self._owned, self._configured = [], False
-        if error is not None:
-            self.get_logger().error(f"{self.get_name()}: cleanup: {error}")
+        self._owned, self._closers, self._configured = [], [], False
+        if errors:
+            self.get_logger().error(f"{self.get_name()}: cleanup: {'; '.join(errors)}")
 
     # ---------------------------------------------------------------- transitions (rclpy callbacks)
     def on_configure(self, state: State) -> TransitionCallbackReturn:

@@ -46,7 +46,7 @@ class TrackerBridgeParams:
     timeout_periods: float = param(3.0, "watchdog timeout in measured sample periods", "", (1.0, 1000.0))
     health_period_ms: float = param(20.0, "watchdog judged this often; a change is published at once", "ms",
                                     PERIOD_MS)
-    health_publish_period_ms: float = param(100.0, "unchanged health republished this often", "ms", PERIOD_MS)
+    health_publish_period_ms: float = param(20.0, "unchanged health republished this often (the bridge's heartbeat: arm_guide bridge_timeout_ms)", "ms", PERIOD_MS)
     max_body_bytes: int = param(DEFAULT_MAX_BODY_BYTES, "largest OpenIGTLink body accepted", "bytes",
                                 (1024, 1 << 30))
     allowed_peers: str = param(LOOPBACK, f"server mode: {PEERS}")
@@ -120,7 +120,7 @@ class ArmGuideParams:
 
 #: ArmGuideConfig fields that are arm_guide parameters (the rest are tuned in the core)
 ARM_GUIDE_CONFIG_FIELDS = ("standoff_mm", "reference_timeout_s", "feedback_timeout_s", "cycle_watchdog_s",
-                           "guard_timeout_ms", "velocity_scale", "near_patient_mm", "near_patient_velocity_scale",
+                           "guard_timeout_ms", "bridge_timeout_ms", "command_source_timeout_ms", "velocity_scale", "near_patient_mm", "near_patient_velocity_scale",
                            "marker_drift_mm")
 
 
@@ -132,6 +132,14 @@ class SimArmParams:
     command_timeout_s: float = param(0.08, "no joint command for this long -> hold in place (arm_guide died)",
                                      "s", (1e-3, 60.0))
     max_steps_per_tick: int = param(20, "physics steps per tick at most (no catch-up burst)", "", (1, 10_000))
+
+
+@dataclass(frozen=True)
+class CommandSourceParams:
+    source_name: str = param("console", "names the console in the arm's stop causes (must not be empty)")
+    heartbeat_period_ms: float = param(20.0, "arm/command_source heartbeat period (arm_guide command_source_timeout_ms)",
+                                       "ms", PERIOD_MS)
+    relay_service: str = param("console/arm_command", "ArmCommand service relayed to arm/command ('' = no relay)")
 
 
 @dataclass(frozen=True)
@@ -193,4 +201,5 @@ NODE_PARAMETERS: dict[str, list] = {
     "arm_guide": [(ArmParams, None), (ArmGuideConfig, ARM_GUIDE_CONFIG_FIELDS), (ArmGuideParams, None)],
     "sim_arm": [(ArmParams, None), (SimArmParams, None)],
     "console_bridge": [(ConsoleBridgeParams, None)],
+    "command_source": [(CommandSourceParams, None)],
 }

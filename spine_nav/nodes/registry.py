@@ -13,6 +13,7 @@ NODES: dict[str, str] = {
     "sim_tracker": "spine_nav.nodes.sim_tracker:SimTrackerNode",
     "trajectory_guard": "spine_nav.nodes.trajectory_guard:TrajectoryGuardNode",
     "console_bridge": "spine_nav.nodes.console_bridge:ConsoleBridgeNode",
+    "command_source": "spine_nav.nodes.command_source:CommandSourceNode",
     "slicer_output": "spine_nav.nodes.slicer_output:SlicerOutputNode",
 }
 
