@@ -224,10 +224,13 @@ class ArmGuide:
                 self._pending_stop = StopEvent(t_s, cause, detail)
                 self.hold_request_mono_ns = time.monotonic_ns()
 
-    def on_heartbeat(self, key: str, t_s: float, source: str | None = None) -> None:
-        """A heartbeat of a watched input (``"bridge"``, ``"command_source"``; see :class:`Liveness`)."""
+    def on_heartbeat(self, key: str, t_s: float, source: str | None = None) -> str | None:
+        """A heartbeat of a watched input (``"bridge"``, ``"command_source"``; see :class:`Liveness`).
+        Returns the previously registered source when ``source`` changes it (for the log), else None."""
         with self._lock:
+            before = self.liveness.registered(key)
             self.liveness.heard(key, t_s, source)
+        return before if source is not None and source != before else None
 
     def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
         """Request a hold (takes effect at the next control cycle)."""

@@ -7,7 +7,9 @@ restarted with a growing backoff when they die (0.5 s doubling to 8 s, as launch
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from pathlib import Path
 
 from spine_nav.cli.common import fail, info
 from spine_nav.resources import share_path
@@ -105,7 +107,6 @@ def child_processes(args: argparse.Namespace, names: list[str], log_dir: Path) -
 def run_supervised(args: argparse.Namespace, names: list[str]) -> int:
     """The supervisor: children started, watched, respawned; Ctrl-C / SIGTERM / --duration stop them all."""
     import signal
-    import tempfile
     import threading
 
     import rclpy

@@ -157,12 +157,9 @@ class ArmGuideNode(ManagedNode):
 
     def on_command_source(self, msg: String) -> None:
         """Heartbeat of the command source: a name registers it (watched from now on), "" withdraws it."""
-        guide = self.host.guide
-        if guide is not None:
-            before = guide.liveness.registered("command_source")
-            guide.on_heartbeat("command_source", time.monotonic(), msg.data)
-            if msg.data != before:
-                self.get_logger().info(f"command source: {msg.data!r} (was {before!r})")
+        was = None if self.host.guide is None else self.host.guide.on_heartbeat("command_source", time.monotonic(), msg.data)
+        if was is not None:
+            self.get_logger().info(f"command source: {msg.data!r} (was {was!r})")
 
     def on_process_lost(self, msg: DiagnosticStatus) -> None:
         """The supervisor saw a stack process die: hold now (latched; resume once the stack is healthy)."""
