@@ -141,6 +141,10 @@ def test_guard_node_end_to_end(guard_stack, ros_context):
     # Every sample gets its own status; numbers in mm although the topic carries metres.
     # 20 samples stamped 3 ms apart span > 2x the 30 ms debounce of leaving NO_PLAN (sample time: the stamps
     # are set, not slept, and lie in the past, where a loaded machine can only add to their age)
+    # a loaded machine can stall longer than STALE_S while the plan arrives: the watchdog's TRACKING_LOST (stamped
+    # with the judging clock, later than the past-stamped burst) would then hold the burst's verdicts in
+    # its debounce. Fresh samples first, until the guard judges the tool again.
+    d.sample_until(_pose(0.3, 0, 5), lambda s: s.state != GuardStatus.STATE_TRACKING_LOST)
     t0 = time.time() - 0.06
     stamps = [d.send_tool(_pose(0.3, 0, 5 + 0.1 * i), stamp_s=t0 + 0.003 * i) for i in range(20)]
     assert d.wait(lambda: all(d.status_for(s) is not None for s in stamps))
