@@ -358,3 +358,40 @@ def test_demo_node_process_reports_why_its_node_did_not_configure(tmp_path):
     assert event.message == ("process navigation (tracker_bridge) exited with code 1: stack not started: "
                              "tracker_bridge: configure failed: parameter mode must be 'client' or 'server', "
                              "got 'sideways'")
+
+
+def test_transitions_can_be_driven_over_ros_services(up):
+    """What `ros2 lifecycle set /sim_arm configure` does: the node's change_state / get_state services."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.node import Node
+
+    from spine_nav.nodes.sim_arm import SimArmNode
+
+    node = up(SimArmNode)
+    caller = Node("lifecycle_caller", context=node.context)
+    try:
+        change = caller.create_client(ChangeState, "/sim_arm/change_state")
+        get = caller.create_client(GetState, "/sim_arm/get_state")
+        assert change.wait_for_service(timeout_sec=20.0) and get.wait_for_service(timeout_sec=20.0)
+
+        def call(client, request):
+            future = client.call_async(request)
+            done = threading.Event()
+            future.add_done_callback(lambda _f: done.set())
+            ex = SingleThreadedExecutor(context=node.context)
+            ex.add_node(caller)
+            try:
+                assert wait_until(lambda: (ex.spin_once(timeout_sec=0.05), done.is_set())[1], timeout_s=20.0)
+            finally:
+                ex.shutdown(timeout_sec=1.0)
+            return future.result()
+
+        for transition, label in ((Transition.TRANSITION_CONFIGURE, "inactive"),
+                                  (Transition.TRANSITION_ACTIVATE, "active")):
+            assert call(change, ChangeState.Request(transition=Transition(id=transition))).success
+            assert call(get, GetState.Request()).current_state.label == label
+        assert node.state_label == "active" and node.active
+    finally:
+        caller.destroy_node()
