@@ -187,8 +187,8 @@ class Supervisor:
     def stop(self) -> None:
         """Stop watching (bounded); the processes themselves are the caller's to stop."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=2.0)
+        if self._thread.is_alive():  # the loop checks the flag before every respawn: no respawn after this returns
+            self._thread.join(timeout=10.0)
 
     def healthy(self) -> bool:
         """Every process running and none waiting for its respawn."""
@@ -258,6 +258,8 @@ class Supervisor:
                     self._record(ProcessEvent("lost", p.label, p.nodes, now, rc, safety_relevant=p.safety_relevant,
                                               reason=reason), self.on_lost)
                 elif now >= due[0]:
+                    if self._stop.is_set():  # stopping: a respawn now would outlive the caller's stop of the stack
+                        return
                     try:
                         p.restart()
                     except (OSError, RuntimeError) as exc:
