@@ -26,8 +26,6 @@ from typing import Any, Callable
 
 import numpy as np
 
-import numpy as np
-
 from spine_nav.cli.common import fail, info, print_json
 from spine_nav.resources import share_path
 
@@ -177,14 +175,9 @@ class Participant:
         return r.success, r.message
 
     def wait_for(self, predicate, timeout_s: float, period_s: float = 0.01) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                ok = predicate()
-            if ok:
-                return True
-            time.sleep(period_s)
-        return False
+        from spine_nav.demo.conductor import wait_locked
+
+        return wait_locked(self._lock, predicate, timeout_s, period_s)
 
     def close(self) -> None:
         import rclpy

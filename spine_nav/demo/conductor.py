@@ -47,6 +47,19 @@ class Recording:
     arm_states: list[tuple[float, ArmState]] = field(default_factory=list)
 
 
+
+def wait_locked(lock: threading.Lock, predicate, timeout_s: float, period_s: float = 0.01) -> bool:
+    """Bounded wait until ``predicate()`` (evaluated under ``lock``) is true; False after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with lock:
+            ok = predicate()
+        if ok:
+            return True
+        time.sleep(period_s)
+    return False
+
+
 class Conductor:
     """Own context, own executor thread; all waits are bounded."""
 
@@ -139,14 +152,7 @@ class Conductor:
             self._publish_tool()
 
     def wait_for(self, predicate, timeout_s: float, period_s: float = 0.01) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            with self._lock:
-                ok = predicate()
-            if ok:
-                return True
-            time.sleep(period_s)
-        return False
+        return wait_locked(self._lock, predicate, timeout_s, period_s)
 
     def close(self) -> None:
         self._stop.set()
