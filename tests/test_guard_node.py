@@ -144,12 +144,15 @@ def test_guard_node_end_to_end(guard_stack, ros_context):
     # a loaded machine can stall longer than STALE_S while the plan arrives: the watchdog's TRACKING_LOST (stamped
     # with the judging clock, later than the past-stamped burst) would then hold the burst's verdicts in
     # its debounce. Fresh samples first, until the guard judges the tool again.
-    d.sample_until(_pose(0.3, 0, 5), lambda s: s.state != GuardStatus.STATE_TRACKING_LOST)
+    fresh = d.sample_until(_pose(0.3, 0, 5), lambda s: s.state == GuardStatus.STATE_ALIGNED)
+    # the burst must not be older than the fresh samples (an out-of-order sample is refused as such)
+    last_fresh_s = fresh[-1].tool_sample_stamp.sec + fresh[-1].tool_sample_stamp.nanosec * 1e-9
+    assert d.wait(lambda: time.time() - 0.06 > last_fresh_s + 0.001)
     t0 = time.time() - 0.06
     stamps = [d.send_tool(_pose(0.3, 0, 5 + 0.1 * i), stamp_s=t0 + 0.003 * i) for i in range(20)]
     assert d.wait(lambda: all(d.status_for(s) is not None for s in stamps))
     st = d.status_for(stamps[-1])
-    assert st.state == GuardStatus.STATE_ALIGNED and st.state_name == "ALIGNED" and st.active_screw_id == "L4_left"
+    assert st.state == GuardStatus.STATE_ALIGNED and st.state_name == "ALIGNED" and st.active_screw_id == "L4_left", st.reason
     assert st.lateral_error_mm == pytest.approx(0.3, abs=1e-6) and st.depth_mm == pytest.approx(6.9, abs=1e-6)
     assert st.remaining_mm == pytest.approx(33.1, abs=1e-6) and st.angular_error_deg == pytest.approx(0, abs=1e-5)
     assert st.header.frame_id == "Reference" and 0 <= st.sample_age_ms < STALE_S * 1e3
