@@ -136,15 +136,9 @@ class FloorServer:
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def close(self) -> None:
-        import subprocess
+        from spine_nav.children import stop_child
 
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_child(self.proc)
 
 
 if __name__ == "__main__":

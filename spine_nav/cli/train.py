@@ -534,13 +534,9 @@ def _console_process(case_dir: Path, port: int, namespace: str):
                                 stdout=log, stderr=subprocess.STDOUT)
 
         def close(self) -> None:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+            from spine_nav.children import stop_child
+
+            stop_child(self.proc)
             log.close()
 
     c = _Console()

@@ -46,6 +46,7 @@ import numpy as np
 from spine_nav.demo.report import FaultResult
 from spine_nav.demo.run import Demo, DemoConfig, Log, _p
 from spine_nav.geometry import invert
+from spine_nav.children import stop_child
 from spine_nav.resources import package_dir, share_dir, share_path
 from spine_nav.sim.netns import VirtualLan, enter_netns
 from spine_nav.tracking.transport import DEFAULT_PORT
@@ -195,23 +196,13 @@ class HostsDemo(Demo):
                         self.log(f"      process {p.label} exited early (code {p.proc.returncode}):\n{p.tail()}")
                     p.stop()
                 for label, proc, fh in others:
-                    proc.terminate()
-                    try:
-                        proc.wait(5.0)
-                    except subprocess.TimeoutExpired:
-                        proc.kill()
-                        proc.wait(5.0)
+                    stop_child(proc, grace_s=5.0)
                     fh.close()
             counters1 = {h: self.udp_tcp_counters(h) for h in (*HOSTS, WORLD)}
             self.network = self.network_summary(counters0, counters1)
         finally:
             if self._delay_proc is not None:
-                self._delay_proc.terminate()
-                try:
-                    self._delay_proc.wait(5.0)
-                except subprocess.TimeoutExpired:
-                    self._delay_proc.kill()
-                    self._delay_proc.wait(5.0)
+                stop_child(self._delay_proc, grace_s=5.0)
             self.lan.destroy()
         return self.build_report(time.monotonic() - t_start)
 
