@@ -71,6 +71,8 @@ class Stack:
         self._thread.join(5)
 
 
+SHARED_ROS_DOMAIN = True  # the module fixture's feeder and console are ROS participants all tests use
+
 @pytest.fixture(scope="module")
 def console(tmp_path_factory):
     import rclpy

@@ -210,6 +210,20 @@ def test_explicit_selection_and_unknown_id():
     assert sel.update((-15, 0, 5)).screw_id == "L4_left"
 
 
+
+def test_selection_before_any_plan_names_the_missing_plan_and_works_once_it_arrives():
+    from spine_nav.guard.core import NO_PLAN_YET
+
+    g = TrajectoryGuard(GuardConfig(debounce_s=0.0))
+    with pytest.raises(KeyError, match=f"'L4_left': {NO_PLAN_YET}"):
+        g.select("L4_left")
+    g.select("")  # automatic selection needs no plan
+    g.set_plan(Plan(screws=(screw("L4_left"),), frame="Reference"))
+    g.select("L4_left")
+    g.clear_plan("plan/registered rejected: NaN in L4_left")
+    with pytest.raises(KeyError, match="rejected: NaN"):
+        g.select("L4_left")
+
 # ---- per-level transforms ------------------------------------------------------------------------
 def test_per_level_registration_and_failed_level_gives_no_plan():
     preop = Plan(screws=(screw("L4_left"), screw("L5_left", (0, 40, 0), (0, 40, 40))), frame="PreopCT")

@@ -34,6 +34,7 @@ import numpy as np
 
 from spine_nav.demo.report import CaseReport, FaultResult, ScrewResult, percentile_ms, summary_table, write_report
 from spine_nav.geometry import invert, make_transform, transform_points
+from spine_nav.guard.core import NO_PLAN_YET
 from spine_nav.resources import share_path
 from spine_nav.tracking.transport import free_tcp_port
 from spine_nav.training.grading import GR_NO_BREACH_TOL_MM  # noqa: F401  (one value, shared with trainee mode)
@@ -519,7 +520,13 @@ class Demo:
         """The surgeon shows the drill above the entry; the guard follows this screw (or ScrewAborted)."""
         c.move_tool(self.approach_pose(nav, 80.0))
         c.wait_for(lambda: c.last_status is not None and c.last_status.state_name != "TRACKING_LOST", 5.0)
+        # the registered plan reaches the guard on plan/registered, not with the registration's answer: a
+        # selection refused because the guard has no plan yet is asked again (bounded), as a surgeon would
+        deadline = time.monotonic() + 5.0
         ok, msg = c.select_screw(nav.id)
+        while not ok and NO_PLAN_YET in msg and time.monotonic() < deadline:
+            time.sleep(0.1)
+            ok, msg = c.select_screw(nav.id)
         if not ok:
             raise ScrewAborted(f"guard refused selection: {msg}", logged=False)
         c.wait_for(lambda: c.last_status is not None and c.last_status.active_screw_id == nav.id

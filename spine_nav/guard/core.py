@@ -23,6 +23,8 @@ from spine_nav.plan import Plan
 
 #: Time comparisons allow 1 ns: sample times are float sums, 0.6495 - 0.5995 > 0.05 in floats.
 TIME_EPS_S = 1e-9
+#: NO_PLAN reason, and the refusal of a selection, before any plan arrived (a client may ask again)
+NO_PLAN_YET = "no plan received"
 
 
 class GuardVerdict(NamedTuple):
@@ -45,7 +47,7 @@ class TrajectoryGuard:
         self.selector = ScrewSelector(self.config.capture_radius_mm, self.config.switch_margin_mm,
                                       selection_method)
         self.plan: Plan | None = None
-        self.no_plan_reason = "no plan received"
+        self.no_plan_reason = NO_PLAN_YET
         self._debounce = Debounce()
         self._reset_latches()
         self._latched_screw: str | None = None
@@ -68,7 +70,7 @@ class TrajectoryGuard:
         """Plan in the Reference frame; ``not_navigable`` maps screw id -> reason (NO_PLAN)."""
         not_navigable = dict(not_navigable or {})
         self.plan = plan
-        self.no_plan_reason = "no plan received"
+        self.no_plan_reason = NO_PLAN_YET
         self.selector.set_screws([ScrewGeometry.from_screw(s, s.id not in not_navigable, not_navigable.get(s.id, ""))
                                   for s in plan.screws])
 
@@ -100,7 +102,10 @@ class TrajectoryGuard:
         self.selector.set_screws([])
 
     def select(self, screw_id: str | None) -> None:
-        """Explicit screw (``""``/None: automatic). Raises KeyError for an unknown id."""
+        """Explicit screw (``""``/None: automatic). Raises KeyError for an unknown id, naming the reason
+        when there is no plan (``NO_PLAN_YET`` before the first one)."""
+        if screw_id and self.plan is None:
+            raise KeyError(f"no screw {screw_id!r}: {self.no_plan_reason}")
         self.selector.select(screw_id)
 
     def set_tracking_health(self, lost_reason: str, tool: str = "") -> None:
