@@ -73,3 +73,5 @@ def test_bad_variation_names_the_field():
         PhantomVariation(cbct_noise_hu=-1.0)
     with pytest.raises(PhantomError, match="level_angle_deg"):
         PhantomVariation(level_angle_deg=(5.0, 1.0))
+    with pytest.raises(PhantomError, match="pedicle_width_sd"):
+        PhantomVariation(pedicle_width_sd=-3.0)

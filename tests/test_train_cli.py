@@ -94,7 +94,7 @@ def test_case_without_ground_truth_grades_with_the_labelled_proxy(work):
     (["--trainee", "x", "--headless"], "--headless needs --script"),
     (["--headless", "--script", "a.jsonl"], "--trainee"),
     (["--case", "/nonexistent", "--trainee", "x", "--headless", "--script", "a.jsonl"], "not a directory"),
-    (["--trainee", "x", "--difficulty", "narrow", "--headless", "--script", "a.jsonl"], "no narrow-pedicle variant"),
+    (["--trainee", "x", "--difficulty", "wide", "--headless", "--script", "a.jsonl"], "difficulty 'wide'"),
     (["report", "--db", "/nonexistent.db"], "no such database"),
 ])
 def test_bad_input_exits_2_naming_it(work, args, match, tmp_path):

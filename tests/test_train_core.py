@@ -86,9 +86,37 @@ def test_case_without_ground_truth_grades_with_the_labelled_proxy(case, tmp_path
         load_training_case(d)
 
 
-def test_narrow_pedicles_is_refused_with_the_reason(tmp_path):
-    with pytest.raises(CaseError, match="no narrow-pedicle variant"):
-        generate_training_case(tmp_path, seed=0, difficulty="narrow")
+def test_narrow_pedicles_are_narrower_along_the_plan_is_a_and_2_mm_lateral_breaches(tmp_path):
+    """``--difficulty narrow`` (PhantomVariation(pedicle_width_sd=-2)): every pedicle is 0.70 x the
+    default phantom's of the same seed, every other draw is unchanged; on the generated case (files,
+    ground truth) a screw along the plan grades A and one 2 mm lateral breaches (L1-L2: only the 4.5 mm
+    screw fits, so 2 mm takes it through the cortex)."""
+    from spine_nav.phantom.case import PhantomVariation, case_geometry, plan_screws
+    from spine_nav.plan.model import Plan
+    from spine_nav.training.grading import grade_placed_screw
+
+    narrow = generate_training_case(tmp_path / "narrow", seed=0, difficulty="narrow", levels=("L1", "L2"),
+                                    voxel_mm=1.5)
+    normal, _, _ = case_geometry(0, ("L1", "L2"))
+    assert narrow.variant == "narrow" and narrow.has_ground_truth
+    for lv in ("L1", "L2"):
+        w_n, w_0 = narrow.bone.shapes[lv].pedicle_width_mm, normal.shapes[lv].pedicle_width_mm
+        assert w_n == pytest.approx(tuple(0.70 * w for w in w_0), rel=1e-9) and max(w_n) < 7.0
+        assert narrow.bone.shapes[lv].body_radius_x_mm == normal.shapes[lv].body_radius_x_mm  # same draws
+        assert np.allclose(narrow.bone.T_preop_local[lv], normal.T_preop_local[lv])
+    for screw in narrow.plan.screws:
+        assert screw.diameter_mm == 4.5, screw  # the smallest standard screw
+        on = narrow.grade(screw.id, _placed(narrow, screw.id, 0.0))
+        assert on.gr_grade == "A" and on.breach_mm <= 0.5, on
+        off = narrow.grade(screw.id, _placed(narrow, screw.id, 2.0))
+        assert off.gr_grade in "BCDE" and off.breach_mm > 0.9, off
+    # at L4 the default pedicle forgives 2 mm (7.5 mm screw in ~14 mm), the narrow one does not
+    for sd, breaches in ((0.0, False), (-2.0, True)):
+        spine, _, _ = case_geometry(0, ("L4",), variation=PhantomVariation(pedicle_width_sd=sd))
+        plan = Plan(screws=tuple(plan_screws(spine)), frame="PreopCT")
+        for s in plan.screws:
+            g = grade_placed_screw(s, s.target_mm + 2.0 * lateral_unit(plan, s), s.direction, spine)
+            assert (g.gr_grade != "A") == breaches, (sd, g)
     with pytest.raises(CaseError, match="must be one of"):
         generate_training_case(tmp_path, seed=0, difficulty="hard")
 

@@ -43,8 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="trainee mode: drive the tool (page or script), every screw graded and kept")
     p.add_argument("--case", help="case directory (plan.json + registration or ground truth); default: a seeded phantom")
     p.add_argument("--seed", type=int, default=0, help="phantom seed without --case (default 0)")
-    p.add_argument("--difficulty", default="normal", help="phantom without --case: normal, osteoporotic, scoliotic "
-                   "(narrow pedicles: not in the phantom family)")
+    p.add_argument("--difficulty", default="normal", help="phantom without --case: normal, osteoporotic, scoliotic, narrow "
+                   "(pedicles at the narrow end of lumbar morphometry)")
     p.add_argument("--levels", default="L3,L4", help="phantom levels without --case (default L3,L4)")
     p.add_argument("--trainee", help="trainee name")
     p.add_argument("--db", default="training.db", help="SQLite session database (default training.db)")

@@ -99,6 +99,17 @@ class PhantomVariation:
             the one template's +-3 %: vertebral body width/depth CV 7 %, height CV 6 % (Panjabi et al.,
             Spine 1992; 17:299), pedicle isthmus width CV 15 % (Zindrick et al., Spine 1987; 12:160);
             factors clipped to +-2 SD.
+        pedicle_width_sd: every pedicle's transverse (isthmus) width shifted by this many standard
+            deviations of its published spread, ``w * (1 + 0.15 * sd)`` (CV 15 %, Zindrick et al.,
+            Spine 1987; 12:160, as ``morphometry``), within -2..+2 (0: the template). ``-2`` is the
+            narrow end of that spread (~2.5th percentile): 0.70 x the template's 8-18 mm, i.e. about
+            5.6 mm at L1, 6.3 mm at L2, 7.7 mm at L3, 9.8 mm at L4 and 12.6 mm at L5. The L1-L2 values
+            lie in the 4-7 mm that CT morphometry of small adults reports for the upper lumbar
+            pedicles, where the thinnest pedicles of the lumbar spine are found (Zindrick 1987). The
+            planner then picks smaller screws with the same 1.25 mm margin each side; at L1-L2 only
+            the smallest 4.5 mm screw fits. Applied after the seeded left/right asymmetry and draws
+            nothing, so every other draw of the seed is unchanged. ``spine-nav train --difficulty
+            narrow`` uses -2.
     """
 
     cbct_noise_hu: float = 30.0
@@ -115,6 +126,7 @@ class PhantomVariation:
     cobb_deg: float = 0.0
     apical_rotation_per_cobb: float = 0.4
     morphometry: bool = False
+    pedicle_width_sd: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (("cbct_noise_hu", self.cbct_noise_hu, 0.0, 500.0),
@@ -125,7 +137,8 @@ class PhantomVariation:
                   ("breathing_mm", self.breathing_mm, 0.0, 10.0),
                   ("manipulation_mm", self.manipulation_mm, 0.0, 10.0),
                   ("cobb_deg", self.cobb_deg, 0.0, 60.0),
-                  ("apical_rotation_per_cobb", self.apical_rotation_per_cobb, 0.0, 1.0))
+                  ("apical_rotation_per_cobb", self.apical_rotation_per_cobb, 0.0, 1.0),
+                  ("pedicle_width_sd", self.pedicle_width_sd, -2.0, 2.0))
         for name, v, lo, hi in checks:
             if not lo <= float(v) <= hi:
                 raise PhantomError(f"{name}: {v:g} is outside {lo:g}-{hi:g}")
@@ -231,6 +244,17 @@ def morphometric_shape(shape: LevelShape, factors: np.ndarray) -> LevelShape:
                    spinous_length_mm=shape.spinous_length_mm * fb)
 
 
+#: Coefficient of variation of the lumbar pedicle isthmus width (Zindrick et al., Spine 1987; 12:160).
+PEDICLE_WIDTH_CV = 0.15
+
+
+def pedicle_width_shifted(shape: LevelShape, sd: float) -> LevelShape:
+    """``shape`` with both pedicle widths scaled by ``1 + PEDICLE_WIDTH_CV * sd`` (see
+    :class:`PhantomVariation` ``pedicle_width_sd`` for the source and the resulting widths)."""
+    f = 1.0 + PEDICLE_WIDTH_CV * float(sd)
+    return replace(shape, pedicle_width_mm=tuple(w * f for w in shape.pedicle_width_mm))
+
+
 def scoliotic_curve(T: dict[str, np.ndarray], levels: Sequence[str], cobb_deg: float,
                     apical_rotation_per_cobb: float) -> dict[str, np.ndarray]:
     """Bend the layout ``T`` (PreopCT <- local) into a coronal curve of ``cobb_deg`` with its apex
@@ -270,6 +294,8 @@ def build_spine(rng: np.random.Generator, levels: Sequence[str], bone: str = "no
         vr = vrng if vrng is not None else np.random.default_rng(0)
         factors = 1.0 + np.clip(vr.standard_normal(3), -2.0, 2.0) * np.array([0.07, 0.06, 0.15])
         shapes = {lv: morphometric_shape(sh, factors) for lv, sh in shapes.items()}
+    if variation.pedicle_width_sd != 0.0:
+        shapes = {lv: pedicle_width_shifted(sh, variation.pedicle_width_sd) for lv, sh in shapes.items()}
     # lordosis: tilt (about +x) grows toward L5; the superior axis tilts anteriorly for > 0
     nominal_tilt = {"L1": -4.0, "L2": 0.0, "L3": 4.0, "L4": 8.0, "L5": 13.0}
     tilts = {lv: nominal_tilt[lv] + float(rng.uniform(-1.5, 1.5)) for lv in levels}

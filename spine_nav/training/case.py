@@ -14,9 +14,9 @@ Case directory (``spine-nav phantom`` writes one):
 
 Difficulties of a generated case (:func:`generate_training_case`), from the phantom family
 (:class:`spine_nav.phantom.case.PhantomVariation`): ``normal``; ``osteoporotic`` (bone HU of
-osteoporotic bone); ``scoliotic`` (a 25 deg Cobb curve with its apical rotation). The family has no
-narrow-pedicle variant (``morphometry`` draws pedicle widths with their published spread, it does not
-narrow them), so ``narrow`` is refused with that reason.
+osteoporotic bone); ``scoliotic`` (a 25 deg Cobb curve with its apical rotation); ``narrow`` (pedicle
+isthmus widths at the narrow end of published lumbar morphometry, mean - 2 SD: ``PhantomVariation
+(pedicle_width_sd=-2)``, about 5.6 / 6.3 / 7.7 / 9.8 / 12.6 mm at L1-L5; sources in its docstring).
 """
 from __future__ import annotations
 
@@ -31,9 +31,11 @@ from spine_nav.geometry import invert, transform_points
 from spine_nav.plan import Plan, Screw, load_plan
 from spine_nav.training.grading import ScrewGrade, grade_placed_screw
 
-DIFFICULTIES = ("normal", "osteoporotic", "scoliotic")
+DIFFICULTIES = ("normal", "osteoporotic", "scoliotic", "narrow")
 #: Cobb angle (deg) of the ``scoliotic`` difficulty (the family spans 10-40 deg).
 SCOLIOTIC_COBB_DEG = 25.0
+#: Pedicle widths of the ``narrow`` difficulty, in SD of their published spread (the narrow end: -2 SD).
+NARROW_PEDICLE_SD = -2.0
 REGISTRATION_FILES = ("registration.json", "result.json")
 
 
@@ -182,13 +184,11 @@ def generate_training_case(out_dir: str | Path, seed: int, difficulty: str = "no
     """Generate a seeded phantom case of ``difficulty`` in ``out_dir`` and load it."""
     from spine_nav.phantom.case import PhantomVariation, generate_case
 
-    if difficulty == "narrow":
-        raise CaseError("difficulty narrow: the phantom family has no narrow-pedicle variant "
-                        "(PhantomVariation.morphometry spreads pedicle widths, it does not narrow them)")
     if difficulty not in DIFFICULTIES:
         raise CaseError(f"difficulty {difficulty!r}: must be one of {', '.join(DIFFICULTIES)}")
     bone = "osteoporotic" if difficulty == "osteoporotic" else "normal"
-    variation = PhantomVariation(cobb_deg=SCOLIOTIC_COBB_DEG) if difficulty == "scoliotic" else None
+    variation = {"scoliotic": PhantomVariation(cobb_deg=SCOLIOTIC_COBB_DEG),
+                 "narrow": PhantomVariation(pedicle_width_sd=NARROW_PEDICLE_SD)}.get(difficulty)
     out = Path(out_dir)
     if not (out / "ground_truth.json").exists():
         generate_case(out, seed=seed, levels=levels, bone=bone, voxel_mm=voxel_mm, cbct_voxel_mm=max(voxel_mm, 1.0),
