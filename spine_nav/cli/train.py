@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -94,7 +95,8 @@ class Participant:
     (``sim/tool_tip_truth``, republished at 100 Hz: best-effort topic), selects screws on the guard,
     records the guard's verdicts. Own context in ``namespace`` (as the demo's conductor, namespaced)."""
 
-    def __init__(self, namespace: str) -> None:
+    def __init__(self, namespace: str, robot: bool = False) -> None:
+        """``robot``: also listen to ``arm/state`` and call ``arm/command`` (robot mode)."""
         import threading
 
         import rclpy
@@ -119,6 +121,14 @@ class Participant:
         self.node.create_subscription(GuardStatus, "guard/status", self._on_status, STATUS_QOS)
         self.tool_pub = self.node.create_publisher(PoseStamped, "sim/tool_tip_truth", SENSOR_QOS)
         self.select_cli = self.node.create_client(SelectScrew, "guard/select_screw")
+        self.last_arm = None
+        self.arm_cli = None
+        if robot:
+            from spine_nav_interfaces.msg import ArmState
+            from spine_nav_interfaces.srv import ArmCommand
+
+            self.node.create_subscription(ArmState, "arm/state", self._on_arm, STATUS_QOS)
+            self.arm_cli = self.node.create_client(ArmCommand, "arm/command")
         self.executor = make_executor("events", context=self.context)
         self.executor.add_node(self.node)
         self._stop = threading.Event()
@@ -138,6 +148,26 @@ class Participant:
             self.rec.statuses.append(s)
         for f in list(self.listeners):
             f(msg)
+
+    def _on_arm(self, msg) -> None:
+        with self._lock:
+            self.last_arm = msg
+            self.rec.arm_states.append((time.time(), msg))
+
+    def arm(self, command: str, screw_id: str = "", timeout_s: float = 10.0) -> tuple[bool, str]:
+        """``arm/command`` (align SCREW / hold / resume / release); (success, message), bounded."""
+        from spine_nav_interfaces.srv import ArmCommand
+
+        if self.arm_cli is None or not self.arm_cli.wait_for_service(timeout_sec=min(timeout_s, 5.0)):
+            return False, "arm/command not available"
+        fut = self.arm_cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
+        deadline = time.monotonic() + timeout_s
+        while not fut.done():
+            if time.monotonic() > deadline:
+                return False, f"arm/command {command}: no answer within {timeout_s:.0f} s"
+            time.sleep(0.005)
+        r = fut.result()
+        return r.success, r.message
 
     def move_tool(self, T_reference_tooltip: np.ndarray) -> None:
         """Hold the simulated tool at this pose (Reference, mm); validated here."""
@@ -196,7 +226,10 @@ class TrainStack:
     registered plan on ``plan/registered``, composed in this process under a namespace of its own (two
     sessions on one machine do not see each other's topics); and the :class:`Participant`."""
 
-    def __init__(self, case, log: Callable[[str], None] = info, namespace: str | None = None) -> None:
+    def __init__(self, case, log: Callable[[str], None] = info, namespace: str | None = None,
+                 extra_nodes: tuple[str, ...] = (), extra_overrides: dict | None = None) -> None:
+        """``extra_nodes`` composed too (robot mode: ``sim_arm``), ``extra_overrides`` {(node, param): value}
+        on top of the trainee's (robot mode: the OR scene, :mod:`spine_nav.cli.train_robot`)."""
         import os
 
         from spine_nav.nodes.runner import ComposedStack
@@ -213,14 +246,16 @@ class TrainStack:
                      ("tracker_bridge", "console_port"): 0, ("sim_tracker", "rate_hz"): 100.0,
                      ("plan_publisher", "plan_path"): str(plan_path), ("plan_publisher", "topic"): "plan/registered"}
         overrides.update({(node, k): v for node, k, v in TRAIN_PARAMS})
-        params = namespaced_params(PARAMS_FILE, self.namespace, overrides, Path(self._tmp.name) / "params.yaml")
-        self.stack = ComposedStack(["sim_tracker", "tracker_bridge", "trajectory_guard", "plan_publisher"],
-                                   params_file=params, extra_ros_args=["-r", f"__ns:={self.namespace}"]).start()
+        overrides.update(extra_overrides or {})
+        self.params_file = namespaced_params(PARAMS_FILE, self.namespace, overrides, Path(self._tmp.name) / "params.yaml")
+        self.stack = ComposedStack(["sim_tracker", "tracker_bridge", "trajectory_guard", "plan_publisher",
+                                    *extra_nodes], params_file=self.params_file,
+                                   extra_ros_args=["-r", f"__ns:={self.namespace}"]).start()
         log(f"spine-nav train: stack up in {self.namespace}: sim_tracker (OpenIGTLink 127.0.0.1:{self.port}) -> "
             f"tracker_bridge -> trajectory_guard; plan {case.case_dir / 'plan.json'} registered by "
             f"{case.registration_source}")
         try:
-            self.conductor = Participant(self.namespace)
+            self.conductor = Participant(self.namespace, robot="sim_arm" in extra_nodes)
         except Exception:
             self.stack.close()
             raise
@@ -287,8 +322,6 @@ def run(args: argparse.Namespace) -> int:
         return fail("--script plays headless: add --headless")
     if not args.speed > 0:
         return fail(f"--speed {args.speed}: must be > 0")
-    if args.mode == "robot" and args.headless:
-        return fail("--mode robot: not available for scripted attempts (the script is the hand; see docs/training.md)")
     try:
         case = _open_case(args)
         store = SessionStore(args.db)
@@ -298,6 +331,12 @@ def run(args: argparse.Namespace) -> int:
         info(f"spine-nav train: {case.case_dir} has no ground_truth.json: screws are graded with the PROXY "
              "(tip lateral deviation beyond 1 mm), not against the cortex")
     try:
+        if args.headless and args.mode == "robot":
+            from spine_nav.cli.train_robot import run_robot_script
+
+            kit = SimpleNamespace(TrainStack=TrainStack, pump=_pump, end_screw=_end_screw, screw_line=_screw_line,
+                                  PUBLIC_KEYS=PUBLIC_KEYS)
+            return run_robot_script(args, case, store, kit)
         if args.headless:
             return _run_script(args, case, store)
         from spine_nav.console.trainee import run_page

@@ -241,8 +241,8 @@ def run_page(args, case, store, stack_cls) -> int:
     from spine_nav.training.store import SessionStore
 
     if args.mode == "robot":
-        return fail("--mode robot: not built yet (the arm's alignment on request needs the arm stack of the demo; "
-                    "see docs/training.md)")
+        return fail("--mode robot: not built for the page yet (scripted attempts have it: --headless --script; "
+                    "the page has no align request and no depth-only input; see docs/training.md)")
     store.close()
     store = SessionStore(args.db, any_thread=True)
     try:
