@@ -25,6 +25,9 @@ latency measured the same way. Both servers run for the whole benchmark (each ro
 processes and the same DDS traffic); the one browser loads the bare page, then the console, then the bare
 page, ... (each round loads its page afresh) for ``--rounds`` rounds of ``--seconds`` each. ``sample_to_frame_p95_vs_floor`` = median over
 the rounds of console p95 / floor p95; the headline p95/p99/fps/CPU are the median of the rounds.
+
+``--trainee``: the console in trainee mode (``spine-nav train`` serving it), input -> tool drawn and the
+console's sample -> frame, each against its floor: :mod:`spine_nav.bench.console_trainee`.
 """
 from __future__ import annotations
 
@@ -47,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seconds", type=float, default=10.0, help="tool motion per round and page (default 10 s)")
     p.add_argument("--case", help="existing case directory (default: generate a small phantom case)")
     p.add_argument("--page-query", default="", help="query string for the page, e.g. view3d=0 (diagnosis)")
+    p.add_argument("--trainee", action="store_true",
+                   help="the console in trainee mode (spine-nav train): input -> tool drawn p95 and the console's "
+                        "sample -> frame, each against its floor (spine_nav.bench.console_trainee)")
+    p.add_argument("--key-pause", type=float, default=0.25,
+                   help="--trainee: seconds between single key presses (default 0.25)")
     add_floor_arguments(p)
 
 
@@ -201,6 +209,10 @@ def _pct(values, q: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> BenchResult:
+    if getattr(args, "trainee", False):
+        from spine_nav.bench import console_trainee
+
+        return console_trainee.run(args, sys.modules[__name__])
     load_before = os.getloadavg()
     with busy_core(getattr(args, "busy_core", False)):
         return _run(args, load_before)

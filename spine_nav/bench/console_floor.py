@@ -7,7 +7,10 @@ a ``websockets`` server on 127.0.0.1 that serves :data:`PAGE` at ``/`` and pushe
 the same headless Chromium with the same flags (:mod:`spine_nav.console.browser`); the latency is taken
 as the console page takes it: tracker stamp -> end of the requestAnimationFrame callback that first draws
 the sample (``performance.timeOrigin + performance.now()``, same host clock), read with
-``window.floorMetrics(reset)``.
+``window.floorMetrics(reset)``. Input floor (trainee mode, ``spine-nav bench console --trainee``): a key
+on the bare page is sent over the WebSocket, the bare server echoes it at once, and the page records
+key -> end of the frame that draws the echo (``input_to_drawn_ms``), the bare round trip of trainee
+mode's key -> server -> stack -> page.
 
 Run: ``python -m spine_nav.bench.console_floor PORT`` (prints ``{"listening": PORT}`` once serving;
 SIGTERM ends it).
@@ -24,18 +27,25 @@ PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><title>floor</title>
 <body style="margin:0;background:#111"><canvas id="c" width="1140" height="920"></canvas><script>
 const ctx = document.getElementById('c').getContext('2d');
 const now = () => performance.timeOrigin + performance.now();
-const m = { latencies_ms: [], frame_times_ms: [], pending: [], samples: 0, messages: 0 };
+const m = { latencies_ms: [], frame_times_ms: [], pending: [], samples: 0, messages: 0, input_ms: [], inputs: [] };
 let last = null;
 const ws = new WebSocket(`ws://${location.host}/ws`);
-ws.onmessage = (ev) => { m.messages++; const s = parseFloat(ev.data); m.samples++; m.pending.push(s * 1000); last = s; };
+ws.onmessage = (ev) => {
+  m.messages++;
+  if (ev.data[0] === 'k') { m.inputs.push(parseFloat(ev.data.slice(1))); last = (last || 0) + 0.1; return; }
+  const s = parseFloat(ev.data); m.samples++; m.pending.push(s * 1000); last = s;
+};
+// the input floor: a key -> WebSocket -> the bare server echoes it -> drawn (trainee mode's round trip, bare)
+window.addEventListener('keydown', () => { if (ws.readyState === 1) ws.send('k' + now().toFixed(3)); }, true);
 function frame() {
-  if (m.pending.length) {
+  if (m.pending.length || m.inputs.length) {
     ctx.fillStyle = '#111'; ctx.fillRect(0, 0, 1140, 920);
     const a = (last % 5) / 5 * 2 * Math.PI;
     ctx.fillStyle = '#4f4'; ctx.beginPath(); ctx.arc(570 + 300 * Math.cos(a), 460 + 300 * Math.sin(a), 6, 0, 2 * Math.PI); ctx.fill();
     const t = now();
     for (const s of m.pending) m.latencies_ms.push(t - s);
-    m.pending.length = 0;
+    for (const s of m.inputs) m.input_ms.push(t - s);
+    m.pending.length = 0; m.inputs.length = 0;
   }
   m.frame_times_ms.push(performance.now());
   if (m.frame_times_ms.length > 4000) m.frame_times_ms.splice(0, 2000);
@@ -43,8 +53,8 @@ function frame() {
 }
 window.floorMetrics = (reset = false) => {
   const out = { latencies_ms: m.latencies_ms.slice(), frame_times_ms: m.frame_times_ms.slice(), samples: m.samples,
-                messages: m.messages, connected: ws.readyState === 1 };
-  if (reset) { m.latencies_ms.length = 0; m.frame_times_ms.length = 0; m.samples = 0; m.messages = 0; }
+                messages: m.messages, connected: ws.readyState === 1, input_to_drawn_ms: m.input_ms.slice() };
+  if (reset) { m.latencies_ms.length = 0; m.frame_times_ms.length = 0; m.samples = 0; m.messages = 0; m.input_ms.length = 0; }
   return out;
 };
 requestAnimationFrame(frame);
@@ -73,8 +83,9 @@ def serve(port: int) -> int:
     async def handler(ws) -> None:
         clients.add(ws)
         try:
-            async for _ in ws:
-                pass
+            async for msg in ws:
+                if isinstance(msg, str) and msg.startswith("k"):  # an input: echoed at once (the input floor)
+                    await ws.send(msg)
         finally:
             clients.discard(ws)
 
