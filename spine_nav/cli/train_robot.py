@@ -214,7 +214,8 @@ def run_robot_script(args, case, store, kit) -> int:
             ok, why, stops = ensure_aligned(c, sid)
             arm_stops[sid] = stops
             if not ok:
-                return fail(why, code=1)
+                alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
+                return fail(why + alive, code=1)
             _pump(stack, att, 0.3)  # the servo settles on the line
             # the screw's own timeline: its first line now (the alignment is not the trainee's time)
             t0 = time.monotonic() - lines[0][0].t_s / args.speed
