@@ -1,6 +1,7 @@
 """`spine-nav train`: trainee mode (issue #21).
 
     spine-nav train --case DIR --trainee NAME --db FILE --headless --script attempt.jsonl [--json]
+    spine-nav train ... --mode robot --headless --script attempt.jsonl   # the arm aligns, the script sets depth
     spine-nav train --case DIR --trainee NAME [--db FILE] [--port 8080]          # the page (trainee mode)
     spine-nav train report --db FILE [--trainee NAME] [--json] [--html OUT]
     spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console]

@@ -103,13 +103,13 @@ class PhantomVariation:
             deviations of its published spread, ``w * (1 + 0.15 * sd)`` (CV 15 %, Zindrick et al.,
             Spine 1987; 12:160, as ``morphometry``), within -2..+2 (0: the template). ``-2`` is the
             narrow end of that spread (~2.5th percentile): 0.70 x the template's 8-18 mm, i.e. about
-            5.6 mm at L1, 6.3 mm at L2, 7.7 mm at L3, 9.8 mm at L4 and 12.6 mm at L5. The L1-L2 values
-            lie in the 4-7 mm that CT morphometry of small adults reports for the upper lumbar
-            pedicles, where the thinnest pedicles of the lumbar spine are found (Zindrick 1987). The
-            planner then picks smaller screws with the same 1.25 mm margin each side; at L1-L2 only
-            the smallest 4.5 mm screw fits. Applied after the seeded left/right asymmetry and draws
-            nothing, so every other draw of the seed is unchanged. ``spine-nav train --difficulty
-            narrow`` uses -2.
+            5.6 mm at L1, 6.3 mm at L2, 7.7 mm at L3, 9.8 mm at L4 and 12.6 mm at L5. The upper lumbar
+            values are close to the ~4-6 mm isthmus widths given for L1-L2 in small adults; they come
+            from the -2 SD of the spread above, not from a per-level table of minima (none at hand
+            here). The planner then picks smaller screws with the same 1.25 mm margin each side; at
+            L1-L2 only the smallest 4.5 mm screw fits. Applied after the seeded left/right asymmetry
+            and draws nothing, so every other draw of the seed is unchanged. ``spine-nav train
+            --difficulty narrow`` uses -2.
     """
 
     cbct_noise_hu: float = 30.0
