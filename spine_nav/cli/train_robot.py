@@ -15,7 +15,10 @@ planned line (PreopCT; depth 0 at the planned entry). Its lateral offset and til
 guide holds the line; the largest ignored offset and angle are reported per screw). The drill is the
 simulator's true guide-tube pose (MuJoCo joints, forward kinematics, the tracker's true reference
 pose now) advanced ``standoff + depth`` along the tube, re-sent every 10 ms so it follows the guide
-as the patient breathes (as the demo's drill, :meth:`spine_nav.demo.run.Demo.drill`). The screw ends
+as the patient breathes (as the demo's drill, :meth:`spine_nav.demo.run.Demo.drill`). When the arm holds
+while drilling (a watchdog on a loaded machine, the guard's VIOLATION), the script's clock pauses, the
+drill goes back up the tube above the entry, the arm is resumed and re-aligned, and the script goes on
+(the demo's ``_pause_and_realign``); every hold is listed in the screw's ``arm_stops``. The screw ends
 at its last line and is graded there (:mod:`spine_nav.training.grading`, as freehand), then the drill
 is withdrawn up the tube.
 
@@ -48,6 +51,9 @@ FOLLOW_PERIOD_S = 0.01
 #: aligned in 20 s. 200 ms matches the trainee stack's other limits (TRAIN_PARAMS: sample age and
 #: bridge timeout 200 ms). A real loss still holds the arm within 200 ms.
 ROBOT_HEARTBEATS_MS = {"bridge_timeout_ms": 200.0, "guard_timeout_ms": 200.0}
+#: Where the drill is pulled back to (mm past the entry; negative: above it, still in the tube) when the arm
+#: holds while drilling, before it is re-aligned (the demo's _pause_and_realign).
+REALIGN_DEPTH_MM = -20.0
 #: Where the drill waits before a screw: this far above the registered entry on its line (mm), as the demo.
 APPROACH_LIFT_MM = 80.0
 
@@ -231,9 +237,23 @@ def run_robot_script(args, case, store, kit) -> int:
             t0 = time.monotonic() - lines[0][0].t_s / args.speed
             depth = lines[0][1]
             for s, d in lines:
-                due = t0 + s.t_s / args.speed
-                while time.monotonic() < due:  # the drill follows the guide at its depth meanwhile
-                    c.move_tool(rig.drill_pose(depth))
+                while True:
+                    due = t0 + s.t_s / args.speed
+                    arm = c.last_arm
+                    if arm is not None and arm.holding:  # as the demo's surgeon: back up the tube, re-align
+                        t_pause = time.monotonic()
+                        c.move_tool(rig.drill_pose(min(depth, REALIGN_DEPTH_MM)))
+                        ok, why, stops = ensure_aligned(c, sid)
+                        arm_stops[sid] += stops
+                        if not ok:
+                            alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
+                            return fail(f"while drilling {sid}: {why}{alive}", code=1)
+                        _pump(stack, att, 0.3)
+                        t0 += time.monotonic() - t_pause  # the pause is not the trainee's time
+                        continue
+                    if time.monotonic() >= due:
+                        break
+                    c.move_tool(rig.drill_pose(depth))  # the drill follows the guide at its depth meanwhile
                     _pump(stack, att, min(FOLLOW_PERIOD_S, max(0.0, due - time.monotonic())))
                 depth = d
                 T = rig.drill_pose(depth)
