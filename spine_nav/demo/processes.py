@@ -44,6 +44,8 @@ class SupervisedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")
         self.starts = 0
+        #: time.monotonic() of the last (re)start (set by _spawn)
+        self.started_mono = 0.0
         self.proc: subprocess.Popen = self._spawn()
 
     def _spawn(self) -> subprocess.Popen:
