@@ -170,7 +170,7 @@ class Demo:
         # 3 the arm (calibrate_arm): kinematics, home pose, scene with the robot base, hand-eye result
         self.kin = None  # spine_nav.arm.kinematics.ArmKinematics
         self.q_home: np.ndarray | None = None
-        self.scene = None  # spine_nav.demo.scene.CaseScene
+        self.scene = None  # spine_nav.demo.scene.OrScene
         self.T_tracker_robotbase_est: np.ndarray | None = None
         self.handeye: dict[str, Any] = {}
         # 4-5 the running stack (run, run_case)
