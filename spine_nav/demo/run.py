@@ -157,6 +157,8 @@ class Demo:
         self.bag = None  # the case bag's recorder process (spine_nav.demo.bag), when recording
         self.bag_result: dict = {}
         self.tracker_send_delay_s: Sequence[float] = ()  # the simulated tracker's own share of latency
+        self.all_procs: list = []  # every child process of the case (stack, registration, floor relay)
+        self.missing_records: dict[str, str] = {}  # node -> why its latency record is missing (report)
         # 1-2 the case (prepare_case): files, plan (PreopCT), ground truth, analytic phantom, bone quality
         self.case_dir: Path | None = None
         self.plan = None  # spine_nav.plan.Plan
@@ -299,17 +301,14 @@ class Demo:
         return self.cfg.out_dir / "logs" / f"{node}_latency.json"
 
     def _read_latency_record(self, node: str) -> list[float]:
-        from spine_nav.nodes.latency_record import read_latency_record
+        """The node's record, or [] with the reason logged and kept (report: ``latency.missing_records``)."""
+        from spine_nav.demo.processes import read_node_latency_record
 
-        path = self.latency_record(node)
-        if not path.is_file():
-            self.log(f"      no latency record from {node} ({path}): the process did not shut down cleanly")
-            return []
-        try:
-            return read_latency_record(path)
-        except ValueError as exc:
-            self.log(f"      {exc}")
-            return []
+        values, why = read_node_latency_record(self.latency_record(node), node, self.all_procs)
+        if why:
+            self.log(f"      {why}")
+            self.missing_records[node] = why
+        return values
 
     # ------------------------------------------------------------------ helpers on the live sim
     def true_guide_in_reference(self) -> np.ndarray:
@@ -358,6 +357,7 @@ class Demo:
             args += _p("sim_tracker", "t0_wall_s", t0_tracker)
         procs = stack_processes(args, logs, rt, self.cfg.sim_rt_priority, split=bool(kills))
         self.procs = {p.label: p for p in procs}
+        self.all_procs = procs  # the floor relay too (appended below): read_node_latency_record finds the host
         supervisor = None
         self.bag = self._start_bag(params_file, logs) if self.cfg.record_bag else None
         if self.cfg.floor_relay:  # the machine's floor under the guard's path, measured during the case (issue 17)
@@ -775,6 +775,8 @@ class Demo:
             **self._floor_figures(latency_p99_ms={"status": percentile_ms(guard_pub, 99),
                                                   "command": percentile_ms(command_pub, 99)}),
         }
+        # node -> why its latency record is missing or unusable (its figures above are then empty); {} = all there
+        latency["missing_records"] = dict(self.missing_records)
         report = CaseReport(
             screws=self.results, latency=latency, duration_s=duration_s, faults=self.faults,
             registration=self.registration, case={

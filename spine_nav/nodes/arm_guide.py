@@ -77,13 +77,13 @@ class ArmGuideNode(ManagedNode):
         self.servo_rate_hz = p["servo_rate_hz"]
         self._cfg = config_from(ArmGuideConfig, p, "arm_guide", control_period_s=1.0 / self.servo_rate_hz)
         #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
-        self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
+        self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned",
+                                     path=p["latency_record_path"])  # flushed on stop (`up`) and on cleanup
         self.iface = arm_interface(p, self.get_name())  # ValueError (one line) naming the parameter / file
         self.kin = ArmKinematics(self.iface.arm)
         self._command_period_s = 1.0 / p["command_rate_hz"]
         self.host = GuideHost(self.kin, T_tracker_robotbase, self._cfg)  # the guide, from the first joint state
-        if p["latency_record_path"]:  # written on cleanup / shutdown
-            self.at_cleanup(lambda: self.latency.write(str(p["latency_record_path"])))
+        self.at_cleanup(self.latency.flush)
         self.cmd_pub = self.create_publisher(self.iface.message_type, self.iface.command_topic, STATUS_QOS)
         self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", DISPLAY_QOS)
