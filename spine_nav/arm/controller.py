@@ -32,7 +32,7 @@ import numpy as np
 from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError, Synchronization
 
 from spine_nav.arm.kinematics import AlignmentTarget, ArmKinematics, UnreachableTarget
-from spine_nav.arm.liveness import Liveness
+from spine_nav.arm.liveness import GapStats, Liveness
 from spine_nav.arm.reference_filter import ReferenceFilter
 from spine_nav.arm.safety import GUARD_STOP_STATES, StopCause, StopEvent, log_stop
 from spine_nav.geometry import invert, rigid_rows, transform_directions, transform_points, validate_transform
@@ -143,6 +143,9 @@ class ArmGuide:
         self.liveness.watch("bridge", "tracking/health", StopCause.BRIDGE_SILENT, self.cfg.bridge_timeout_ms)
         self.liveness.watch("command_source", "command source heartbeat", StopCause.COMMAND_SOURCE_SILENT,
                             self.cfg.command_source_timeout_ms, registered_only=True)
+        #: gaps between heartbeats heard while guiding, per input ("guard", "bridge", "command_source")
+        self.heartbeat_gaps = {key: GapStats() for key in ("guard", *self.liveness.inputs)}
+        self._heard_guiding: dict[str, bool] = {}  # input -> the arm was guiding at its last heartbeat
         self._pending_stop: StopEvent | None = None
         self._screw: Screw | None = None
         self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
@@ -225,6 +228,7 @@ class ArmGuide:
         import time
 
         with self._lock:
+            self._gap("guard", self._guard_heard_s, t_s)
             self._guard_state = state_name
             self._guard_heard_s = t_s
             self._guard_lacks_plan = (screw_id, detail) if lacks_plan else None
@@ -238,8 +242,22 @@ class ArmGuide:
         Returns the previously registered source when ``source`` changes it (for the log), else None."""
         with self._lock:
             before = self.liveness.registered(key)
+            hb = self.liveness.inputs.get(key)
+            self._gap(key, hb.heard_s if hb is not None else None, t_s)
             self.liveness.heard(key, t_s, source)
         return before if source is not None and source != before else None
+
+    def _gap(self, key: str, previous_s: float | None, t_s: float) -> None:
+        """Count the gap since the previous heartbeat of ``key`` when the arm was guiding at that heartbeat
+        (a gap that ends in a hold counts too; under the lock)."""
+        if previous_s is not None and self._heard_guiding.get(key, False) and key in self.heartbeat_gaps:
+            self.heartbeat_gaps[key].add((t_s - previous_s) * 1e3)
+        self._heard_guiding[key] = self._mode in ("ALIGNING", "TRACKING")
+
+    def heartbeat_gap_summary(self) -> dict[str, str]:
+        """Input -> :meth:`GapStats.summary` of its heartbeat gaps while guiding."""
+        with self._lock:
+            return {key: g.summary() for key, g in self.heartbeat_gaps.items()}
 
     def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
         """Request a hold (takes effect at the next control cycle)."""

@@ -47,6 +47,11 @@ LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 #: Watchdogs widened for the demo, which runs the whole stack, both simulators and the recorder on
 #: 2 shared cores in Python (a 1 kHz servo included): with the clinical defaults of config/nodes.yaml
 #: (50 ms) scheduler stalls stop the arm several times per screw. Still a hold on any real loss.
+#: arm_guide's heartbeat watches of the guard (guard/status) and the bridge (tracking/health), both published
+#: every 20 ms (config/nodes.yaml heartbeat_period_ms, health_publish_period_ms): 70 ms in the demo (config 50).
+#: GAPS_DOC
+DEMO_HEARTBEAT_TIMEOUT_MS = 70.0
+
 #: Reported in report.json (case.watchdogs).
 DEMO_WATCHDOGS = (
     ("trajectory_guard", "stale_after_s", 0.1),
@@ -58,7 +63,9 @@ DEMO_WATCHDOGS = (
     ("arm_guide", "reference_timeout_s", 0.2),
     ("arm_guide", "cycle_watchdog_s", 0.05),
     ("arm_guide", "feedback_timeout_s", 0.15),
-    ("arm_guide", "guard_timeout_ms", 50.0),   # as config/nodes.yaml: the guard's heartbeat is 20 ms
+    # heartbeat watches (docs/safety.md): GAPS_NOTE
+    ("arm_guide", "guard_timeout_ms", DEMO_HEARTBEAT_TIMEOUT_MS),
+    ("arm_guide", "bridge_timeout_ms", DEMO_HEARTBEAT_TIMEOUT_MS),
     ("sim_arm", "command_timeout_s", 0.08),    # as config/nodes.yaml: holds the arm when arm_guide dies
 )
 
