@@ -55,7 +55,7 @@ LUMBAR = ("L1", "L2", "L3", "L4", "L5")
 #: as it must be). So p99.9 < 30 ms; 70 ms is more than twice the largest gap of the normal run, 3.5
 #: periods (three heartbeats lost), and removes every stop by a gap of 50-70 ms. Not wider: a dead guard
 #: or bridge must still hold the arm within 100 ms (issue #14) when the supervisor's process_lost is slow
-#: under load (93-712 ms seen): kill:tracker_bridge 63.0 ms, kill:trajectory_guard 68.2 ms with 70 ms.
+#: under load (36-712 ms seen): kill:tracker_bridge 63.0 / 38.7 ms, kill:trajectory_guard 68.2 / 64.0 ms with 70 ms.
 #: command_source_timeout_ms stays 50 (config): the headless demo has no command source, and
 #: `demo --hosts` measures cut:console against the 100 ms target with it (docs/network.md).
 DEMO_HEARTBEAT_TIMEOUT_MS = 70.0
