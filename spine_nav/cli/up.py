@@ -78,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: nodes whose death does not stop the arm (docs/safety.md, "Which processes are safety-relevant"):
-#: restarted and reported on /diagnostics, not on supervisor/process_lost
+#: nodes whose death does not stop the arm (docs/safety.md, "Which inputs and processes are
+#: safety-relevant"): restarted and reported on /diagnostics, not on supervisor/process_lost
 NOT_SAFETY_RELEVANT_NODES = ("registration", "plan_publisher", "console_bridge")
 
 

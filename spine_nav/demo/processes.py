@@ -32,7 +32,8 @@ class SupervisedProcess:
     ``safety_relevant``: its death stops the arm (the demo publishes it on ``supervisor/process_lost``).
     False for processes the arm does not depend on while guiding (the registration node, measurement
     aids such as the floor relay): their death is reported (``/diagnostics``, the report) and they are
-    restarted, but the arm keeps guiding (docs/safety.md, "Which processes are safety-relevant")."""
+    restarted, but the arm keeps guiding (docs/safety.md, section "Which inputs and processes are
+    safety-relevant")."""
 
     def __init__(self, label: str, cmd: Sequence[str], log_path: Path, nodes: Sequence[str] = (),
                  safety_relevant: bool = True) -> None:
@@ -44,6 +45,8 @@ class SupervisedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")
         self.starts = 0
+        #: time.monotonic() of the last (re)start (set by _spawn)
+        self.started_mono = 0.0
         self.proc: subprocess.Popen = self._spawn()
 
     def _spawn(self) -> subprocess.Popen:

@@ -188,7 +188,7 @@ class Demo:
         # 3 the arm (calibrate_arm): kinematics, home pose, scene with the robot base, hand-eye result
         self.kin = None  # spine_nav.arm.kinematics.ArmKinematics
         self.q_home: np.ndarray | None = None
-        self.scene = None  # spine_nav.demo.scene.CaseScene
+        self.scene = None  # spine_nav.demo.scene.OrScene
         self.T_tracker_robotbase_est: np.ndarray | None = None
         self.handeye: dict[str, Any] = {}
         # 4-5 the running stack (run, run_case)
@@ -840,10 +840,10 @@ class Demo:
     def _floor_figures(self, latency_p99_ms: dict) -> dict:
         """The bare relay's sample -> publish() p99 during the case, the stack's ratios to it, and the
         control-cycle-overrun holds in the arm's log (issue 17)."""
-        from spine_nav.bench.floor import demo_floor_figures
+        from spine_nav.demo.report import floor_figures
 
         floor = self._read_latency_record("floor_relay") if self.cfg.floor_relay else []
-        out = demo_floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
+        out = floor_figures(floor, latency_p99_ms, self.cfg.out_dir / "logs" / "arm_guide.log")
         self.log(f"      floor relay p99 {out['floor_relay_p99_ms']} ms; stack / floor: status "
                  f"{out['sample_to_status_p99_vs_floor']}, command {out['sample_to_command_p99_vs_floor']}; "
                  f"control-cycle-overrun stops {out['servo_overrun_stops']}")

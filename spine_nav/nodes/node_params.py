@@ -1,7 +1,7 @@
 """The parameters of every spine_nav node that the core's config dataclasses do not already hold (no rclpy).
 
 Each node's parameters = the dataclasses listed in :data:`NODE_PARAMETERS` (core configs first, then the
-node's own here), declared with descriptors by :func:`spine_nav.nodes.parameters.declare_dataclasses`.
+node's own here), declared with descriptors by :func:`spine_nav.nodes.parameters.declare_node_parameters`.
 config/nodes.yaml carries exactly these names and defaults (tests/test_parameters.py), except values marked
 ``site`` (per-site: calibrations, ports), which it sets for the deployment.
 """
