@@ -5,7 +5,7 @@ runs in its own thread (:class:`spine_nav.arm.servo.ServoLoop`), ROS callbacks o
 
 Subscribes: ``plan/registered`` (ScrewPlan, Reference), ``tracking/reference`` (PoseStamped,
 T_tracker_reference), ``guard/status`` (GuardStatus: VIOLATION / TRACKING_LOST hold from the next
-servo cycle), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
+servo cycle, and so does NO_PLAN for want of a plan on the screw the arm guides on: "guard NO_PLAN"), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
 T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm),
 ``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
 :mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
@@ -48,6 +48,7 @@ from spine_nav.arm.host import GuideHost
 from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
+from spine_nav.guard.core import lacks_plan
 from spine_nav.nodes.arm_params import arm_interface
 from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
 from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg_to_plan, quat_mm_to_matrix_mm,
@@ -148,8 +149,11 @@ class ArmGuideNode(ManagedNode):
             self.host.guide.on_arm_marker(quat_mm_to_matrix_mm(q, t_mm), self._ros_to_mono(stamp_s))
 
     def on_guard(self, msg: GuardStatus) -> None:
+        """Every status, repeats too (the guard's heartbeat); a NO_PLAN for want of a plan holds a guiding arm."""
         if self.host.guide is not None:
-            self.host.guide.on_guard_state(guard_state_name(msg), time.monotonic(), msg.reason)
+            name = guard_state_name(msg)
+            self.host.guide.on_guard_state(name, time.monotonic(), msg.reason, msg.active_screw_id,
+                                           lacks_plan(name, msg.reason))
 
     def on_bridge_heartbeat(self, _data: bytes) -> None:
         if self.host.guide is not None:
