@@ -5,7 +5,8 @@ report.json (keys other tools read; more may be added)::
     {
       "screws": [{"id", "entry_error_mm", "tip_error_mm", "angular_error_deg", "gr_grade",
                   "breach_mm", "time_to_align_s", "guard_events", "stops", "status"}],
-      "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...},
+      "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...,
+                  "missing_records": {node: why its latency record is missing}},
       "duration_s": float,
       "faults": [{"name", "detected", "arm_held", "cause", "detail", "kind", "hold_after_ms", "recovered"}],
       "summary": {...},
@@ -148,6 +149,8 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         count = report.latency.get(f"sample_to_{key}_count", 0)
         lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
                      f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | {count} |")
+    for node, why in (report.latency.get("missing_records") or {}).items():
+        lines += ["", f"**No latency figures from {node}**: {why}."]
     if report.latency.get("tracker_send_late_p50_ms") is not None:
         lines += ["", f"The simulated tracker stamps each frame when it transmits it; how late that was against its "
                       f"schedule (the simulator's own delay in its shared process, not counted above): p50 "
