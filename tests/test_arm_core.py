@@ -315,3 +315,34 @@ def test_reference_filter_smooths_rotation_jitter_and_follows_a_real_turn():
     for k in range(400, 450):
         f.update(make_transform(R_turned, [0.0, 0.0, -1500.0]), k * 0.01)
     assert rotation_angle_deg(R_turned.T @ f.predict(4.49)[:3, :3]) < 0.05
+
+
+def test_try_realtime_allocates_the_blas_buffers_before_mlockall(monkeypatch):
+    """The first numpy.linalg / scipy LAPACK call of a process allocates OpenBLAS's work buffer; after
+    mlockall(MCL_FUTURE) that happens locked, GIL held, in the middle of the servo's cycles (issue 17: a
+    332 ms control-cycle overrun at the demo's first align). try_realtime makes both calls first."""
+    import os
+
+    from spine_nav.arm import servo
+
+    calls = []
+
+    class FakeLibc:  # records the order; refuses everything so the test process is not changed
+        def prctl(self, *args):
+            return -1
+
+        def mlockall(self, flags):
+            calls.append(("mlockall", flags))
+            return -1
+
+    def no_fifo(*args):
+        raise PermissionError("not in a test")
+
+    real_det = np.linalg.det
+    monkeypatch.setattr(servo, "_libc", lambda: FakeLibc())
+    monkeypatch.setattr(os, "sched_setscheduler", no_fifo)
+    monkeypatch.setattr(np.linalg, "det", lambda a: calls.append(("det",)) or real_det(a))
+    out = servo.try_realtime()
+    assert calls[0] == ("det",) and calls[-1] == ("mlockall", servo.MCL_CURRENT | servo.MCL_FUTURE), calls
+    assert out["blas_warmed"] == ["numpy", "scipy"]  # scipy: the IK's dposv (spine_nav.arm.kinematics)
+    assert not out["mlockall"] and not out["sched_fifo"]

@@ -53,16 +53,18 @@ def test_busy_core_spawns_a_child_and_ends_it():
 
 
 def test_demo_floor_figures(tmp_path):
+    """The demo's floor keys (spine_nav.demo.report.floor_figures: the demo's report, issue 17)."""
     from spine_nav.arm.safety import StopCause
+    from spine_nav.demo.report import floor_figures
 
     log = tmp_path / "arm_guide.log"
     log.write_text(f"arm HOLD at t=1.0 s: {StopCause.CYCLE_WATCHDOG.value} (72 ms)\n"
                    f"arm HOLD at t=2.0 s: {StopCause.GUARD_VIOLATION.value}\n")
-    out = floor.demo_floor_figures([0.001] * 10, {"status": 2.0, "command": None}, log)
+    out = floor_figures([0.001] * 10, {"status": 2.0, "command": None}, log)
     assert out["servo_overrun_stops"] == 1 and out["floor_relay_count"] == 10
     assert out["floor_relay_p99_ms"] == 1.0 and out["sample_to_status_p99_vs_floor"] == 2.0
     assert out["sample_to_command_p99_vs_floor"] is None
-    empty = floor.demo_floor_figures([], {"status": 1.0}, tmp_path / "missing.log")
+    empty = floor_figures([], {"status": 1.0}, tmp_path / "missing.log")
     assert empty["servo_overrun_stops"] == 0 and empty["sample_to_status_p99_vs_floor"] is None
 
 

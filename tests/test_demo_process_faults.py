@@ -16,7 +16,7 @@ import pytest
 
 from spine_nav.demo.process_faults import KILLABLE, NOT_SAFETY_RELEVANT, fault_handled, parse_inject
 from spine_nav.demo.report import FaultResult
-from spine_nav.demo.run import DemoConfig, run_demo
+from spine_nav.demo.run import DEMO_HEARTBEAT_TIMEOUT_MS, DemoConfig, run_demo
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -83,5 +83,6 @@ def test_case_finishes_after_every_kill(killed_case):
     # injected in drilling order (spread over the two screws), each exactly once
     assert sorted(f["kind"] for f in data["faults"]) == sorted(f"kill:{n}" for n in KILLABLE), data["faults"]
     assert [s["status"] for s in data["screws"]] == ["placed", "placed"], (data["screws"], log[-3000:])
-    assert data["case"]["watchdogs"]["arm_guide.guard_timeout_ms"] == 50.0
+    watchdogs = data["case"]["watchdogs"]
+    assert watchdogs["arm_guide.guard_timeout_ms"] == watchdogs["arm_guide.bridge_timeout_ms"] == DEMO_HEARTBEAT_TIMEOUT_MS
     assert "| hold after (ms) | recovered |" in md and md.count("| kill:") == len(KILLABLE)

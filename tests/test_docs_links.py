@@ -86,3 +86,24 @@ def test_every_source_file_named_in_readme_and_docs_exists():
             if "*" not in ref and not (REPO / ref).exists():
                 bad.append(f"{md.relative_to(REPO)}: {ref}")
     assert not bad, "\n".join(bad)
+
+
+DOC_SECTION = re.compile(r'(docs/[A-Za-z0-9_./-]+\.md),? (?:section |paragraph )?"([^"]+)"')
+BOLD_LEAD = re.compile(r"^\*\*([^*]+?)\.?\*\*")
+
+
+def test_docs_sections_named_in_code_exist():
+    """A pointer such as ``docs/safety.md, "Which inputs and processes are safety-relevant"`` names a heading of
+    that page or the bold lead of one of its paragraphs (``**Lifecycle (managed nodes).**``); comments and
+    docstrings wrapped over lines are read joined."""
+    bad = []
+    for f in [*sorted((REPO / "spine_nav").rglob("*.py")), *sorted((REPO / "scripts").glob("*.py")),
+              *sorted((REPO / "launch").glob("*.py"))]:
+        text = re.sub(r"\s*\n\s*(?:#:?\s*)?", " ", f.read_text())
+        for page, name in DOC_SECTION.findall(text):
+            lines = (REPO / page).read_text().splitlines() if (REPO / page).is_file() else []
+            titles = {line.lstrip("#").strip() for line in lines if line.startswith("#")}
+            titles |= {m.group(1) for line in lines if (m := BOLD_LEAD.match(line))}
+            if name not in titles:
+                bad.append(f'{f.relative_to(REPO)}: {page}, "{name}"')
+    assert not bad, "\n".join(bad)

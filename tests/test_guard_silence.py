@@ -128,6 +128,10 @@ def test_core_silent_bridge_holds_with_its_own_cause(kin):
     ok, msg = g.resume(t)
     assert not ok and "bridge silent" in msg
     g.on_heartbeat("bridge", t)
+    # the gap that ended in the hold is counted (it began while guiding): 65 ms; the 10 ms ones before it
+    gaps = g.heartbeat_gaps["bridge"]
+    assert gaps.n == 21 and 64.0 < gaps.max_ms < 66.0, gaps
+    assert gaps.above == [1, 1, 1, 1, 0, 0, 0] and ">50:1 >60:1 >70:0" in g.heartbeat_gap_summary()["bridge"]
     ok, msg = g.resume(t + 1e-3)
     assert ok, msg
 

@@ -15,7 +15,8 @@ the tube follows breathing), one warm-started IK step updates the goal joints, a
 (jerk-limited online trajectory generation) moves the command toward it; velocity limits are
 scaled down when the tube is within ``near_patient_mm`` of its target.
 
-Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, a silent guard
+Safety (checked first in every cycle, latched): guard VIOLATION / TRACKING_LOST, a guard without a
+plan for the arm's screw (NO_PLAN: its depth stop is not enforced), a silent guard
 (no verdict for ``guard_timeout_ms``), a silent bridge or registered command source
 (:mod:`spine_nav.arm.liveness`), stale reference sample, stale joint feedback, control-cycle overrun, joint position outside the
 limits, joint velocity above limit -> HOLD: commanded velocity zero and the command frozen from
@@ -31,7 +32,7 @@ import numpy as np
 from ruckig import InputParameter, OutputParameter, Result, Ruckig, RuckigError, Synchronization
 
 from spine_nav.arm.kinematics import AlignmentTarget, ArmKinematics, UnreachableTarget
-from spine_nav.arm.liveness import Liveness
+from spine_nav.arm.liveness import GapStats, Liveness
 from spine_nav.arm.reference_filter import ReferenceFilter
 from spine_nav.arm.safety import GUARD_STOP_STATES, StopCause, StopEvent, log_stop
 from spine_nav.geometry import invert, rigid_rows, transform_directions, transform_points, validate_transform
@@ -137,10 +138,14 @@ class ArmGuide:
         self._frozen_reference: np.ndarray | None = None
         self._guard_state = ""
         self._guard_heard_s: float | None = None  # controller time of the last on_guard_state
+        self._guard_lacks_plan: tuple[str, str] | None = None  # (screw id, reason) of the last status lacking a plan
         self.liveness = Liveness()  # heartbeats of the other safety-relevant inputs (arm/liveness.py)
         self.liveness.watch("bridge", "tracking/health", StopCause.BRIDGE_SILENT, self.cfg.bridge_timeout_ms)
         self.liveness.watch("command_source", "command source heartbeat", StopCause.COMMAND_SOURCE_SILENT,
                             self.cfg.command_source_timeout_ms, registered_only=True)
+        #: gaps between heartbeats heard while guiding, per input ("guard", "bridge", "command_source")
+        self.heartbeat_gaps = {key: GapStats() for key in ("guard", *self.liveness.inputs)}
+        self._heard_guiding: dict[str, bool] = {}  # input -> the arm was guiding at its last heartbeat
         self._pending_stop: StopEvent | None = None
         self._screw: Screw | None = None
         self._target_ref: tuple[np.ndarray, np.ndarray] | None = None  # (tube point, axis) in Reference
@@ -212,13 +217,21 @@ class ArmGuide:
                 self.hold_request_mono_ns = time.monotonic_ns()
             return drift
 
-    def on_guard_state(self, state_name: str, t_s: float, detail: str = "") -> None:
-        """Guard verdict (GuardStatus.state_name). VIOLATION / TRACKING_LOST stop at the next cycle."""
+    def on_guard_state(self, state_name: str, t_s: float, detail: str = "", screw_id: str = "",
+                       lacks_plan: bool = False) -> None:
+        """Guard verdict (GuardStatus.state_name, reason ``detail``, active screw ``screw_id``; repeats count
+        too). VIOLATION / TRACKING_LOST stop at the next cycle. ``lacks_plan`` (:func:`spine_nav.guard.core.lacks_plan`:
+        NO_PLAN because the guard has no plan, or its screw is not navigable) stops the arm while it guides
+        on a screw the status concerns (``screw_id`` that screw, or none): e.g. a guard restarted while the
+        registration node is down. A guard that has the plan but no active screw (automatic selection, the
+        tool near none) or that is leaving NO_PLAN through its debounce does not stop it."""
         import time
 
         with self._lock:
+            self._gap("guard", self._guard_heard_s, t_s)
             self._guard_state = state_name
             self._guard_heard_s = t_s
+            self._guard_lacks_plan = (screw_id, detail) if lacks_plan else None
             cause = GUARD_STOP_STATES.get(state_name)
             if cause is not None and not self._holding and self._pending_stop is None:
                 self._pending_stop = StopEvent(t_s, cause, detail)
@@ -229,8 +242,22 @@ class ArmGuide:
         Returns the previously registered source when ``source`` changes it (for the log), else None."""
         with self._lock:
             before = self.liveness.registered(key)
+            hb = self.liveness.inputs.get(key)
+            self._gap(key, hb.heard_s if hb is not None else None, t_s)
             self.liveness.heard(key, t_s, source)
         return before if source is not None and source != before else None
+
+    def _gap(self, key: str, previous_s: float | None, t_s: float) -> None:
+        """Count the gap since the previous heartbeat of ``key`` when the arm was guiding at that heartbeat
+        (a gap that ends in a hold counts too; under the lock)."""
+        if previous_s is not None and self._heard_guiding.get(key, False) and key in self.heartbeat_gaps:
+            self.heartbeat_gaps[key].add((t_s - previous_s) * 1e3)
+        self._heard_guiding[key] = self._mode in ("ALIGNING", "TRACKING")
+
+    def heartbeat_gap_summary(self) -> dict[str, str]:
+        """Input -> :meth:`GapStats.summary` of its heartbeat gaps while guiding."""
+        with self._lock:
+            return {key: g.summary() for key, g in self.heartbeat_gaps.items()}
 
     def hold(self, t_s: float, cause: StopCause = StopCause.OPERATOR, detail: str = "") -> None:
         """Request a hold (takes effect at the next control cycle)."""
@@ -261,7 +288,7 @@ class ArmGuide:
                 return False, f"holding ({self._stop_cause}); send resume first"
             if self._filter.T is None:
                 return False, "no tracker sample of the patient reference yet (tracking/reference)"
-            silent = self._guard_silence(t_s) or self._liveness_silence(t_s)
+            silent = self._guard_refusal(t_s, screw.id)
             if silent:
                 return False, silent
             entry, d = np.asarray(screw.entry_mm, float), screw.direction
@@ -294,7 +321,7 @@ class ArmGuide:
                 return False, "not holding"
             if self._guard_state in GUARD_STOP_STATES:
                 return False, f"guard still reports {self._guard_state}"
-            silent = (self._guard_silence(t_s) or self._liveness_silence(t_s)) if self._target_ref is not None else ""
+            silent = self._guard_refusal(t_s, self._screw.id) if self._target_ref is not None else ""
             if silent:
                 return False, silent
             if self._target_ref is not None and (self._ref_stamp_s is None
@@ -364,6 +391,9 @@ class ArmGuide:
             silent = self._guard_silence(t_s)
             if silent:
                 return StopEvent(t_s, StopCause.GUARD_SILENT, silent)
+            missing = self._guard_plan_missing(self._screw.id) if self._screw is not None else ""
+            if missing:
+                return StopEvent(t_s, StopCause.GUARD_NO_PLAN, missing)
             lost = self.liveness.check(t_s)
             if lost is not None:
                 return lost
@@ -386,6 +416,20 @@ class ArmGuide:
             return "no guard/status received yet"
         age_ms = (t_s - self._guard_heard_s) * 1e3
         return f"no guard/status for {age_ms:.0f} ms > {timeout_ms:g} ms" if age_ms > timeout_ms else ""
+
+    def _guard_plan_missing(self, screw_id: str) -> str:
+        """Why the guard cannot enforce the depth stop on ``screw_id`` ("" when nothing says so): its last
+        status lacked a plan for that screw or for any screw (no active screw named)."""
+        lacking = self._guard_lacks_plan
+        if lacking is None or lacking[0] not in ("", screw_id):
+            return ""
+        return f"no depth stop on {screw_id}: {lacking[1] or 'no reason given'}"
+
+    def _guard_refusal(self, t_s: float, screw_id: str) -> str:
+        """Why ``align``/``resume`` on ``screw_id`` is refused for the guard or a watched input ("" = not)."""
+        missing = self._guard_plan_missing(screw_id)
+        return (self._guard_silence(t_s) or self._liveness_silence(t_s)
+                or (str(StopEvent(t_s, StopCause.GUARD_NO_PLAN, missing)) if missing else ""))
 
     def _liveness_silence(self, t_s: float) -> str:
         ev = self.liveness.check(t_s)

@@ -18,7 +18,7 @@ A timeout of ``None`` (or <= 0) turns the check off. Times are the controller's 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spine_nav.arm.safety import StopCause, StopEvent
 
@@ -82,3 +82,30 @@ class Liveness:
     def registered(self, key: str) -> str:
         hb = self.inputs.get(key)
         return hb.source if hb is not None else ""
+
+
+#: GapStats counts the gaps above each of these (ms): around the heartbeat timeouts (config 50 ms, the demo's 70 ms)
+GAP_EDGES_MS = (30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 100.0)
+
+
+@dataclass
+class GapStats:
+    """Gaps between consecutive heartbeats of one input as the arm guide heard them while guiding (ms): how
+    many, the largest, and how many exceeded each of :data:`GAP_EDGES_MS`. What a heartbeat timeout must
+    cover; published on /diagnostics (``spine_nav.nodes.diagnostics.arm_status``) for the demo's numbers."""
+
+    n: int = 0
+    max_ms: float = 0.0
+    above: list[int] = field(default_factory=lambda: [0] * len(GAP_EDGES_MS))
+
+    def add(self, gap_ms: float) -> None:
+        self.n += 1
+        self.max_ms = max(self.max_ms, gap_ms)
+        for i, edge in enumerate(GAP_EDGES_MS):
+            if gap_ms > edge:
+                self.above[i] += 1
+
+    def summary(self) -> str:
+        """e.g. ``"n=1200 max=41.3 >30:5 >40:1 >50:0 ..."``."""
+        return f"n={self.n} max={self.max_ms:.1f} " + " ".join(
+            f">{edge:g}:{k}" for edge, k in zip(GAP_EDGES_MS, self.above))

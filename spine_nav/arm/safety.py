@@ -27,6 +27,7 @@ class StopCause(str, Enum):
     PROCESS_LOST = "process lost"            # the supervisor saw a stack process die (detail names it)
     BRIDGE_SILENT = "bridge silent"          # no tracking/health for bridge_timeout_ms (bridge dead, hung, link down)
     COMMAND_SOURCE_SILENT = "console silent"  # the registered command source (console) sent no heartbeat
+    GUARD_NO_PLAN = "guard NO_PLAN"          # the guard has no plan for the screw the arm guides on: no depth stop
 
 
 #: Guard states (GuardStatus.state_name) that stop the arm.

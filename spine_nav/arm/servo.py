@@ -26,14 +26,41 @@ def _libc():
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
+def warm_blas_buffers() -> list[str]:
+    """Make numpy's and scipy's OpenBLAS allocate their work buffers now; returns which were warmed.
+
+    Why: the first call into each OpenBLAS of a process (numpy's bundled scipy-openblas: ``np.linalg.det``,
+    ``solve``; scipy's own: the IK's LAPACK ``dposv``) allocates a work buffer (RSS +32 MB each). Once
+    :func:`try_realtime` has called ``mlockall(MCL_FUTURE)``, that allocation is populated and locked on the
+    spot, inside the call and with the GIL held, so every other thread of the process waits for it: measured
+    here 8.6-55 ms of a 1 kHz thread's cycle (and seconds at a load average of 20) against 0.1-1.4 ms when
+    warmed first (`/tmp` experiments recorded in docs/performance.md); in the demo it was the arm's one
+    332 ms control-cycle overrun at the first align of seed 0. Called before ``mlockall``, the buffers exist
+    already and ``MCL_CURRENT`` locks them at start-up, before the first cycle."""
+    warmed = []
+    np.linalg.det(np.eye(3))
+    np.linalg.solve(np.eye(3), np.ones(3))
+    warmed.append("numpy")
+    try:
+        from scipy.linalg.lapack import dposv
+    except ImportError:  # scipy is optional for the servo itself
+        return warmed
+    dposv(2.0 * np.eye(5), np.ones((5, 2)))
+    warmed.append("scipy")
+    return warmed
+
+
 def try_realtime(priority: int = 50) -> dict:
-    """Ask for SCHED_FIFO (calling thread), mlockall and 1 ns timer slack; report what worked."""
+    """Ask for SCHED_FIFO (calling thread), mlockall and 1 ns timer slack; report what worked. The BLAS
+    buffers are allocated first (:func:`warm_blas_buffers`), so that no later first call allocates and locks
+    them in the middle of the control loop."""
     out = {"sched_fifo": False, "mlockall": False, "timer_slack_1ns": False}
     libc = _libc()
     try:
         out["timer_slack_1ns"] = libc.prctl(PR_SET_TIMERSLACK, 1, 0, 0, 0) == 0
     except Exception:  # noqa: BLE001 - not Linux
         pass
+    out["blas_warmed"] = warm_blas_buffers()
     try:
         out["mlockall"] = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
     except Exception:  # noqa: BLE001

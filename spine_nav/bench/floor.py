@@ -98,27 +98,3 @@ def load_env(args: argparse.Namespace, load_before: tuple[float, float, float]) 
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "cpu_count": os.cpu_count(), "interleaved": "floor, stack, floor, stack, ...",
             "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-
-
-def demo_floor_figures(floor_latency_s: list[float], stack_p99_ms: dict[str, float | None],
-                       arm_log) -> dict[str, Any]:
-    """The demo's report keys (issue 17): the bare relay's sample -> publish() p50/p99 measured during the
-    case (``floor_relay_*``), ``sample_to_<name>_p99_vs_floor`` for each of ``stack_p99_ms``, and
-    ``servo_overrun_stops`` = arm holds for a control-cycle overrun in the arm process's log."""
-    from pathlib import Path
-
-    import numpy as np
-
-    from spine_nav.arm.safety import StopCause
-
-    p99 = round(float(np.percentile(floor_latency_s, 99)) * 1e3, 3) if len(floor_latency_s) else None
-    out: dict[str, Any] = {
-        "floor_relay_p50_ms": round(float(np.percentile(floor_latency_s, 50)) * 1e3, 3) if len(floor_latency_s) else None,
-        "floor_relay_p99_ms": p99, "floor_relay_count": len(floor_latency_s)}
-    for name, v in stack_p99_ms.items():
-        out[f"sample_to_{name}_p99_vs_floor"] = round(v / p99, 3) if v is not None and p99 else None
-    path = Path(arm_log)
-    text = path.read_text(errors="replace") if path.is_file() else ""
-    out["servo_overrun_stops"] = sum(1 for line in text.splitlines()
-                                     if "arm HOLD" in line and StopCause.CYCLE_WATCHDOG.value in line)
-    return out

@@ -37,10 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
-from spine_nav.bench import BenchResult
-from spine_nav.resources import share_path
+from spine_nav.bench import BenchResult, info
 from spine_nav.bench.floor import busy_core, load_env, median_of, ratio_rounds
-from spine_nav.cli.common import info
+from spine_nav.resources import share_path
 
 RATE_HZ = 100.0
 TARGET_RATIO = 1.05

@@ -47,31 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _spin_bridge(server, args: argparse.Namespace) -> int:
-    import rclpy
-    from rclpy.context import Context
+    from spine_nav.nodes.console_bridge import serve_console
 
-    from spine_nav.nodes.console_bridge import ConsoleBridgeNode
-    from spine_nav.nodes.lifecycle import bring_up
-    from spine_nav.nodes.runner import make_executor
+    started: list[float] = []  # --duration counts from the bridge being up
 
-    ctx = Context()
-    rclpy.init(args=["spine_nav_console", *(["--ros-args", *args.ros_args] if args.ros_args else [])], context=ctx)
-    node = ConsoleBridgeNode(sink=server.publish, context=ctx)
-    bring_up(node)  # configure -> activate (with an outside sink nothing can fail: no port of its own)
-    server.request_handler = node.handle_request
-    executor = make_executor("events", context=ctx)
-    executor.add_node(node)
-    info(f"spine-nav console: {server.url} (case: {server.case.case_dir or 'none'}); Ctrl-C to stop")
-    t0 = time.monotonic()
+    def ready() -> None:
+        started.append(time.monotonic())
+        info(f"spine-nav console: {server.url} (case: {server.case.case_dir or 'none'}); Ctrl-C to stop")
+
     try:
-        while ctx.ok() and (args.duration <= 0 or time.monotonic() - t0 < args.duration):
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        serve_console(server, args.ros_args, on_ready=ready, keep_going=lambda: (
+            args.duration <= 0 or not started or time.monotonic() - started[0] < args.duration))
+    except KeyboardInterrupt:
         pass
-    finally:
-        server.request_handler = None
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        if ctx.ok():
-            rclpy.shutdown(context=ctx)
     return 0

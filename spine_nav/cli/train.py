@@ -300,13 +300,68 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.headless:
             return _run_script(args, case, store)
-        from spine_nav.console.trainee import run_page
-
-        return run_page(args, case, store, TrainStack)
+        return _run_page(args, case, store)
     except (ScriptError, CaseError) as exc:
         return fail(str(exc))
     finally:
         store.close()
+
+
+def _run_page(args, case, store) -> int:
+    """`spine-nav train --case DIR --trainee NAME [--port]`: the console in trainee mode
+    (:mod:`spine_nav.console.trainee`) until Ctrl-C / ``--duration``; the attempt is kept (unfinished when a
+    screw was left in progress)."""
+    import threading
+
+    from spine_nav.console import CaseData
+    from spine_nav.console.trainee import TraineeConsoleServer, TraineeSession
+    from spine_nav.nodes.console_bridge import serve_console
+    from spine_nav.training.attempt import Attempt
+    from spine_nav.training.case import case_key
+    from spine_nav.training.store import SessionStore
+
+    if args.mode == "robot":
+        return fail("--mode robot: not built yet (the arm's alignment on request needs the arm stack of the demo; "
+                    "see docs/training.md)")
+    store.close()
+    store = SessionStore(args.db, any_thread=True)
+    try:
+        stack = TrainStack(case)
+    except Exception as exc:  # noqa: BLE001
+        return fail(f"the stack did not start: {exc}", code=1)
+    server = TraineeConsoleServer(CaseData(case.case_dir), host=args.host, port=args.port)
+    stop = threading.Event()
+    session = None
+    try:
+        server.start()
+        bridge = threading.Thread(target=serve_console, args=(server, ["-r", f"__ns:={stack.namespace}"],
+                                                              lambda: not stop.is_set()), daemon=True)
+        bridge.start()
+        if not stack.wait_ready():
+            return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
+        attempt_id = store.start_attempt(args.trainee, case_key(case), args.mode, "page")
+        session = TraineeSession(case, store, Attempt(case, store, attempt_id), stack, server.publish,
+                                 args.trainee, args.mode)
+        server.session_handler = session.handle
+        info(f"spine-nav train: trainee mode for {args.trainee} at {server.url} (attempt {attempt_id}); Ctrl-C to stop")
+        t0 = time.monotonic()
+        while args.duration <= 0 or time.monotonic() - t0 < args.duration:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        return fail(str(exc), code=1)
+    finally:
+        server.session_handler = None
+        if session is not None:
+            finished = session.close()
+            info(f"spine-nav train: attempt {session.attempt.attempt_id} kept "
+                 f"({'finished' if finished else 'unfinished'}, {len(session.attempt.results)} screw(s) graded)")
+        stop.set()
+        server.stop()
+        stack.close()
+        store.close()
+    return 0
 
 
 def _run_script(args, case, store) -> int:

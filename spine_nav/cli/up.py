@@ -58,6 +58,15 @@ def run(args: argparse.Namespace) -> int:
         return fail("--split: only with --respawn (without it the nodes are composed in this process)")
     if args.respawn:
         return run_supervised(args, names)
+    import signal
+    import threading
+
+    # SIGINT / SIGTERM (a supervisor's stop, Ctrl-C) only set a flag, before rclpy.init installs its own
+    # handlers (which chain to these): the main loop below then writes the latency records first and tears
+    # the stack down after (issue 17: the records were lost when the teardown outlasted the stop grace)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     tune_process_for_nodes()
     sched = set_process_realtime(args.rt_priority)
     info(f"spine-nav up: composing {', '.join(names)} ({args.executor} executor, {sched}); Ctrl-C to stop")
@@ -73,13 +82,18 @@ def run(args: argparse.Namespace) -> int:
             info(f"spine-nav up: linked {link}")
         freeze_startup_objects()
         t0 = time.monotonic()
-        while args.duration <= 0 or time.monotonic() - t0 < args.duration:
-            time.sleep(0.1)
+        while not stop.is_set() and stack.context.ok():
+            if 0 < args.duration <= time.monotonic() - t0:
+                break
+            stop.wait(0.1)
+        for path in stack.flush_latency_records():  # before the teardown (ComposedStack.close)
+            info(f"spine-nav up: latency record written: {path}")
+        info("spine-nav up: stopping")
     return 0
 
 
-#: nodes whose death does not stop the arm (docs/safety.md, "Which processes are safety-relevant"):
-#: restarted and reported on /diagnostics, not on supervisor/process_lost
+#: nodes whose death does not stop the arm (docs/safety.md, "Which inputs and processes are
+#: safety-relevant"): restarted and reported on /diagnostics, not on supervisor/process_lost
 NOT_SAFETY_RELEVANT_NODES = ("registration", "plan_publisher", "console_bridge")
 
 

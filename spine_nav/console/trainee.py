@@ -3,7 +3,8 @@
 Additive to the console: :class:`TraineeConsoleServer` is a :class:`ConsoleServer` that also answers
 the page's ``train_*`` requests, and :class:`TraineeConsoleState` keeps the ``trainee*`` updates (replayed
 to a page that connects). The console's own streams (plan, tool, guard, ...) come from the stack through
-the usual :class:`spine_nav.nodes.console_bridge.ConsoleBridgeNode`.
+the usual :class:`spine_nav.nodes.console_bridge.ConsoleBridgeNode` (started next to it by `spine-nav train`,
+:mod:`spine_nav.cli.train`; this module imports no ROS).
 
 Requests (WebSocket, JSON objects with ``req``):
 
@@ -203,81 +204,3 @@ class TraineeSession:
             finished = self.attempt.current_screw is None and bool(self.attempt.results)
             self.attempt.close(finished=finished)
             return finished
-
-
-def _spin_bridge(server, namespace: str, stop: threading.Event) -> None:
-    import rclpy
-    from rclpy.context import Context
-
-    from spine_nav.nodes.console_bridge import ConsoleBridgeNode
-    from spine_nav.nodes.lifecycle import bring_up
-    from spine_nav.nodes.runner import make_executor
-
-    ctx = Context()
-    rclpy.init(args=["spine_nav_console", "--ros-args", "-r", f"__ns:={namespace}"], context=ctx)
-    node = ConsoleBridgeNode(sink=server.publish, context=ctx)
-    bring_up(node)  # a lifecycle node: configure -> activate (with an outside sink it has no port to fail on)
-    server.request_handler = node.handle_request
-    executor = make_executor("events", context=ctx)
-    executor.add_node(node)
-    try:
-        while ctx.ok() and not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    finally:
-        server.request_handler = None
-        executor.shutdown(timeout_sec=1.0)
-        node.destroy_node()
-        if ctx.ok():
-            rclpy.shutdown(context=ctx)
-
-
-def run_page(args, case, store, stack_cls) -> int:
-    """`spine-nav train --case DIR --trainee NAME [--port]`: the console in trainee mode until Ctrl-C /
-    ``--duration``; the attempt is kept (unfinished when a screw was left in progress)."""
-    from spine_nav.cli.common import fail, info
-    from spine_nav.console import CaseData
-    from spine_nav.training.attempt import Attempt
-    from spine_nav.training.case import case_key
-    from spine_nav.training.store import SessionStore
-
-    if args.mode == "robot":
-        return fail("--mode robot: not built yet (the arm's alignment on request needs the arm stack of the demo; "
-                    "see docs/training.md)")
-    store.close()
-    store = SessionStore(args.db, any_thread=True)
-    try:
-        stack = stack_cls(case)
-    except Exception as exc:  # noqa: BLE001
-        return fail(f"the stack did not start: {exc}", code=1)
-    server = TraineeConsoleServer(CaseData(case.case_dir), host=args.host, port=args.port)
-    stop = threading.Event()
-    session = None
-    try:
-        server.start()
-        bridge = threading.Thread(target=_spin_bridge, args=(server, stack.namespace, stop), daemon=True)
-        bridge.start()
-        if not stack.wait_ready():
-            return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
-        attempt_id = store.start_attempt(args.trainee, case_key(case), args.mode, "page")
-        session = TraineeSession(case, store, Attempt(case, store, attempt_id), stack, server.publish,
-                                 args.trainee, args.mode)
-        server.session_handler = session.handle
-        info(f"spine-nav train: trainee mode for {args.trainee} at {server.url} (attempt {attempt_id}); Ctrl-C to stop")
-        t0 = time.monotonic()
-        while args.duration <= 0 or time.monotonic() - t0 < args.duration:
-            time.sleep(0.1)
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        return fail(str(exc), code=1)
-    finally:
-        server.session_handler = None
-        if session is not None:
-            finished = session.close()
-            info(f"spine-nav train: attempt {session.attempt.attempt_id} kept "
-                 f"({'finished' if finished else 'unfinished'}, {len(session.attempt.results)} screw(s) graded)")
-        stop.set()
-        server.stop()
-        stack.close()
-        store.close()
-    return 0

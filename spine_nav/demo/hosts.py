@@ -123,6 +123,15 @@ class HostsDemo(Demo):
         self.network: dict = {}
         self._procs_hosts: list = []  # (host, NodeProcess)
         self._delay_proc: subprocess.Popen | None = None
+        #: the robot-side hold probe's record (JSON lines, :func:`probe_main`), set when the run starts it
+        self.probe_path: Path | None = None
+        #: OpenIGTLink connections the camera model refused, (address, port, time.time()) as
+        #: :attr:`spine_nav.tracking.transport.IgtlServer.refused`; read when the stack stops
+        self.refused: list[tuple[str, int, float]] = []
+        #: the conductor of the screw the cut is injected on (the surgeon's pause reads its recording)
+        self._conductor = None
+        #: the cut's outcome for the report (host, cut_s, hold_after_ms, screw, screw_status); {} = no cut
+        self.network_cut: dict = {}
 
     # ------------------------------------------------------------------ the run
     def run(self):
@@ -261,7 +270,7 @@ class HostsDemo(Demo):
                 "dds_profile": str(DDS_PROFILE.relative_to(share_dir())),
                 "reference_timeout_s": self.reference_timeout_s, "tracker_timeout_ms": HOSTS_TRACKER_TIMEOUT_MS,
                 "inject": self.inject.label if self.inject else None,
-                "igtl_refused_at_camera": [r[0] for r in getattr(self, "refused", [])]}
+                "igtl_refused_at_camera": [r[0] for r in self.refused]}
 
     # ------------------------------------------------------------------ truth without the in-process arm
     def _on_joint_state(self, msg) -> None:
@@ -349,7 +358,7 @@ class HostsDemo(Demo):
     def build_report(self, duration_s: float):
         report = super().build_report(duration_s)
         net = dict(self.network)
-        if getattr(self, "network_cut", None):
+        if self.network_cut:
             net["cut"] = self.network_cut
         report.case["network"] = net
         out = self.cfg.out_dir

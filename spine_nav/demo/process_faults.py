@@ -31,8 +31,8 @@ from spine_nav.demo.report import FaultResult
 
 #: Nodes ``--inject kill:NODE`` may kill (each in its own process in the kill layout).
 KILLABLE = ("tracker_bridge", "trajectory_guard", "arm_guide", "registration", "sim_tracker")
-#: Killable nodes whose death does not stop the arm (docs/safety.md, "Which processes are safety-relevant"):
-#: reported on /diagnostics and in the report, restarted, the arm keeps guiding.
+#: Killable nodes whose death does not stop the arm (docs/safety.md, "Which inputs and processes are
+#: safety-relevant"): reported on /diagnostics and in the report, restarted, the arm keeps guiding.
 NOT_SAFETY_RELEVANT = ("registration",)
 NO_HOLD_WATCH_S = 0.5      # after such a kill: the arm must not hold within this window (checked, reported)
 HOLD_WAIT_S = 2.0          # bounded waits for the detection / the hold / the cause after a kill

@@ -32,7 +32,8 @@ class SupervisedProcess:
     ``safety_relevant``: its death stops the arm (the demo publishes it on ``supervisor/process_lost``).
     False for processes the arm does not depend on while guiding (the registration node, measurement
     aids such as the floor relay): their death is reported (``/diagnostics``, the report) and they are
-    restarted, but the arm keeps guiding (docs/safety.md, "Which processes are safety-relevant")."""
+    restarted, but the arm keeps guiding (docs/safety.md, section "Which inputs and processes are
+    safety-relevant")."""
 
     def __init__(self, label: str, cmd: Sequence[str], log_path: Path, nodes: Sequence[str] = (),
                  safety_relevant: bool = True) -> None:
@@ -44,6 +45,10 @@ class SupervisedProcess:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(log_path, "w")
         self.starts = 0
+        #: how the last :meth:`stop` went ("" before it): exit code and time after SIGINT, or killed
+        self.stop_note = ""
+        #: time.monotonic() of the last (re)start (set by _spawn)
+        self.started_mono = 0.0
         self.proc: subprocess.Popen = self._spawn()
 
     def _spawn(self) -> subprocess.Popen:
@@ -71,13 +76,20 @@ class SupervisedProcess:
         os.killpg(self.proc.pid, sig)
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGINT, wait up to ``timeout_s``, then SIGKILL the process group; :attr:`stop_note` says which."""
         if self.proc.poll() is None:
+            t0 = time.monotonic()
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=timeout_s)
+                self.stop_note = (f"exited with code {self.proc.returncode} {time.monotonic() - t0:.1f} s "
+                                  f"after SIGINT")
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5.0)
+                self.stop_note = f"still running {timeout_s:g} s after SIGINT: killed (SIGKILL)"
+        elif not getattr(self, "stop_note", ""):
+            self.stop_note = f"had already exited (code {self.proc.returncode}) when the stop came"
         self._log.close()
         return self.proc.returncode
 
@@ -283,3 +295,25 @@ def floor_relay_process(latency_out, log_path, out_topic: str = "bench/floor_sta
            "--out-topic", out_topic, "--rt-priority", str(int(rt_priority))]
     # a measurement aid: restarted when it dies, but its death is no reason to stop the arm
     return SupervisedProcess("floor_relay", cmd, Path(log_path), safety_relevant=False)
+
+
+def read_node_latency_record(path: Path, node: str, procs: Sequence[SupervisedProcess]) -> tuple[list[float], str]:
+    """A node's latency record (:mod:`spine_nav.nodes.latency_record`) after its process was stopped:
+    ``(latencies in s, "")``, or ``([], why)`` when there is none or it is unusable - ``why`` names the node,
+    the file and what its process did (:attr:`SupervisedProcess.stop_note`, restarts), for the demo's log
+    and report instead of an empty figure."""
+    from spine_nav.nodes.latency_record import read_latency_record
+
+    host = next((p for p in procs if node in p.nodes), None)
+    if host is None:
+        what = "no process of this run hosts it"
+    else:
+        what = f"its process '{host.label}' {host.stop_note or 'was not stopped'}"
+        if host.starts > 1:
+            what += f" (started {host.starts} times)"
+    if not Path(path).is_file():
+        return [], f"no latency record from {node} ({path}): {what}"
+    try:
+        return read_latency_record(path), ""
+    except ValueError as exc:
+        return [], f"latency record from {node} unusable: {exc}; {what}"

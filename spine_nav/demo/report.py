@@ -5,7 +5,8 @@ report.json (keys other tools read; more may be added)::
     {
       "screws": [{"id", "entry_error_mm", "tip_error_mm", "angular_error_deg", "gr_grade",
                   "breach_mm", "time_to_align_s", "guard_events", "stops", "status"}],
-      "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...},
+      "latency": {"sample_to_status_p99_ms", "sample_to_command_p99_ms", ...,
+                  "missing_records": {node: why its latency record is missing}},
       "duration_s": float,
       "faults": [{"name", "detected", "arm_held", "cause", "detail", "kind", "hold_after_ms", "recovered"}],
       "summary": {...},
@@ -148,6 +149,8 @@ def write_report(report: CaseReport, out_dir: Path, plots: Sequence[Path] = ()) 
         count = report.latency.get(f"sample_to_{key}_count", 0)
         lines.append(f"| {label} | {_fmt(report.latency.get(f'sample_to_{key}_p50_ms'), 3)} | "
                      f"{_fmt(report.latency.get(f'sample_to_{key}_p99_ms'), 3)} | {count} |")
+    for node, why in (report.latency.get("missing_records") or {}).items():
+        lines += ["", f"**No latency figures from {node}**: {why}."]
     if report.latency.get("tracker_send_late_p50_ms") is not None:
         lines += ["", f"The simulated tracker stamps each frame when it transmits it; how late that was against its "
                       f"schedule (the simulator's own delay in its shared process, not counted above): p50 "
@@ -193,3 +196,22 @@ def percentile_ms(values_s: Sequence[float], q: float) -> float | None:
     if not len(values_s):
         return None
     return float(np.percentile(np.asarray(values_s) * 1e3, q))
+
+
+def floor_figures(floor_latency_s: list[float], stack_p99_ms: dict[str, float | None], arm_log) -> dict[str, Any]:
+    """The demo's report keys (issue 17): the bare relay's sample -> publish() p50/p99 measured during the
+    case (``floor_relay_*``), ``sample_to_<name>_p99_vs_floor`` for each of ``stack_p99_ms``, and
+    ``servo_overrun_stops`` = arm holds for a control-cycle overrun in the arm process's log."""
+    from spine_nav.arm.safety import StopCause
+
+    p99 = round(float(np.percentile(floor_latency_s, 99)) * 1e3, 3) if len(floor_latency_s) else None
+    out: dict[str, Any] = {
+        "floor_relay_p50_ms": round(float(np.percentile(floor_latency_s, 50)) * 1e3, 3) if len(floor_latency_s) else None,
+        "floor_relay_p99_ms": p99, "floor_relay_count": len(floor_latency_s)}
+    for name, v in stack_p99_ms.items():
+        out[f"sample_to_{name}_p99_vs_floor"] = round(v / p99, 3) if v is not None and p99 else None
+    path = Path(arm_log)
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    out["servo_overrun_stops"] = sum(1 for line in text.splitlines()
+                                     if "arm HOLD" in line and StopCause.CYCLE_WATCHDOG.value in line)
+    return out

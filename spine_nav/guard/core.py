@@ -25,6 +25,22 @@ from spine_nav.plan import Plan
 TIME_EPS_S = 1e-9
 #: NO_PLAN reason, and the refusal of a selection, before any plan arrived (a client may ask again)
 NO_PLAN_YET = "no plan received"
+#: NO_PLAN reason's start when the guard has a plan but no screw is active (automatic selection, the tool
+#: within the capture radius of none): the guard will judge a screw as soon as the tool comes near it
+NO_ACTIVE_SCREW = "no active screw"
+#: between a debounced state's name and the pending state's (``"NO_PLAN held: ALIGNED pending debounce (...)"``)
+DEBOUNCE_HELD = " held: "
+
+
+def lacks_plan(state_name: str, reason: str) -> bool:
+    """Whether a guard status (state name and reason, as GuardStatus carries them) says the guard cannot judge
+    its screw for want of a plan: NO_PLAN with no plan at all (``NO_PLAN_YET``, a rejected plan) or with the
+    active screw not navigable. False for the two NO_PLAN statuses of a guard that has the plan: no active
+    screw (``NO_ACTIVE_SCREW``) and NO_PLAN held by the debounce while a judged state is pending (entering
+    NO_PLAN is never debounced, so a held NO_PLAN always leaves it). The arm guide holds on it
+    (:meth:`spine_nav.arm.controller.ArmGuide.on_guard_state`): the depth stop is not enforced."""
+    return state_name == GuardState.NO_PLAN.name and not reason.startswith(
+        (NO_ACTIVE_SCREW, GuardState.NO_PLAN.name + DEBOUNCE_HELD))
 
 
 class GuardVerdict(NamedTuple):
@@ -136,7 +152,7 @@ class TrajectoryGuard:
                  t_s: float, age_ms: float) -> GuardVerdict:
         state, pending = self._debounce.update(raw, t_s, self.config.debounce_s)
         if pending:
-            reason = f"{state.name} held: {raw.name} pending debounce ({reason})"
+            reason = f"{state.name}{DEBOUNCE_HELD}{raw.name} pending debounce ({reason})"
         v = GuardVerdict(state, reason, screw_id, metrics, t_s, age_ms)
         self.last_verdict = v
         return v
@@ -184,7 +200,7 @@ class TrajectoryGuard:
         g = self.selector.update(tip, hold=hold)
         if g is None:
             self._latched_screw = None
-            return self._verdict(GuardState.NO_PLAN, f"no active screw: {self.selector.last_reason}",
+            return self._verdict(GuardState.NO_PLAN, f"{NO_ACTIVE_SCREW}: {self.selector.last_reason}",
                                  "", NAN_METRICS, t, age_ms)
         if g.screw_id != self._latched_screw:
             self._reset_latches()

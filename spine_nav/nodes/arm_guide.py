@@ -5,7 +5,7 @@ runs in its own thread (:class:`spine_nav.arm.servo.ServoLoop`), ROS callbacks o
 
 Subscribes: ``plan/registered`` (ScrewPlan, Reference), ``tracking/reference`` (PoseStamped,
 T_tracker_reference), ``guard/status`` (GuardStatus: VIOLATION / TRACKING_LOST hold from the next
-servo cycle), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
+servo cycle, and so does NO_PLAN for want of a plan on the screw the arm guides on: "guard NO_PLAN"), ``joint_states`` (sensor_msgs/JointState), ``tracking/arm_marker`` (PoseStamped,
 T_tracker_armmarker: live check of the robot-to-tracker registration, hold beyond marker_drift_mm),
 ``supervisor/process_lost`` (diagnostic_msgs/DiagnosticStatus from the process supervisor,
 :mod:`spine_nav.demo.processes`: a stack process died -> hold, the cause names it). Liveness: no
@@ -48,6 +48,7 @@ from spine_nav.arm.host import GuideHost
 from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.safety import StopCause
 from spine_nav.arm.servo import ServoLoop
+from spine_nav.guard.core import lacks_plan
 from spine_nav.nodes.arm_params import arm_interface
 from spine_nav.nodes.command_source import COMMAND_SOURCE_TOPIC
 from spine_nav.nodes.conversions import (arm_state_to_msg, guard_state_name, msg_to_plan, quat_mm_to_matrix_mm,
@@ -77,13 +78,13 @@ class ArmGuideNode(ManagedNode):
         self.servo_rate_hz = p["servo_rate_hz"]
         self._cfg = config_from(ArmGuideConfig, p, "arm_guide", control_period_s=1.0 / self.servo_rate_hz)
         #: per reference sample answered: its tracker stamp -> the answering command's publish() returned
-        self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned")
+        self.latency = LatencyRecord("arm_guide", "reference sample stamp -> arm command publish() returned",
+                                     path=p["latency_record_path"])  # flushed on stop (`up`) and on cleanup
         self.iface = arm_interface(p, self.get_name())  # ValueError (one line) naming the parameter / file
         self.kin = ArmKinematics(self.iface.arm)
         self._command_period_s = 1.0 / p["command_rate_hz"]
         self.host = GuideHost(self.kin, T_tracker_robotbase, self._cfg)  # the guide, from the first joint state
-        if p["latency_record_path"]:  # written on cleanup / shutdown
-            self.at_cleanup(lambda: self.latency.write(str(p["latency_record_path"])))
+        self.at_cleanup(self.latency.flush)
         self.cmd_pub = self.create_publisher(self.iface.message_type, self.iface.command_topic, STATUS_QOS)
         self.state_pub = self.create_publisher(ArmState, "arm/state", STATUS_QOS)
         self.pose_pub = self.create_publisher(PoseStamped, "arm/guide_pose", DISPLAY_QOS)
@@ -148,8 +149,11 @@ class ArmGuideNode(ManagedNode):
             self.host.guide.on_arm_marker(quat_mm_to_matrix_mm(q, t_mm), self._ros_to_mono(stamp_s))
 
     def on_guard(self, msg: GuardStatus) -> None:
+        """Every status, repeats too (the guard's heartbeat); a NO_PLAN for want of a plan holds a guiding arm."""
         if self.host.guide is not None:
-            self.host.guide.on_guard_state(guard_state_name(msg), time.monotonic(), msg.reason)
+            name = guard_state_name(msg)
+            self.host.guide.on_guard_state(name, time.monotonic(), msg.reason, msg.active_screw_id,
+                                           lacks_plan(name, msg.reason))
 
     def on_bridge_heartbeat(self, _data: bytes) -> None:
         if self.host.guide is not None:

@@ -16,7 +16,7 @@ owns the web server): ``port`` (8080), ``host`` (127.0.0.1), ``case_dir`` ("").
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
@@ -167,6 +167,42 @@ class ConsoleBridgeNode(ManagedNode):
             return {"ok": False, "message": f"guard/select_screw: no answer within {SELECT_TIMEOUT_S} s"}
         res = future.result()
         return {"ok": bool(res.success), "message": res.message}
+
+
+def serve_console(server, ros_args: Sequence[str], keep_going: Callable[[], bool],
+                  on_ready: Callable[[], None] | None = None) -> None:
+    """Feed a web console from the stack until ``keep_going()`` is false or the context shuts down.
+
+    A :class:`ConsoleBridgeNode` whose sink is ``server.publish`` and which answers the page's requests
+    (``server.request_handler``), in a context and executor of its own (a spin_once loop,
+    :func:`spine_nav.nodes.runner.spin_until`); ``ros_args`` as after ``--ros-args`` (e.g. ``-r __ns:=/x``).
+    ``on_ready`` is called once the node is active. Used by `spine-nav console` and `spine-nav train`'s page.
+    """
+    import rclpy
+    from rclpy.context import Context
+
+    from spine_nav.nodes.lifecycle import bring_up
+    from spine_nav.nodes.runner import make_executor, spin_until
+
+    ctx = Context()
+    rclpy.init(args=["spine_nav_console", *(["--ros-args", *ros_args] if ros_args else [])], context=ctx)
+    node = ConsoleBridgeNode(sink=server.publish, context=ctx)
+    executor = None
+    try:
+        bring_up(node)  # configure -> activate (with an outside sink nothing can fail: no port of its own)
+        server.request_handler = node.handle_request
+        executor = make_executor("events", context=ctx)
+        executor.add_node(node)
+        if on_ready is not None:
+            on_ready()
+        spin_until(executor, lambda: ctx.ok() and keep_going(), period_s=0.1)
+    finally:
+        server.request_handler = None
+        if executor is not None:
+            executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        if ctx.ok():
+            rclpy.shutdown(context=ctx)
 
 
 def main(argv=None) -> int:

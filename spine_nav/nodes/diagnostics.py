@@ -48,11 +48,14 @@ def guard_status(s, config_error: str, p99_ms: str) -> DiagnosticStatus:
 
 def arm_status(guide, servo_stats) -> DiagnosticStatus:
     """The arm guide's status: WARN before joint feedback or while holding (with the cause), else OK + mode;
-    servo cycles, overruns, realtime and the arm-marker drift as values."""
+    servo cycles, overruns, realtime, the arm-marker drift and the heartbeat gaps heard while guiding
+    (:class:`spine_nav.arm.liveness.GapStats`, one value per watched input) as values."""
     st = guide.state if guide is not None else None
     level, message = ((WARN, "waiting for joint_states") if st is None else
                       (WARN, f"HOLD: {st.stop_cause}") if st.holding else (OK, st.mode))
     return status("spine_nav/arm_guide", level, message, "spine_arm",
                   {"servo_cycles": servo_stats.cycles, "servo_overruns": servo_stats.overruns,
                    "realtime": servo_stats.realtime,
-                   "marker_drift_mm": f"{guide.marker_drift_mm:.2f}" if guide is not None else "nan"})
+                   "marker_drift_mm": f"{guide.marker_drift_mm:.2f}" if guide is not None else "nan",
+                   **({f"heartbeat_gaps_ms_{k}": v for k, v in guide.heartbeat_gap_summary().items()}
+                      if guide is not None else {})})

@@ -46,9 +46,11 @@ class FloorRelayNode(Node):
         self.latency.add(SimpleNamespace(sec=sec, nanosec=nanosec))
 
 
-def serve(out_topic: str, executor: str = "events", rt_priority: int = 0, stop=None) -> FloorRelayNode:
+def serve(out_topic: str, executor: str = "events", rt_priority: int = 0, stop=None,
+          latency_out: str = "") -> FloorRelayNode:
     """Host the relay in this process as the stack hosts its nodes (same tuning, executor, priority) until
-    SIGINT/SIGTERM or ``stop()`` is true; returns the (destroyed) node, its record intact."""
+    SIGINT/SIGTERM or ``stop()`` is true; returns the (destroyed) node, its record intact. ``latency_out``:
+    the record is written there as soon as the stop is asked, before the teardown (as `spine-nav up` does)."""
     import rclpy
     from rclpy.context import Context
 
@@ -63,12 +65,14 @@ def serve(out_topic: str, executor: str = "events", rt_priority: int = 0, stop=N
     ctx = Context()
     rclpy.init(context=ctx)
     node = FloorRelayNode(out_topic, context=ctx)
+    node.latency.path = latency_out
     ex = make_executor(executor, context=ctx)
     ex.add_node(node)
     freeze_startup_objects()
     try:
         spin_until(ex, lambda: not flag["stop"] and not (stop and stop()))
     finally:
+        node.latency.flush()  # before the teardown, which a loaded machine can make outlast the stop grace
         ex.shutdown()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
@@ -84,8 +88,9 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=1800.0, help="exit after this many seconds at most")
     a = ap.parse_args(argv)
     t_end = time.monotonic() + a.duration
-    node = serve(a.out_topic, a.executor, a.rt_priority, stop=lambda: time.monotonic() > t_end)
-    node.latency.write(a.latency_out)
+    node = serve(a.out_topic, a.executor, a.rt_priority, stop=lambda: time.monotonic() > t_end,
+                 latency_out=a.latency_out)
+    node.latency.flush()  # again, with the samples that came in during the teardown
     return 0
 
 

@@ -1,7 +1,7 @@
 """Lifecycle plumbing shared by the hardware-facing nodes (tracker_bridge, arm_guide, sim_arm, console_bridge).
 
 These are ROS 2 managed nodes (``rclpy.lifecycle.Node``; ``ros2 lifecycle set /tracker_bridge activate``
-works on a full ROS install). What each state means for them (docs/nodes.md, "Lifecycle"):
+works on a full ROS install). What each state means for them (docs/nodes.md, "Lifecycle (managed nodes)"):
 
 ``unconfigured``
     Parameters declared (with their descriptors; ROS refuses an out-of-range value already here).

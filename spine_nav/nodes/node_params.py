@@ -1,7 +1,7 @@
 """The parameters of every spine_nav node that the core's config dataclasses do not already hold (no rclpy).
 
 Each node's parameters = the dataclasses listed in :data:`NODE_PARAMETERS` (core configs first, then the
-node's own here), declared with descriptors by :func:`spine_nav.nodes.parameters.declare_dataclasses`.
+node's own here), declared with descriptors by :func:`spine_nav.nodes.parameters.declare_node_parameters`.
 config/nodes.yaml carries exactly these names and defaults (tests/test_parameters.py), except values marked
 ``site`` (per-site: calibrations, ports), which it sets for the deployment.
 """
@@ -78,7 +78,7 @@ class TrajectoryGuardParams:
     health_tools: tuple = param(("stylus", "reference"), "tools whose ToolHealth counts ('*' = any)")
     tool_topic: str = param("tracking/tool_tip", "tool tip poses (PoseStamped, Reference)")
     tool_in_process: bool = param(True, "composed with tracker_bridge: samples and health without the DDS hop")
-    latency_record_path: str = param("", "'' = none; else per-sample latency record written on shutdown")
+    latency_record_path: str = param("", "'' = none; else per-sample latency record written on stop / shutdown")
     health_topic: str = param("tracking/health", "tool health (ToolHealth)")
     plan_topic: str = param("plan/registered", "registered plan (ScrewPlan)")
     status_topic: str = param("guard/status", "verdicts (GuardStatus)")
@@ -115,7 +115,7 @@ class ArmGuideParams:
     command_rate_hz: float = param(250.0, "keep-alive joint command rate (position streaming)", "Hz", (1.0, 10_000.0))
     state_rate_hz: float = param(20.0, "arm/state rate", "Hz", (0.1, 1000.0))
     realtime: bool = param(True, "SCHED_FIFO + mlockall for the servo thread when permitted")
-    latency_record_path: str = param("", "'' = none; else reference stamp -> command latency written on shutdown")
+    latency_record_path: str = param("", "'' = none; else reference stamp -> command latency written on stop / shutdown")
 
 
 #: ArmGuideConfig fields that are arm_guide parameters (the rest are tuned in the core)

@@ -222,6 +222,14 @@ class ComposedStack:
     def _spin(self) -> None:
         spin_until(self.executor, lambda: not self._stop.is_set() and self.context.ok())
 
+    def flush_latency_records(self) -> list[Path]:
+        """Write the nodes' latency records now (:func:`spine_nav.nodes.latency_record.flush_latency_records`):
+        what a stopping process does first, before :meth:`close`'s teardown, which can outlast a supervisor's
+        stop grace under load. Returns the files written."""
+        from spine_nav.nodes.latency_record import flush_latency_records
+
+        return flush_latency_records(self.nodes.values())
+
     def close(self) -> None:
         """Stop spinning (bounded wait), then release the executor, the nodes and the context."""
         self._stop.set()

@@ -26,7 +26,7 @@ Parameters (declared from :data:`spine_nav.nodes.node_params.NODE_PARAMETERS`: d
     an untracked arm_marker does not; "*" = any tool), topics, ``watchdog_period_ms``,
     ``heartbeat_period_ms`` (a status at least this often, default 20), ``markers_period_s``,
     ``diagnostics_period_s``. Config fields and ``active_screw_id`` can be changed at run time with ``ros2 param set`` (validated the same way).
-    ``latency_record_path`` (str, "" = none): on shutdown, write the per-sample latency record
+    ``latency_record_path`` (str, "" = none): when the process is asked to stop and on destroy, write the per-sample latency record
     (:mod:`spine_nav.nodes.latency_record`) there.
     ``tool_in_process`` (bool, default true): when the node is composed in one process with a producer of
     its tool and health topics (``tracker_bridge``; ``spine-nav up``, :func:`spine_nav.nodes.in_process.link_nodes`),
@@ -89,8 +89,8 @@ class TrajectoryGuardNode(Node):
         #: as node latency and the demo as sample -> guard status. (rmw's received_timestamp would isolate
         #: the node, but rclpy 7.1's EventsExecutor fails on message-info callbacks: "SystemError: null
         #: argument to internal routine".)
-        self.latency = LatencyRecord("trajectory_guard", "tool sample stamp -> guard status publish() returned")
-        self.latency_record_path = str(p["latency_record_path"])
+        self.latency = LatencyRecord("trajectory_guard", "tool sample stamp -> guard status publish() returned",
+                                     path=p["latency_record_path"])  # flushed on stop (`up`) and on destroy
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], DISPLAY_QOS)
         self.markers = GuardMarkers(FRAME)
@@ -222,8 +222,7 @@ class TrajectoryGuardNode(Node):
                                                               self.latency.recent_p99_ms()))
 
     def destroy_node(self) -> None:
-        if self.latency_record_path:
-            self.latency.write(self.latency_record_path)
+        self.latency.flush()
         super().destroy_node()
 
 

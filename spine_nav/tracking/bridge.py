@@ -83,12 +83,11 @@ class BridgeCore:
 
     def handle(self, msg: IgtlMessage, receive_ns: int, peer: str = "") -> None:
         """Process one decoded message (transport callback signature minus the connection)."""
-        if msg.__class__ is TransformRows:
-            self._handle_rows(msg, receive_ns, peer)
+        if msg.__class__ is TransformRows:  # the codec's hot path: one pose as plain floats, header v1 (no metadata)
+            self._take_pose(msg.device, None, msg.rows, msg.timestamp_s, receive_ns, peer, "TRANSFORM")
             return
         with self._lock:
             self.messages[msg.type] += 1
-            now = self.clock()
             if msg.type == "STATUS":
                 name = self.watch_name.get(msg.device)
                 if name is not None:
@@ -105,68 +104,42 @@ class BridgeCore:
                 status = next((msg.metadata[k] for k in STATUS_METADATA_KEYS if k in msg.metadata), "OK")
                 visible = status.upper() == "OK"
             poses = msg.poses
-            if len(poses) > 1:  # reference first
+            if len(poses) > 1:  # reference first: a bumped reference latches before any tool tip is composed with it
                 poses = sorted(poses, key=lambda p: p[0] != self.composer.reference_device)
-            outputs: list[ComposedPose] = []
-            latched_now = ""
+            taken: list[tuple[str, str, object]] = []
             for device, matrix in poses:
                 name = self.watch_name.get(device)
                 if name is None:
                     self.ignored_devices[device] += 1
                     self._log_once("unknown device", peer, device)
-                    continue
-                if not visible:
+                elif not visible:
                     self.watchdog.set_visible(name, False, f"tracker reports tool missing ({status})")
-                    continue
-                try:
-                    T = np.asarray(matrix, dtype=float)  # no copy when it already is one
-                    rows = validate_rows(T, device)
-                except MalformedMessage as exc:
-                    self.rejected[exc.kind] += 1
-                    self.watchdog.reject(name)
-                    self._log_once(exc.kind, peer, exc.detail)
-                    continue
-                self.watchdog.sample(name, now, msg.timestamp_s, True)
-                if name == "reference" and self.jump_detector is not None:
-                    jump = self.jump_detector.update_rows(rows, msg.timestamp_s)
-                    if jump is not None:
-                        self.watchdog.latch_lost("reference", jump.reason)
-                        latched_now = jump.reason
-                        log.error("tracker bridge: %s (latched until reset)", jump.reason)
-                outputs.extend(self.composer.add(device, None, msg.timestamp_s, rows))
-            if self.jump_detector is not None and self.jump_detector.latched is not None and outputs:
-                kept = [o for o in outputs if o.kind != "tool_tip"]
-                self.withheld += len(outputs) - len(kept)
-                outputs = kept
-        if latched_now and self.on_latch is not None:
-            self.on_latch(latched_now)  # before any output of this message: the cause is known first
-        if self.on_output is not None:
-            for out in outputs:
-                if out.kind in self.defer_kinds:
-                    held = getattr(self._deferred, "items", None)
-                    if held is None:
-                        held = self._deferred.items = []
-                    held.append((out, receive_ns))
                 else:
-                    self.on_output(out, receive_ns)
+                    taken.append((device, name, matrix))
+        for device, name, matrix in taken:
+            self._take_pose(device, name, np.asarray(matrix, dtype=float), msg.timestamp_s, receive_ns, peer)
 
-    def _handle_rows(self, msg: TransformRows, receive_ns: int, peer: str) -> None:
-        """:meth:`handle` of the codec's hot-path TRANSFORM (one pose as plain floats, header v1, so no
-        metadata): the same steps as the general path in the same order - rigid check (the same
-        ``validate_rows``), watchdog, jump check of a reference BEFORE it enters the composer, compose,
-        withhold tool tips while latched, ``on_latch`` before any output - without its per-message
-        generality (the bridge's 1 kHz path; per-stage cost in ``spine-nav bench bridge --profile``)."""
-        device, t_s = msg.device, msg.timestamp_s
+    def _take_pose(self, device: str, name: str | None, matrix, t_s: float, receive_ns: int, peer: str,
+                   count: str | None = None) -> None:
+        """One pose of ``device`` (watched as ``name``; None: looked up here, an unknown device is counted and
+        dropped), every path's steps in this order: rigid check (``validate_rows``; a rejected pose is counted),
+        watchdog, jump check of a reference BEFORE it enters the composer, compose, withhold tool tips while
+        latched; then, outside the lock, ``on_latch`` before any output, and the outputs (those of
+        ``defer_kinds`` held until :meth:`flush`). ``count``: the message type to count (the hot path's
+        TRANSFORM; the general path counts its message itself). Written once for both paths and kept flat:
+        it is the bridge's 1 kHz path (per-stage cost in ``spine-nav bench bridge --profile``)."""
         latched_now = ""
         with self._lock:
-            self.messages["TRANSFORM"] += 1
-            name = self.watch_name.get(device)
+            if count is not None:
+                self.messages[count] += 1
             if name is None:
-                self.ignored_devices[device] += 1
-                self._log_once("unknown device", peer, device)
-                return
+                name = self.watch_name.get(device)
+                if name is None:
+                    self.ignored_devices[device] += 1
+                    self._log_once("unknown device", peer, device)
+                    return
             try:
-                rows = validate_rows(msg.rows, device)
+                rows = validate_rows(matrix, device)
             except MalformedMessage as exc:
                 self.rejected[exc.kind] += 1
                 self.watchdog.reject(name)
@@ -186,7 +159,7 @@ class BridgeCore:
                 self.withheld += len(outputs) - len(kept)
                 outputs = kept
         if latched_now and self.on_latch is not None:
-            self.on_latch(latched_now)
+            self.on_latch(latched_now)  # before any output: the cause is known first
         on_output = self.on_output
         if on_output is not None:
             for out in outputs:

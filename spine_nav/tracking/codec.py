@@ -11,7 +11,7 @@ What comes from pyigtl and what is ours (and why):
   ``pyigtl.MessageBase`` subclasses so the header/metadata/CRC path stays pyigtl's.
 
 Matrices are 4x4 float64 in mm (``T_tracker_device`` for ``DeviceToTracker``); poses are not
-validated here (see :mod:`spine_nav.tracking.validate`) so the codec round-trips any input.
+validated here (see :func:`spine_nav.tracking.tools.validate_rows`) so the codec round-trips any input.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ demo's report (:mod:`spine_nav.demo.run`) and by trainee mode.
 
 Frames and units: everything in the plan's frame (PreopCT, LPS mm), angles in degrees.
 
-* Placement errors: :func:`spine_nav.demo.placement.placement_error` (entry error in the plane
+* Placement errors: :func:`spine_nav.plan.placement.placement_error` (entry error in the plane
   through the planned entry, tip error, angle between axes).
 * Breach: the placed screw is the cylinder of the planned diameter from ``tip - depth * axis`` to
   the tip (planned depth: the screw that was chosen for this pedicle), scored against the bone of
@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from spine_nav.demo.placement import placement_error
 from spine_nav.imaging.breach import BoneModel, cortical_breach_mm, gertzbein_robbins_grade
 from spine_nav.plan import Screw
+from spine_nav.plan.placement import placement_error
 
 #: Breaches at or below this (mm) grade A: thinner than the CT's voxel (0.7 mm), not seen postoperatively.
 GR_NO_BREACH_TOL_MM = 0.5
