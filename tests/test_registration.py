@@ -260,3 +260,20 @@ def test_osteoporotic_bone_registers_with_adaptive_threshold(tmp_path):
     assert res.all_accepted, {lv: r.reason for lv, r in res.levels.items()}
     for lv, r in res.levels.items():
         assert screw_tre_mm(inputs["plan"], lv, r.T_cbct_preop, case.T_cbct_preop[lv]).max() < 0.5
+
+
+def test_fill_holes_matches_scipy_binary_fill_holes():
+    """The labelling-based hole filling of the bone surface gives exactly ndimage.binary_fill_holes."""
+    from scipy import ndimage
+
+    from spine_nav.registration.surface import fill_holes
+
+    rng = np.random.default_rng(3)
+    shell = np.zeros((12, 13, 14), bool)
+    shell[2:10, 2:11, 2:12] = True
+    shell[4:8, 4:9, 4:10] = False  # an enclosed cavity (cancellous bone inside the cortex)
+    cases = [shell, np.zeros((5, 6, 7), bool), np.ones((5, 6, 7), bool)]
+    cases += [ndimage.binary_closing(rng.random((16, 15, 17)) > p) for p in (0.3, 0.5, 0.7)]
+    for m in cases:
+        assert np.array_equal(fill_holes(m), ndimage.binary_fill_holes(m))
+    assert fill_holes(shell)[5, 5, 5] and not shell[5, 5, 5]

@@ -126,7 +126,12 @@ class RegistrationConfig:
             multi-start agreement check.
         method: ``small_gicp`` (GICP, default: faster and unbiased on partial views, see the
             bench) or ``open3d`` (open3d generalized ICP).
-        num_threads: threads for small_gicp / open3d.
+        num_threads: threads of small_gicp (preprocessing and GICP; open3d's FPFH / RANSAC use
+            their own OpenMP pool). 1 by default: the per-level problems are small (~6000 points,
+            ~20 ms per GICP call) and on the shared 2-core machine a second thread doubled the
+            levels' CPU time (OpenMP spin-waiting) and tripled their wall time (demo case seed 0,
+            load ~8: levels 2.09 CPU-s / 23 s wall with 2 threads, 0.98 CPU-s / 8.8 s with 1);
+            the sweep (``bench registration --sweep``, 1 thread per worker) validates this setting.
         seed: RANSAC / multi-start random seed (results are reproducible).
     """
 
@@ -142,7 +147,7 @@ class RegistrationConfig:
     multistart_angle_deg: float = 3.0
     multistart_offset_mm: float = 2.0
     method: str = "small_gicp"
-    num_threads: int = 2
+    num_threads: int = 1
     seed: int = 0
     gate: GateThresholds = field(default_factory=GateThresholds)
 
