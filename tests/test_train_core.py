@@ -241,3 +241,34 @@ def test_tool_pose_convention():
     T = tool_pose(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 2.0]))
     assert np.allclose(T[:3, 2], [0, 0, 1]) and np.allclose(T[:3, 3], [1, 2, 3])
     assert np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3)) and np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
+
+
+def test_robot_mode_drill_moves_only_along_the_guide():
+    """Robot mode on the page (GuideDrill): only the depth moves, only once the arm is aligned; entry, tilt and
+    slice clicks are ignored with the notice; no advance while the arm holds, withdrawing is allowed."""
+    from spine_nav.training.tool import IGNORED_NOTICE, START_DEPTH_MM, GuideDrill, InputError
+
+    d = GuideDrill(planned_depth_mm=45.0)
+    assert d.depth_mm == START_DEPTH_MM
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=False)
+    assert not moved and d.depth_mm == START_DEPTH_MM and "align the arm" in note
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=True)
+    assert moved and d.depth_mm == START_DEPTH_MM + 1.0 and note == ""
+    for ignored in ({"move": {"lat_mm": 1.0}}, {"move": {"tilt_cra_deg": -1.0}}, {"entry_mm": [1.0, 2.0, 3.0]}):
+        moved, note = d.apply(ignored, aligned=True)
+        assert not moved and note == IGNORED_NOTICE and d.depth_mm == START_DEPTH_MM + 1.0
+        assert d.state()["lat_mm"] == 0.0 and d.state()["tilt_cra_deg"] == 0.0
+    # a depth step with an entry step: the depth applies, the entry is ignored (and said so)
+    moved, note = d.apply({"move": {"depth_mm": 1.0, "lat_mm": 1.0}}, aligned=True)
+    assert moved and note == IGNORED_NOTICE and d.depth_mm == START_DEPTH_MM + 2.0
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=True, holding=True, stop_cause="bridge silent")
+    assert not moved and "bridge silent" in note and "resume (r)" in note and d.depth_mm == START_DEPTH_MM + 2.0
+    moved, _ = d.apply({"move": {"depth_mm": -1.0}}, aligned=True, holding=True, stop_cause="bridge silent")
+    assert moved and d.depth_mm == START_DEPTH_MM + 1.0
+    for _ in range(100):  # the freehand tool's limits: planned depth + 15 mm
+        d.apply({"move": {"depth_mm": 1.0}}, aligned=True)
+    assert d.depth_mm == 60.0
+    with pytest.raises(InputError, match="move.depth_mm"):
+        d.apply({"move": {"depth_mm": float("nan")}}, aligned=True)
+    with pytest.raises(InputError, match="move.spin"):
+        d.apply({"move": {"spin": 1.0}}, aligned=True)

@@ -85,6 +85,18 @@ def robot_overrides(case, log=info) -> tuple[dict, object, object]:
     return ov, scene, kin
 
 
+def start_robot_stack(case, TrainStack) -> tuple[object, "RobotRig"]:
+    """The trainee stack with the arm (``sim_arm`` composed, ``arm_guide`` started in its own process):
+    (stack, rig). Shared by the scripted attempts and the page. Raises when it cannot start."""
+    overrides, scene, kin = robot_overrides(case)
+    stack = TrainStack(case, extra_nodes=("sim_arm",), extra_overrides=overrides)
+    try:
+        return stack, RobotRig(stack, scene, kin, Path(stack._tmp.name))
+    except Exception:
+        stack.close()
+        raise
+
+
 class RobotRig:
     """The arm side of a robot-mode session: the ``arm_guide`` process and the simulator's truth."""
 
@@ -92,11 +104,57 @@ class RobotRig:
         from spine_nav.demo.processes import NodeProcess
 
         self.stack, self.scene, self.kin = stack, scene, kin
+        self.c = stack.conductor
+        self.plan_ref = stack.case.plan_in_reference()
         self.sim_arm = stack.stack.nodes["sim_arm"]
         self.tracker_model = stack.stack.nodes["sim_tracker"].model
         self.proc = NodeProcess("arm", ["arm_guide"], ["--params-file", str(stack.params_file),
                                                        "-r", f"__ns:={stack.namespace}"],
                                 log_dir / "arm_guide.log", max_duration_s=3600.0)
+
+    def wait_arm_service(self, timeout_s: float = 60.0) -> str:
+        """Bounded wait for ``arm/command``; "" when it is up, else why not (with arm_guide's log tail)."""
+        if self.c.arm_cli is None or not self.c.arm_cli.wait_for_service(timeout_sec=timeout_s):
+            return f"arm/command did not come up within {timeout_s:.0f} s:\n{self.proc.tail()}"
+        return ""
+
+    def why_down(self) -> str:
+        """A note that the arm_guide process ended (with its log tail) when it did, else an empty string."""
+        return "" if self.proc.alive() else f" (arm_guide process ended:\n{self.proc.tail()})"
+
+    def approach_pose(self, screw_id: str) -> np.ndarray:
+        """Where the drill waits before a screw: :data:`APPROACH_LIFT_MM` above its registered entry, on its line."""
+        from spine_nav.demo.run import Demo
+
+        return Demo.approach_pose(self.plan_ref.screw(screw_id), APPROACH_LIFT_MM)
+
+    def withdrawn_pose(self) -> np.ndarray:
+        """The drill up the tube, clear of the spine (after a screw), on the guide as it is now."""
+        return self.drill_pose(-(STANDOFF_MM + APPROACH_LIFT_MM))
+
+    # the page's arm requests (robot mode on the page, spine_nav.console.trainee); the script uses ensure_aligned
+    def arm_state(self) -> dict | None:
+        """The arm's last ``arm/state`` as a dict (None before the first)."""
+        a = self.c.last_arm
+        if a is None:
+            return None
+        return {"mode": a.mode, "active_screw_id": a.active_screw_id, "holding": bool(a.holding),
+                "stop_cause": a.stop_cause, "alignment_error_mm": float(a.alignment_error_mm),
+                "alignment_error_deg": float(a.alignment_error_deg)}
+
+    def align(self, screw_id: str) -> tuple[bool, str]:
+        """``arm/command align SCREW`` once; (accepted, the arm's answer)."""
+        from spine_nav.demo.run import _refused_for_good
+
+        ok, why = self.c.arm("align", screw_id)
+        if not ok and _refused_for_good(why):
+            why = f"arm refused to align {screw_id} for good: {why}"
+        return ok, why + ("" if ok else self.why_down())
+
+    def resume(self) -> tuple[bool, str]:
+        """``arm/command resume`` once; (accepted, the arm's answer)."""
+        ok, why = self.c.arm("resume")
+        return ok, why + ("" if ok else self.why_down())
 
     def true_guide_in_reference(self) -> np.ndarray:
         """T_reference_guidetube from the simulator's truth (the demo's ``true_guide_in_reference``)."""
@@ -195,18 +253,15 @@ def run_robot_script(args, case, store, kit) -> int:
                  f"and tilt (up to {m['angle_deg']:.1f} deg) are ignored: the guide holds the line, the script "
                  "only sets the depth")
     try:
-        overrides, scene, kin = robot_overrides(case)
-        stack = TrainStack(case, extra_nodes=("sim_arm",), extra_overrides=overrides)
+        stack, rig = start_robot_stack(case, TrainStack)
     except Exception as exc:  # noqa: BLE001 - the stack could not start: say why, grade nothing
         return fail(f"the robot stack did not start: {exc}", code=1)
-    rig = None
     plan_ref = case.plan_in_reference()
     attempt_id = store.start_attempt(args.trainee, case_key(case), "robot", f"script:{Path(args.script).name}")
     att = Attempt(case, store, attempt_id)
     finished = False
     arm_stops: dict[str, list[str]] = {}
     try:
-        rig = RobotRig(stack, scene, kin, Path(stack._tmp.name))
         c = stack.conductor
         # first shown within the guard's capture radius (as a freehand script starts), so the guard judges it
         c.move_tool(Demo.approach_pose(plan_ref.screw(samples[0].screw_id), 20.0))
@@ -214,11 +269,11 @@ def run_robot_script(args, case, store, kit) -> int:
             st = c.last_status
             return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s; guard "
                         f"{'silent' if st is None else st.state_name + ': ' + st.reason})", code=1)
-        if c.arm_cli is None or not c.arm_cli.wait_for_service(timeout_sec=60.0):
-            return fail(f"arm/command did not come up within 60 s:\n{rig.proc.tail()}", code=1)
+        why = rig.wait_arm_service()
+        if why:
+            return fail(why, code=1)
         for sid, lines in _groups(samples, depths):
-            nav = plan_ref.screw(sid)
-            c.move_tool(Demo.approach_pose(nav, APPROACH_LIFT_MM))
+            c.move_tool(rig.approach_pose(sid))
             deadline = time.monotonic() + 5.0
             ok, msg = c.select_screw(sid)
             while not ok and NO_PLAN_YET in msg and time.monotonic() < deadline:
@@ -230,8 +285,7 @@ def run_robot_script(args, case, store, kit) -> int:
             ok, why, stops = ensure_aligned(c, sid)
             arm_stops[sid] = stops
             if not ok:
-                alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
-                return fail(why + alive, code=1)
+                return fail(why + rig.why_down(), code=1)
             _pump(stack, att, 0.3)  # the servo settles on the line
             # the screw's own timeline: its first line now (the alignment is not the trainee's time)
             t0 = time.monotonic() - lines[0][0].t_s / args.speed
@@ -246,8 +300,7 @@ def run_robot_script(args, case, store, kit) -> int:
                         ok, why, stops = ensure_aligned(c, sid)
                         arm_stops[sid] += stops
                         if not ok:
-                            alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
-                            return fail(f"while drilling {sid}: {why}{alive}", code=1)
+                            return fail(f"while drilling {sid}: {why}{rig.why_down()}", code=1)
                         _pump(stack, att, 0.3)
                         t0 += time.monotonic() - t_pause  # the pause is not the trainee's time
                         continue
@@ -265,14 +318,13 @@ def run_robot_script(args, case, store, kit) -> int:
                 arm_stops[sid].append(arm.stop_cause)
             _end_screw(stack, att, args)
             # withdraw the drill up the tube, clear of the spine, before the next screw
-            c.move_tool(rig.drill_pose(-(STANDOFF_MM + APPROACH_LIFT_MM)))
+            c.move_tool(rig.withdrawn_pose())
             _pump(stack, att, 0.2)
         c.arm("hold")
         finished = True
     finally:
         att.close(finished=finished)
-        if rig is not None:
-            rig.close()
+        rig.close()
         stack.close()
     screws = []
     for r in att.results:
