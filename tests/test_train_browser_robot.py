@@ -93,18 +93,29 @@ def _keys(b, keys) -> None:
     b.driver.find_element(By.TAG_NAME, "body").send_keys(keys)
 
 
+def _why(b, page) -> str:
+    """What the page and the session said (for a failing wait)."""
+    return (f"robot {_robot(b)}\nnotice {b.text('trainee-notice')!r}\nlast reply "
+            f"{b.js('return window.consoleState().lastReply')}\nlog tail:\n{page['log'].read_text()[-2000:]}")
+
+
 def _until(b, predicate, timeout_s: float) -> bool:
-    """Bounded wait for ``predicate``; an arm hold met meanwhile (a watchdog on the loaded machine) is resumed
-    with `r` as the trainee is told to, at most every 2 s."""
-    last_r = 0.0
+    """Bounded wait for ``predicate``; an arm hold met meanwhile (a watchdog on the loaded machine: a control
+    cycle overrun, stale joint feedback) is resumed with `r` as the trainee is told to (at most every 0.5 s),
+    and `a` is pressed again when the page says the arm is not aligned and no request is under way."""
+    last = {"r": 0.0, "a": time.monotonic()}
 
     def check() -> bool:
-        nonlocal last_r
         if predicate():
             return True
-        if _robot(b).get("holding") and time.monotonic() - last_r > 2.0:
+        rob, now = _robot(b), time.monotonic()
+        if rob.get("holding") and now - last["r"] > 0.5:
             _keys(b, "r")
-            last_r = time.monotonic()
+            last["r"] = now
+        elif (not rob.get("holding") and not rob.get("engaged") and now - last["a"] > 5.0
+              and "arm not aligned" in (rob.get("notice") or "")):
+            _keys(b, "a")
+            last["a"] = now
         return False
 
     return wait_until(check, timeout_s=timeout_s, period_s=0.2)
@@ -127,7 +138,7 @@ def test_robot_mode_align_advance_along_the_guide_grade_a_and_kept(page):
     assert _tool(b)["depth_mm"] == depth0
 
     _keys(b, "a")
-    assert _until(b, lambda: _robot(b).get("aligned"), ALIGNED_S), (_robot(b), page["log"].read_text()[-3000:])
+    assert _until(b, lambda: _robot(b).get("aligned"), ALIGNED_S), _why(b, page)
     assert f"ALIGNED on {sid}" in b.text("trainee-arm")
     # an entry key is ignored (the guide holds the line), said on the page
     _keys(b, Keys.ARROW_RIGHT)

@@ -26,12 +26,13 @@ Scene: the demo's (robot base at :data:`spine_nav.demo.scene.DEMO_BASE_POSE` che
 :func:`spine_nav.demo.scene.layout_for_plan`); ``arm_guide`` gets the simulator's true
 ``T_tracker_robotbase`` (no hand-eye calibration step: the demo's calibration error, ~0.1 mm, is left
 out of training). Watchdogs: the demo's (:data:`spine_nav.demo.run.DEMO_WATCHDOGS`), with the heartbeat limits
-of :data:`ROBOT_HEARTBEATS_MS`.
+of :data:`ROBOT_HEARTBEATS_MS` and the stall limits of :data:`ROBOT_WATCHDOGS_S`.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from spine_nav.cli.common import fail, info, print_json
 STANDOFF_MM = 25.0
 #: Bounded wait for the arm to reach TRACKING on a screw (s): the demo's align_timeout_s.
 ALIGN_TIMEOUT_S = 20.0
+#: The page's bound on one align request (s): the scripts' 20 s plus time for the trainee to see and resume
+#: holds met on the way (a request, not a measurement; the trainee presses `a` again after it).
+PAGE_ALIGN_TIMEOUT_S = 60.0
 #: How often the drill is re-posed on the moving guide between script lines (s).
 FOLLOW_PERIOD_S = 0.01
 #: arm_guide's liveness limits on the bridge's and the guard's heartbeats (20 ms each), in ms. The demo's
@@ -51,6 +55,15 @@ FOLLOW_PERIOD_S = 0.01
 #: aligned in 20 s. 200 ms matches the trainee stack's other limits (TRAIN_PARAMS: sample age and
 #: bridge timeout 200 ms). A real loss still holds the arm within 200 ms.
 ROBOT_HEARTBEATS_MS = {"bridge_timeout_ms": 200.0, "guard_timeout_ms": 200.0}
+#: The arm's own stall watchdogs in training {(node, param): s}, relaxed from the demo's (cycle 50 ms, joint
+#: feedback 150 ms, sim_arm command 80 ms) for the same reason: the page in robot mode adds a console server
+#: in the trainee process and a headless Chromium drawing the 3D view in software GL on the same cores. On
+#: the shared 2-core machine (load 11-16) arm_guide's servo then overran its cycle by 50-540 ms and saw
+#: joint feedback 150-190 ms old every 1-2 s while aligning: 22-45 holds in 90 s, and the guide never
+#: reached the line. 200-250 ms keep every stall caught (a dead arm_guide or sim_arm still holds the arm
+#: within 250 ms), as the trainee stack's other limits (200 ms).
+ROBOT_WATCHDOGS_S = {("arm_guide", "cycle_watchdog_s"): 0.2, ("arm_guide", "feedback_timeout_s"): 0.25,
+                     ("sim_arm", "command_timeout_s"): 0.25}
 #: Where the drill is pulled back to (mm past the entry; negative: above it, still in the tube) when the arm
 #: holds while drilling, before it is re-aligned (the demo's _pause_and_realign).
 REALIGN_DEPTH_MM = -20.0
@@ -82,6 +95,7 @@ def robot_overrides(case, log=info) -> tuple[dict, object, object]:
                ("arm_guide", "command_rate_hz"): 50.0, ("arm_guide", "realtime"): False})
     ov.update({(node, k): v for node, k, v in DEMO_WATCHDOGS if node in ("arm_guide", "sim_arm")})
     ov.update({("arm_guide", k): v for k, v in ROBOT_HEARTBEATS_MS.items()})
+    ov.update(ROBOT_WATCHDOGS_S)
     return ov, scene, kin
 
 
@@ -142,13 +156,11 @@ class RobotRig:
                 "stop_cause": a.stop_cause, "alignment_error_mm": float(a.alignment_error_mm),
                 "alignment_error_deg": float(a.alignment_error_deg)}
 
-    def align(self, screw_id: str) -> tuple[bool, str]:
-        """``arm/command align SCREW`` once; (accepted, the arm's answer)."""
-        from spine_nav.demo.run import _refused_for_good
-
-        ok, why = self.c.arm("align", screw_id)
-        if not ok and _refused_for_good(why):
-            why = f"arm refused to align {screw_id} for good: {why}"
+    def align(self, screw_id: str, cancelled: Callable[[], bool] = lambda: False) -> tuple[bool, str]:
+        """The arm to TRACKING on ``screw_id``, as the scripts (:func:`ensure_aligned`, bounded by
+        :data:`PAGE_ALIGN_TIMEOUT_S`) but a hold is not resumed here: it is the trainee's (``resume``).
+        (aligned, why not)."""
+        ok, why, _ = ensure_aligned(self.c, screw_id, PAGE_ALIGN_TIMEOUT_S, resume_holds=False, cancelled=cancelled)
         return ok, why + ("" if ok else self.why_down())
 
     def resume(self) -> tuple[bool, str]:
@@ -175,19 +187,30 @@ class RobotRig:
         self.proc.stop()
 
 
-def ensure_aligned(c, screw_id: str, timeout_s: float = ALIGN_TIMEOUT_S) -> tuple[bool, str, list[str]]:
-    """Bring the arm to TRACKING on ``screw_id`` (bounded): resume after holds once the guard sees the
-    drill, (re)send align. Returns (ok, why not, the stop causes met on the way)."""
+def ensure_aligned(c, screw_id: str, timeout_s: float = ALIGN_TIMEOUT_S, resume_holds: bool = True,
+                   cancelled: Callable[[], bool] = lambda: False) -> tuple[bool, str, list[str]]:
+    """Bring the arm to TRACKING on ``screw_id`` (bounded): (re)send align while the arm refuses for a
+    passing reason (no reference sample yet, a watched input silent); after a hold, resume once the guard
+    sees the drill (``resume_holds``, the scripts, as the demo's surgeon) or wait for someone else's resume
+    (the page: the trainee sees the hold and resumes), then align again if the arm came back without a
+    target. ``cancelled()`` ends the wait early (the page chose another screw).
+    Returns (ok, why not, the stop causes met on the way)."""
     from spine_nav.demo.run import _refused_for_good
 
     deadline = time.monotonic() + timeout_s
     stops: list[str] = []
     sent, why = False, "no arm state"
     while time.monotonic() < deadline:
+        if cancelled():
+            return False, "cancelled", stops
         arm = c.last_arm
         if arm is not None and arm.holding:
             if not stops or stops[-1] != arm.stop_cause:
                 stops.append(arm.stop_cause)
+            if not resume_holds:  # the trainee resumes (the page shows the hold); align again after that
+                why, sent = f"the arm holds: {arm.stop_cause or 'no cause given'}; resume (r) when clear", False
+                time.sleep(0.02)
+                continue
             c.wait_for(lambda: c.last_status is not None and c.last_status.state_name != "TRACKING_LOST", 3.0)
             _, why = c.arm("resume")
             sent = False

@@ -133,6 +133,7 @@ class TraineeSession:
         self._was_holding = False
         self._arm_key: tuple | None = None
         self._last_input_s = 0.0
+        self._aligning: threading.Thread | None = None
         self.plan_ref = case.plan_in_reference()
         self.ids = list(self.plan_ref.ids)
         self._lock = threading.RLock()
@@ -282,16 +283,35 @@ class TraineeSession:
                 "state": state, "ignored": T is None, "notice": notice}
 
     def _arm_request(self, req: str) -> dict[str, Any]:
-        """``train_align`` (the selected screw) / ``train_resume``: one ``arm/command``, its answer to the page."""
+        """``train_resume``: one ``arm/command resume``, its answer to the page. ``train_align``: the arm to
+        TRACKING on the selected screw (``robot.align``: align re-sent while refused for a passing reason,
+        bounded) in a thread of its own; the page is answered at once and sees the outcome in the status."""
         if self.robot is None:
             raise ValueError("only in robot mode (spine-nav train --mode robot)")
         sid = self.screw_id
-        ok, why = self.robot.align(sid) if req == "train_align" else self.robot.resume()
-        what = f"align on {sid}" if req == "train_align" else "resume"
+        if req == "train_resume":
+            ok, why = self.robot.resume()
+            self._set_notice(f"arm resume: {why}" if ok else f"arm resume refused: {why}")
+            return {"t": "reply", "req": req, "ok": ok, "message": why}
         with self._lock:
-            self.notice = f"arm {what}: {why}" if ok else f"arm {what} refused: {why}"
+            busy = self._aligning is not None and self._aligning.is_alive()
+            if not busy:
+                self._aligning = threading.Thread(target=self._align, args=(sid,), name="train_align", daemon=True)
+                self._aligning.start()
+        msg = f"aligning the guide on {sid}" if not busy else "an align request is already under way"
+        self._set_notice(msg + "...")
+        return {"t": "reply", "req": req, "ok": not busy, "message": msg}
+
+    def _align(self, sid: str) -> None:
+        ok, why = self.robot.align(sid, cancelled=lambda: self.screw_id != sid or self._follow_stop.is_set())
+        if why != "cancelled":
+            self._set_notice(f"guide aligned on {sid}: advance the drill (f / PageDown), Enter ends the screw" if ok
+                             else f"arm not aligned on {sid}: {why}")
+
+    def _set_notice(self, text: str) -> None:
+        with self._lock:
+            self.notice = text
         self._status()
-        return {"t": "reply", "req": req, "ok": ok, "message": why}
 
     def end_screw(self) -> dict[str, Any]:
         from spine_nav.training.tool import placed_vs_planned_png
@@ -333,8 +353,9 @@ class TraineeSession:
     def close(self) -> bool:
         """Keep the attempt: finished when no screw was left in progress and one was graded."""
         self._follow_stop.set()
-        if self._follower is not None:
-            self._follower.join(timeout=2.0)
+        for t in (self._follower, self._aligning):
+            if t is not None:
+                t.join(timeout=2.0)
         with self._lock:
             finished = self.attempt.current_screw is None and bool(self.attempt.results)
             self.attempt.close(finished=finished)
