@@ -169,6 +169,10 @@ class TraineeSession:
                 raise ValueError(f"screw_id {screw_id!r} is not in the plan (have {', '.join(self.ids)})")
             self.screw_id = screw_id
             if self.robot is not None:  # the drill waits above the entry until the arm is aligned on this screw
+                if self.engaged:  # left mid-screw: up the tube first, clear of the spine (as after Enter)
+                    self.engaged = False
+                    self.stack.conductor.move_tool(self.robot.withdrawn_pose())
+                    time.sleep(WITHDRAW_PAUSE_S)
                 self.tool = GuideDrill(float(self.plan_ref.screw(screw_id).depth_mm))
                 self.engaged, self.arm_stops = False, []
                 self.notice = f"{screw_id}: align the arm (a) to bring the guide onto the planned line"
@@ -328,6 +332,9 @@ class TraineeSession:
             if self.attempt.current_screw is None:
                 raise ValueError("no screw in progress: move the tool first")
             r = self.attempt.end_screw()
+            if self.robot is not None:  # the drill leaves the bone at once: up the tube, clear of the spine
+                self.engaged = False
+                self.stack.conductor.move_tool(self.robot.withdrawn_pose())
         planned = self.case.plan.screw(r["screw_id"])
         T_last = np.eye(4)
         T_last[:3, 3], T_last[:3, 2] = r["tip_ref_mm"], r["axis_ref"]
@@ -342,8 +349,6 @@ class TraineeSession:
         if self.robot is not None:
             with self._lock:
                 res["arm_stops"] = list(self.arm_stops)
-                self.engaged = False  # the drill leaves the guide's depth: up the tube, clear of the spine
-                self.stack.conductor.move_tool(self.robot.withdrawn_pose())
             time.sleep(WITHDRAW_PAUSE_S)
         self.publish(res)
         nxt = [i for i in self.ids if i not in {x["screw_id"] for x in self.attempt.results}]
