@@ -37,6 +37,7 @@ from typing import Callable
 import numpy as np
 
 from spine_nav.cli.common import fail, info, print_json
+from spine_nav.training.tool import FOLLOW_PERIOD_S  # the drill's re-pose period, shared with the page
 
 #: Guide-tube opening above the planned entry (mm): the demo's (DemoConfig.standoff_mm).
 STANDOFF_MM = 25.0
@@ -45,8 +46,6 @@ ALIGN_TIMEOUT_S = 20.0
 #: The page's bound on one align request (s): the scripts' 20 s plus time for the trainee to see and resume
 #: holds met on the way (a request, not a measurement; the trainee presses `a` again after it).
 PAGE_ALIGN_TIMEOUT_S = 60.0
-#: How often the drill is re-posed on the moving guide between script lines (s).
-FOLLOW_PERIOD_S = 0.01
 #: arm_guide's liveness limits on the bridge's and the guard's heartbeats (20 ms each), in ms. The demo's
 #: (and config/nodes.yaml's) 50 ms assume those nodes in their own real-time process. In the trainee stack
 #: they share one Python process with the simulated tracker and the MuJoCo arm, which is the

@@ -45,12 +45,10 @@ import numpy as np
 
 from spine_nav.console.server import ConsoleServer
 from spine_nav.console.state import ConsoleState
+from spine_nav.training.tool import FOLLOW_PERIOD_S
 
 log = logging.getLogger(__name__)
 
-#: How often the engaged drill is re-posed on the moving guide (s): the scripted attempts' 10 ms
-#: (spine_nav.cli.train_robot.FOLLOW_PERIOD_S), the simulated tracker's 100 Hz.
-FOLLOW_PERIOD_S = 0.01
 #: Pause (s) with the drill withdrawn up the tube before the next screw's approach pose (as the scripts).
 WITHDRAW_PAUSE_S = 0.2
 

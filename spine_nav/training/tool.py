@@ -102,6 +102,9 @@ class TraineeTool:
                 "tilt_cra_deg": self.tilt_cra_deg, "depth_mm": self.depth_mm, "planned_depth_mm": self.planned_depth_mm}
 
 
+#: How often the drill is re-posed on the moving guide in robot mode (s), between inputs (the page) or script
+#: lines (the scripts): 10 ms, the simulated tracker's 100 Hz, so that every tracker sample sees it on the guide.
+FOLLOW_PERIOD_S = 0.01
 #: What the trainee is told when robot mode ignores an input (:class:`GuideDrill`).
 IGNORED_NOTICE = "entry and tilt are held by the guide in robot mode: only the depth moves (f/b, PageDown/PageUp)"
 
