@@ -241,3 +241,136 @@ def test_tool_pose_convention():
     T = tool_pose(np.array([1.0, 2.0, 3.0]), np.array([0.0, 0.0, 2.0]))
     assert np.allclose(T[:3, 2], [0, 0, 1]) and np.allclose(T[:3, 3], [1, 2, 3])
     assert np.allclose(T[:3, :3].T @ T[:3, :3], np.eye(3)) and np.linalg.det(T[:3, :3]) == pytest.approx(1.0)
+
+
+def test_robot_mode_drill_moves_only_along_the_guide():
+    """Robot mode on the page (GuideDrill): only the depth moves, only once the arm is aligned; entry, tilt and
+    slice clicks are ignored with the notice; no advance while the arm holds, withdrawing is allowed."""
+    from spine_nav.training.tool import IGNORED_NOTICE, START_DEPTH_MM, GuideDrill, InputError
+
+    d = GuideDrill(planned_depth_mm=45.0)
+    assert d.depth_mm == START_DEPTH_MM
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=False)
+    assert not moved and d.depth_mm == START_DEPTH_MM and "align the arm" in note
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=True)
+    assert moved and d.depth_mm == START_DEPTH_MM + 1.0 and note == ""
+    for ignored in ({"move": {"lat_mm": 1.0}}, {"move": {"tilt_cra_deg": -1.0}}, {"entry_mm": [1.0, 2.0, 3.0]}):
+        moved, note = d.apply(ignored, aligned=True)
+        assert not moved and note == IGNORED_NOTICE and d.depth_mm == START_DEPTH_MM + 1.0
+        assert d.state()["lat_mm"] == 0.0 and d.state()["tilt_cra_deg"] == 0.0
+    # a depth step with an entry step: the depth applies, the entry is ignored (and said so)
+    moved, note = d.apply({"move": {"depth_mm": 1.0, "lat_mm": 1.0}}, aligned=True)
+    assert moved and note == IGNORED_NOTICE and d.depth_mm == START_DEPTH_MM + 2.0
+    moved, note = d.apply({"move": {"depth_mm": 1.0}}, aligned=True, holding=True, stop_cause="bridge silent")
+    assert not moved and "bridge silent" in note and "resume (r)" in note and d.depth_mm == START_DEPTH_MM + 2.0
+    moved, _ = d.apply({"move": {"depth_mm": -1.0}}, aligned=True, holding=True, stop_cause="bridge silent")
+    assert moved and d.depth_mm == START_DEPTH_MM + 1.0
+    for _ in range(100):  # the freehand tool's limits: planned depth + 15 mm
+        d.apply({"move": {"depth_mm": 1.0}}, aligned=True)
+    assert d.depth_mm == 60.0
+    with pytest.raises(InputError, match="move.depth_mm"):
+        d.apply({"move": {"depth_mm": float("nan")}}, aligned=True)
+    with pytest.raises(InputError, match="move.spin"):
+        d.apply({"move": {"spin": 1.0}}, aligned=True)
+
+
+def test_robot_page_session_aligns_drills_along_the_guide_and_grades(case, tmp_path):
+    """The page's robot-mode session (spine_nav.console.trainee, no ROS) with a stand-in arm: depth keys do
+    nothing before `align`; once the arm tracks the screw the drill rides the guide at its depth; entry keys
+    are ignored; a hold blocks advancing (withdrawing allowed) and is listed; Enter grades the drill's pose on
+    the guide with the shared grading (along the plan: A), and the attempt is kept as `robot`."""
+    import time as _time
+
+    from spine_nav.console.trainee import TraineeSession
+    from spine_nav.training.attempt import Attempt
+    from spine_nav.training.case import case_key
+    from spine_nav.training.tool import IGNORED_NOTICE, START_DEPTH_MM
+    from tests.helpers import wait_until
+
+    plan_ref = case.plan_in_reference()
+
+    class Conductor:
+        def __init__(self):
+            self.listeners, self.poses = [], []
+
+        def move_tool(self, T):
+            self.poses.append(np.array(T))
+
+        def select_screw(self, sid):
+            return True, ""
+
+    class Stack:
+        def __init__(self):
+            self.conductor, self.valid_from_s = Conductor(), 0.0
+
+    class Arm:  # the guide exactly on the registered line (the arm's own accuracy is the scripted tests')
+        def __init__(self):
+            self.state = {"mode": "IDLE", "active_screw_id": "", "holding": False, "stop_cause": "",
+                          "alignment_error_mm": 0.0, "alignment_error_deg": 0.0}
+            self.screw = None
+
+        def arm_state(self):
+            return dict(self.state)
+
+        def align(self, sid, cancelled=lambda: False):
+            self.screw = plan_ref.screw(sid)
+            self.state.update(mode="TRACKING", active_screw_id=sid)
+            return True, ""
+
+        def resume(self):
+            self.state.update(holding=False, mode="TRACKING")
+            return True, "resumed (ALIGNING)"
+
+        def drill_pose(self, depth_mm):
+            s = self.screw
+            return tool_pose(s.entry_mm + depth_mm * s.direction, s.direction)
+
+        def approach_pose(self, sid):
+            s = plan_ref.screw(sid)
+            return tool_pose(s.entry_mm - 80.0 * s.direction, s.direction)
+
+        def withdrawn_pose(self):
+            return self.drill_pose(-105.0)
+
+    store = SessionStore(tmp_path / "s.db", any_thread=True)
+    aid = store.start_attempt("robin", case_key(case), "robot", "page")
+    published, arm, stack = [], Arm(), Stack()
+    sess = TraineeSession(case, store, Attempt(case, store, aid), stack, published.append, "robin", "robot", robot=arm)
+    try:
+        sid = sess.screw_id
+        planned = plan_ref.screw(sid)
+        r = sess.handle({"req": "train_input", "seq": 1, "move": {"depth_mm": 1.0}})
+        assert r["ignored"] and "align the arm" in r["notice"] and r["state"]["depth_mm"] == START_DEPTH_MM
+        assert sess.handle({"req": "train_align"})["ok"]
+        assert wait_until(lambda: published[-1].get("robot", {}).get("aligned"), 5.0), published[-1]
+        assert published[-1]["robot"]["arm"]["mode"] == "TRACKING"
+        r = sess.handle({"req": "train_input", "seq": 2, "move": {"lat_mm": 1.0}})
+        assert r["ignored"] and r["notice"] == IGNORED_NOTICE
+        steps = int(round(planned.depth_mm - START_DEPTH_MM))
+        for k in range(steps):
+            r = sess.handle({"req": "train_input", "seq": 3 + k, "move": {"depth_mm": 1.0}})
+        assert not r["ignored"] and abs(r["state"]["depth_mm"] - (START_DEPTH_MM + steps)) < 1e-9
+        # the drill is on the guide at that depth (the follower re-poses it too)
+        assert np.allclose(stack.conductor.poses[-1][:3, 3], planned.entry_mm + r["state"]["depth_mm"] * planned.direction)
+        arm.state.update(holding=True, mode="HOLD", stop_cause="watchdog: control cycle overran (60 ms)")
+        assert wait_until(lambda: published[-1]["robot"]["holding"], 5.0)
+        assert published[-1]["robot"]["stop_cause"].startswith("watchdog") and published[-1]["robot"]["arm_stops"]
+        r = sess.handle({"req": "train_input", "seq": 900, "move": {"depth_mm": 1.0}})
+        assert r["ignored"] and "control cycle overran" in r["notice"]
+        r = sess.handle({"req": "train_input", "seq": 901, "move": {"depth_mm": -1.0}})
+        assert not r["ignored"]
+        assert sess.handle({"req": "train_resume"})["ok"]
+        sess.handle({"req": "train_input", "seq": 902, "move": {"depth_mm": 1.0}})
+        depth_left = planned.depth_mm - sess.tool.depth_mm
+        sess.handle({"req": "train_input", "seq": 903, "move": {"depth_mm": depth_left}})
+        res = sess.handle({"req": "train_end_screw"})
+        assert res["screw_id"] == sid and res["gr_grade"] == "A" and res["tip_error_mm"] < 1.0, res
+        assert res["arm_stops"] == ["watchdog: control cycle overran (60 ms)"]
+        # the drill left the bone (up the tube), the next screw waits above its entry for `a`
+        assert sess.screw_id != sid and not sess.engaged
+        _time.sleep(0.05)
+    finally:
+        sess.close()
+    [a] = store.attempts("robin")
+    assert a["mode"] == "robot" and [s["gr_grade"] for s in a["screws"]] == ["A"]
+    store.close()

@@ -3,6 +3,7 @@
     spine-nav train --case DIR --trainee NAME --db FILE --headless --script attempt.jsonl [--json]
     spine-nav train ... --mode robot --headless --script attempt.jsonl   # the arm aligns, the script sets depth
     spine-nav train --case DIR --trainee NAME [--db FILE] [--port 8080]          # the page (trainee mode)
+    spine-nav train --case DIR --trainee NAME --mode robot [--port 8080]         # the page, the arm aligns the guide
     spine-nav train report --db FILE [--trainee NAME] [--json] [--html OUT]
     spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console]
 
@@ -360,15 +361,18 @@ def _run_page(args, case, store) -> int:
     from spine_nav.training.case import case_key
     from spine_nav.training.store import SessionStore
 
-    if args.mode == "robot":
-        return fail("--mode robot: not built for the page yet (scripted attempts have it: --headless --script; "
-                    "the page has no align request and no depth-only input; see docs/training.md)")
     store.close()
     store = SessionStore(args.db, any_thread=True)
+    rig = None
     try:
-        stack = TrainStack(case)
+        if args.mode == "robot":  # the scripted attempts' arm: sim_arm composed here, arm_guide in its own process
+            from spine_nav.cli.train_robot import start_robot_stack
+
+            stack, rig = start_robot_stack(case, TrainStack)
+        else:
+            stack = TrainStack(case)
     except Exception as exc:  # noqa: BLE001
-        return fail(f"the stack did not start: {exc}", code=1)
+        return fail(f"the {'robot ' if args.mode == 'robot' else ''}stack did not start: {exc}", code=1)
     server = TraineeConsoleServer(CaseData(case.case_dir), host=args.host, port=args.port)
     stop = threading.Event()
     session = None
@@ -379,9 +383,13 @@ def _run_page(args, case, store) -> int:
         bridge.start()
         if not stack.wait_ready():
             return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
+        if rig is not None:
+            why = rig.wait_arm_service()
+            if why:
+                return fail(why, code=1)
         attempt_id = store.start_attempt(args.trainee, case_key(case), args.mode, "page")
         session = TraineeSession(case, store, Attempt(case, store, attempt_id), stack, server.publish,
-                                 args.trainee, args.mode)
+                                 args.trainee, args.mode, robot=rig)
         server.session_handler = session.handle
         info(f"spine-nav train: trainee mode for {args.trainee} at {server.url} (attempt {attempt_id}); Ctrl-C to stop")
         t0 = time.monotonic()
@@ -399,6 +407,8 @@ def _run_page(args, case, store) -> int:
                  f"({'finished' if finished else 'unfinished'}, {len(session.attempt.results)} screw(s) graded)")
         stop.set()
         server.stop()
+        if rig is not None:
+            rig.close()
         stack.close()
         store.close()
     return 0

@@ -26,23 +26,26 @@ Scene: the demo's (robot base at :data:`spine_nav.demo.scene.DEMO_BASE_POSE` che
 :func:`spine_nav.demo.scene.layout_for_plan`); ``arm_guide`` gets the simulator's true
 ``T_tracker_robotbase`` (no hand-eye calibration step: the demo's calibration error, ~0.1 mm, is left
 out of training). Watchdogs: the demo's (:data:`spine_nav.demo.run.DEMO_WATCHDOGS`), with the heartbeat limits
-of :data:`ROBOT_HEARTBEATS_MS`.
+of :data:`ROBOT_HEARTBEATS_MS` and the stall limits of :data:`ROBOT_WATCHDOGS_S`.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from spine_nav.cli.common import fail, info, print_json
+from spine_nav.training.tool import FOLLOW_PERIOD_S  # the drill's re-pose period, shared with the page
 
 #: Guide-tube opening above the planned entry (mm): the demo's (DemoConfig.standoff_mm).
 STANDOFF_MM = 25.0
 #: Bounded wait for the arm to reach TRACKING on a screw (s): the demo's align_timeout_s.
 ALIGN_TIMEOUT_S = 20.0
-#: How often the drill is re-posed on the moving guide between script lines (s).
-FOLLOW_PERIOD_S = 0.01
+#: The page's bound on one align request (s): the scripts' 20 s plus time for the trainee to see and resume
+#: holds met on the way (a request, not a measurement; the trainee presses `a` again after it).
+PAGE_ALIGN_TIMEOUT_S = 60.0
 #: arm_guide's liveness limits on the bridge's and the guard's heartbeats (20 ms each), in ms. The demo's
 #: (and config/nodes.yaml's) 50 ms assume those nodes in their own real-time process. In the trainee stack
 #: they share one Python process with the simulated tracker and the MuJoCo arm, which is the
@@ -51,6 +54,15 @@ FOLLOW_PERIOD_S = 0.01
 #: aligned in 20 s. 200 ms matches the trainee stack's other limits (TRAIN_PARAMS: sample age and
 #: bridge timeout 200 ms). A real loss still holds the arm within 200 ms.
 ROBOT_HEARTBEATS_MS = {"bridge_timeout_ms": 200.0, "guard_timeout_ms": 200.0}
+#: The arm's own stall watchdogs in training {(node, param): s}, relaxed from the demo's (cycle 50 ms, joint
+#: feedback 150 ms, sim_arm command 80 ms) for the same reason: the page in robot mode adds a console server
+#: in the trainee process and a headless Chromium drawing the 3D view in software GL on the same cores. On
+#: the shared 2-core machine (load 11-16) arm_guide's servo then overran its cycle by 50-540 ms and saw
+#: joint feedback 150-190 ms old every 1-2 s while aligning: 22-45 holds in 90 s, and the guide never
+#: reached the line. 200-250 ms keep every stall caught (a dead arm_guide or sim_arm still holds the arm
+#: within 250 ms), as the trainee stack's other limits (200 ms).
+ROBOT_WATCHDOGS_S = {("arm_guide", "cycle_watchdog_s"): 0.2, ("arm_guide", "feedback_timeout_s"): 0.25,
+                     ("sim_arm", "command_timeout_s"): 0.25}
 #: Where the drill is pulled back to (mm past the entry; negative: above it, still in the tube) when the arm
 #: holds while drilling, before it is re-aligned (the demo's _pause_and_realign).
 REALIGN_DEPTH_MM = -20.0
@@ -82,7 +94,20 @@ def robot_overrides(case, log=info) -> tuple[dict, object, object]:
                ("arm_guide", "command_rate_hz"): 50.0, ("arm_guide", "realtime"): False})
     ov.update({(node, k): v for node, k, v in DEMO_WATCHDOGS if node in ("arm_guide", "sim_arm")})
     ov.update({("arm_guide", k): v for k, v in ROBOT_HEARTBEATS_MS.items()})
+    ov.update(ROBOT_WATCHDOGS_S)
     return ov, scene, kin
+
+
+def start_robot_stack(case, TrainStack) -> tuple[object, "RobotRig"]:
+    """The trainee stack with the arm (``sim_arm`` composed, ``arm_guide`` started in its own process):
+    (stack, rig). Shared by the scripted attempts and the page. Raises when it cannot start."""
+    overrides, scene, kin = robot_overrides(case)
+    stack = TrainStack(case, extra_nodes=("sim_arm",), extra_overrides=overrides)
+    try:
+        return stack, RobotRig(stack, scene, kin, Path(stack._tmp.name))
+    except Exception:
+        stack.close()
+        raise
 
 
 class RobotRig:
@@ -92,11 +117,55 @@ class RobotRig:
         from spine_nav.demo.processes import NodeProcess
 
         self.stack, self.scene, self.kin = stack, scene, kin
+        self.c = stack.conductor
+        self.plan_ref = stack.case.plan_in_reference()
         self.sim_arm = stack.stack.nodes["sim_arm"]
         self.tracker_model = stack.stack.nodes["sim_tracker"].model
         self.proc = NodeProcess("arm", ["arm_guide"], ["--params-file", str(stack.params_file),
                                                        "-r", f"__ns:={stack.namespace}"],
                                 log_dir / "arm_guide.log", max_duration_s=3600.0)
+
+    def wait_arm_service(self, timeout_s: float = 60.0) -> str:
+        """Bounded wait for ``arm/command``; "" when it is up, else why not (with arm_guide's log tail)."""
+        if self.c.arm_cli is None or not self.c.arm_cli.wait_for_service(timeout_sec=timeout_s):
+            return f"arm/command did not come up within {timeout_s:.0f} s:\n{self.proc.tail()}"
+        return ""
+
+    def why_down(self) -> str:
+        """A note that the arm_guide process ended (with its log tail) when it did, else an empty string."""
+        return "" if self.proc.alive() else f" (arm_guide process ended:\n{self.proc.tail()})"
+
+    def approach_pose(self, screw_id: str) -> np.ndarray:
+        """Where the drill waits before a screw: :data:`APPROACH_LIFT_MM` above its registered entry, on its line."""
+        from spine_nav.demo.run import Demo
+
+        return Demo.approach_pose(self.plan_ref.screw(screw_id), APPROACH_LIFT_MM)
+
+    def withdrawn_pose(self) -> np.ndarray:
+        """The drill up the tube, clear of the spine (after a screw), on the guide as it is now."""
+        return self.drill_pose(-(STANDOFF_MM + APPROACH_LIFT_MM))
+
+    # the page's arm requests (robot mode on the page, spine_nav.console.trainee); the script uses ensure_aligned
+    def arm_state(self) -> dict | None:
+        """The arm's last ``arm/state`` as a dict (None before the first)."""
+        a = self.c.last_arm
+        if a is None:
+            return None
+        return {"mode": a.mode, "active_screw_id": a.active_screw_id, "holding": bool(a.holding),
+                "stop_cause": a.stop_cause, "alignment_error_mm": float(a.alignment_error_mm),
+                "alignment_error_deg": float(a.alignment_error_deg)}
+
+    def align(self, screw_id: str, cancelled: Callable[[], bool] = lambda: False) -> tuple[bool, str]:
+        """The arm to TRACKING on ``screw_id``, as the scripts (:func:`ensure_aligned`, bounded by
+        :data:`PAGE_ALIGN_TIMEOUT_S`) but a hold is not resumed here: it is the trainee's (``resume``).
+        (aligned, why not)."""
+        ok, why, _ = ensure_aligned(self.c, screw_id, PAGE_ALIGN_TIMEOUT_S, resume_holds=False, cancelled=cancelled)
+        return ok, why + ("" if ok else self.why_down())
+
+    def resume(self) -> tuple[bool, str]:
+        """``arm/command resume`` once; (accepted, the arm's answer)."""
+        ok, why = self.c.arm("resume")
+        return ok, why + ("" if ok else self.why_down())
 
     def true_guide_in_reference(self) -> np.ndarray:
         """T_reference_guidetube from the simulator's truth (the demo's ``true_guide_in_reference``)."""
@@ -117,19 +186,30 @@ class RobotRig:
         self.proc.stop()
 
 
-def ensure_aligned(c, screw_id: str, timeout_s: float = ALIGN_TIMEOUT_S) -> tuple[bool, str, list[str]]:
-    """Bring the arm to TRACKING on ``screw_id`` (bounded): resume after holds once the guard sees the
-    drill, (re)send align. Returns (ok, why not, the stop causes met on the way)."""
+def ensure_aligned(c, screw_id: str, timeout_s: float = ALIGN_TIMEOUT_S, resume_holds: bool = True,
+                   cancelled: Callable[[], bool] = lambda: False) -> tuple[bool, str, list[str]]:
+    """Bring the arm to TRACKING on ``screw_id`` (bounded): (re)send align while the arm refuses for a
+    passing reason (no reference sample yet, a watched input silent); after a hold, resume once the guard
+    sees the drill (``resume_holds``, the scripts, as the demo's surgeon) or wait for someone else's resume
+    (the page: the trainee sees the hold and resumes), then align again if the arm came back without a
+    target. ``cancelled()`` ends the wait early (the page chose another screw).
+    Returns (ok, why not, the stop causes met on the way)."""
     from spine_nav.demo.run import _refused_for_good
 
     deadline = time.monotonic() + timeout_s
     stops: list[str] = []
     sent, why = False, "no arm state"
     while time.monotonic() < deadline:
+        if cancelled():
+            return False, "cancelled", stops
         arm = c.last_arm
         if arm is not None and arm.holding:
             if not stops or stops[-1] != arm.stop_cause:
                 stops.append(arm.stop_cause)
+            if not resume_holds:  # the trainee resumes (the page shows the hold); align again after that
+                why, sent = f"the arm holds: {arm.stop_cause or 'no cause given'}; resume (r) when clear", False
+                time.sleep(0.02)
+                continue
             c.wait_for(lambda: c.last_status is not None and c.last_status.state_name != "TRACKING_LOST", 3.0)
             _, why = c.arm("resume")
             sent = False
@@ -195,18 +275,15 @@ def run_robot_script(args, case, store, kit) -> int:
                  f"and tilt (up to {m['angle_deg']:.1f} deg) are ignored: the guide holds the line, the script "
                  "only sets the depth")
     try:
-        overrides, scene, kin = robot_overrides(case)
-        stack = TrainStack(case, extra_nodes=("sim_arm",), extra_overrides=overrides)
+        stack, rig = start_robot_stack(case, TrainStack)
     except Exception as exc:  # noqa: BLE001 - the stack could not start: say why, grade nothing
         return fail(f"the robot stack did not start: {exc}", code=1)
-    rig = None
     plan_ref = case.plan_in_reference()
     attempt_id = store.start_attempt(args.trainee, case_key(case), "robot", f"script:{Path(args.script).name}")
     att = Attempt(case, store, attempt_id)
     finished = False
     arm_stops: dict[str, list[str]] = {}
     try:
-        rig = RobotRig(stack, scene, kin, Path(stack._tmp.name))
         c = stack.conductor
         # first shown within the guard's capture radius (as a freehand script starts), so the guard judges it
         c.move_tool(Demo.approach_pose(plan_ref.screw(samples[0].screw_id), 20.0))
@@ -214,11 +291,11 @@ def run_robot_script(args, case, store, kit) -> int:
             st = c.last_status
             return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s; guard "
                         f"{'silent' if st is None else st.state_name + ': ' + st.reason})", code=1)
-        if c.arm_cli is None or not c.arm_cli.wait_for_service(timeout_sec=60.0):
-            return fail(f"arm/command did not come up within 60 s:\n{rig.proc.tail()}", code=1)
+        why = rig.wait_arm_service()
+        if why:
+            return fail(why, code=1)
         for sid, lines in _groups(samples, depths):
-            nav = plan_ref.screw(sid)
-            c.move_tool(Demo.approach_pose(nav, APPROACH_LIFT_MM))
+            c.move_tool(rig.approach_pose(sid))
             deadline = time.monotonic() + 5.0
             ok, msg = c.select_screw(sid)
             while not ok and NO_PLAN_YET in msg and time.monotonic() < deadline:
@@ -230,8 +307,7 @@ def run_robot_script(args, case, store, kit) -> int:
             ok, why, stops = ensure_aligned(c, sid)
             arm_stops[sid] = stops
             if not ok:
-                alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
-                return fail(why + alive, code=1)
+                return fail(why + rig.why_down(), code=1)
             _pump(stack, att, 0.3)  # the servo settles on the line
             # the screw's own timeline: its first line now (the alignment is not the trainee's time)
             t0 = time.monotonic() - lines[0][0].t_s / args.speed
@@ -246,8 +322,7 @@ def run_robot_script(args, case, store, kit) -> int:
                         ok, why, stops = ensure_aligned(c, sid)
                         arm_stops[sid] += stops
                         if not ok:
-                            alive = "" if rig.proc.alive() else f" (arm_guide process ended:\n{rig.proc.tail()})"
-                            return fail(f"while drilling {sid}: {why}{alive}", code=1)
+                            return fail(f"while drilling {sid}: {why}{rig.why_down()}", code=1)
                         _pump(stack, att, 0.3)
                         t0 += time.monotonic() - t_pause  # the pause is not the trainee's time
                         continue
@@ -265,14 +340,13 @@ def run_robot_script(args, case, store, kit) -> int:
                 arm_stops[sid].append(arm.stop_cause)
             _end_screw(stack, att, args)
             # withdraw the drill up the tube, clear of the spine, before the next screw
-            c.move_tool(rig.drill_pose(-(STANDOFF_MM + APPROACH_LIFT_MM)))
+            c.move_tool(rig.withdrawn_pose())
             _pump(stack, att, 0.2)
         c.arm("hold")
         finished = True
     finally:
         att.close(finished=finished)
-        if rig is not None:
-            rig.close()
+        rig.close()
         stack.close()
     screws = []
     for r in att.results:

@@ -13,6 +13,8 @@ Pose: tip = E + lat L + cra C + depth a, with a = normalise(d + tan(tilt_lat) L 
 +z along a (toward the tip), as :func:`spine_nav.training.case.tool_pose`.
 Inputs are increments (keys, gamepad) or an entry point picked on a slice (projected on the plane
 through E normal to d). Limits: offsets +-30 mm, tilts +-30 deg, depth -60 mm .. planned depth + 15 mm.
+
+Robot mode (:class:`GuideDrill`): only the depth, along the guide the arm holds; the rest is ignored.
 """
 from __future__ import annotations
 
@@ -26,6 +28,9 @@ from spine_nav.training.case import tool_pose
 
 START_DEPTH_MM = -20.0
 LIMITS = {"lat_mm": 30.0, "cra_mm": 30.0, "tilt_lat_deg": 30.0, "tilt_cra_deg": 30.0}
+#: Depth range (mm past the entry): from 60 mm above the entry to 15 mm past the planned depth (room to
+#: overrun the guard's depth stop and be told so; a design choice of the trainee tool, not a measurement).
+DEPTH_MIN_MM, OVERRUN_MAX_MM = -60.0, 15.0
 
 
 class InputError(ValueError):
@@ -88,13 +93,72 @@ class TraineeTool:
             if not math.isfinite(dv) or abs(dv) > 50.0:
                 raise InputError(f"move.{k}: {v!r} is not a finite step of at most 50")
             if k == "depth_mm":
-                self.depth_mm = min(max(self.depth_mm + dv, -60.0), self.planned_depth_mm + 15.0)
+                self.depth_mm = _depth_clamp(self.depth_mm + dv, self.planned_depth_mm)
             else:
                 setattr(self, k, _clamp(getattr(self, k) + dv, LIMITS[k]))
 
     def state(self) -> dict[str, float]:
         return {"lat_mm": self.lat_mm, "cra_mm": self.cra_mm, "tilt_lat_deg": self.tilt_lat_deg,
                 "tilt_cra_deg": self.tilt_cra_deg, "depth_mm": self.depth_mm, "planned_depth_mm": self.planned_depth_mm}
+
+
+#: How often the drill is re-posed on the moving guide in robot mode (s), between inputs (the page) or script
+#: lines (the scripts): 10 ms, the simulated tracker's 100 Hz, so that every tracker sample sees it on the guide.
+FOLLOW_PERIOD_S = 0.01
+#: What the trainee is told when robot mode ignores an input (:class:`GuideDrill`).
+IGNORED_NOTICE = "entry and tilt are held by the guide in robot mode: only the depth moves (f/b, PageDown/PageUp)"
+
+
+@dataclass
+class GuideDrill:
+    """The trainee's drill in robot mode: only its depth along the arm's guide (mm past the planned entry,
+    the same range as :class:`TraineeTool`). The guide's pose comes from the arm (not from here); entry
+    offsets, tilts and slice clicks are ignored, each with :data:`IGNORED_NOTICE`. Before the arm is aligned
+    on the screw nothing moves; while the arm holds, the drill may be withdrawn but not advanced (the guide
+    is frozen where the stop caught it; the trainee resumes first)."""
+
+    planned_depth_mm: float
+    depth_mm: float = START_DEPTH_MM
+
+    def apply(self, msg: Mapping[str, Any], aligned: bool, holding: bool = False, stop_cause: str = "") -> tuple[bool, str]:
+        """One page input (the :meth:`TraineeTool.apply` format). Returns (depth changed, notice for the
+        trainee: "" when there is nothing to say)."""
+        move = msg.get("move", {})
+        if not isinstance(move, Mapping):
+            raise InputError("move: expected an object of increments")
+        dv = 0.0
+        ignored = "entry_mm" in msg
+        for k, v in move.items():
+            if k not in LIMITS and k != "depth_mm":
+                raise InputError(f"move.{k}: unknown (lat_mm, cra_mm, tilt_lat_deg, tilt_cra_deg, depth_mm)")
+            try:
+                x = float(v)
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"move.{k}: not a number ({v!r})") from exc
+            if not math.isfinite(x) or abs(x) > 50.0:
+                raise InputError(f"move.{k}: {v!r} is not a finite step of at most 50")
+            if k == "depth_mm":
+                dv = x
+            elif x != 0.0:
+                ignored = True
+        notice = IGNORED_NOTICE if ignored else ""
+        if dv == 0.0:
+            return False, notice
+        if not aligned:
+            return False, "align the arm on this screw first (a): the drill moves only along the aligned guide"
+        if holding and dv > 0.0:
+            return False, f"the arm holds ({stop_cause or 'no cause given'}): withdraw (b) or resume (r) before advancing"
+        before = self.depth_mm
+        self.depth_mm = _depth_clamp(self.depth_mm + dv, self.planned_depth_mm)
+        return self.depth_mm != before, notice
+
+    def state(self) -> dict[str, float]:
+        return {"lat_mm": 0.0, "cra_mm": 0.0, "tilt_lat_deg": 0.0, "tilt_cra_deg": 0.0, "depth_mm": self.depth_mm,
+                "planned_depth_mm": self.planned_depth_mm}
+
+
+def _depth_clamp(depth_mm: float, planned_depth_mm: float) -> float:
+    return min(max(depth_mm, DEPTH_MIN_MM), planned_depth_mm + OVERRUN_MAX_MM)
 
 
 def _clamp(v: float, lim: float) -> float:

@@ -14,6 +14,11 @@ const KEYS = {
   f: { depth_mm: 1 }, F: { depth_mm: 0.25 }, b: { depth_mm: -1 }, B: { depth_mm: -0.25 },
   PageDown: { depth_mm: 1 }, PageUp: { depth_mm: -1 },
 };
+const DEPTH_KEYS = new Set(['f', 'F', 'b', 'B', 'PageDown', 'PageUp']);
+// robot mode (spine-nav train --mode robot): the guide holds entry and tilt; only the depth moves
+const ROBOT_IGNORED = 'entry and tilt are held by the guide in robot mode: only the depth moves (f/b, PageDown/PageUp)';
+const ROBOT_HELP = 'trainee keys (robot mode): a align the arm on the screw · f/b advance/withdraw along the guide 1 mm (F/B 0.25, ' +
+  'PageDown/PageUp) · r resume after an arm hold · Enter end screw · n/p next/previous screw · g leaderboard; entry and tilt keys are ignored';
 const HELP = 'trainee keys: ←/→ entry medial/lateral · ↑/↓ entry cranial/caudal (Shift: 0.25 mm) · u/o tilt lateral/medial · ' +
   'i/k tilt cranial/caudal · f/b advance/withdraw 1 mm (F/B 0.25) · Enter end screw · n/p next/previous screw · g leaderboard; ' +
   'gamepad: sticks entry/tilt, triggers advance/withdraw, A end screw; click a slice: entry there';
@@ -25,16 +30,22 @@ export function initTrainee({ send, state }) {
   let panelEl = null;
 
   function el(tag, attrs = {}, text = '') { const e = document.createElement(tag); Object.assign(e, attrs); if (text) e.textContent = text; return e; }
+  const robotMode = () => !!(tr.status && tr.status.mode === 'robot');
   function ensurePanel() {
     if (panelEl) return;
     panelEl = el('div', { id: 'trainee-panel' });
     panelEl.innerHTML = '<h3>Trainee</h3><div id="trainee-status" class="small"></div><div id="trainee-tool" class="small"></div>' +
+      '<div id="trainee-robot" hidden><h3>Robot</h3><div id="trainee-arm" class="small"></div>' +
+      '<button id="trainee-align" type="button">Align arm (a)</button> <button id="trainee-resume" type="button" disabled>Resume (r)</button>' +
+      '<div id="trainee-notice" class="small"></div></div>' +
       '<h3>Last screw</h3><div id="trainee-result" class="small">—</div><img id="trainee-picture" alt="placed vs planned" hidden>' +
       '<h3>Leaderboard</h3><table id="trainee-leaderboard" class="small"></table>';
     const aside = document.getElementById('panel');
     aside.insertBefore(panelEl, aside.firstChild.nextSibling);
     const keys = document.querySelector('header .keys');
-    if (keys) keys.textContent = HELP;
+    if (keys) keys.textContent = robotMode() ? ROBOT_HELP : HELP;
+    panelEl.querySelector('#trainee-align').addEventListener('click', () => send({ req: 'train_align' }));
+    panelEl.querySelector('#trainee-resume').addEventListener('click', () => send({ req: 'train_resume' }));
     document.body.classList.add('trainee-mode');
     send({ req: 'train_leaderboard' });
   }
@@ -46,12 +57,31 @@ export function initTrainee({ send, state }) {
       (s.grade_basis === 'proxy' ? ' · PROXY grading (no ground truth)' : '');
     const t = s.tool;
     if (t) document.getElementById('trainee-tool').textContent =
-      `entry ${fmt(t.lat_mm, 2)} lat / ${fmt(t.cra_mm, 2)} cra mm · tilt ${fmt(t.tilt_lat_deg, 1)} / ${fmt(t.tilt_cra_deg, 1)} deg · depth ${fmt(t.depth_mm, 2)} of ${fmt(t.planned_depth_mm, 1)} mm`;
+      (robotMode() ? 'along the guide · ' : `entry ${fmt(t.lat_mm, 2)} lat / ${fmt(t.cra_mm, 2)} cra mm · tilt ${fmt(t.tilt_lat_deg, 1)} / ${fmt(t.tilt_cra_deg, 1)} deg · `) +
+      `depth ${fmt(t.depth_mm, 2)} of ${fmt(t.planned_depth_mm, 1)} mm`;
+    showRobot();
+  }
+  function notice(text) { const n = document.getElementById('trainee-notice'); if (n && text) n.textContent = text; }
+  function showRobot() {
+    const s = tr.status; const box = document.getElementById('trainee-robot');
+    if (!box || !s) return;
+    box.hidden = !s.robot;
+    if (!s.robot) return;
+    const r = s.robot; const a = r.arm;
+    const what = r.holding ? `HOLD: ${r.stop_cause || 'no cause given'}` : r.aligned ? `ALIGNED on ${s.screw_id}`
+      : a ? `${a.mode}${a.active_screw_id ? ` on ${a.active_screw_id}` : ''}` : 'no arm state yet';
+    const arm = document.getElementById('trainee-arm');
+    arm.textContent = `arm ${what}` + (a ? ` · guide ${fmt(a.alignment_error_mm)} mm / ${fmt(a.alignment_error_deg)} deg off the line` : '') +
+      (r.arm_stops.length ? ` · holds on this screw: ${r.arm_stops.length}` : '');
+    arm.className = `small ${r.holding ? 'bad' : r.aligned ? 'ok' : ''}`;
+    document.getElementById('trainee-resume').disabled = !r.holding;
+    notice(r.notice);
   }
   function showResult(r) {
     const txt = `${r.screw_id}: grade ${r.gr_grade}${r.grade_basis === 'proxy' ? ' (PROXY)' : ''} · breach ${fmt(r.breach_mm)} mm · ` +
       `entry ${fmt(r.entry_error_mm)} mm · tip ${fmt(r.tip_error_mm)} mm · angle ${fmt(r.angular_error_deg)} deg · ` +
-      `${fmt(r.time_to_place_s, 1)} s · guard violations ${r.guard_violations} (depth stop ${r.depth_overruns})`;
+      `${fmt(r.time_to_place_s, 1)} s · guard violations ${r.guard_violations} (depth stop ${r.depth_overruns})` +
+      (r.arm_stops ? ` · arm holds ${r.arm_stops.length}` : '');
     const e = document.getElementById('trainee-result');
     e.textContent = txt;
     e.className = `small grade grade-${r.gr_grade}${r.breach_mm > 0.5 ? ' breach' : ''}`;
@@ -71,6 +101,12 @@ export function initTrainee({ send, state }) {
 
   function input(move, extra = {}) {
     if (!tr.active) return;
+    if (robotMode()) { // the guide holds entry and tilt: only the depth is sent
+      const depth = move.depth_mm || 0;
+      if ('entry_mm' in extra || Object.entries(move).some(([k, v]) => k !== 'depth_mm' && v !== 0)) notice(ROBOT_IGNORED);
+      if (!depth) return;
+      move = { depth_mm: depth }; extra = {};
+    }
     const seq = ++tr.seq;
     tr.pending.push({ seq, t: nowEpochMs(), tip: null, prev: tr.lastTip });
     if (tr.pending.length > 200) tr.pending.splice(0, tr.pending.length - 200);
@@ -82,8 +118,13 @@ export function initTrainee({ send, state }) {
       case 'trainee': tr.active = true; tr.status = m; ensurePanel(); showStatus(); break;
       case 'trainee_pose': {
         const p = tr.pending.find((x) => x.seq === m.seq);
-        if (p) p.tip = m.tip_mm;
-        tr.lastTip = m.tip_mm;
+        if (m.ignored || !m.tip_mm) { // robot mode: not applied (not aligned, holding): nothing to draw, no latency
+          if (p) tr.pending.splice(tr.pending.indexOf(p), 1);
+        } else {
+          if (p) p.tip = m.tip_mm;
+          tr.lastTip = m.tip_mm;
+        }
+        notice(m.notice);
         if (tr.status) { tr.status.tool = m.state; showStatus(); }
         break;
       }
@@ -97,6 +138,11 @@ export function initTrainee({ send, state }) {
   window.addEventListener('keydown', (e) => {
     if (!tr.active) return;
     let move = KEYS[e.key];
+    if (robotMode() && (e.key === 'a' || e.key === 'r')) {
+      send({ req: e.key === 'a' ? 'train_align' : 'train_resume' });
+      e.preventDefault(); e.stopImmediatePropagation(); return;
+    }
+    if (move && robotMode() && !DEPTH_KEYS.has(e.key)) { notice(ROBOT_IGNORED); move = null; e.preventDefault(); e.stopImmediatePropagation(); return; }
     if (move) {
       if (e.shiftKey && e.key.startsWith('Arrow')) move = Object.fromEntries(Object.entries(move).map(([k, v]) => [k, v / 4]));
       input(move);
