@@ -1,10 +1,14 @@
 """Small helpers for tests (import as `from tests.helpers import ...`)."""
 from __future__ import annotations
 
+import contextlib
 import time
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Iterator
 
 from spine_nav.tracking.transport import free_tcp_port  # noqa: F401 - re-exported for the tests
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, period_s: float = 0.01,
@@ -18,3 +22,67 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float = 5.0, period_s: 
             return True
         time.sleep(period_s)
     return bool(predicate())
+
+
+@contextlib.contextmanager
+def train_page(work_dir: Path, trainee: str, *extra_args: str, ready: Callable[[object], bool],
+               up_s: float = 240.0, ready_s: float = 60.0) -> Iterator[dict]:
+    """``spine-nav train`` serving trainee mode on a seeded L4 phantom (seed 3, 1.5 mm) in ``work_dir``, and a
+    headless Chromium on its page, for a test module's fixture. Waits (bounded) until the server answers,
+    then until ``ready(browser)``. Yields {"b", "proc", "db", "case", "dir", "log"}; afterwards closes the
+    browser and ends the session with Ctrl-C (the attempt is closed), killing it only after 30 s."""
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from spine_nav.children import stop_child
+    from spine_nav.console.browser import HeadlessChromium
+    from spine_nav.training.case import generate_training_case
+
+    def up(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
+                return r.status == 200
+        except OSError:
+            return False
+
+    case = generate_training_case(work_dir / "case", seed=3, levels=("L4",), voxel_mm=1.5)
+    db, log_path, port = work_dir / "sessions.db", work_dir / "train.log", free_tcp_port()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "train", "--case", str(case.case_dir),
+                             "--trainee", trainee, "--db", str(db), *extra_args, "--port", str(port)],
+                            stderr=log, stdout=log, cwd=REPO)
+    browser = None
+    try:
+        assert wait_until(lambda: up(port) or proc.poll() is not None, timeout_s=up_s, period_s=0.3) \
+            and proc.poll() is None, log_path.read_text()[-3000:]
+        browser = HeadlessChromium(page_load_timeout_s=120.0)
+        browser.driver.get(f"http://127.0.0.1:{port}/")
+        assert wait_until(lambda: ready(browser), timeout_s=ready_s, period_s=0.3), log_path.read_text()[-3000:]
+        yield {"b": browser, "proc": proc, "db": db, "case": case, "dir": work_dir, "log": log_path}
+    finally:
+        if browser is not None:
+            browser.close()
+        stop_child(proc, grace_s=30.0, first=signal.SIGINT)
+        log.close()
+
+
+def drain(executor, *received: list, max_callbacks: int = 100) -> None:
+    """Spin ``executor`` until a spin takes no new message into the ``received`` lists (at most
+    ``max_callbacks`` callbacks: one per ``spin_once``), then once more with a 2 ms wait."""
+    for _ in range(max_callbacks):
+        n = sum(len(r) for r in received)
+        executor.spin_once(timeout_sec=0.0)
+        if sum(len(r) for r in received) == n:
+            break
+    executor.spin_once(timeout_sec=0.002)
+
+
+def arm_command(cli, spin: Callable[[], None], command: str, screw_id: str = "", timeout_s: float = 10.0):
+    """Call ``arm/command`` through ``cli`` and spin until it answers (bounded; asserts an answer)."""
+    from spine_nav_interfaces.srv import ArmCommand
+
+    fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
+    assert wait_until(fut.done, timeout_s=timeout_s, spin=spin), f"arm/command {command}: no answer"
+    return fut.result()

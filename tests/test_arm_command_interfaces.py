@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import arm_command, drain, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -76,17 +76,10 @@ def test_arm_guide_aligns_through_controller_interface(ros_context, interface, t
                 ref_pub.publish(matrix_mm_to_pose_stamped(scene.T_tracker_reference, "Tracker",
                                                           node.get_clock().now().nanoseconds * 1e-9))
                 last_ref[0] = now
-            for _ in range(100):
-                n = len(commands) + len(states) + len(joints)
-                ex.spin_once(timeout_sec=0.0)
-                if len(commands) + len(states) + len(joints) == n:
-                    break
-            ex.spin_once(timeout_sec=0.002)
+            drain(ex, commands, states, joints)
 
         def call(command, screw_id=""):
-            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
-            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
-            return fut.result()
+            return arm_command(cli, spin, command, screw_id)
 
         assert wait_until(lambda: cli.service_is_ready() and bool(states) and bool(joints), timeout_s=15.0, spin=spin)
         assert list(joints[-1].name) == CONTROLLER_ORDER  # what a joint_state_broadcaster would publish

@@ -28,7 +28,7 @@ from spine_nav.guard import GuardState, TrajectoryGuard
 from spine_nav.guard.core import NO_PLAN_YET, lacks_plan
 from spine_nav.plan import Plan, Screw
 from spine_nav.sim.arm import default_scene
-from tests.helpers import wait_until
+from tests.helpers import arm_command, drain, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -186,17 +186,10 @@ def test_arm_holds_on_a_guard_restarted_without_a_plan(ros_context):
                 for tool in ("stylus", "reference"):
                     health_pub.publish(ToolHealth(tool=tool, visible=True))
                 last["ref"] = now
-            for _ in range(50):
-                n = len(states) + len(statuses)
-                ex.spin_once(timeout_sec=0.0)
-                if len(states) + len(statuses) == n:
-                    break
-            ex.spin_once(timeout_sec=0.002)
+            drain(ex, states, statuses, max_callbacks=50)
 
         def call(command, screw_id=""):
-            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
-            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
-            return fut.result()
+            return arm_command(cli, spin, command, screw_id)
 
         def guard_judges():
             return bool(statuses) and statuses[-1].active_screw_id == screw.id \

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import arm_command, drain, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,17 +59,10 @@ def test_arm_guide_aligns_mujoco_arm_and_holds_on_violation(ros_context):
                 ref_pub.publish(matrix_mm_to_pose_stamped(scene.T_tracker_reference, "Tracker",
                                                           node.get_clock().now().nanoseconds * 1e-9))
                 last_ref[0] = now
-            for _ in range(100):  # drain the 250 Hz command stream (one callback per spin_once)
-                n = len(commands) + len(states) + len(poses)
-                ex.spin_once(timeout_sec=0.0)
-                if len(commands) + len(states) + len(poses) == n:
-                    break
-            ex.spin_once(timeout_sec=0.002)
+            drain(ex, commands, states, poses)  # drain the 250 Hz command stream (one callback per spin_once)
 
         def call(command, screw_id=""):
-            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
-            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
-            return fut.result()
+            return arm_command(cli, spin, command, screw_id)
 
         assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=15.0, spin=spin)
         # the plan has arrived and the guide exists (first joint state); references follow at 50 Hz

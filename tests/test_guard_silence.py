@@ -19,7 +19,7 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.sim.arm import default_scene
-from tests.helpers import wait_until
+from tests.helpers import arm_command, drain, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 #: node test: heartbeat timeouts (config: 50 ms). The test's own loop plays guard, bridge and console and
@@ -266,17 +266,10 @@ def test_arm_guide_holds_when_guard_goes_silent_and_on_process_lost(ros_context)
             if on["console"] and now - last["console"] > 0.01:
                 source_pub.publish(String(data="console"))
                 last["console"] = now
-            for _ in range(50):
-                n = len(states)
-                ex.spin_once(timeout_sec=0.0)
-                if len(states) == n:
-                    break
-            ex.spin_once(timeout_sec=0.002)
+            drain(ex, states, max_callbacks=50)
 
         def call(command, screw_id=""):
-            fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
-            assert wait_until(fut.done, timeout_s=10.0, spin=spin), f"arm/command {command}: no answer"
-            return fut.result()
+            return arm_command(cli, spin, command, screw_id)
 
         try:
             assert wait_until(lambda: cli.service_is_ready() and bool(states), timeout_s=20.0, spin=spin)

@@ -11,57 +11,22 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import free_tcp_port, wait_until
+from tests.helpers import train_page, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("SPINE_NAV_ARTIFACTS", REPO / "build" / "test-artifacts")) / "training"
 
 
-def _up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from spine_nav.console.browser import HeadlessChromium
-    from spine_nav.training.case import generate_training_case
-
-    d = tmp_path_factory.mktemp("train_page")
-    case = generate_training_case(d / "case", seed=3, levels=("L4",), voxel_mm=1.5)
-    db = d / "sessions.db"
-    port = free_tcp_port()
-    log = open(d / "train.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "train", "--case", str(case.case_dir),
-                             "--trainee", "tess", "--db", str(db), "--port", str(port)], stderr=log, stdout=log, cwd=REPO)
-    browser = None
-    try:
-        assert wait_until(lambda: _up(port) or proc.poll() is not None, timeout_s=240, period_s=0.3) and proc.poll() is None, \
-            (d / "train.log").read_text()[-3000:]
-        browser = HeadlessChromium(page_load_timeout_s=120.0)
-        browser.driver.get(f"http://127.0.0.1:{port}/")
-        assert wait_until(lambda: (_ts(browser) or {}).get("active"), timeout_s=60, period_s=0.3), \
-            (d / "train.log").read_text()[-3000:]
-        yield {"b": browser, "proc": proc, "db": db, "case": case, "dir": d, "log": d / "train.log"}
-    finally:
-        if browser is not None:
-            browser.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    with train_page(tmp_path_factory.mktemp("train_page"), "tess",
+                    ready=lambda b: (_ts(b) or {}).get("active")) as p:
+        yield p
 
 
 def _ts(b) -> dict:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import free_tcp_port, wait_until
+from tests.helpers import train_page, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("SPINE_NAV_ARTIFACTS", REPO / "build" / "test-artifacts")) / "training"
@@ -28,49 +26,12 @@ ARTIFACTS = Path(os.environ.get("SPINE_NAV_ARTIFACTS", REPO / "build" / "test-ar
 PAGE_UP_S, ALIGNED_S, KEY_S = 240.0, 90.0, 60.0
 
 
-def _up(port: int) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    from spine_nav.console.browser import HeadlessChromium
-    from spine_nav.training.case import generate_training_case
-
-    d = tmp_path_factory.mktemp("train_robot_page")
-    case = generate_training_case(d / "case", seed=3, levels=("L4",), voxel_mm=1.5)
-    db = d / "sessions.db"
-    port = free_tcp_port()
-    log = open(d / "train.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "train", "--case", str(case.case_dir),
-                             "--trainee", "robin", "--db", str(db), "--mode", "robot", "--port", str(port)],
-                            stderr=log, stdout=log, cwd=REPO)
-    browser = None
-    try:
-        assert wait_until(lambda: _up(port) or proc.poll() is not None, timeout_s=PAGE_UP_S, period_s=0.3) \
-            and proc.poll() is None, (d / "train.log").read_text()[-3000:]
-        browser = HeadlessChromium(page_load_timeout_s=120.0)
-        browser.driver.get(f"http://127.0.0.1:{port}/")
-        # the trainee panel comes with the session, which starts once arm/command is up
-        assert wait_until(lambda: (_status(browser).get("robot") is not None), timeout_s=PAGE_UP_S, period_s=0.3), \
-            (d / "train.log").read_text()[-3000:]
-        yield {"b": browser, "proc": proc, "db": db, "case": case, "log": d / "train.log"}
-    finally:
-        if browser is not None:
-            browser.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+    # the trainee panel comes with the session, which starts once arm/command is up
+    with train_page(tmp_path_factory.mktemp("train_robot_page"), "robin", "--mode", "robot", up_s=PAGE_UP_S,
+                    ready_s=PAGE_UP_S, ready=lambda b: _status(b).get("robot") is not None) as p:
+        yield p
 
 
 def _ts(b) -> dict:

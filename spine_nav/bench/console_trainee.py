@@ -202,13 +202,8 @@ def _run(args, load_before, base) -> BenchResult:
         rclpy.shutdown(context=ctx)
         if floor_server is not None:
             floor_server.close()
-        if train.poll() is None:
-            import signal
+        import signal
 
-            train.send_signal(signal.SIGINT)
-            try:
-                train.wait(30)
-            except subprocess.TimeoutExpired:
-                stop_child(train)
+        stop_child(train, grace_s=30.0, first=signal.SIGINT)  # Ctrl-C: the session closes its attempt
         log.close()
         tmp.cleanup()

@@ -160,16 +160,10 @@ class Participant:
         """``arm/command`` (align SCREW / hold / resume / release); (success, message), bounded."""
         from spine_nav_interfaces.srv import ArmCommand
 
-        if self.arm_cli is None or not self.arm_cli.wait_for_service(timeout_sec=min(timeout_s, 5.0)):
+        if self.arm_cli is None:
             return False, "arm/command not available"
-        fut = self.arm_cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
-        deadline = time.monotonic() + timeout_s
-        while not fut.done():
-            if time.monotonic() > deadline:
-                return False, f"arm/command {command}: no answer within {timeout_s:.0f} s"
-            time.sleep(0.005)
-        r = fut.result()
-        return r.success, r.message
+        return _bounded_call(self.arm_cli, ArmCommand.Request(command=command, screw_id=screw_id),
+                             f"arm/command {command}", timeout_s, min(timeout_s, 5.0))
 
     def move_tool(self, T_reference_tooltip: np.ndarray) -> None:
         """Hold the simulated tool at this pose (Reference, mm); validated here."""
@@ -195,16 +189,8 @@ class Participant:
     def select_screw(self, screw_id: str, timeout_s: float = 5.0) -> tuple[bool, str]:
         from spine_nav_interfaces.srv import SelectScrew
 
-        if not self.select_cli.wait_for_service(timeout_sec=timeout_s):
-            return False, "guard/select_screw not available"
-        fut = self.select_cli.call_async(SelectScrew.Request(screw_id=screw_id))
-        deadline = time.monotonic() + timeout_s
-        while not fut.done():
-            if time.monotonic() > deadline:
-                return False, f"guard/select_screw: no answer within {timeout_s:.0f} s"
-            time.sleep(0.005)
-        r = fut.result()
-        return r.success, r.message
+        return _bounded_call(self.select_cli, SelectScrew.Request(screw_id=screw_id), "guard/select_screw",
+                             timeout_s, timeout_s)
 
     def wait_for(self, predicate, timeout_s: float, period_s: float = 0.01) -> bool:
         from spine_nav.demo.conductor import wait_locked
@@ -337,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
             from spine_nav.cli.train_robot import run_robot_script
 
             kit = SimpleNamespace(TrainStack=TrainStack, pump=_pump, end_screw=_end_screw, screw_line=_screw_line,
-                                  PUBLIC_KEYS=PUBLIC_KEYS)
+                                  emit=_emit_attempt, PUBLIC_KEYS=PUBLIC_KEYS)
             return run_robot_script(args, case, store, kit)
         if args.headless:
             return _run_script(args, case, store)
@@ -464,14 +450,34 @@ def _run_script(args, case, store) -> int:
     out = {"attempt_id": attempt_id, "trainee": args.trainee, "case": case.describe(), "mode": args.mode,
            "path": f"sim_tracker (OpenIGTLink 127.0.0.1:{stack.port}) -> tracker_bridge -> trajectory_guard",
            "screws": [{k: r[k] for k in PUBLIC_KEYS} for r in att.results]}
+    return _emit_attempt(args, out, att.results, f"attempt {attempt_id} ({args.trainee}, {case.variant or 'case'} {case.case_dir}):")
+
+
+def _emit_attempt(args, out: dict, results, title: str) -> int:
+    """Print a graded attempt: ``out`` as JSON with ``--json``, else ``title`` and one line per screw."""
     if args.json:
         print_json(out)
     else:
-        print(f"attempt {attempt_id} ({args.trainee}, {case.variant or 'case'} {case.case_dir}):")
-        for r in att.results:
+        print(title)
+        for r in results:
             print("  " + _screw_line(r))
     return 0
 
+
+
+def _bounded_call(client, request, name: str, timeout_s: float, wait_s: float) -> tuple[bool, str]:
+    """Call a service whose response has ``success`` and ``message``: (success, message); (False, why) when
+    the service is not up within ``wait_s`` or gives no answer within ``timeout_s`` (spun elsewhere)."""
+    if not client.wait_for_service(timeout_sec=wait_s):
+        return False, f"{name.split()[0]} not available"
+    fut = client.call_async(request)
+    deadline = time.monotonic() + timeout_s
+    while not fut.done():
+        if time.monotonic() > deadline:
+            return False, f"{name}: no answer within {timeout_s:.0f} s"
+        time.sleep(0.005)
+    r = fut.result()
+    return r.success, r.message
 
 def _select(stack, screw_id: str) -> None:
     ok, msg = stack.conductor.select_screw(screw_id)

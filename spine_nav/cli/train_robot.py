@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from spine_nav.cli.common import fail, info, print_json
+from spine_nav.cli.common import fail, info
 from spine_nav.training.tool import FOLLOW_PERIOD_S  # the drill's re-pose period, shared with the page
 
 #: Guide-tube opening above the planned entry (mm): the demo's (DemoConfig.standoff_mm).
@@ -258,14 +258,14 @@ def _groups(samples, depths):
 
 def run_robot_script(args, case, store, kit) -> int:
     """``kit``: the freehand command's parts this one shares (``spine_nav.cli.train`` passes them:
-    TrainStack, pump, end_screw, screw_line, PUBLIC_KEYS), so that module is not imported back here."""
+    TrainStack, pump, end_screw, screw_line, emit, PUBLIC_KEYS), so that module is not imported back here."""
     from spine_nav.demo.run import Demo
     from spine_nav.guard.core import NO_PLAN_YET
     from spine_nav.training.attempt import Attempt
     from spine_nav.training.case import case_key
     from spine_nav.training.script import check_against_case, load_script
 
-    TrainStack, _pump, _end_screw, _screw_line = kit.TrainStack, kit.pump, kit.end_screw, kit.screw_line
+    TrainStack, _pump, _end_screw = kit.TrainStack, kit.pump, kit.end_screw
     samples = load_script(args.script)
     check_against_case(samples, case)
     depths, ignored = script_depths(case, samples)
@@ -358,10 +358,5 @@ def run_robot_script(args, case, store, kit) -> int:
            "path": (f"sim_tracker (OpenIGTLink 127.0.0.1:{stack.port}) -> tracker_bridge -> trajectory_guard; "
                     "arm_guide (own process) -> sim_arm (MuJoCo)"),
            "screws": screws}
-    if args.json:
-        print_json(out)
-    else:
-        print(f"attempt {attempt_id} ({args.trainee}, robot mode, {case.variant or 'case'} {case.case_dir}):")
-        for r in att.results:
-            print("  " + _screw_line(r))
-    return 0
+    return kit.emit(args, out, att.results,
+                    f"attempt {attempt_id} ({args.trainee}, robot mode, {case.variant or 'case'} {case.case_dir}):")

@@ -80,18 +80,7 @@ class TraineeTool:
             self.lat_mm = _clamp(float(np.dot(v, self.lateral)), LIMITS["lat_mm"])
             self.cra_mm = _clamp(float(np.dot(v, self.cranial)), LIMITS["cra_mm"])
             self.depth_mm = min(self.depth_mm, START_DEPTH_MM)
-        move = msg.get("move", {})
-        if not isinstance(move, Mapping):
-            raise InputError("move: expected an object of increments")
-        for k, v in move.items():
-            if k not in LIMITS and k != "depth_mm":
-                raise InputError(f"move.{k}: unknown (lat_mm, cra_mm, tilt_lat_deg, tilt_cra_deg, depth_mm)")
-            try:
-                dv = float(v)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"move.{k}: not a number ({v!r})") from exc
-            if not math.isfinite(dv) or abs(dv) > 50.0:
-                raise InputError(f"move.{k}: {v!r} is not a finite step of at most 50")
+        for k, dv in parse_move(msg).items():
             if k == "depth_mm":
                 self.depth_mm = _depth_clamp(self.depth_mm + dv, self.planned_depth_mm)
             else:
@@ -123,20 +112,9 @@ class GuideDrill:
     def apply(self, msg: Mapping[str, Any], aligned: bool, holding: bool = False, stop_cause: str = "") -> tuple[bool, str]:
         """One page input (the :meth:`TraineeTool.apply` format). Returns (depth changed, notice for the
         trainee: "" when there is nothing to say)."""
-        move = msg.get("move", {})
-        if not isinstance(move, Mapping):
-            raise InputError("move: expected an object of increments")
         dv = 0.0
         ignored = "entry_mm" in msg
-        for k, v in move.items():
-            if k not in LIMITS and k != "depth_mm":
-                raise InputError(f"move.{k}: unknown (lat_mm, cra_mm, tilt_lat_deg, tilt_cra_deg, depth_mm)")
-            try:
-                x = float(v)
-            except (TypeError, ValueError) as exc:
-                raise InputError(f"move.{k}: not a number ({v!r})") from exc
-            if not math.isfinite(x) or abs(x) > 50.0:
-                raise InputError(f"move.{k}: {v!r} is not a finite step of at most 50")
+        for k, x in parse_move(msg).items():
             if k == "depth_mm":
                 dv = x
             elif x != 0.0:
@@ -155,6 +133,27 @@ class GuideDrill:
     def state(self) -> dict[str, float]:
         return {"lat_mm": 0.0, "cra_mm": 0.0, "tilt_lat_deg": 0.0, "tilt_cra_deg": 0.0, "depth_mm": self.depth_mm,
                 "planned_depth_mm": self.planned_depth_mm}
+
+
+def parse_move(msg: Mapping[str, Any]) -> dict[str, float]:
+    """The increments of one page input's ``move`` (``{name: step}``, names of :data:`LIMITS` and
+    ``depth_mm``), validated: InputError naming the field for an unknown name, a non-number, a non-finite
+    step or one over 50 (mm or deg). Shared by :class:`TraineeTool` and :class:`GuideDrill`."""
+    move = msg.get("move", {})
+    if not isinstance(move, Mapping):
+        raise InputError("move: expected an object of increments")
+    out: dict[str, float] = {}
+    for k, v in move.items():
+        if k not in LIMITS and k != "depth_mm":
+            raise InputError(f"move.{k}: unknown (lat_mm, cra_mm, tilt_lat_deg, tilt_cra_deg, depth_mm)")
+        try:
+            x = float(v)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"move.{k}: not a number ({v!r})") from exc
+        if not math.isfinite(x) or abs(x) > 50.0:
+            raise InputError(f"move.{k}: {v!r} is not a finite step of at most 50")
+        out[k] = x
+    return out
 
 
 def _depth_clamp(depth_mm: float, planned_depth_mm: float) -> float:
