@@ -86,3 +86,22 @@ def arm_command(cli, spin: Callable[[], None], command: str, screw_id: str = "",
     fut = cli.call_async(ArmCommand.Request(command=command, screw_id=screw_id))
     assert wait_until(fut.done, timeout_s=timeout_s, spin=spin), f"arm/command {command}: no answer"
     return fut.result()
+
+
+def perfect_arm_cycles(guide, T_tracker_reference, t0: float, n: int,
+                       on_cycle: Callable[[int, float], None] | None = None) -> float:
+    """``n`` servo cycles of 1 ms of the core ``ArmGuide`` with a perfect arm (measured = commanded): a
+    reference sample every 10 ms, then ``on_cycle(k, t)`` (e.g. a guard verdict), then the step. Returns
+    the last cycle's time (s)."""
+    import numpy as np
+
+    q = guide.q_command
+    t = t0
+    for k in range(n):
+        t = t0 + (k + 1) * 1e-3
+        if k % 10 == 0:
+            guide.on_reference(T_tracker_reference, t)
+        if on_cycle is not None:
+            on_cycle(k, t)
+        q = guide.step(t, q, np.zeros_like(q), t).q_rad
+    return t

@@ -28,7 +28,7 @@ from spine_nav.guard import GuardState, TrajectoryGuard
 from spine_nav.guard.core import NO_PLAN_YET, lacks_plan
 from spine_nav.plan import Plan, Screw
 from spine_nav.sim.arm import default_scene
-from tests.helpers import arm_command, drain, wait_until
+from tests.helpers import arm_command, drain, perfect_arm_cycles, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,16 +77,13 @@ def kin():
 
 def _cycles(g, scene, t0: float, n: int, status: tuple[str, str, str]):
     """n cycles of 1 ms, perfect arm; a reference sample and the guard ``status`` (state, reason, screw) every 10 ms."""
-    q = g.q_command
-    t = t0
-    for k in range(n):
-        t = t0 + (k + 1) * 1e-3
+    state, reason, screw_id = status
+
+    def guard(k: int, t: float) -> None:
         if k % 10 == 0:
-            g.on_reference(scene.T_tracker_reference, t)
-            state, reason, screw_id = status
             g.on_guard_state(state, t, reason, screw_id, lacks_plan(state, reason))
-        q = g.step(t, q, np.zeros_like(q), t).q_rad
-    return t
+
+    return perfect_arm_cycles(g, scene.T_tracker_reference, t0, n, guard)
 
 
 def test_core_arm_holds_when_the_guard_has_no_plan_for_its_screw(kin):

@@ -19,7 +19,7 @@ from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.sim.arm import default_scene
-from tests.helpers import arm_command, drain, wait_until
+from tests.helpers import arm_command, drain, perfect_arm_cycles, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 #: node test: heartbeat timeouts (config: 50 ms). The test's own loop plays guard, bridge and console and
@@ -41,17 +41,11 @@ def _guide(kin, scene, **cfg) -> ArmGuide:
 
 def _cycles(g, scene, t0: float, n: int, guard_every: int | None):
     """n cycles of 1 ms with a perfect arm (measured = commanded); a guard verdict every guard_every cycles."""
-    q = g.q_command
-    t = t0
-    for k in range(n):
-        t = t0 + (k + 1) * 1e-3
-        if k % 10 == 0:
-            g.on_reference(scene.T_tracker_reference, t)
+    def guard(k: int, t: float) -> None:
         if guard_every and k % guard_every == 0:
             g.on_guard_state("ALIGNED", t)
-        cmd = g.step(t, q, np.zeros_like(q), t)
-        q = cmd.q_rad
-    return t
+
+    return perfect_arm_cycles(g, scene.T_tracker_reference, t0, n, guard)
 
 
 def test_core_silent_guard_holds_the_arm(kin):
