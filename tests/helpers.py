@@ -34,18 +34,13 @@ def train_page(work_dir: Path, trainee: str, *extra_args: str, ready: Callable[[
     import signal
     import subprocess
     import sys
-    import urllib.request
 
     from spine_nav.children import stop_child
-    from spine_nav.console.browser import HeadlessChromium
+    from spine_nav.console.browser import HeadlessChromium, console_answers
     from spine_nav.training.case import generate_training_case
 
     def up(port: int) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return console_answers(f"http://127.0.0.1:{port}/")
 
     case = generate_training_case(work_dir / "case", seed=3, levels=("L4",), voxel_mm=1.5)
     db, log_path, port = work_dir / "sessions.db", work_dir / "train.log", free_tcp_port()

@@ -30,7 +30,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +49,9 @@ def _say(msg: str) -> None:
 
 
 def _up(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/case", timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    from spine_nav.console.browser import console_answers
+
+    return console_answers(f"http://127.0.0.1:{port}/")
 
 
 def run(args, base) -> BenchResult:

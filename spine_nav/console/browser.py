@@ -105,11 +105,7 @@ class ConsoleProcess:
             raise
 
     def answers(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "api/case", timeout=1.0) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return console_answers(self.url)
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -135,3 +131,12 @@ class ConsoleProcess:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def console_answers(url: str) -> bool:
+    """Whether the console server at ``url`` (``http://host:port/``) answers ``api/case`` (1 s bound)."""
+    try:
+        with urllib.request.urlopen(url + "api/case", timeout=1.0) as r:
+            return r.status == 200
+    except OSError:
+        return False
