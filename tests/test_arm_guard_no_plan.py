@@ -216,7 +216,13 @@ def test_arm_holds_on_a_guard_restarted_without_a_plan(ros_context):
                 # the restarted guard judges the tool without a plan: NO_PLAN, "no plan received"
                 assert wait_until(lambda: len(statuses) > n0 + 5, 30.0, spin=spin)
                 assert statuses[-1].state_name == "NO_PLAN" and statuses[-1].reason == NO_PLAN_YET, statuses[-1]
+                # the arm guide discovers the restarted guard on its own schedule (slower than this test's
+                # node under load): until its first status arrives, resume is refused as "guard silent"
                 res = call("resume")
+                deadline = time.monotonic() + 20.0
+                while res.message.startswith("no guard/status") and time.monotonic() < deadline:
+                    wait_until(lambda: False, 0.1, spin=spin)
+                    res = call("resume")
                 assert not res.success and res.message.startswith("guard NO_PLAN") and NO_PLAN_YET in res.message, \
                     res.message
                 assert states[-1].holding
