@@ -15,7 +15,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from spine_nav.geometry import quat_to_matrix
 from spine_nav.nodes.cdr import PoseStampedPacker, unpack_pose_stamped
 from spine_nav.nodes.conversions import (matrix_mm_to_pose_stamped, pose_cdr_to_quat_mm, quat_mm_to_pose_cdr,
-                                         validated_rows_mm_to_quat_mm)
+                                         validated_rows_mm_to_pose_cdr, validated_rows_mm_to_quat_mm)
 from tests.helpers import wait_until
 
 FRAMES = ["", "R", "Reference", "Tracker", "abcdefg", "abcdefgh", "Ümlaut_frame"]
@@ -139,3 +139,20 @@ def test_quat_mm_to_matrix_mm_refuses_bad_poses_and_matches_the_checked_path():
         t = rng.uniform(-500, 500, 3)
         np.testing.assert_allclose(quat_mm_to_matrix_mm(q * (1 + 5e-4), t),
                                    transform_from_quat(q, t, order="xyzw"), atol=1e-12)
+
+
+@pytest.mark.parametrize("frame_id", ["Reference", "Tracker"])
+def test_one_call_rows_to_cdr_gives_the_bytes_of_the_two_call_path(frame_id):
+    """validated_rows_mm_to_pose_cdr (the bridge's per-pose conversion) == quat_mm_to_pose_cdr(validated_rows_mm_to_quat_mm)
+    byte for byte, on rotations covering every branch of Shepperd's method."""
+    from spine_nav.geometry import random_transform
+
+    rng = np.random.default_rng(8)
+    packer = PoseStampedPacker(frame_id)
+    mats = [random_transform(rng, max_translation_mm=1500.0) for _ in range(40)]
+    mats += [np.diag([1.0, -1.0, -1.0, 1.0]), np.diag([-1.0, 1.0, -1.0, 1.0]), np.diag([-1.0, -1.0, 1.0, 1.0])]
+    for k, M in enumerate(mats):
+        rows = M[:3].tolist()
+        stamp = 1_000_000.0 + k * 1e-3
+        q, t_mm = validated_rows_mm_to_quat_mm(rows)
+        assert validated_rows_mm_to_pose_cdr(rows, stamp, packer) == quat_mm_to_pose_cdr(q, t_mm, stamp, packer)

@@ -44,14 +44,18 @@ def open_link(p: dict, core: BridgeCore, on_chunk_end: Callable,
     """Start the OpenIGTLink link: server mode listens on the port of ``reserved`` (closed here, handing the
     port over), client mode connects to ``host:port`` (sending STT_TDATA first when ``tdata``)."""
     on_msg = lambda msg, t_ns, conn: core.handle(msg, t_ns, conn.peer)  # noqa: E731
+    # the 1 kHz frame's fast path (BridgeCore.take_chunk: whole header-v1 TRANSFORMs, 48-byte bodies); declines
+    # anything else, which the decoder then frames as before (not offered if the limit refuses such a body)
+    on_chunk = ((lambda data, t_ns, conn: core.take_chunk(data, t_ns, conn.peer))  # noqa: E731
+                if p["max_body_bytes"] >= 48 else None)
     if p["mode"] == "client":
         on_connect = None
         if p["tdata"]:
             stt = codec.encode_stt_tdata(p["tdata_resolution_ms"])
             on_connect = lambda conn: conn.send(stt)  # noqa: E731
         return IgtlClient(p["host"], p["port"], on_msg, on_connect=on_connect, max_body_bytes=p["max_body_bytes"],
-                          on_chunk_end=on_chunk_end).start()
+                          on_chunk_end=on_chunk_end, on_chunk=on_chunk).start()
     port = reserved.getsockname()[1]
     reserved.close()
     return IgtlServer(port, on_message=on_msg, host=p["host"], max_body_bytes=p["max_body_bytes"],
-                      on_chunk_end=on_chunk_end, allowed_peers=p["allowed_peers"]).start()
+                      on_chunk_end=on_chunk_end, allowed_peers=p["allowed_peers"], on_chunk=on_chunk).start()

@@ -44,6 +44,12 @@ class PoseStampedPacker:
         return self._struct.pack(_CDR_LE, ns // NS_PER_S, ns % NS_PER_S, self._n, self._name,
                                  *position_m, *quat_xyzw)
 
+    def pack_values(self, stamp_s: float, px: float, py: float, pz: float,
+                    qx: float, qy: float, qz: float, qw: float) -> bytes:
+        """:meth:`pack` with the seven floats as arguments (no tuples built: the bridge's per-pose path)."""
+        ns = int(round(stamp_s * NS_PER_S))
+        return self._struct.pack(_CDR_LE, ns // NS_PER_S, ns % NS_PER_S, self._n, self._name, px, py, pz, qx, qy, qz, qw)
+
 
 @lru_cache(maxsize=64)
 def _tail_struct(n: int) -> struct.Struct:

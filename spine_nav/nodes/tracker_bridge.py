@@ -52,7 +52,8 @@ from std_srvs.srv import Trigger
 
 from spine_nav.nodes.bridge_setup import bridge_core, open_link
 from spine_nav.nodes.cdr import PoseStampedPacker
-from spine_nav.nodes.conversions import quat_mm_to_pose_cdr, tool_health_to_msg, validated_rows_mm_to_quat_mm
+from spine_nav.nodes.conversions import (quat_mm_to_pose_cdr, tool_health_to_msg, validated_rows_mm_to_pose_cdr,
+                                         validated_rows_mm_to_quat_mm)
 from spine_nav.nodes.diagnostics import ERROR, OK, diagnostics_publisher, publish_diagnostics, status
 from spine_nav.nodes.in_process import Listeners
 from spine_nav.nodes.lifecycle import ManagedNode, reserve_port
@@ -91,7 +92,7 @@ class TrackerBridgeNode(ManagedNode):
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
         self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         # poses leave as serialized PoseStamped bytes (spine_nav.nodes.cdr: ~3 us instead of ~25 us each)
-        self._packers = {kind: PoseStampedPacker(frame) for kind, frame in FRAMES.items()}
+        self._outs = {kind: (self.pubs[kind], PoseStampedPacker(frame)) for kind, frame in FRAMES.items()}
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = diagnostics_publisher(self)
         #: socket receive -> publish() returned (perf_counter ns) of the last tool-tip publications (bench)
@@ -133,30 +134,31 @@ class TrackerBridgeNode(ManagedNode):
 
     # ------------------------------------------------------------------ hot path (socket thread)
     def _on_output(self, out: ComposedPose, receive_ns: int) -> None:
-        if out.kind == "stale":
-            self.stale_reported += 1
-            if self.stale_reported == 1 or self.stale_reported % 1000 == 0:
-                self.get_logger().warning(f"{out.name} sample at {out.timestamp_s:.3f} s not published: {out.detail} "
-                                          f"({self.stale_reported} so far)")
+        kind = out.kind
+        pub_packer = self._outs.get(kind)
+        if pub_packer is None:
+            if kind == "stale":
+                self.stale_reported += 1
+                if self.stale_reported == 1 or self.stale_reported % 1000 == 0:
+                    self.get_logger().warning(f"{out.name} sample at {out.timestamp_s:.3f} s not published: "
+                                              f"{out.detail} ({self.stale_reported} so far)")
             return
-        pub = self.pubs.get(out.kind)
-        if pub is None:
-            return
-        q, t_mm = validated_rows_mm_to_quat_mm(out.rows)
-        data = quat_mm_to_pose_cdr(q, t_mm, out.timestamp_s, self._packers[out.kind])
-        if out.kind == "tool_tip" and self.tool_tip_listeners:
+        pub, packer = pub_packer
+        if kind == "tool_tip" and self.tool_tip_listeners:
             # in-process listeners (the guard) first, DDS after, at the chunk's end: every DDS reader of the
             # topic (a bag recorder, the console) makes publish() costlier, and that must not delay the guard
+            q, t_mm = validated_rows_mm_to_quat_mm(out.rows)
             held = getattr(self._chunk, "tips", None)
             if held is None:
                 held = self._chunk.tips = []
-            held.append((out.timestamp_s, FRAMES["tool_tip"], q, t_mm, data, receive_ns))
+            held.append((out.timestamp_s, FRAMES["tool_tip"], q, t_mm,
+                         quat_mm_to_pose_cdr(q, t_mm, out.timestamp_s, packer), receive_ns))
             return
-        pub.publish(data)
-        self.published[out.kind] += 1
-        if out.kind == "tool_tip":
+        pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, packer))
+        self.published[kind] += 1
+        if kind == "tool_tip":
             self.latency_ns.append(time.perf_counter_ns() - receive_ns)
-        elif out.kind == "reference":
+        elif kind == "reference":
             self.reference_latency_ns.append(time.perf_counter_ns() - receive_ns)
 
     def _on_chunk_end(self, conn=None) -> None:

@@ -17,6 +17,8 @@ composed with the bumped reference.
 from __future__ import annotations
 
 import logging
+import math
+import struct
 import threading
 import time
 from collections import Counter
@@ -24,7 +26,9 @@ from typing import Callable
 
 import numpy as np
 
-from spine_nav.tracking.codec import STATUS_OK, IgtlMessage, MalformedMessage, TransformRows
+from spine_nav.geometry import ORTHONORMAL_TOL
+from spine_nav.tracking.codec import (CRC64, HEADER_SIZE, STATUS_OK, TRANSFORM_TYPE_FIELD, IgtlMessage,
+                                      MalformedMessage, TransformRows, timestamp_from_parts)
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_rows
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
@@ -33,6 +37,12 @@ log = logging.getLogger("spine_nav.tracking")
 
 OutputCallback = Callable[[ComposedPose, int], None]  # (pose, socket receive time perf_counter_ns)
 LatchCallback = Callable[[str], None]  # (reason): the reference latch has just tripped
+
+#: a header-v1 TRANSFORM on the wire: the 58-byte header and its 48-byte body (12 big-endian float32, OpenIGTLink order
+#: R11 R21 R31 R12 R22 R32 R13 R23 R33 TX TY TZ), :meth:`BridgeCore.take_chunk`'s unit
+_TRANSFORM_V1 = struct.Struct(">H12s20sIIQQ12f")
+_TRANSFORM_V1_SIZE = _TRANSFORM_V1.size
+_FAST_MAX_MESSAGES = 16  # a larger chunk (a backlog) takes the general path
 
 #: PLUS (OpenIGTLink v3) puts the transform status in the header metadata.
 STATUS_METADATA_KEYS = ("TransformStatus", "Status")
@@ -75,6 +85,13 @@ class BridgeCore:
         self._lock = threading.Lock()
         self.defer_kinds = frozenset(defer_kinds)
         self._deferred = threading.local()  # per socket thread: [(pose, receive_ns), ...]
+        #: take_chunk's devices: the raw 20-byte header field (name NUL-padded, as the codec decodes it back to the
+        #: name) -> (device, watched name); names that would not survive that round trip are left to the general path
+        self._fast_devices: dict[bytes, tuple[str, str]] = {}
+        for device, name in self.watch_name.items():
+            raw = device.encode("utf-8")
+            if 0 < len(raw) <= 20 and "\0" not in device and device.isprintable():
+                self._fast_devices[raw.ljust(20, b"\0")] = (device, name)
 
     def _log_once(self, kind: str, peer: str, detail: str) -> None:
         if (kind, peer) not in self._logged:
@@ -123,12 +140,11 @@ class BridgeCore:
                    count: str | None = None) -> None:
         """One pose of ``device`` (watched as ``name``; None: looked up here, an unknown device is counted and
         dropped), every path's steps in this order: rigid check (``validate_rows``; a rejected pose is counted),
-        watchdog, jump check of a reference BEFORE it enters the composer, compose, withhold tool tips while
-        latched; then, outside the lock, ``on_latch`` before any output, and the outputs (those of
-        ``defer_kinds`` held until :meth:`flush`). ``count``: the message type to count (the hot path's
-        TRANSFORM; the general path counts its message itself). Written once for both paths and kept flat:
-        it is the bridge's 1 kHz path (per-stage cost in ``spine-nav bench bridge --profile``)."""
-        latched_now = ""
+        then :meth:`_take_valid_locked` (watchdog, jump check of a reference BEFORE it enters the composer,
+        compose, withhold tool tips while latched), then :meth:`_emit` outside the lock (``on_latch`` before any
+        output, outputs of ``defer_kinds`` held until :meth:`flush`). ``count``: the message type to count (the
+        decoder's TransformRows; the general path counts its message itself). :meth:`take_chunk` runs the same
+        steps on the frames it decodes itself."""
         with self._lock:
             if count is not None:
                 self.messages[count] += 1
@@ -145,19 +161,29 @@ class BridgeCore:
                 self.watchdog.reject(name)
                 self._log_once(exc.kind, peer, exc.detail)
                 return
-            self.watchdog.sample(name, self.clock(), t_s, True)
-            jump_detector = self.jump_detector
-            if name == "reference" and jump_detector is not None:
-                jump = jump_detector.update_rows(rows, t_s)
-                if jump is not None:
-                    self.watchdog.latch_lost("reference", jump.reason)
-                    latched_now = jump.reason
-                    log.error("tracker bridge: %s (latched until reset)", jump.reason)
-            outputs = self.composer.add(device, None, t_s, rows)
-            if outputs and jump_detector is not None and jump_detector.latched is not None:
-                kept = [o for o in outputs if o.kind != "tool_tip"]
-                self.withheld += len(outputs) - len(kept)
-                outputs = kept
+            outputs, latched_now = self._take_valid_locked(device, name, rows, t_s)
+        self._emit(outputs, latched_now, receive_ns)
+
+    def _take_valid_locked(self, device: str, name: str, rows: list, t_s: float) -> tuple[list[ComposedPose], str]:
+        """The steps after the rigid check, under the lock: watchdog, jump check (reference), compose, withhold
+        tool tips while latched. Returns (outputs, the latch reason if this sample tripped it, else "")."""
+        latched_now = ""
+        self.watchdog.sample(name, self.clock(), t_s, True)
+        jump_detector = self.jump_detector
+        if name == "reference" and jump_detector is not None:
+            jump = jump_detector.update_rows(rows, t_s)
+            if jump is not None:
+                self.watchdog.latch_lost("reference", jump.reason)
+                latched_now = jump.reason
+                log.error("tracker bridge: %s (latched until reset)", jump.reason)
+        outputs = self.composer.add(device, None, t_s, rows)
+        if outputs and jump_detector is not None and jump_detector.latched is not None:
+            kept = [o for o in outputs if o.kind != "tool_tip"]
+            self.withheld += len(outputs) - len(kept)
+            outputs = kept
+        return outputs, latched_now
+
+    def _emit(self, outputs: list[ComposedPose], latched_now: str, receive_ns: int) -> None:
         if latched_now and self.on_latch is not None:
             self.on_latch(latched_now)  # before any output: the cause is known first
         on_output = self.on_output
@@ -170,6 +196,49 @@ class BridgeCore:
                     held.append((out, receive_ns))
                 else:
                     on_output(out, receive_ns)
+
+    def take_chunk(self, data: bytes, receive_ns: int, peer: str = "") -> int:
+        """Fast path for one ``recv()`` chunk (the transport's ``on_chunk``; the 1 kHz tracker frame): when the
+        chunk is exactly whole header-v1 TRANSFORM messages (48-byte body) of watched devices, each with a good
+        CRC and a finite rigid pose, decode them here (one ``struct`` unpack per message, rigid and NaN check
+        in scalar arithmetic) and run the general path's per-pose steps on them (:meth:`_take_valid_locked`,
+        :meth:`_emit`), in order. Returns the number of messages handled; **0 when anything differs** (another
+        type or version, an unknown device or a device name not in canonical NUL-padded form, a bad CRC, a
+        non-finite or non-rigid pose, a partial message): then nothing was changed and the caller decodes the
+        chunk the general way, which counts, logs and rejects exactly as before. Accepting only what the general
+        path accepts, and computing the same floats (the same float32 values, timestamp conversion, checks and
+        tolerance as :func:`spine_nav.geometry.rigid_rows`), it gives the same outputs, counters and health
+        (tests/test_tracking_core.py: the fast-path equivalence tests)."""
+        size = len(data)
+        if not size or size % _TRANSFORM_V1_SIZE or size > _FAST_MAX_MESSAGES * _TRANSFORM_V1_SIZE:
+            return 0
+        devices, unpack, tol = self._fast_devices, _TRANSFORM_V1.unpack_from, ORTHONORMAL_TOL
+        taken = []
+        for off in range(0, size, _TRANSFORM_V1_SIZE):
+            (version, mtype, dev, sec, frac, body_size, crc,
+             a00, a10, a20, a01, a11, a21, a02, a12, a22, t0, t1, t2) = unpack(data, off)
+            known = devices.get(dev)
+            if (known is None or version != 1 or body_size != 48 or mtype != TRANSFORM_TYPE_FIELD
+                    or CRC64(data[off + HEADER_SIZE:off + _TRANSFORM_V1_SIZE]) != crc):
+                return 0
+            # geometry.rigid_rows on these rows (bottom row 0 0 0 1 implied by the format): finite, orthonormal
+            # within ORTHONORMAL_TOL, det > 0 - the same expressions, so the same verdict on the same floats
+            if not math.isfinite(a00 + a01 + a02 + t0 + a10 + a11 + a12 + t1 + a20 + a21 + a22 + t2):
+                return 0
+            if max(abs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), abs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
+                   abs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), abs(a00 * a01 + a10 * a11 + a20 * a21),
+                   abs(a00 * a02 + a10 * a12 + a20 * a22), abs(a01 * a02 + a11 * a12 + a21 * a22)) > tol:
+                return 0
+            if a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02) <= 0.0:
+                return 0
+            taken.append((known, timestamp_from_parts(sec, frac),
+                          [[a00, a01, a02, t0], [a10, a11, a12, t1], [a20, a21, a22, t2]]))
+        for (device, name), t_s, rows in taken:
+            with self._lock:
+                self.messages["TRANSFORM"] += 1
+                outputs, latched_now = self._take_valid_locked(device, name, rows, t_s)
+            self._emit(outputs, latched_now, receive_ns)
+        return len(taken)
 
     def flush(self, _conn=None) -> None:
         """Emit the outputs this thread held back (``defer_kinds``), in arrival order."""

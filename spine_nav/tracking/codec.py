@@ -29,7 +29,7 @@ from pyigtl.messages import CRC64, MessageBase, _igtl_frac_to_nanosec, _igtl_nan
 HEADER_SIZE = 58
 _HEADER = struct.Struct(">H12s20sIIQQ")
 _F12 = struct.Struct(">12f")
-_TRANSFORM_TYPE = b"TRANSFORM".ljust(12, b"\0")  # the raw 12-byte type field of a TRANSFORM header
+TRANSFORM_TYPE_FIELD = b"TRANSFORM".ljust(12, b"\0")  # the raw 12-byte type field of a TRANSFORM header
 #: Message types this bridge decodes; other (well-formed) types are skipped and counted.
 KNOWN_TYPES = frozenset({"TRANSFORM", "POSITION", "TDATA", "STT_TDATA", "STP_TDATA", "STATUS",
                          "STRING", "POINT", "TRAJ"})
@@ -506,6 +506,12 @@ class StreamDecoder:
     def buffered_bytes(self) -> int:
         return len(self._buf)
 
+    @property
+    def at_message_boundary(self) -> bool:
+        """No partial message buffered and not resynchronising: the next byte fed starts a message (a chunk
+        may then be framed by someone else, e.g. :meth:`spine_nav.tracking.bridge.BridgeCore.take_chunk`)."""
+        return not self._buf and not self._resyncing
+
     def feed(self, data: bytes) -> Iterator[IgtlMessage | DecodeError]:
         """Yield every message (or error) that ``data`` completes, in stream order; keep the rest.
 
@@ -531,7 +537,7 @@ class StreamDecoder:
                 # hot path (1 kHz): a header-v1 TRANSFORM of 48 bytes from a device seen before, decoded
                 # to plain floats in place; anything else (and any doubt) takes the general path below
                 version, mtype, dev, sec, frac, size, crc = unpack_header(data, pos)
-                if (version == 1 and size == 48 and mtype == _TRANSFORM_TYPE and not self._resyncing
+                if (version == 1 and size == 48 and mtype == TRANSFORM_TYPE_FIELD and not self._resyncing
                         and end - pos >= HEADER_SIZE + 48 and max_body >= 48):
                     device = names.get(dev)
                     if device is not None:

@@ -6,7 +6,9 @@ Why our own transport and not pyigtl's ``OpenIGTLinkClient``/``OpenIGTLinkServer
 TCP_NODELAY, installs signal handlers in its server constructor (main thread only) and drops TDATA
 and STATUS on receive. Here every connection has one reader thread with TCP_NODELAY that decodes
 the stream (:class:`~spine_nav.tracking.codec.StreamDecoder`) and hands *every* message to a
-callback, stamped with the receive time (``time.perf_counter_ns()`` right after ``recv``). There is
+callback, stamped with the receive time (``time.perf_counter_ns()`` right after ``recv``); a consumer may
+offer an ``on_chunk`` fast path that takes a whole ``recv()`` chunk first (the tracker bridge's 1 kHz
+TRANSFORM frames, :meth:`spine_nav.tracking.bridge.BridgeCore.take_chunk`) and declines anything else. There is
 no queue to overflow: back-pressure is TCP's. Malformed input is counted per kind, logged once per
 kind and peer, and skipped; the connection stays up.
 
@@ -98,6 +100,10 @@ MessageCallback = Callable[[IgtlMessage, int, "IgtlConnection"], None]
 ErrorCallback = Callable[[DecodeError, "IgtlConnection"], None]
 #: on_chunk_end(connection): every message of one ``recv()`` has been handed on (same thread)
 ChunkCallback = Callable[["IgtlConnection"], None]
+#: on_chunk(data, receive time perf_counter_ns, connection) -> messages handled: a fast path offered the whole
+#: ``recv()`` chunk first (only when the decoder holds no partial message). 0 = not taken and nothing changed:
+#: the chunk then goes through the decoder and ``on_message`` as usual. Either way ``on_chunk_end`` follows.
+FastChunkCallback = Callable[[bytes, int, "IgtlConnection"], int]
 
 
 class IgtlConnection:
@@ -106,10 +112,11 @@ class IgtlConnection:
     def __init__(self, sock: socket.socket, peer: str, on_message: MessageCallback | None,
                  on_error: ErrorCallback | None = None, on_close: Callable[["IgtlConnection"], None] | None = None,
                  on_chunk_end: ChunkCallback | None = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, send_timeout_s: float = 1.0) -> None:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, send_timeout_s: float = 1.0,
+                 on_chunk: FastChunkCallback | None = None) -> None:
         self.sock, self.peer = sock, peer
         self.on_message, self.on_error, self.on_close = on_message, on_error, on_close
-        self.on_chunk_end = on_chunk_end
+        self.on_chunk_end, self.on_chunk = on_chunk_end, on_chunk
         self.decoder = StreamDecoder(max_body_bytes)
         self.send_timeout_s = send_timeout_s
         self.messages_received = 0
@@ -152,6 +159,17 @@ class IgtlConnection:
                 if not data:
                     break
                 self.bytes_received += len(data)
+                fast = self.on_chunk
+                if fast is not None and self.decoder.at_message_boundary:
+                    try:
+                        taken = fast(data, t_ns, self)
+                    except Exception:  # noqa: BLE001 - as on_message: a consumer bug must not kill the connection
+                        log.exception("OpenIGTLink from %s: chunk handler failed", self.peer)
+                        taken = -1  # the chunk counts as handled: it must not be handled twice
+                    if taken:
+                        self.messages_received += max(taken, 0)
+                        self._chunk_end()
+                        continue
                 for item in self.decoder.feed(data):
                     if isinstance(item, DecodeError):
                         self._report(item)
@@ -163,16 +181,19 @@ class IgtlConnection:
                         except Exception:  # a consumer bug must not kill the connection
                             log.exception("OpenIGTLink from %s: message handler failed on %s %r",
                                           self.peer, item.type, item.device)
-                if self.on_chunk_end is not None:
-                    try:
-                        self.on_chunk_end(self)
-                    except Exception:  # noqa: BLE001 - as above
-                        log.exception("OpenIGTLink from %s: chunk-end handler failed", self.peer)
+                self._chunk_end()
         finally:
             tail = self.decoder.close()
             if tail is not None:
                 self._report(tail)
             self.close()
+
+    def _chunk_end(self) -> None:
+        if self.on_chunk_end is not None:
+            try:
+                self.on_chunk_end(self)
+            except Exception:  # noqa: BLE001 - as on_message
+                log.exception("OpenIGTLink from %s: chunk-end handler failed", self.peer)
 
     def send(self, data: bytes) -> bool:
         """Send one or more packed messages; False (and the connection closed) if the peer is gone."""
@@ -220,10 +241,10 @@ class IgtlClient:
     def __init__(self, host: str, port: int, on_message: MessageCallback | None,
                  on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
                  max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, backoff_s: tuple[float, float] = (0.1, 2.0),
-                 on_chunk_end: ChunkCallback | None = None) -> None:
+                 on_chunk_end: ChunkCallback | None = None, on_chunk: FastChunkCallback | None = None) -> None:
         self.host, self.port = host, int(port)
         self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
-        self.on_chunk_end = on_chunk_end
+        self.on_chunk_end, self.on_chunk = on_chunk_end, on_chunk
         self.max_body_bytes, self.backoff_s = max_body_bytes, backoff_s
         self.connection: IgtlConnection | None = None
         self.connects = 0
@@ -250,7 +271,8 @@ class IgtlClient:
                 continue
             delay = self.backoff_s[0]
             conn = IgtlConnection(sock, f"{self.host}:{self.port}", self.on_message, self.on_error,
-                                  max_body_bytes=self.max_body_bytes, on_chunk_end=self.on_chunk_end)
+                                  max_body_bytes=self.max_body_bytes, on_chunk_end=self.on_chunk_end,
+                                  on_chunk=self.on_chunk)
             self.connection = conn
             self.connects += 1
             log.info("OpenIGTLink: connected to %s:%d", self.host, self.port)
@@ -293,9 +315,9 @@ class IgtlServer:
                  on_error: ErrorCallback | None = None, on_connect: Callable[[IgtlConnection], None] | None = None,
                  host: str = "0.0.0.0", max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                  on_chunk_end: ChunkCallback | None = None,
-                 allowed_peers: "str | Sequence[str] | None" = None) -> None:
+                 allowed_peers: "str | Sequence[str] | None" = None, on_chunk: FastChunkCallback | None = None) -> None:
         self.on_message, self.on_error, self.on_connect = on_message, on_error, on_connect
-        self.on_chunk_end = on_chunk_end
+        self.on_chunk_end, self.on_chunk = on_chunk_end, on_chunk
         self.max_body_bytes = max_body_bytes
         self.allowed_peers = parse_allowed_peers(allowed_peers)
         #: refused connections: (address, port, time.time())
@@ -328,7 +350,7 @@ class IgtlServer:
         for sock, addr in accept_allowed(self._lsock, self.allowed_peers, self._stop, self._refuse):
             conn = IgtlConnection(sock, f"{addr[0]}:{addr[1]}", self.on_message, self.on_error,
                                   on_close=self._forget, max_body_bytes=self.max_body_bytes,
-                                  on_chunk_end=self.on_chunk_end)
+                                  on_chunk_end=self.on_chunk_end, on_chunk=self.on_chunk)
             with self._lock:
                 self.connections.append(conn)
             log.info("OpenIGTLink server %d: %s connected", self.port, conn.peer)
