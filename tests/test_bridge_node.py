@@ -403,3 +403,33 @@ def pose_msg_to_mm(m) -> np.ndarray:
 
     o, q = m.pose.position, m.pose.orientation
     return make_transform(Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix(), [o.x * 1e3, o.y * 1e3, o.z * 1e3])
+
+
+def test_health_is_judged_at_a_chunk_end_when_due_and_by_the_timer_only_when_no_chunk_did():
+    """While frames flow the watchdog is judged on the socket thread (``_on_chunk_end``) once due; the timer's
+    call (with its grace) then finds nothing due; without chunks the timer judges; a latch judges at once."""
+    import time
+
+    stack = _stack(free_tcp_port())  # client to nobody: no frames, executor not spun (no timer runs here)
+    bridge = stack.nodes["tracker_bridge"]
+    seen = []
+    bridge.health_listeners.add(lambda msg: seen.append(msg.tool))
+    grace = min(bridge._health_period_s / 4, 0.002)
+    try:
+        bridge._on_chunk_end(None)
+        assert sorted(seen) == ["arm_marker", "reference", "stylus"]  # due at start: judged at the chunk's end
+        bridge._on_chunk_end(None)
+        bridge._publish_health(grace_s=grace)  # the timer, less than a period later
+        assert len(seen) == 3
+        bridge._health_due = time.monotonic() - grace / 4  # due, within the timer's grace: the chunk end judges
+        bridge._publish_health(grace_s=grace)
+        assert len(seen) == 3
+        bridge._on_chunk_end(None)
+        assert len(seen) == 6
+        bridge._health_due = time.monotonic() - 2 * grace  # no chunk came: the timer judges
+        bridge._publish_health(grace_s=grace)
+        assert len(seen) == 9
+        bridge._on_latch("test latch")  # a latch publishes every tool at once, due or not
+        assert len(seen) == 12
+    finally:
+        stack.close()

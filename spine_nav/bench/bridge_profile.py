@@ -18,6 +18,12 @@ with ``perf_counter_ns``:
 * ``floor_total``: the floor's work for the same chunk (frames split by the header's body size, device
   compared, ``publish()`` of a pre-built message), as :func:`spine_nav.bench.bridge._run_floor` does it.
 
+``fast_path`` (what the node runs since the chunk fast path, :meth:`BridgeCore.take_chunk`; a second core of the
+same configuration fed the same frames): ``take_chunk`` (decode both messages, CRC, rigid/NaN check, then the
+reference's and the tool's core steps, up to the tool tip handed on), ``to_cdr``, ``publish`` and
+``tool_tip_total``, with ``tool_tip_total_vs_floor_p50``. ``stages`` above stay the general path (decoder +
+``handle``), which the node still takes for anything the fast path declines.
+
 Values: median and p90 over the frames, microseconds. This is a single-threaded micro-profile (no socket,
 no executor thread): it says which stage costs what, while the bench's rounds measure the latency with
 the real threads. The reference's own publication (at the chunk's end, after the tool tip) is timed as
@@ -60,7 +66,7 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
     from rclpy.context import Context
 
     from spine_nav.nodes.cdr import PoseStampedPacker
-    from spine_nav.nodes.conversions import quat_mm_to_pose_cdr, validated_rows_mm_to_quat_mm
+    from spine_nav.nodes.conversions import validated_rows_mm_to_pose_cdr
     from spine_nav.nodes.qos import SENSOR_QOS
     from spine_nav.tracking import codec
     from spine_nav.tracking.bridge import BridgeCore
@@ -83,6 +89,14 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
         core = BridgeCore(composer, watchdog, on_output=lambda out, t_ns: held.append(out),
                           jump_detector=ReferenceJumpDetector(ReferenceJumpConfig()),
                           defer_kinds=frozenset({"reference", "arm_marker"}))
+        fast_held: list = []
+        fast_core = BridgeCore(PoseComposer(tools=(tool,), max_skew_ms=2.0),
+                               Watchdog({"reference": "ReferenceToTracker", "arm_marker": "ArmMarkerToTracker",
+                                         "stylus": "StylusToTracker"}),
+                               on_output=lambda out, t_ns: fast_held.append(out),
+                               jump_detector=ReferenceJumpDetector(ReferenceJumpConfig()),
+                               defer_kinds=frozenset({"reference", "arm_marker"}))
+        fast = {k: [] for k in ("take_chunk", "to_cdr", "publish", "tool_tip_total")}
         decoder = codec.StreamDecoder()
         stages = {k: [] for k in ("decode", "core_reference", "core_tool", "to_cdr", "publish", "tool_tip_total",
                                   "reference_after", "floor_total")}
@@ -101,17 +115,29 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
             core.handle(tool_msg, t0)
             t3 = clock()
             tip = held.pop()
-            q, t_mm = validated_rows_mm_to_quat_mm(tip.rows)
-            data = quat_mm_to_pose_cdr(q, t_mm, tip.timestamp_s, packer)
+            data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
             t4 = clock()
             pub.publish(data)
             t5 = clock()
             core.flush()
             for out in held:  # the deferred reference pose, as the node publishes it at the chunk's end
-                rq, rt = validated_rows_mm_to_quat_mm(out.rows)
-                ref_pub.publish(quat_mm_to_pose_cdr(rq, rt, out.timestamp_s, ref_packer))
+                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
             held.clear()
             t6 = clock()
+            # the fast path on the same chunk
+            g0 = clock()
+            if fast_core.take_chunk(chunk, g0) != 2:
+                raise RuntimeError("bridge profile: the fast path declined a well-formed frame")
+            g1 = clock()
+            tip = fast_held.pop()
+            data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
+            g2 = clock()
+            pub.publish(data)
+            g3 = clock()
+            fast_core.flush()
+            for out in fast_held:
+                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+            fast_held.clear()
             # the floor on the same chunk
             f0 = clock()
             off = 0
@@ -129,12 +155,18 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
                          ("publish", t5 - t4), ("tool_tip_total", t5 - t0), ("reference_after", t6 - t5),
                          ("floor_total", f1 - f0)):
                 stages[k].append(v)
+            for k, v in (("take_chunk", g1 - g0), ("to_cdr", g2 - g1), ("publish", g3 - g2), ("tool_tip_total", g3 - g0)):
+                fast[k].append(v)
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
     out = {k: _stats(v) for k, v in stages.items()}
     total, floor = out["tool_tip_total"]["p50_us"], out["floor_total"]["p50_us"]
+    fast_out = {k: _stats(v) for k, v in fast.items()}
+    fast_total = fast_out["tool_tip_total"]["p50_us"]
     return {"frames": n, "stages": out, "tool_tip_total_vs_floor_p50": round(total / floor, 3) if floor else None,
+            "fast_path": {"stages": fast_out,
+                          "tool_tip_total_vs_floor_p50": round(fast_total / floor, 3) if floor else None},
             "what": "per 1 kHz frame (Reference + Stylus TRANSFORM in one chunk), single-threaded micro-profile "
                     "of the bridge's own code; median/p90 microseconds"}
 
