@@ -73,7 +73,9 @@ def test_occlusion_windows_and_no_tool():
 
 
 def test_server_tdata_after_stt_and_status_for_occluded_tool():
-    m = _model(rate_hz=200.0, noise_mm=0.0, occlusions=(("StylusToTracker", 0.0, 0.5),))
+    # model time runs from the server's start and frames go only to connected clients: the occlusion must
+    # outlast the client's connection (0.5 s could pass before a loaded machine connected: no STATUS seen)
+    m = _model(rate_hz=200.0, noise_mm=0.0, occlusions=(("StylusToTracker", 0.0, 5.0),))
     sim = SimTrackerServer(m, port=0).start()
     got, lock = [], threading.Lock()
 
@@ -83,7 +85,7 @@ def test_server_tdata_after_stt_and_status_for_occluded_tool():
 
     client = IgtlClient("127.0.0.1", sim.port, on_msg, on_connect=lambda c: c.send(codec.encode_stt_tdata(5))).start()
     try:
-        assert wait_until(lambda: any(g.type == "TDATA" and len(g.poses) == 2 for g in list(got)), timeout_s=10)
+        assert wait_until(lambda: any(g.type == "TDATA" and len(g.poses) == 2 for g in list(got)), timeout_s=30)
     finally:
         client.close()
         sim.close()
