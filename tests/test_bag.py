@@ -103,6 +103,13 @@ class Driver:
         from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped
 
         guard = self.prepare(executor, guard_stack)
+        # the recorder is "ready" once it sees the publishers (graph), but a best-effort / volatile writer only
+        # sends to readers it has matched itself, which can come later under load: wait (bounded) until the
+        # tool samples reach both the guard and the recorder, and the guard's statuses reach the recorder too
+        assert wait_until(lambda: self.tool_pub.get_subscription_count() >= 2
+                          and guard.status_pub.get_subscription_count() >= 2, timeout_s=30,
+                          spin=lambda: _drain(executor)), \
+            (self.tool_pub.get_subscription_count(), guard.status_pub.get_subscription_count())
         before = guard.samples
         t0 = time.time()
         for k, p in enumerate(_tip_path(n)):
