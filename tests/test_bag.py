@@ -97,19 +97,29 @@ class Driver:
             guard.guard.select("L4_left")
         return guard
 
+    def settle(self, executor, guard, tool_readers: int = 0) -> None:
+        """Before the samples: the recorder is "ready" once its subscriptions matched the publishers, but a
+        best-effort / volatile writer only sends to readers it has matched itself, which can come later under
+        load. Wait (bounded) until the guard's statuses (and, with ``tool_readers``, this driver's tool samples)
+        reach every reader. Then wait for one more watchdog TRACKING_LOST: before its first sample the guard
+        says so every tick and leaving it is debounced; `bag check` re-runs the guard with the lost statuses the
+        bag holds, so one published with both ends matched must be in it (under load the only ones came
+        before the match, and the first samples' "TRACKING_LOST held" verdicts could not be reproduced)."""
+        assert wait_until(lambda: self.tool_pub.get_subscription_count() >= tool_readers
+                          and guard.status_pub.get_subscription_count() >= 2, timeout_s=30,
+                          spin=lambda: _drain(executor)), \
+            (self.tool_pub.get_subscription_count(), guard.status_pub.get_subscription_count())
+        n0 = len(self.statuses)
+        assert wait_until(lambda: any(s.state_name == "TRACKING_LOST" and not s.repeat for s in self.statuses[n0:]),
+                          timeout_s=30, spin=lambda: _drain(executor)), self.statuses[-3:]
+
     def drill(self, executor, n: int, guard_stack) -> None:
         import numpy as np
 
         from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped
 
         guard = self.prepare(executor, guard_stack)
-        # the recorder is "ready" once it sees the publishers (graph), but a best-effort / volatile writer only
-        # sends to readers it has matched itself, which can come later under load: wait (bounded) until the
-        # tool samples reach both the guard and the recorder, and the guard's statuses reach the recorder too
-        assert wait_until(lambda: self.tool_pub.get_subscription_count() >= 2
-                          and guard.status_pub.get_subscription_count() >= 2, timeout_s=30,
-                          spin=lambda: _drain(executor)), \
-            (self.tool_pub.get_subscription_count(), guard.status_pub.get_subscription_count())
+        self.settle(executor, guard, tool_readers=2)
         before = guard.samples
         t0 = time.time()
         for k, p in enumerate(_tip_path(n)):
@@ -158,6 +168,7 @@ def test_record_check_play_record_check_round_trip(ros_context, guard_stack_fact
     with guard_stack_factory() as stack2:
         rec2 = Recorder(bag2)
         guard2 = driver.prepare(ex, stack2)
+        driver.settle(ex, guard2)
         play = subprocess.run([sys.executable, "-m", "spine_nav.cli.main", "bag", "play", str(bag1), "--tracker-only",
                                "--rate", "0.5", "--min-subscribers", "2", "--wait-subscribers-s", "30"],
                               capture_output=True, text=True, timeout=120)
