@@ -13,6 +13,7 @@ import pytest
 
 from spine_nav.console import CaseData, CaseError, ConsoleServer, ConsoleState, gertzbein_robbins_grade
 from spine_nav.console.state import TrainingTracker
+from spine_nav.console.server import LIVE_KINDS
 from spine_nav.imaging.volume import Volume
 from spine_nav.imaging.volume_io import save_volume
 from tests.helpers import wait_until
@@ -143,6 +144,8 @@ def test_server_http_and_websocket_survive_bad_input(case_dir):
         base = f"http://127.0.0.1:{server.port}"
         status, body = _get(f"{base}/api/case")
         assert status == 200 and json.loads(body)["volumes"] == ["cbct.nii.gz", "link.nii.gz"]
+        status, body = _get(f"{base}/api/status")  # no page yet, no stream heard
+        assert status == 200 and json.loads(body) == {"pages": 0, "ages_s": dict.fromkeys(LIVE_KINDS)}
         status, body = _get(f"{base}/api/slice?vol=cbct.nii.gz&axis=axial&x=0&y=0&z=110")
         assert status == 200 and struct.unpack("<I", body[:4])[0] > 0
         for bad, code in [("vol=..%2Fsecret.nii.gz", 403), ("vol=%2Fetc%2Fpasswd", 403),
@@ -174,6 +177,8 @@ def test_server_http_and_websocket_survive_bad_input(case_dir):
                               timeout_s=IO_S)
             tool = next(u for u in got if u["t"] == "tool")
             assert tool["sent_s"] >= tool["stamp_s"]
+            st = json.loads(_get(f"{base}/api/status")[1])  # one page connected, the tool stream heard
+            assert st["pages"] == 1 and st["ages_s"]["tool"] >= 0 and st["ages_s"]["guard"] is None, st
             # NaN (the guard's errors when tracking is lost) arrives as null, not as invalid JSON
             server.publish({"t": "guard", "state_name": "TRACKING_LOST", "lateral_error_mm": float("nan")})
             got.clear()

@@ -4,11 +4,9 @@ from __future__ import annotations
 import math
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor

@@ -5,7 +5,7 @@
     spine-nav train --case DIR --trainee NAME [--db FILE] [--port 8080]          # the page (trainee mode)
     spine-nav train --case DIR --trainee NAME --mode robot [--port 8080]         # the page, the arm aligns the guide
     spine-nav train report --db FILE [--trainee NAME] [--json] [--html OUT]
-    spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console]
+    spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console] [--wait-viewer-s 60]
 
 Every tool pose (a script line, or an input on the page) goes through the same path as a tracked tool
 in the OR: the simulated tracker (OpenIGTLink server over TCP) -> ``tracker_bridge`` ->
@@ -74,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--speed", type=float, default=1.0)
     rp.add_argument("--no-console", action="store_true", help="only the stack (tests)")
     rp.add_argument("--hold", type=float, default=0.0, help="keep the console up S seconds after the end")
+    rp.add_argument("--wait-viewer-s", type=float, default=60.0,
+                    help="start once a page is open on the console and it hears the guard, waiting at most S s "
+                         "(default 60; 0: start at once)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=run_replay)
 
@@ -592,6 +595,8 @@ def run_replay(args: argparse.Namespace) -> int:
         c.move_tool(tool_pose(samples[0].tip_mm, samples[0].axis))
         if not stack.wait_ready():
             return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
+        if console is not None and args.wait_viewer_s > 0:
+            _wait_for_viewer(console.url, args.wait_viewer_s)
         current = None
         t0 = time.monotonic()
         for s in samples:
@@ -625,6 +630,24 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"replayed attempt {args.attempt} ({att['trainee']}): {len(samples)} tool samples; guard states "
               + "; ".join(f"{k}: {' -> '.join(v)}" for k, v in states.items()))
     return 0
+
+
+def _wait_for_viewer(url: str, timeout_s: float) -> bool:
+    """Wait (``timeout_s`` bound) until a page is connected to the console at ``url`` and the console hears
+    the stack's guard, so that the viewer sees the replay from its first sample; says so either way."""
+    from spine_nav.console.browser import console_status
+
+    info(f"spine-nav train replay: open {url} - the replay starts when a page is connected "
+         f"(at most {timeout_s:g} s from now)")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = console_status(url) or {}
+        if st.get("pages", 0) > 0 and (st.get("ages_s") or {}).get("guard") is not None:
+            info("spine-nav train replay: a page is connected, replaying")
+            return True
+        time.sleep(0.1)
+    info(f"spine-nav train replay: no page connected within {timeout_s:g} s, replaying anyway")
+    return False
 
 
 def _console_process(case_dir: Path, port: int, namespace: str):

@@ -7,6 +7,7 @@ browser or a driver (Selenium Manager is kept offline). Chromium runs as root he
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,16 @@ class ConsoleProcess:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def console_status(url: str) -> dict | None:
+    """The console server's ``api/status`` at ``url`` (``http://host:port/``): connected pages and the live
+    streams' ages; None when it does not answer (1 s bound)."""
+    try:
+        with urllib.request.urlopen(url + "api/status", timeout=1.0) as r:
+            return json.loads(r.read()) if r.status == 200 else None
+    except (OSError, ValueError):
+        return None
 
 
 def console_answers(url: str) -> bool:
