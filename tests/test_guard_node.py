@@ -242,14 +242,15 @@ def test_guard_node_end_to_end(guard_stack, ros_context):
 
 
 def test_guard_watch_cli_redraws_live_state(ros_context):
-    """`spine-nav guard watch` in its own process, fed GuardStatus messages over DDS."""
+    """`spine-nav guard watch` in its own process, fed GuardStatus messages over DDS. Its 15 s window counts
+    from its start, start-up and discovery included (a few seconds on a loaded machine)."""
     from spine_nav_interfaces.msg import GuardStatus
 
     from spine_nav.nodes.qos import STATUS_QOS
 
     node = rclpy.create_node("test_watch_feeder", context=ros_context)
     pub = node.create_publisher(GuardStatus, "guard/status", STATUS_QOS)
-    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "spine-nav"), "guard", "watch", "--duration-s", "6",
+    proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "spine-nav"), "guard", "watch", "--duration-s", "15",
                              "--rate-hz", "20"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
