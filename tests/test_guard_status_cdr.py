@@ -296,3 +296,15 @@ def test_guard_node_clock_follows_ros_time_when_use_sim_time_is_set(ros_context)
         assert abs(node.now_ns() - time.time_ns()) < 5 * 10**9
     finally:
         node.destroy_node()
+
+
+@pytest.mark.ros
+def test_guard_profile_times_every_step_of_the_callback_and_the_floor():
+    """`bench guard --profile`'s structure (no timing asserted): every step, the totals, the verdicts judged."""
+    from spine_nav.bench.guard_profile import profile_guard
+
+    out = profile_guard(300, with_cprofile=False)
+    assert set(out["steps"]) == {"decode", "lock", "clock", "judge", "status", "publish", "latency_add"}
+    for part in (out["callback_total"], out["floor_total"], *out["steps"].values()):
+        assert set(part) == {"p50_us", "p90_us"} and all(math.isfinite(x) and x > 0 for x in part.values())
+    assert sum(out["states"].values()) == 300 and set(out["states"]) <= {s.name for s in GuardState}
