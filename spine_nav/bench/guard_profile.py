@@ -9,9 +9,9 @@ context of its own, no executor, no subscriber on ``guard/status``) and times wi
   judging, the GuardStatus, ``publish()``, latency record, i.e. the node's share of the bench's latency;
 * the same steps one by one, in the order the callback runs them, on the same samples (each step timed
   alone, so their sum exceeds the total by the timer's own ~0.1 us per step):
-  ``decode`` (CDR -> stamp, frame, quaternion, mm), ``lock`` (the callback's lock acquisitions),
+  ``decode`` (CDR -> stamp, frame, quaternion, mm), ``lock`` (the node's lock, acquired and released),
   ``clock`` (the node clock read and its conversions), ``judge`` (the core's verdict, through
-  :class:`spine_nav.guard.live.LiveGuard` where the node has one), ``status`` (verdict -> what is
+  :class:`spine_nav.guard.live.LiveGuard` where the node has one, with its re-entrant lock), ``status`` (verdict -> what is
   published: a GuardStatus message object, or CDR bytes where the node packs them), ``publish``
   (rclpy ``publish()`` of that), ``latency_add`` (the node's latency record);
 * ``floor_total``: the floor relay's callback (:class:`spine_nav.nodes.floor_relay.FloorRelayNode`) on the
@@ -67,8 +67,7 @@ def _steps(node) -> list[tuple[str, Any]]:
 
     live = getattr(node, "live", None)
     packer = getattr(node, "status_packer", None)  # the pre-packed CDR GuardStatus, where the node has one
-    locks = 2 if live is not None and packer is None else 1  # node lock + LiveGuard.sample's own (re-entrant)
-    lock = getattr(node, "_lock", None) or live.lock
+    lock = getattr(node, "_lock", None) or live.lock  # the node's; LiveGuard.sample's own re-entry is in "judge"
     clock = node.get_clock()
     fast_decode = getattr(conv, "pose_cdr_fields_mm", None)
 
@@ -83,9 +82,8 @@ def _steps(node) -> list[tuple[str, Any]]:
             s["args"] = (frame, q, t, stamp.sec + stamp.nanosec * 1e-9)
 
     def take_lock(data, s):
-        for _ in range(locks):
-            with lock:
-                pass
+        with lock:
+            pass
 
     def read_clock(data, s):
         if packer is not None:
