@@ -20,7 +20,6 @@ Exit codes: 0 done, 1 the stack failed (nothing graded), 2 bad input (case, scri
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -629,38 +628,11 @@ def run_replay(args: argparse.Namespace) -> int:
 
 
 def _console_process(case_dir: Path, port: int, namespace: str):
-    """``spine-nav console`` as a child process bridging the stack's namespace (its output to a log file)."""
-    import subprocess
-    import urllib.request
+    """``spine-nav console`` as a child process bridging the stack's namespace (its output to a log file),
+    ended by SIGINT like Ctrl-C."""
+    import signal
 
-    from spine_nav.tracking.transport import free_tcp_port
+    from spine_nav.console.browser import ConsoleProcess
 
-    port = port or free_tcp_port()
-    log = open(Path(tempfile.gettempdir()) / f"spine_nav_train_console_{port}.log", "w")
-
-    class _Console:
-        url = f"http://127.0.0.1:{port}/"
-        proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(port),
-                                 "--case", str(case_dir), "--ros-args", "-r", f"__ns:={namespace}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-
-        def close(self) -> None:
-            from spine_nav.children import stop_child
-
-            stop_child(self.proc)
-            log.close()
-
-    c = _Console()
-    deadline = time.monotonic() + 30.0
-    while time.monotonic() < deadline:
-        if c.proc.poll() is not None:
-            c.close()
-            raise RuntimeError(f"console exited with {c.proc.returncode} (log {log.name})")
-        try:
-            with urllib.request.urlopen(c.url + "api/case", timeout=1.0) as r:
-                if r.status == 200:
-                    return c
-        except OSError:
-            time.sleep(0.1)
-    c.close()
-    raise TimeoutError(f"console on port {port} did not answer within 30 s")
+    return ConsoleProcess(case_dir, port or None, extra_args=("--ros-args", "-r", f"__ns:={namespace}"),
+                          first_signal=signal.SIGINT)
