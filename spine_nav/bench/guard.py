@@ -35,6 +35,7 @@ microseconds per sample, single-threaded (:mod:`spine_nav.bench.guard_profile`).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -312,11 +313,13 @@ def run(args: argparse.Namespace) -> BenchResult:
         details = {"core": core}
         metrics = {"core_eval_median_us": core["evaluate_plain_median_us"]}
         baselines: dict = {}
-        if getattr(args, "profile", False):
-            from spine_nav.bench.guard_profile import profile_guard
-
+        if getattr(args, "profile", False):  # its own process (and no import cycle: it uses this module's path)
             info("bench guard: --profile, the node's tool-sample callback step by step")
-            details["profile"] = profile_guard(1000 if quick else 5000)
+            prof = subprocess.run([sys.executable, "-m", "spine_nav.bench.guard_profile", str(1000 if quick else 5000)],
+                                  capture_output=True, text=True, timeout=600)
+            if prof.returncode != 0:
+                raise RuntimeError(f"bench guard --profile failed: {prof.stderr[-2000:]}")
+            details["profile"] = json.loads(prof.stdout)
         if not getattr(args, "skip_node", False):
             pairs = interleave(getattr(args, "rounds", 1), lambda i: node_run("floor", duration, args.rate_hz),
                                lambda i: node_run("events", duration, args.rate_hz), info)
