@@ -83,6 +83,26 @@ def arm_command(cli, spin: Callable[[], None], command: str, screw_id: str = "",
     return fut.result()
 
 
+#: ``arm/command`` refusals that only mean the arm guide has not heard an input yet (joint feedback, plan,
+#: patient reference, guard): spine_nav.arm.commands.execute and ArmGuide.align/_guard_refusal word them so
+NOT_HEARD_YET = ("no joint_states from the arm yet", "no plan on plan/registered yet",
+                 "no tracker sample of the patient reference yet", "no guard/status")
+
+
+def arm_command_once_heard(cli, spin: Callable[[], None], command: str, screw_id: str = "",
+                           timeout_s: float = 30.0):
+    """``arm_command``, asked again every 0.1 s (bounded by ``timeout_s``) while the answer is a refusal
+    for an input the arm guide has not discovered/heard yet (``NOT_HEARD_YET``): on a loaded machine its
+    DDS discovery of the test's publishers (or a restarted node) lags the test's own. Any other answer,
+    success or refusal, is returned at once for the test to judge."""
+    deadline = time.monotonic() + timeout_s
+    res = arm_command(cli, spin, command, screw_id)
+    while res.message.startswith(NOT_HEARD_YET) and time.monotonic() < deadline:
+        wait_until(lambda: False, 0.1, spin=spin)
+        res = arm_command(cli, spin, command, screw_id)
+    return res
+
+
 def perfect_arm_cycles(guide, T_tracker_reference, t0: float, n: int,
                        on_cycle: Callable[[int, float], None] | None = None) -> float:
     """``n`` servo cycles of 1 ms of the core ``ArmGuide`` with a perfect arm (measured = commanded): a

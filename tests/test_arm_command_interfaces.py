@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import arm_command, drain, wait_until
+from tests.helpers import arm_command, arm_command_once_heard, drain, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,8 +83,9 @@ def test_arm_guide_aligns_through_controller_interface(ros_context, interface, t
 
         assert wait_until(lambda: cli.service_is_ready() and bool(states) and bool(joints), timeout_s=15.0, spin=spin)
         assert list(joints[-1].name) == CONTROLLER_ORDER  # what a joint_state_broadcaster would publish
-        wait_until(lambda: False, timeout_s=0.5, spin=spin)
-        res = call("align", screws[0].id)
+        # the arm guide hears the plan and the references on its own discovery schedule (a fixed 0.5 s wait
+        # was a guess a loaded machine can beat): ask again (bounded) while it has not heard them yet
+        res = arm_command_once_heard(cli, spin, "align", screws[0].id)
         assert res.success, res.message
 
         def tracking():

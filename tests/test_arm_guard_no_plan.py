@@ -28,7 +28,7 @@ from spine_nav.guard import GuardState, TrajectoryGuard
 from spine_nav.guard.core import NO_PLAN_YET, lacks_plan
 from spine_nav.plan import Plan, Screw
 from spine_nav.sim.arm import default_scene
-from tests.helpers import arm_command, drain, perfect_arm_cycles, wait_until
+from tests.helpers import arm_command, arm_command_once_heard, drain, perfect_arm_cycles, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,11 +150,14 @@ def test_arm_holds_on_a_guard_restarted_without_a_plan(ros_context):
                 "-p", "arm_guide:feedback_timeout_s:=1.0", "-p", "arm_guide:cycle_watchdog_s:=1.0",
                 "-p", "arm_guide:reference_timeout_s:=2.0", "-p", "sim_arm:command_timeout_s:=2.0",
                 "-p", "sim_arm:marker_noise_mm:=0.0",
-                # heartbeat timeouts wide: the test's own loop plays the bridge and shares this process
-                "-p", "arm_guide:guard_timeout_ms:=400.0", "-p", "arm_guide:bridge_timeout_ms:=400.0"]
+                # heartbeat timeouts wide: the test's own loop plays the bridge and shares this process, and a
+                # loaded machine stalls it for 0.5-1 s. The bridge's silence is not what this test is about
+                # (3 s); the guard's is (its death must hold the arm), so 1 s: still seen within the waits below
+                "-p", "arm_guide:guard_timeout_ms:=1000.0", "-p", "arm_guide:bridge_timeout_ms:=3000.0"]
     # the guard as a respawn starts it: the screw requested by parameter, no plan until one is published;
-    # wide sample-age and watchdog limits (the test's loop plays the tracker)
-    guard_args = ["-p", f"trajectory_guard:active_screw_id:={screw.id}", "-p", "trajectory_guard:stale_after_s:=1.0",
+    # wide sample-age and watchdog limits (the test's loop plays the tracker): a 1 s stall of that loop must not
+    # make the guard report TRACKING_LOST (the arm would hold with that cause, not the one this test checks)
+    guard_args = ["-p", f"trajectory_guard:active_screw_id:={screw.id}", "-p", "trajectory_guard:stale_after_s:=5.0",
                   "-p", "trajectory_guard:tool_in_process:=false"]
     tip_in_reference = make_transform(translation_mm=list(np.asarray(screw.entry_mm) - 60.0 * screw.direction))
     with ComposedStack(["sim_arm", "arm_guide"], params_file=params, extra_ros_args=arm_args):
@@ -214,15 +217,17 @@ def test_arm_holds_on_a_guard_restarted_without_a_plan(ros_context):
             n0 = len(statuses)
             with ComposedStack(["trajectory_guard"], params_file=params, extra_ros_args=guard_args):
                 # the restarted guard judges the tool without a plan: NO_PLAN, "no plan received"
-                assert wait_until(lambda: len(statuses) > n0 + 5, 30.0, spin=spin)
-                assert statuses[-1].state_name == "NO_PLAN" and statuses[-1].reason == NO_PLAN_YET, statuses[-1]
+                # (before its first tool sample arrives its watchdog may say TRACKING_LOST "no tool sample
+                # received yet": wait, bounded, for the NO_PLAN itself rather than read whichever came last)
+                def no_plan_yet():
+                    return len(statuses) > n0 + 5 and statuses[-1].state_name == "NO_PLAN" \
+                        and statuses[-1].reason == NO_PLAN_YET
+                assert wait_until(no_plan_yet, 30.0, spin=spin), statuses[-1]
+                # ... and never judges the screw meanwhile
+                assert all(s.state_name in ("NO_PLAN", "TRACKING_LOST") for s in statuses[n0:]), statuses[n0:]
                 # the arm guide discovers the restarted guard on its own schedule (slower than this test's
                 # node under load): until its first status arrives, resume is refused as "guard silent"
-                res = call("resume")
-                deadline = time.monotonic() + 20.0
-                while res.message.startswith("no guard/status") and time.monotonic() < deadline:
-                    wait_until(lambda: False, 0.1, spin=spin)
-                    res = call("resume")
+                res = arm_command_once_heard(cli, spin, "resume", timeout_s=20.0)
                 assert not res.success and res.message.startswith("guard NO_PLAN") and NO_PLAN_YET in res.message, \
                     res.message
                 assert states[-1].holding

@@ -97,12 +97,29 @@ class Driver:
             guard.guard.select("L4_left")
         return guard
 
+    def settle(self, executor, guard, tool_readers: int = 0) -> None:
+        """Before the samples: the recorder is "ready" once its subscriptions matched the publishers, but a
+        best-effort / volatile writer only sends to readers it has matched itself, which can come later under
+        load. Wait (bounded) until the guard's statuses (and, with ``tool_readers``, this driver's tool samples)
+        reach every reader. Then wait for one more watchdog TRACKING_LOST: before its first sample the guard
+        says so every tick and leaving it is debounced; `bag check` re-runs the guard with the lost statuses the
+        bag holds, so one published with both ends matched must be in it (under load the only ones came
+        before the match, and the first samples' "TRACKING_LOST held" verdicts could not be reproduced)."""
+        assert wait_until(lambda: self.tool_pub.get_subscription_count() >= tool_readers
+                          and guard.status_pub.get_subscription_count() >= 2, timeout_s=30,
+                          spin=lambda: _drain(executor)), \
+            (self.tool_pub.get_subscription_count(), guard.status_pub.get_subscription_count())
+        n0 = len(self.statuses)
+        assert wait_until(lambda: any(s.state_name == "TRACKING_LOST" and not s.repeat for s in self.statuses[n0:]),
+                          timeout_s=30, spin=lambda: _drain(executor)), self.statuses[-3:]
+
     def drill(self, executor, n: int, guard_stack) -> None:
         import numpy as np
 
         from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped
 
         guard = self.prepare(executor, guard_stack)
+        self.settle(executor, guard, tool_readers=2)
         before = guard.samples
         t0 = time.time()
         for k, p in enumerate(_tip_path(n)):
@@ -151,6 +168,7 @@ def test_record_check_play_record_check_round_trip(ros_context, guard_stack_fact
     with guard_stack_factory() as stack2:
         rec2 = Recorder(bag2)
         guard2 = driver.prepare(ex, stack2)
+        driver.settle(ex, guard2)
         play = subprocess.run([sys.executable, "-m", "spine_nav.cli.main", "bag", "play", str(bag1), "--tracker-only",
                                "--rate", "0.5", "--min-subscribers", "2", "--wait-subscribers-s", "30"],
                               capture_output=True, text=True, timeout=120)
@@ -263,3 +281,49 @@ def test_a_bag_without_definitions_is_refused_naming_file_and_topic(tmp_path):
     junk.write_bytes(b"not a bag at all")
     with pytest.raises(BagError, match="junk.mcap: not an MCAP file"):
         read_bag(junk)
+
+
+def test_check_applies_a_plan_the_recorder_got_after_the_guards_first_verdicts_on_it(tmp_path):
+    """On a loaded machine the recorder may receive ``plan/registered`` after the guard has judged samples
+    with it (CI: 52 of 1340 statuses 'disagreed', the re-run guard having 'no plan received'). A recorded
+    verdict that shows a plan applies the pending plan at once; before it, the re-run has no plan as the
+    guard had none. Bag written here from the guard core itself, the plan logged 20 statuses late."""
+    import numpy as np
+    from rclpy.serialization import serialize_message
+
+    from spine_nav.bag.writer import BagWriter
+    from spine_nav.guard import TrajectoryGuard
+    from spine_nav.nodes.conversions import matrix_mm_to_pose_stamped, seconds_to_stamp, verdict_to_msg
+    from spine_nav.nodes.conversions import msg_to_plan
+
+    cfg = guard_config_for({}, REPO / "config" / "nodes.yaml", GUARD_OVERRIDES)
+    guard = TrajectoryGuard(cfg)
+    plan_msg = _plan_msg()
+    bag = tmp_path / "late_plan.mcap"
+    w = BagWriter(bag)
+    w.add_metadata(GUARD_CONFIG_METADATA, cfg.to_dict())
+    for topic, type_name in (("/tracking/tool_tip", "geometry_msgs/msg/PoseStamped"),
+                             ("/guard/status", "spine_nav_interfaces/msg/GuardStatus"),
+                             ("/plan/registered", "spine_nav_interfaces/msg/ScrewPlan")):
+        w.add_topic(topic, type_name)
+    t0_ns, n, n_before_plan, late_by = 1_700_000_000 * 10**9, 80, 5, 20
+    states = []
+    for k, p in enumerate(_tip_path(n)):
+        t_ns = t0_ns + k * 5_000_000
+        if k == n_before_plan:  # the guard takes the plan here ...
+            guard.set_plan(*msg_to_plan(plan_msg))
+            guard.select("L4_left")
+        if k == n_before_plan + late_by:  # ... the recorder logs it 20 statuses later
+            w.put("/plan/registered", serialize_message(plan_msg), log_time_ns=t_ns - 1)
+        T = np.eye(4)
+        T[:3, 3] = p
+        pose = matrix_mm_to_pose_stamped(T, "Reference", t_ns * 1e-9)
+        v = guard.evaluate(T, t_ns * 1e-9, t_ns * 1e-9)
+        states.append(v.state.name)
+        w.put("/tracking/tool_tip", serialize_message(pose), log_time_ns=t_ns)
+        w.put("/guard/status", serialize_message(verdict_to_msg(v, "Reference", seconds_to_stamp(t_ns * 1e-9),
+                                                                pose.header.stamp)), log_time_ns=t_ns + 1000)
+    w.close()
+    assert states[:n_before_plan] == ["NO_PLAN"] * n_before_plan and "ALIGNED" in states, states
+    res = check_bag(bag)
+    assert res.compared == n and res.agreed == n, res.first_disagreements

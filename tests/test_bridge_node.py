@@ -134,8 +134,10 @@ def test_fuzzed_input_counted_and_node_keeps_serving():
 
 
 def test_watchdog_occlusion_and_timeout_on_health_topic():
-    model = TrackerModel(TrackerModelConfig(rate_hz=100.0, noise_mm=0.0, seed=2,
-                                            occlusions=(("StylusToTracker", 0.6, 0.9),)))
+    # the occlusion is injected once the bridge is seen receiving (model.occlude: from the next sample on):
+    # a window fixed in model time (0.6-0.9 s after the tracker's start) could pass before a loaded machine's
+    # bridge had (re)connected, and "missing" was then never reported
+    model = TrackerModel(TrackerModelConfig(rate_hz=100.0, noise_mm=0.0, seed=2))
     model.set_tool_pose_mm(T_REF_TIP)
     sim = SimTrackerServer(model, port=0)
     stack = _stack(sim.port)
@@ -149,6 +151,7 @@ def test_watchdog_occlusion_and_timeout_on_health_topic():
         stack.start()
         sim.start()
         assert wait_until(lambda: saw(lambda h: h.state == 0), timeout_s=15.0)
+        model.occlude("StylusToTracker", 0.3)
         assert wait_until(lambda: saw(lambda h: h.state == 1 and "missing" in h.reason), timeout_s=15.0)
         with listener.lock:
             listener.health.clear()

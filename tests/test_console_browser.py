@@ -23,6 +23,9 @@ from tests.helpers import free_tcp_port, wait_until
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("SPINE_NAV_ARTIFACTS", REPO / "build" / "test-artifacts")) / "console"
 PUBLISH_HZ = 100.0
+#: waits on the page for what a key press or the stack's last message changes: Chromium, the console server and
+#: the feeder share 2 loaded cores (5 s was short for a stalled renderer); each returns as soon as it holds
+BROWSER_S = 15.0
 
 
 class Stack:
@@ -156,7 +159,7 @@ def test_page_follows_the_tool_and_readout_matches_the_guard(console):
         _shot(b, state if state != "ALIGNED" or depth < 10 else "ALIGNED_at_depth")
     assert len(set(seen_slices)) >= 3, seen_slices
     # the pass reached planned depth: the training view lists the screw with a grade
-    assert wait_until(lambda: screw.id in b.text("training"), timeout_s=5)
+    assert wait_until(lambda: screw.id in b.text("training"), timeout_s=BROWSER_S)
     assert _state(b)["training"][0]["grade"] == "A"
 
 
@@ -180,7 +183,7 @@ def test_page_says_stale_when_the_stack_stops_and_recovers(console):
     assert wait_until(lambda: _band(b) == "ALIGNED" and b.text("conn") == "live", timeout_s=10)
     stack.pause()
     t_last_ms = time.time() * 1000.0  # the stack's last sample left at most one period before this
-    assert wait_until(lambda: _band(b) == "STALE", timeout_s=5, period_s=0.005)
+    assert wait_until(lambda: _band(b) == "STALE", timeout_s=BROWSER_S, period_s=0.005)
     # reported, not asserted (timing targets belong to benchmarks): page clock = host clock
     print(f"page said STALE {_state(b)['staleAtMs'] - t_last_ms:.0f} ms after the last sample")
     # The whole page must agree: band, badge, readout cleared, overlay shown. Read them together, in one
@@ -191,7 +194,7 @@ def test_page_says_stale_when_the_stack_stops_and_recovers(console):
         return b.js("const t = (id) => document.getElementById(id).textContent;"
                     "return t('guard-state') === 'STALE' && t('conn') === 'stale' && t('v-lateral') === '—'"
                     " && !document.getElementById('stale-overlay').hidden")
-    assert wait_until(all_stale, timeout_s=5, period_s=0.01)
+    assert wait_until(all_stale, timeout_s=BROWSER_S, period_s=0.01)
     _shot(b, "STALE")
     stack.set(8.0, 0.2, "ALIGNED")
     assert wait_until(lambda: _band(b) == "ALIGNED" and b.text("conn") == "live", timeout_s=10)
@@ -206,13 +209,13 @@ def test_keyboard_selects_next_and_previous_screw(console):
     first = _state(b)["selected"]
     body = b.driver.find_element(By.TAG_NAME, "body")
     body.send_keys("n")
-    assert wait_until(lambda: _state(b)["selected"] != first, timeout_s=5)
+    assert wait_until(lambda: _state(b)["selected"] != first, timeout_s=BROWSER_S)
     assert _state(b)["selected"] in plan.ids
     body.send_keys("p")
-    assert wait_until(lambda: _state(b)["selected"] == first, timeout_s=5)
+    assert wait_until(lambda: _state(b)["selected"] == first, timeout_s=BROWSER_S)
     win = b.js("return +document.getElementById('win').value")
     body.send_keys("W")
-    assert wait_until(lambda: b.js("return +document.getElementById('win').value") == win + 100, timeout_s=5)
+    assert wait_until(lambda: b.js("return +document.getElementById('win').value") == win + 100, timeout_s=BROWSER_S)
 
 
 READOUT = (("v-lateral", "lateral_error_mm"), ("v-angular", "angular_error_deg"), ("v-depth", "depth_mm"),

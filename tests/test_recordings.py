@@ -24,18 +24,20 @@ def _run_cli_in_thread(argv, result):
 
 
 def _record_stream(tmp_path, messages: list[bytes], out_name: str, extra=()) -> tuple[int, object]:
+    """Record ``messages`` broadcast by a server. ``--duration`` counts from the recorder's start, before it has
+    connected: 6 s, so that a slow connection on a loaded machine still leaves time for the whole stream."""
     port = free_tcp_port()
     src = IgtlServer(port, host="127.0.0.1").start()
     out = tmp_path / out_name
     res: dict = {}
     th = threading.Thread(target=_run_cli_in_thread, args=(["record", "--connect", f"127.0.0.1:{port}", "--out",
-                                                            str(out), "--duration", "2", *extra], res))
+                                                            str(out), "--duration", "6", *extra], res))
     th.start()
     try:
         assert wait_until(lambda: src.client_count == 1, timeout_s=10)
         for data in messages:
             src.broadcast(data)
-        th.join(20)
+        th.join(60)
     finally:
         src.close()
     assert not th.is_alive()
@@ -187,11 +189,11 @@ def test_sequence_write_replay_record_round_trip(tmp_path):
     res_rec: dict = {}
     rec = threading.Thread(target=_run_cli_in_thread,
                            args=(["record", "--connect", f"127.0.0.1:{port}", "--out", str(out), "--format", "plus",
-                                  "--duration", "2.5"], res_rec))
+                                  "--duration", "8"], res_rec))
     rec.start()
-    rep.join(30)
-    rec.join(30)
-    assert res_rep["rc"] == 0 and res_rec["rc"] == 0
+    rep.join(60)
+    rec.join(60)
+    assert not rep.is_alive() and not rec.is_alive() and res_rep["rc"] == 0 and res_rec["rc"] == 0
     a, b = read_sequence(src), read_sequence(out)
     assert b.bad_frames == [] and len(b.frames) == len(a.frames) == 30
     for fa, fb in zip(a.frames, b.frames):

@@ -26,7 +26,7 @@ def test_two_nodes_exchange_guard_status(ros_context):
     ex = SingleThreadedExecutor(context=ros_context)
     ex.add_node(talker)
     ex.add_node(listener)
-    assert wait_until(lambda: pub.get_subscription_count() > 0, 10.0, spin=lambda: ex.spin_once(timeout_sec=0.01))
+    assert wait_until(lambda: pub.get_subscription_count() > 0, 30.0, spin=lambda: ex.spin_once(timeout_sec=0.01))
     msg = GuardStatus(active_screw_id="L4_left", state=GuardStatus.STATE_WARN, state_name="WARN",
                       lateral_error_mm=1.25, angular_error_deg=2.5, depth_mm=-3.0, remaining_mm=48.0)
     msg.tool_sample_stamp.sec = 42
@@ -66,7 +66,8 @@ def test_plan_publisher_latches_plan_in_metres(tmp_path):
             node.create_subscription(ScrewPlan, "plan/preop", got.append, PLAN_QOS)
             ex = SingleThreadedExecutor(context=ctx)
             ex.add_node(node)
-            assert wait_until(lambda: got, 10.0, spin=lambda: ex.spin_once(timeout_sec=0.02))
+            # (30 s: discovery of the composed node from a fresh context is slower on a loaded machine)
+            assert wait_until(lambda: got, 30.0, spin=lambda: ex.spin_once(timeout_sec=0.02))
             msg = got[0]
             assert msg.screws[0].id == "L3_left"
             assert msg.screws[0].entry.x == pytest.approx(0.010)  # metres on the topic

@@ -73,7 +73,9 @@ def test_occlusion_windows_and_no_tool():
 
 
 def test_server_tdata_after_stt_and_status_for_occluded_tool():
-    m = _model(rate_hz=200.0, noise_mm=0.0, occlusions=(("StylusToTracker", 0.0, 0.5),))
+    # model time runs from the server's start and frames go only to connected clients: the occlusion must
+    # outlast the client's connection (0.5 s could pass before a loaded machine connected: no STATUS seen)
+    m = _model(rate_hz=200.0, noise_mm=0.0, occlusions=(("StylusToTracker", 0.0, 5.0),))
     sim = SimTrackerServer(m, port=0).start()
     got, lock = [], threading.Lock()
 
@@ -83,7 +85,7 @@ def test_server_tdata_after_stt_and_status_for_occluded_tool():
 
     client = IgtlClient("127.0.0.1", sim.port, on_msg, on_connect=lambda c: c.send(codec.encode_stt_tdata(5))).start()
     try:
-        assert wait_until(lambda: any(g.type == "TDATA" and len(g.poses) == 2 for g in list(got)), timeout_s=10)
+        assert wait_until(lambda: any(g.type == "TDATA" and len(g.poses) == 2 for g in list(got)), timeout_s=30)
     finally:
         client.close()
         sim.close()
@@ -120,5 +122,7 @@ def test_server_stamp_at_send_is_the_transmission_time_and_lateness_is_recorded(
     assert np.all(np.diff(stamps) > 0)  # one stamp per frame, increasing
     for t in stamps:  # every message of a frame carries its transmission time, received just after it
         assert {d for d, _ in frames[t]} == {"ReferenceToTracker", "StylusToTracker"}
-        assert all(0.0 <= r - t < 0.5 for _, r in frames[t])
+        # (the upper bound only says "this transmission, not some later one": a loaded machine can stall the
+        # client's receive thread for 0.5-1 s, which is timing, not the stamp's correctness)
+        assert all(0.0 <= r - t < 5.0 for _, r in frames[t])
     assert len(sim.send_delay_s) >= len(stamps) - 1 and min(sim.send_delay_s) >= 0.0

@@ -101,8 +101,10 @@ def test_robot_mode_align_advance_along_the_guide_grade_a_and_kept(page):
     assert _tool(b)["depth_mm"] == depth0
 
     _keys(b, "a")
-    assert _until(b, lambda: _robot(b).get("aligned"), ALIGNED_S), _why(b, page)
-    assert f"ALIGNED on {sid}" in b.text("trainee-arm")
+    # (read together, bounded: a watchdog hold on the loaded machine can come between the two reads, and _until
+    # resumes it as the trainee would)
+    assert _until(b, lambda: _robot(b).get("aligned") and f"ALIGNED on {sid}" in b.text("trainee-arm"), ALIGNED_S), \
+        (b.text("trainee-arm"), _why(b, page))
     b.screenshot(ARTIFACTS / "trainee_robot_aligned.png")
     # an entry key is ignored (the guide holds the line), said on the page
     _keys(b, Keys.ARROW_RIGHT)

@@ -5,7 +5,9 @@ Inputs replayed into a fresh :class:`spine_nav.guard.TrajectoryGuard`, in the or
 
 * its config: the bag's ``spine_nav/guard_config`` metadata record (written by the demo), else the
   ``trajectory_guard`` parameters of ``config/nodes.yaml``, overridable by the caller;
-* ``plan/registered`` (applied when the recorder received it, before the next status computed later);
+* ``plan/registered`` (applied when the recorder received it, before the next status computed later;
+  earlier when a recorded status shows that the guard already had a plan while the re-run guard has none
+  yet: on a loaded machine the recorder may receive the plan after the guard's first verdicts on it);
 * ``tracking/health`` (applied by its header stamp: the bridge's clock, the same system clock the guard
   stamps its statuses with), filtered by the guard's ``health_tools`` as the node does;
 * the screw selection (a service call, not on a topic): taken from the status' ``active_screw_id``;
@@ -25,6 +27,7 @@ import yaml
 
 from spine_nav.bag.reader import BagError, read_bag
 from spine_nav.guard import GuardConfig, TrajectoryGuard
+from spine_nav.guard.core import NO_PLAN_YET
 from spine_nav.resources import share_path
 
 METRIC_FIELDS = ("lateral_error_mm", "entry_offset_mm", "angular_error_deg", "depth_mm", "remaining_mm",
@@ -86,6 +89,13 @@ def _same(a: float, b: float, tol: float) -> tuple[bool, float]:
     return d <= tol, d
 
 
+def _had_plan(status) -> bool:
+    """Whether a recorded ``GuardStatus`` shows a guard holding a plan: anything but NO_PLAN for want of one
+    (``NO_PLAN_YET`` or a rejected plan, see :meth:`TrajectoryGuard.clear_plan`)."""
+    return not (status.state_name == "NO_PLAN"
+                and (status.reason == NO_PLAN_YET or status.reason.startswith("plan rejected")))
+
+
 def check_bag(path: str | Path, params_file: str | Path | None = None, overrides: dict | None = None,
               tol_mm: float = 1e-6, max_reported: int = 10) -> CheckResult:
     """Re-run the guard over the bag at ``path``; raises :class:`BagError` if it lacks the topics."""
@@ -118,7 +128,8 @@ def check_bag(path: str | Path, params_file: str | Path | None = None, overrides
             continue
         now_ns = _ns(st.header.stamp)
         now_s = now_ns * 1e-9
-        while ip < len(plans) and plans[ip].log_time_ns <= sm.log_time_ns:
+        while ip < len(plans) and (plans[ip].log_time_ns <= sm.log_time_ns
+                                   or (guard.plan is None and _had_plan(st))):
             pm = plans[ip].decode()
             if pm.header.frame_id == "Reference":
                 plan, not_nav = msg_to_plan(pm)

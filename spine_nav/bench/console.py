@@ -208,6 +208,27 @@ def _pct(values, q: float) -> float | None:
     return round(float(np.percentile(values, q)), 2) if len(values) else None
 
 
+#: the pages' readiness, as the rounds wait for it after loading a page afresh
+FLOOR_PAGE_READY_JS = "return !!(window.floorMetrics && window.floorMetrics().connected)"
+CONSOLE_PAGE_READY_JS = "return !!(window.consoleState && window.consoleState().plan)"
+
+
+def load_page(browser, url: str, ready_js: str, what: str, timeout_s: float = 20.0) -> None:
+    """Load ``url`` afresh, wait (``timeout_s`` bound) until ``ready_js`` returns true, then
+    :data:`PAGE_SETTLE_S` for slices and surface to load (every round of floor and stack alike)."""
+    browser.driver.get(url)
+    _wait(lambda: browser.js(ready_js), timeout_s, what)
+    time.sleep(PAGE_SETTLE_S)
+
+
+def frame_stats(latencies_ms, frame_times_ms) -> dict:
+    """A page's sample -> frame percentiles (ms), how many samples it drew and its frame rate (fps)."""
+    lat = np.asarray(latencies_ms, dtype=float)
+    return {"sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
+            "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
+            "fps": round(_fps(frame_times_ms, frame_times_ms[0]) if frame_times_ms else 0.0, 1)}
+
+
 def run(args: argparse.Namespace) -> BenchResult:
     if getattr(args, "trainee", False):
         from spine_nav.bench import console_trainee
@@ -242,8 +263,9 @@ def _run(args: argparse.Namespace, load_before) -> BenchResult:
         screw = plan.screws[0]
         feeder.plan(plan)
         with HeadlessChromium() as browser:
-            browser.driver.get(f"http://127.0.0.1:{sock_port}/?{args.page_query}")
-            _wait(lambda: browser.js("return !!(window.consoleState && window.consoleState().plan)"), 20.0)
+            page_url = f"http://127.0.0.1:{sock_port}/?{args.page_query}"
+            browser.driver.get(page_url)
+            _wait(lambda: browser.js(CONSOLE_PAGE_READY_JS), 20.0, "console page with the plan")
             # idle baseline: stack quiet, page and server idle
             time.sleep(1.0)
             c0, w0 = _cpu_s(proc.pid), time.monotonic()
@@ -254,23 +276,14 @@ def _run(args: argparse.Namespace, load_before) -> BenchResult:
             idle_fps = _fps(idle["frame_times_ms"], idle["frame_times_ms"][0] if idle["frame_times_ms"] else 0)
 
             def floor_round(i: int) -> dict:
-                browser.driver.get(floor_server.url)
-                _wait(lambda: browser.js("return !!(window.floorMetrics && window.floorMetrics().connected)"), 20.0,
-                      "bare page connected")
-                time.sleep(PAGE_SETTLE_S)
+                load_page(browser, floor_server.url, FLOOR_PAGE_READY_JS, "bare page connected")
                 _say(f"floor: bare page, tool at {rate:g} Hz for {seconds:g} s")
                 wall = _feed(feeder, screw, rate, seconds, lambda: browser.js("window.floorMetrics(true)"))
                 fm = browser.js("return window.floorMetrics(false)")
-                lat = np.asarray(fm["latencies_ms"], dtype=float)
-                return {"sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
-                        "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
-                        "fps": round(_fps(fm["frame_times_ms"], fm["frame_times_ms"][0]) if fm["frame_times_ms"]
-                                     else 0.0, 1), "wall_s": round(wall, 2)}
+                return {**frame_stats(fm["latencies_ms"], fm["frame_times_ms"]), "wall_s": round(wall, 2)}
 
             def stack_round(i: int) -> dict:
-                browser.driver.get(f"http://127.0.0.1:{sock_port}/?{args.page_query}")
-                _wait(lambda: browser.js("return !!(window.consoleState && window.consoleState().plan)"), 20.0)
-                time.sleep(PAGE_SETTLE_S)
+                load_page(browser, page_url, CONSOLE_PAGE_READY_JS, "console page with the plan")
                 _say(f"console: tool moving at {rate:g} Hz for {seconds:g} s")
                 cpu0 = {}
 
@@ -281,11 +294,7 @@ def _run(args: argparse.Namespace, load_before) -> BenchResult:
                 wall = _feed(feeder, screw, rate, seconds, start)
                 cpu = (_cpu_s(proc.pid) - cpu0["c"]) / wall
                 m = browser.js("return window.consoleMetrics(false)")
-                lat = np.asarray(m["latencies_ms"], dtype=float)
-                frames = m["frame_times_ms"]
-                return {"sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
-                        "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
-                        "fps": round(_fps(frames, frames[0]) if frames else 0.0, 1), "server_cpu_cores": round(cpu, 3),
+                return {**frame_stats(m["latencies_ms"], m["frame_times_ms"]), "server_cpu_cores": round(cpu, 3),
                         "ws_messages_per_s": round(m.get("messages", 0) / wall, 1), "wall_s": round(wall, 2),
                         "page_draw_ms": m.get("timing_ms"),
                         "sample_to_server_send_p50_ms": _pct(m["server_ms"], 50),

@@ -88,7 +88,8 @@ def _run(args, load_before, base) -> BenchResult:
     import rclpy
     from rclpy.context import Context
 
-    PAGE_SETTLE_S, _cpu_s, _fps, _pct, _wait = base.PAGE_SETTLE_S, base._cpu_s, base._fps, base._pct, base._wait
+    _cpu_s, _pct, _wait = base._cpu_s, base._pct, base._wait
+    load_page, frame_stats = base.load_page, base.frame_stats
     make_case, make_feeder = base.make_case, base.make_feeder
     from spine_nav.bench.console_floor import FloorServer
     from spine_nav.children import stop_child
@@ -124,10 +125,7 @@ def _run(args, load_before, base) -> BenchResult:
         with HeadlessChromium(page_load_timeout_s=120.0) as browser:
 
             def floor_round(i: int) -> dict:
-                browser.driver.get(floor_server.url)
-                _wait(lambda: browser.js("return !!(window.floorMetrics && window.floorMetrics().connected)"), 20.0,
-                      "bare page connected")
-                time.sleep(PAGE_SETTLE_S)
+                load_page(browser, floor_server.url, base.FLOOR_PAGE_READY_JS, "bare page connected")
                 _say(f"floor: bare page, tool at {TRAINEE_TRACKER_HZ:g} Hz, {len(keys)} keys {pause:g} s apart")
                 stop = threading.Event()
                 feed = threading.Thread(target=_feed_until, args=(feeder, screw, TRAINEE_TRACKER_HZ, stop,
@@ -140,19 +138,13 @@ def _run(args, load_before, base) -> BenchResult:
                 fm = browser.js("return window.floorMetrics(false)")
                 stop.set()
                 feed.join(10.0)
-                lat = np.asarray(fm["latencies_ms"], dtype=float)
                 inp = np.asarray(fm["input_to_drawn_ms"], dtype=float)
                 return {"input_to_drawn_p50_ms": _pct(inp, 50), "input_to_drawn_p95_ms": _pct(inp, 95),
-                        "inputs_drawn": int(inp.size), "sample_to_frame_p50_ms": _pct(lat, 50),
-                        "sample_to_frame_p95_ms": _pct(lat, 95), "samples_drawn": int(lat.size),
-                        "fps": round(_fps(fm["frame_times_ms"], fm["frame_times_ms"][0]) if fm["frame_times_ms"]
-                                     else 0.0, 1)}
+                        "inputs_drawn": int(inp.size), **frame_stats(fm["latencies_ms"], fm["frame_times_ms"])}
 
             def trainee_round(i: int) -> dict:
-                browser.driver.get(url)
-                _wait(lambda: browser.js("return !!(window.traineeState && window.traineeState().active)"), 60.0,
-                      "trainee page active")
-                time.sleep(PAGE_SETTLE_S)
+                load_page(browser, url, "return !!(window.traineeState && window.traineeState().active)",
+                          "trainee page active", timeout_s=60.0)
                 _say(f"trainee: {len(keys)} keys {pause:g} s apart")
                 browser.js("window.consoleMetrics(true); window.traineeMetrics(true)")
                 c0, w0 = _cpu_s(train.pid), time.monotonic()
@@ -163,14 +155,10 @@ def _run(args, load_before, base) -> BenchResult:
                 tm = browser.js("return window.traineeMetrics(false)")
                 cm = browser.js("return window.consoleMetrics(false)")
                 inp = np.asarray(tm["input_to_drawn_ms"], dtype=float)
-                lat = np.asarray(cm["latencies_ms"], dtype=float)
-                frames = cm["frame_times_ms"]
                 return {"input_to_tool_drawn_p50_ms": _pct(inp, 50), "input_to_tool_drawn_p95_ms": _pct(inp, 95),
                         "input_to_tool_drawn_p99_ms": _pct(inp, 99), "inputs": len(keys),
                         "inputs_drawn": int(inp.size), "inputs_unresolved": int(tm.get("pending", 0)),
-                        "sample_to_frame_p50_ms": _pct(lat, 50), "sample_to_frame_p95_ms": _pct(lat, 95),
-                        "sample_to_frame_p99_ms": _pct(lat, 99), "samples_drawn": int(lat.size),
-                        "fps": round(_fps(frames, frames[0]) if frames else 0.0, 1),
+                        **frame_stats(cm["latencies_ms"], cm["frame_times_ms"]),
                         "server_cpu_cores": round(cpu, 3), "wall_s": round(wall, 2)}
 
             pairs = interleave(getattr(args, "rounds", 1), floor_round, trainee_round, _say)

@@ -27,10 +27,15 @@ for ``--rounds`` rounds of ``--duration-s`` each. ``node_latency_p99_vs_floor`` 
 of guard p99 / floor p99; ``node_latency_p99_ms`` = median of the rounds' guard p99; ``baselines.floor``
 = the floor's own figures (median over the rounds); ``details.rounds`` = per-round values and spread.
 The SingleThreadedExecutor baseline runs once, after the rounds.
+
+``--profile`` adds ``details.profile``: the guard node's tool-sample callback step by step (decode, lock,
+clock, judging, status, ``publish()``, latency record) and the floor relay's callback on the same bytes,
+microseconds per sample, single-threaded (:mod:`spine_nav.bench.guard_profile`).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import signal
@@ -55,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true",
                    help="short run for tests: at most 3 s per executor, fewer core samples")
     p.add_argument("--skip-node", action="store_true", help="core timing only")
+    p.add_argument("--profile", action="store_true",
+                   help="also time the node's tool-sample callback step by step "
+                        "(details.profile, microseconds; spine_nav.bench.guard_profile)")
     add_floor_arguments(p)
 
 
@@ -305,6 +313,13 @@ def run(args: argparse.Namespace) -> BenchResult:
         details = {"core": core}
         metrics = {"core_eval_median_us": core["evaluate_plain_median_us"]}
         baselines: dict = {}
+        if getattr(args, "profile", False):  # its own process (and no import cycle: it uses this module's path)
+            info("bench guard: --profile, the node's tool-sample callback step by step")
+            prof = subprocess.run([sys.executable, "-m", "spine_nav.bench.guard_profile", str(1000 if quick else 5000)],
+                                  capture_output=True, text=True, timeout=600)
+            if prof.returncode != 0:
+                raise RuntimeError(f"bench guard --profile failed: {prof.stderr[-2000:]}")
+            details["profile"] = json.loads(prof.stdout)
         if not getattr(args, "skip_node", False):
             pairs = interleave(getattr(args, "rounds", 1), lambda i: node_run("floor", duration, args.rate_hz),
                                lambda i: node_run("events", duration, args.rate_hz), info)

@@ -37,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "starve the recorder into losing best-effort samples")
     r.add_argument("--ready-file", help="touch this file once subscribed (for scripts)")
     r.add_argument("--wait-for-publishers", nargs="*", default=[], metavar="TOPIC",
-                   help="before --ready-file: wait (up to 20 s) until these topics have a publisher")
+                   help="before --ready-file: wait (up to 20 s) until the recorder's own subscription to each of "
+                        "these topics has matched a publisher (what it receives from then on is recorded)")
     r.set_defaults(func=run_record)
     pl = bs.add_parser("play", help="publish a bag back into ROS")
     pl.add_argument("bag")
@@ -107,8 +108,12 @@ def run_record(args: argparse.Namespace) -> int:
     th.start()
     info(f"bag record: {len(topics)} topics -> {args.out}")
     deadline = time.monotonic() + 20.0
+    # matched by the recorder's own subscription, not merely seen in the graph: a volatile reader receives
+    # only what is published after IT matched the writer (graph discovery can come earlier)
     for t in args.wait_for_publishers:
-        while node.count_publishers(node.resolve_topic_name(t)) == 0 and time.monotonic() < deadline:
+        name = node.resolve_topic_name(t)
+        subs = [s for s in node.subscriptions if s.topic_name == name]
+        while not any(s.get_publisher_count() > 0 for s in subs) and time.monotonic() < deadline:
             time.sleep(0.05)
     if args.ready_file:
         open(args.ready_file, "w").close()

@@ -5,7 +5,7 @@
     spine-nav train --case DIR --trainee NAME [--db FILE] [--port 8080]          # the page (trainee mode)
     spine-nav train --case DIR --trainee NAME --mode robot [--port 8080]         # the page, the arm aligns the guide
     spine-nav train report --db FILE [--trainee NAME] [--json] [--html OUT]
-    spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console]
+    spine-nav train replay --db FILE --attempt ID [--port 8080] [--speed 1] [--no-console] [--wait-viewer-s 60]
 
 Every tool pose (a script line, or an input on the page) goes through the same path as a tracked tool
 in the OR: the simulated tracker (OpenIGTLink server over TCP) -> ``tracker_bridge`` ->
@@ -20,7 +20,6 @@ Exit codes: 0 done, 1 the stack failed (nothing graded), 2 bad input (case, scri
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -75,6 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     rp.add_argument("--speed", type=float, default=1.0)
     rp.add_argument("--no-console", action="store_true", help="only the stack (tests)")
     rp.add_argument("--hold", type=float, default=0.0, help="keep the console up S seconds after the end")
+    rp.add_argument("--wait-viewer-s", type=float, default=60.0,
+                    help="start once a page is open on the console and it hears the guard, waiting at most S s "
+                         "(default 60; 0: start at once)")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(func=run_replay)
 
@@ -593,6 +595,8 @@ def run_replay(args: argparse.Namespace) -> int:
         c.move_tool(tool_pose(samples[0].tip_mm, samples[0].axis))
         if not stack.wait_ready():
             return fail("the guard never judged the simulated tool (no plan / no tracking within 30 s)", code=1)
+        if console is not None and args.wait_viewer_s > 0:
+            _wait_for_viewer(console.url, args.wait_viewer_s)
         current = None
         t0 = time.monotonic()
         for s in samples:
@@ -628,39 +632,30 @@ def run_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console_process(case_dir: Path, port: int, namespace: str):
-    """``spine-nav console`` as a child process bridging the stack's namespace (its output to a log file)."""
-    import subprocess
-    import urllib.request
+def _wait_for_viewer(url: str, timeout_s: float) -> bool:
+    """Wait (``timeout_s`` bound) until a page is connected to the console at ``url`` and the console hears
+    the stack's guard, so that the viewer sees the replay from its first sample; says so either way."""
+    from spine_nav.console.browser import console_status
 
-    from spine_nav.tracking.transport import free_tcp_port
-
-    port = port or free_tcp_port()
-    log = open(Path(tempfile.gettempdir()) / f"spine_nav_train_console_{port}.log", "w")
-
-    class _Console:
-        url = f"http://127.0.0.1:{port}/"
-        proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(port),
-                                 "--case", str(case_dir), "--ros-args", "-r", f"__ns:={namespace}"],
-                                stdout=log, stderr=subprocess.STDOUT)
-
-        def close(self) -> None:
-            from spine_nav.children import stop_child
-
-            stop_child(self.proc)
-            log.close()
-
-    c = _Console()
-    deadline = time.monotonic() + 30.0
+    info(f"spine-nav train replay: open {url} - the replay starts when a page is connected "
+         f"(at most {timeout_s:g} s from now)")
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if c.proc.poll() is not None:
-            c.close()
-            raise RuntimeError(f"console exited with {c.proc.returncode} (log {log.name})")
-        try:
-            with urllib.request.urlopen(c.url + "api/case", timeout=1.0) as r:
-                if r.status == 200:
-                    return c
-        except OSError:
-            time.sleep(0.1)
-    c.close()
-    raise TimeoutError(f"console on port {port} did not answer within 30 s")
+        st = console_status(url) or {}
+        if st.get("pages", 0) > 0 and (st.get("ages_s") or {}).get("guard") is not None:
+            info("spine-nav train replay: a page is connected, replaying")
+            return True
+        time.sleep(0.1)
+    info(f"spine-nav train replay: no page connected within {timeout_s:g} s, replaying anyway")
+    return False
+
+
+def _console_process(case_dir: Path, port: int, namespace: str):
+    """``spine-nav console`` as a child process bridging the stack's namespace (its output to a log file),
+    ended by SIGINT like Ctrl-C."""
+    import signal
+
+    from spine_nav.console.browser import ConsoleProcess
+
+    return ConsoleProcess(case_dir, port or None, extra_args=("--ros-args", "-r", f"__ns:={namespace}"),
+                          first_signal=signal.SIGINT)

@@ -7,14 +7,17 @@ browser or a driver (Selenium Manager is kept offline). Chromium runs as root he
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 from spine_nav.tracking.transport import free_tcp_port
 
@@ -84,20 +87,26 @@ class HeadlessChromium:
 
 
 class ConsoleProcess:
-    """``spine-nav console --port PORT --case CASE_DIR`` as a child process; use as a context manager.
+    """``spine-nav console --port PORT --case CASE_DIR [EXTRA_ARGS]`` as a child process; use as a context manager.
 
-    Ready when its ``/api/case`` answers (``TimeoutError`` naming the port and the server's last error
-    output otherwise); closed by SIGTERM, then SIGKILL after ``stop_timeout_s``. ``port=None`` picks a
-    free port on 127.0.0.1.
+    Ready when its ``/api/case`` answers (``TimeoutError`` naming the port, or ``RuntimeError`` with the
+    tail of the server's log if it exits first); closed by ``first_signal`` (SIGTERM), then SIGKILL after
+    ``stop_timeout_s``. ``port=None`` picks a free port on 127.0.0.1. The server's stdout and stderr go to
+    ``log_path`` (a temporary file by default): a pipe that nobody reads would block a chatty server.
     """
 
     def __init__(self, case_dir: str | Path, port: int | None = None, env: dict | None = None,
-                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0) -> None:
-        self.port = int(port) if port is not None else free_tcp_port()
+                 ready_timeout_s: float = 30.0, stop_timeout_s: float = 10.0, extra_args: Sequence[str] = (),
+                 log_path: str | Path | None = None, first_signal: int = signal.SIGTERM) -> None:
+        self.port = int(port) if port else free_tcp_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         self.stop_timeout_s = stop_timeout_s
+        self.first_signal = first_signal
+        self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"spine_nav_console_{self.port}.log"
+        self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen([sys.executable, "-m", "spine_nav.cli.main", "console", "--port", str(self.port),
-                                      "--case", str(case_dir)], env=env, stderr=subprocess.PIPE, text=True)
+                                      "--case", str(case_dir), *extra_args], env=env,
+                                     stdout=self._log, stderr=subprocess.STDOUT)
         try:
             self._wait_ready(ready_timeout_s)
         except BaseException:
@@ -107,30 +116,46 @@ class ConsoleProcess:
     def answers(self) -> bool:
         return console_answers(self.url)
 
+    def log_tail(self, n_chars: int = 2000) -> str:
+        """The last ``n_chars`` of the server's output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-n_chars:]
+        except OSError as exc:
+            return f"(log {self.log_path} unreadable: {exc})"
+
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"console server exited with {self.proc.returncode}: {self.proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"console server exited with {self.proc.returncode} (log {self.log_path}): "
+                                   f"{self.log_tail()}")
             if self.answers():
                 return
             time.sleep(0.05)
-        raise TimeoutError(f"console server on port {self.port} did not answer within {timeout_s} s")
+        raise TimeoutError(f"console server on port {self.port} did not answer within {timeout_s} s "
+                           f"(log {self.log_path})")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5.0)
+        from spine_nav.children import stop_child
+
+        stop_child(self.proc, grace_s=self.stop_timeout_s, first=self.first_signal)
+        self._log.close()
 
     def __enter__(self) -> "ConsoleProcess":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def console_status(url: str) -> dict | None:
+    """The console server's ``api/status`` at ``url`` (``http://host:port/``): connected pages and the live
+    streams' ages; None when it does not answer (1 s bound)."""
+    try:
+        with urllib.request.urlopen(url + "api/status", timeout=1.0) as r:
+            return json.loads(r.read()) if r.status == 200 else None
+    except (OSError, ValueError):
+        return None
 
 
 def console_answers(url: str) -> bool:

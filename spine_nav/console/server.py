@@ -23,7 +23,8 @@ A heartbeat (``{"t": "beat", "ages_s": {...}}``, every ``beat_period_s``) tells 
 each live stream is, so the page can say "stale" when the stack stops even though the server runs.
 
 HTTP routes: ``/`` page, ``/app.js``, ``/view3d-worker.js`` (the 3D view's worker) and their
-``.map``, ``/style.css``, ``/api/case``,
+``.map``, ``/style.css``, ``/api/case``, ``/api/status`` (``{"pages": connected pages, "ages_s": the
+live streams' ages}``, for a caller that waits for a viewer, as ``spine-nav train replay`` does),
 ``/api/slice?vol=NAME&axis=axial|coronal|sagittal&x=&y=&z=`` (mm), ``/api/surface?vol=NAME&iso=HU``.
 Anything else is 404; files outside the case directory are refused (403).
 
@@ -340,6 +341,8 @@ class ConsoleServer:
                 return _response(200, path.read_bytes(), ctype)
             if parts.path == "/api/case":
                 return _json(self.case.info())
+            if parts.path == "/api/status":
+                return _json({"pages": len(self._clients), "ages_s": self.stream_ages_s()})
             if parts.path == "/api/slice":
                 vol = q.get("vol", [""])[0]
                 axis = q.get("axis", [""])[0]

@@ -15,7 +15,7 @@ from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
 from spine_nav.geometry.transforms import MM_PER_M
-from spine_nav.nodes.cdr import PoseStampedPacker, unpack_pose_stamped
+from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
 
 NS_PER_S = 1_000_000_000
@@ -23,8 +23,14 @@ NS_PER_S = 1_000_000_000
 
 def seconds_to_stamp(t_s: float) -> Time:
     """Seconds (float, any epoch) to builtin_interfaces/Time."""
+    sec, nanosec = seconds_to_sec_nanosec(t_s)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def seconds_to_sec_nanosec(t_s: float) -> tuple[int, int]:
+    """Seconds (float) -> (sec, nanosec) as :func:`seconds_to_stamp` rounds them, without a Time object."""
     ns = int(round(t_s * NS_PER_S))
-    return Time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
+    return ns // NS_PER_S, ns % NS_PER_S
 
 
 def stamp_to_seconds(stamp: Time) -> float:
@@ -85,8 +91,17 @@ def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, flo
     """Serialized PoseStamped (a ``raw=True`` subscription) -> (header.stamp, frame_id, quaternion ``xyzw``,
     translation mm), plain floats, NOT validated (as :func:`pose_to_quat_mm`). ValueError on bytes
     that are not a PoseStamped."""
+    sec, nanosec, frame_id, q, t_mm = pose_cdr_fields_mm(data)
+    return Time(sec=sec, nanosec=nanosec), frame_id, q, t_mm
+
+
+def pose_cdr_fields_mm(data: bytes) -> tuple[int, int, str, tuple[float, float, float, float],
+                                             tuple[float, float, float]]:
+    """Serialized PoseStamped -> (stamp sec, stamp nanosec, frame_id, quaternion ``xyzw``, translation mm):
+    :func:`pose_cdr_to_quat_mm` with the stamp as two ints (no builtin_interfaces/Time object built per
+    sample, for the guard's 1 kHz path). NOT validated; ValueError on bytes that are not a PoseStamped."""
     sec, nanosec, frame_id, (px, py, pz), q = unpack_pose_stamped(data)
-    return Time(sec=sec, nanosec=nanosec), frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
+    return sec, nanosec, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
 
 
 def quat_mm_to_matrix_mm(quat_xyzw, t_mm) -> np.ndarray:
@@ -134,6 +149,17 @@ def verdict_to_msg(v, frame_id: str, stamp: Time, sample_stamp: Time | None = No
     if sample_stamp is not None:
         msg.tool_sample_stamp = sample_stamp
     return msg
+
+
+def verdict_to_status_cdr(v, packer: GuardStatusPacker, stamp_ns: int, sample_stamp: tuple[int, int] | None = None,
+                          repeat: bool = False) -> bytes:
+    """:func:`verdict_to_msg` as serialized GuardStatus bytes (``publisher.publish(bytes)``), frame from
+    ``packer``, header.stamp ``stamp_ns`` (ns, system or ROS clock), ``tool_sample_stamp`` (sec, nanosec)
+    or zero when None, ``repeat`` as given. The same fields and values as :func:`verdict_to_msg` (tested)."""
+    m = v.metrics
+    return packer.pack(divmod(stamp_ns, NS_PER_S), sample_stamp or (0, 0), v.screw_id, int(v.state), v.state.name,
+                       v.reason, (m.lateral_error_mm, m.entry_offset_mm, m.angular_error_deg, m.depth_mm,
+                                  m.remaining_mm, m.predicted_tip_error_mm, v.sample_age_ms), repeat)
 
 
 def tool_health_to_msg(h, frame_id: str, stamp: Time) -> ToolHealth:

@@ -20,9 +20,10 @@ import traceback
 from dataclasses import dataclass
 from typing import Callable
 
+from builtin_interfaces.msg import Time
 from rclpy.node import Node
 
-from spine_nav.nodes.conversions import pose_cdr_to_quat_mm
+from spine_nav.nodes.conversions import pose_cdr_fields_mm
 
 
 @dataclass(frozen=True)
@@ -34,18 +35,25 @@ class InProcessInput:
     linked: Callable[[], None]
 
 
-def pose_samples(node: Node, topic: str, fn: Callable) -> Callable[[bytes], None]:
+def pose_fields(node: Node, topic: str, fn: Callable) -> Callable[[bytes], None]:
     """The DDS side of a pose input (a subscription with ``raw=True``): serialized PoseStamped ->
-    ``fn(stamp, stamp_s, frame_id, quat_xyzw, t_mm)`` (the in-process side calls ``fn(None, stamp_s, ...)``);
-    an undecodable message is logged (throttled, naming ``topic``) and skipped."""
+    ``fn(sec, nanosec, stamp_s, frame_id, quat_xyzw, t_mm)``, the stamp as ints (no message object built per
+    sample: :func:`spine_nav.nodes.conversions.pose_cdr_fields_mm`); an undecodable message is logged
+    (throttled, naming ``topic``) and skipped."""
     def on_data(data: bytes) -> None:
         try:
-            stamp, frame_id, q, t_mm = pose_cdr_to_quat_mm(data)
+            sec, nanosec, frame_id, q, t_mm = pose_cdr_fields_mm(data)
         except ValueError as exc:
             node.get_logger().error(f"{topic}: {exc}", throttle_duration_sec=1.0)
             return
-        fn(stamp, stamp.sec + stamp.nanosec * 1e-9, frame_id, q, t_mm)
+        fn(sec, nanosec, sec + nanosec * 1e-9, frame_id, q, t_mm)
     return on_data
+
+
+def pose_samples(node: Node, topic: str, fn: Callable) -> Callable[[bytes], None]:
+    """:func:`pose_fields` handing the stamp over as builtin_interfaces/Time:
+    ``fn(stamp, stamp_s, frame_id, quat_xyzw, t_mm)`` (the in-process side calls ``fn(None, stamp_s, ...)``)."""
+    return pose_fields(node, topic, lambda sec, nanosec, *rest: fn(Time(sec=sec, nanosec=nanosec), *rest))
 
 
 def drops(node: Node, attr: str) -> Callable[[], None]:

@@ -35,6 +35,11 @@ class LatencyRecord:
         stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
         self.samples.append((stamp_ns, time.time_ns() - stamp_ns))
 
+    def add_ns(self, sec: int, nanosec: int) -> None:
+        """:meth:`add` for a stamp given as (sec, nanosec) ints."""
+        stamp_ns = sec * 1_000_000_000 + nanosec
+        self.samples.append((stamp_ns, time.time_ns() - stamp_ns))
+
     def recent_p99_ms(self, n: int = 1000) -> str:
         """p99 of the last ``n`` latencies in ms as text ("" when empty), for /diagnostics."""
         recent = sorted(age for _, age in list(self.samples)[-n:])

@@ -25,7 +25,7 @@ from rclpy.node import Node
 from spine_nav.nodes.conversions import pose_to_quat_mm, quat_mm_to_matrix_mm
 from spine_nav.nodes.parameters import declare_node_parameters, pose_from
 from spine_nav.nodes.qos import SENSOR_QOS
-from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, default_T_tracker_reference, parse_occlusions
+from spine_nav.sim.tracker import TrackerModel, TrackerModelConfig, parse_occlusions
 from spine_nav.sim.tracker_server import SimTrackerServer
 from spine_nav.tracking.tools import ToolDefinition
 

@@ -36,6 +36,11 @@ Parameters (declared from :data:`spine_nav.nodes.node_params.NODE_PARAMETERS`: d
 Thread safety: one lock around the guard core (:class:`spine_nav.guard.live.LiveGuard`), so samples may
 arrive on the bridge's thread while the executor runs health, plan, services and timers.
 
+Per-sample path (`spine-nav bench guard --profile`, docs/performance.md): the tool sample's bytes are decoded
+to ints and floats (:func:`spine_nav.nodes.in_process.pose_fields`), the node clock is read as ns (the system
+clock unless ``use_sim_time`` made ROS time active), and every status goes out as CDR bytes packed from the
+verdict (:class:`spine_nav.nodes.cdr.GuardStatusPacker`): no message object is built per sample.
+
 All the judging is in :class:`spine_nav.guard.TrajectoryGuard` and its rules for the node's inputs in
 :class:`spine_nav.guard.live.LiveGuard`; this node converts and publishes.
 """
@@ -53,9 +58,10 @@ from visualization_msgs.msg import MarkerArray
 
 from spine_nav.guard import GuardConfig, GuardConfigError, GuardVerdict
 from spine_nav.guard.live import LiveGuard
-from spine_nav.nodes.conversions import msg_to_plan, seconds_to_stamp, verdict_to_msg
+from spine_nav.nodes.cdr import GuardStatusPacker
+from spine_nav.nodes.conversions import msg_to_plan, seconds_to_sec_nanosec, verdict_to_status_cdr
 from spine_nav.nodes.diagnostics import diagnostics_publisher, guard_status, publish_diagnostics
-from spine_nav.nodes.in_process import InProcessInput, drops, pose_samples
+from spine_nav.nodes.in_process import InProcessInput, drops, pose_fields
 from spine_nav.nodes.latency_record import LatencyRecord
 from spine_nav.nodes.markers import GuardMarkers
 from spine_nav.nodes.param_spec import param_specs
@@ -82,7 +88,7 @@ class TrajectoryGuardNode(Node):
             self.get_logger().error(self.config_error)
         self.live = LiveGuard(config, FRAME, p["health_tools"], p["active_screw_id"])
         self.guard, self._lock = self.live.guard, self.live.lock  # the core and its lock (tests, bench)
-        self.last_stamp = None  # builtin_interfaces/Time of the last tool sample (echoed exactly)
+        self.last_stamp = None  # (sec, nanosec) of the last tool sample's stamp (echoed exactly)
         #: per tool sample (latency.samples): (sample stamp ns, age ns), age = status publish() returned
         #: (system clock) - the sample's header.stamp. The sample->status latency when the tracker stamps
         #: with this machine's clock (simulator, PLUS on the same host); what `spine-nav bench guard` reports
@@ -92,11 +98,14 @@ class TrajectoryGuardNode(Node):
         self.latency = LatencyRecord("trajectory_guard", "tool sample stamp -> guard status publish() returned",
                                      path=p["latency_record_path"])  # flushed on stop (`up`) and on destroy
         self.status_pub = self.create_publisher(GuardStatus, p["status_topic"], STATUS_QOS)
+        self.status_packer = GuardStatusPacker(FRAME)  # statuses published as CDR bytes
+        self._ros_time = self.get_clock().ros_time_is_active  # refreshed when use_sim_time changes
+        self.add_post_set_parameters_callback(self._on_parameters_set)
         self.marker_pub = self.create_publisher(MarkerArray, p["markers_topic"], DISPLAY_QOS)
         self.markers = GuardMarkers(FRAME)
         self.diag_pub = diagnostics_publisher(self)
         # serialized bytes (spine_nav.nodes.cdr): no Python message built per 1 kHz sample
-        self.on_tool = pose_samples(self, p["tool_topic"], self.on_tool_sample)  # a tool sample over DDS
+        self.on_tool = pose_fields(self, p["tool_topic"], self._judge)  # a tool sample over DDS
         self.tool_sub = self.create_subscription(PoseStamped, p["tool_topic"], self.on_tool, TOOL_SUB_QOS, raw=True)
         self.tool_topic = self.tool_sub.topic_name
         self.health_sub = self.create_subscription(ToolHealth, p["health_topic"], self.on_health, SENSOR_QOS)
@@ -107,7 +116,7 @@ class TrajectoryGuardNode(Node):
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.create_timer(p["watchdog_period_ms"] / 1000.0, self.on_watchdog)
         self._heartbeat_s = p["heartbeat_period_ms"] / 1000.0
-        self._last_status: tuple[GuardStatus, float] | None = None  # (message, monotonic time published)
+        self._last_status: tuple | None = None  # (verdict, sample (sec, nanosec), monotonic time published)
         # checked at half the period: a repeat goes out once half a period passed without a status, so
         # no gap exceeds one period (plus scheduling delay)
         self.create_timer(self._heartbeat_s / 2.0, self.on_heartbeat)
@@ -118,8 +127,12 @@ class TrajectoryGuardNode(Node):
     def samples(self) -> int:
         return self.live.samples
 
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+    def now_ns(self) -> int:
+        """The node clock, ns: ``time.time_ns()`` (what the ROS clock reads then) unless ROS time is active."""
+        return self.get_clock().now().nanoseconds if self._ros_time else time.time_ns()
+
+    def _on_parameters_set(self, params) -> None:
+        self._ros_time = self.get_clock().ros_time_is_active  # use_sim_time may have changed
 
     # ---- inputs -----------------------------------------------------------------------------
     def in_process_inputs(self) -> dict:
@@ -138,19 +151,22 @@ class TrajectoryGuardNode(Node):
         tracker bridge's socket thread when composed in one process: the sample is then judged and its
         status published without the DDS hop and the executor's wake-up, ~0.3 ms median / ~1 ms p99 in
         the demo)."""
+        sec, nanosec = seconds_to_sec_nanosec(stamp_s) if stamp is None else (stamp.sec, stamp.nanosec)
+        self._judge(sec, nanosec, stamp_s, frame_id, quat_xyzw, t_mm)
+
+    def _judge(self, sec: int, nanosec: int, stamp_s: float, frame_id: str, quat_xyzw, t_mm) -> None:
         with self._lock:
-            now = self.get_clock().now()
-            stamp = seconds_to_stamp(stamp_s) if stamp is None else stamp
-            self.last_stamp = stamp
-            v = self.live.sample(frame_id, quat_xyzw, t_mm, stamp_s, now.nanoseconds * 1e-9)
-            self.publish_status(v, stamp, now.to_msg())
-            self.latency.add(stamp)
+            now_ns = self.now_ns()
+            self.last_stamp = (sec, nanosec)
+            v = self.live.sample(frame_id, quat_xyzw, t_mm, stamp_s, now_ns * 1e-9)
+            self.publish_status(v, self.last_stamp, now_ns)
+            self.latency.add_ns(sec, nanosec)
 
     def on_health(self, msg: ToolHealth) -> None:
         lost = msg.state == ToolHealth.STATE_TRACKING_LOST or not msg.visible
         reason = (msg.reason or ("tool not visible" if not msg.visible else "tracking lost")) if lost else ""
         with self._lock:
-            v = self.live.health(msg.tool, lost, reason, self._now_s())
+            v = self.live.health(msg.tool, lost, reason, self.now_ns() * 1e-9)
             if v is not None:
                 self.publish_status(v, self.last_stamp)
 
@@ -169,19 +185,19 @@ class TrajectoryGuardNode(Node):
 
     def on_watchdog(self) -> None:
         with self._lock:
-            v = self.live.watchdog(self._now_s())
+            v = self.live.watchdog(self.now_ns() * 1e-9)
             if v is not None:
                 self.publish_status(v, self.last_stamp)
 
     def on_heartbeat(self) -> None:
         """Liveness: repeat the last status with a fresh stamp when none went out for half a period."""
         with self._lock:
-            if self._last_status is not None and time.monotonic() - self._last_status[1] >= self._heartbeat_s / 2.0:
-                msg = self._last_status[0]
-                msg.header.stamp = self.get_clock().now().to_msg()
-                msg.repeat = True  # consumers counting verdicts skip it; the arm guide counts it as a sign of life
-                self.status_pub.publish(msg)
-                self._last_status = (msg, time.monotonic())
+            last = self._last_status
+            if last is not None and time.monotonic() - last[2] >= self._heartbeat_s / 2.0:
+                # repeat: consumers counting verdicts skip it; the arm guide counts it as a sign of life
+                self.status_pub.publish(verdict_to_status_cdr(last[0], self.status_packer, self.now_ns(), last[1],
+                                                              repeat=True))
+                self._last_status = (last[0], last[1], time.monotonic())
 
     # ---- services / parameters --------------------------------------------------------------
     @answers()
@@ -203,10 +219,11 @@ class TrajectoryGuardNode(Node):
         return SetParametersResult(successful=True)
 
     # ---- outputs ----------------------------------------------------------------------------
-    def publish_status(self, v: GuardVerdict, sample_stamp, stamp=None) -> None:
-        msg = verdict_to_msg(v, FRAME, stamp if stamp is not None else self.get_clock().now().to_msg(), sample_stamp)
-        self.status_pub.publish(msg)
-        self._last_status = (msg, time.monotonic())
+    def publish_status(self, v: GuardVerdict, sample_stamp: tuple[int, int] | None, now_ns: int | None = None) -> None:
+        """``v`` as GuardStatus bytes: header.stamp ``now_ns`` (default now), tool_sample_stamp (sec, nanosec)."""
+        self.status_pub.publish(verdict_to_status_cdr(v, self.status_packer, self.now_ns() if now_ns is None else now_ns,
+                                                      sample_stamp))
+        self._last_status = (v, sample_stamp, time.monotonic())
 
     def publish_markers(self) -> None:
         """Planned corridors and the tool axis (:class:`spine_nav.nodes.markers.GuardMarkers`), from a
