@@ -43,7 +43,7 @@ from spine_nav_interfaces.msg import ArmState, GuardStatus, ScrewPlan, ToolHealt
 from spine_nav_interfaces.srv import ArmCommand
 from std_msgs.msg import String
 
-from spine_nav.arm.controller import ArmGuide, ArmGuideConfig
+from spine_nav.arm.controller import ArmGuideConfig
 from spine_nav.arm.host import GuideHost
 from spine_nav.arm.kinematics import ArmKinematics
 from spine_nav.arm.safety import StopCause
