@@ -25,7 +25,7 @@ from spine_nav.arm.model import load_arm_model
 from spine_nav.arm.safety import StopCause
 from spine_nav.geometry import make_transform
 from spine_nav.guard import GuardState, TrajectoryGuard
-from spine_nav.guard.core import NO_PLAN_YET, lacks_plan
+from spine_nav.guard.core import NO_PLAN_YET, has_no_plan, lacks_plan
 from spine_nav.plan import Plan, Screw
 from spine_nav.sim.arm import default_scene
 from tests.helpers import arm_command, arm_command_once_heard, drain, perfect_arm_cycles, wait_until
@@ -68,6 +68,11 @@ def test_lacks_plan_tells_a_guard_without_a_plan_from_one_that_has_it():
     v = g.evaluate(on_line, 1.1, 1.1)
     assert v.state not in (GuardState.NO_PLAN, GuardState.TRACKING_LOST) and not _lacks(v), v
     assert not lacks_plan("VIOLATION", NO_PLAN_YET) and not lacks_plan("TRACKING_LOST", "")
+    # has_no_plan: no plan at all (none yet, rejected); not for a guard that has one (not navigable, no screw)
+    assert has_no_plan("NO_PLAN", NO_PLAN_YET) and has_no_plan("NO_PLAN", "plan rejected: plan in frame 'Tracker'")
+    assert not has_no_plan("NO_PLAN", "L4_left not navigable: L4: registration failed")
+    assert not has_no_plan("NO_PLAN", "no active screw: no planned trajectory within the capture radius")
+    assert not has_no_plan("VIOLATION", NO_PLAN_YET) and not has_no_plan("APPROACH", "")
 
 
 @pytest.fixture(scope="module")

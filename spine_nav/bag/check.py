@@ -27,7 +27,7 @@ import yaml
 
 from spine_nav.bag.reader import BagError, read_bag
 from spine_nav.guard import GuardConfig, TrajectoryGuard
-from spine_nav.guard.core import NO_PLAN_YET
+from spine_nav.guard.core import has_no_plan
 from spine_nav.resources import share_path
 
 METRIC_FIELDS = ("lateral_error_mm", "entry_offset_mm", "angular_error_deg", "depth_mm", "remaining_mm",
@@ -89,13 +89,6 @@ def _same(a: float, b: float, tol: float) -> tuple[bool, float]:
     return d <= tol, d
 
 
-def _had_plan(status) -> bool:
-    """Whether a recorded ``GuardStatus`` shows a guard holding a plan: anything but NO_PLAN for want of one
-    (``NO_PLAN_YET`` or a rejected plan, see :meth:`TrajectoryGuard.clear_plan`)."""
-    return not (status.state_name == "NO_PLAN"
-                and (status.reason == NO_PLAN_YET or status.reason.startswith("plan rejected")))
-
-
 def check_bag(path: str | Path, params_file: str | Path | None = None, overrides: dict | None = None,
               tol_mm: float = 1e-6, max_reported: int = 10) -> CheckResult:
     """Re-run the guard over the bag at ``path``; raises :class:`BagError` if it lacks the topics."""
@@ -129,7 +122,7 @@ def check_bag(path: str | Path, params_file: str | Path | None = None, overrides
         now_ns = _ns(st.header.stamp)
         now_s = now_ns * 1e-9
         while ip < len(plans) and (plans[ip].log_time_ns <= sm.log_time_ns
-                                   or (guard.plan is None and _had_plan(st))):
+                                   or (guard.plan is None and not has_no_plan(st.state_name, st.reason))):
             pm = plans[ip].decode()
             if pm.header.frame_id == "Reference":
                 plan, not_nav = msg_to_plan(pm)

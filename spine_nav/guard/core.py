@@ -25,11 +25,21 @@ from spine_nav.plan import Plan
 TIME_EPS_S = 1e-9
 #: NO_PLAN reason, and the refusal of a selection, before any plan arrived (a client may ask again)
 NO_PLAN_YET = "no plan received"
+#: the start of the NO_PLAN reason of a guard whose received plan failed validation
+PLAN_REJECTED = "plan rejected"
 #: NO_PLAN reason's start when the guard has a plan but no screw is active (automatic selection, the tool
 #: within the capture radius of none): the guard will judge a screw as soon as the tool comes near it
 NO_ACTIVE_SCREW = "no active screw"
 #: between a debounced state's name and the pending state's (``"NO_PLAN held: ALIGNED pending debounce (...)"``)
 DEBOUNCE_HELD = " held: "
+
+
+def has_no_plan(state_name: str, reason: str) -> bool:
+    """Whether a guard status (state name and reason) says the guard holds no plan at all: NO_PLAN for
+    ``NO_PLAN_YET`` or a rejected plan (``PLAN_REJECTED``, :meth:`TrajectoryGuard.clear_plan` via
+    :class:`spine_nav.guard.live.LiveGuard`). Narrower than :func:`lacks_plan` (a screw not navigable is
+    lacking, but its guard has a plan); ``spine-nav bag check`` uses it to tell when the guard had its plan."""
+    return state_name == GuardState.NO_PLAN.name and (reason == NO_PLAN_YET or reason.startswith(PLAN_REJECTED))
 
 
 def lacks_plan(state_name: str, reason: str) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from spine_nav.guard.config import GuardConfig
-from spine_nav.guard.core import GuardVerdict, TrajectoryGuard
+from spine_nav.guard.core import PLAN_REJECTED, GuardVerdict, TrajectoryGuard
 from spine_nav.guard.state import GuardState
 from spine_nav.plan import Plan, PlanError
 
@@ -87,7 +87,7 @@ class LiveGuard:
 
     def reject_plan(self, reason: str) -> None:
         with self.lock:
-            self.guard.clear_plan(f"plan rejected: {reason}")
+            self.guard.clear_plan(f"{PLAN_REJECTED}: {reason}")
 
     def select(self, screw_id: str) -> str:
         """Select ``screw_id`` ("" = automatic); KeyError naming it when unknown. Returns what happened."""
