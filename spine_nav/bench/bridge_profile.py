@@ -106,6 +106,21 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
         dev = b"StylusToTracker".ljust(20, b"\0")
         floor_data = packer.pack(time.time(), (0.0, 0.0, -1.4), (0.0, 0.0, 0.0, 1.0))
         unpack_q = struct.Struct(">Q").unpack_from
+
+        def publish_held(core_, held_) -> tuple[int, int, int]:
+            """The node's steps after a chunk is taken: the tool tip to CDR, publish it, flush the deferred
+            reference pose and publish it; the clock after the CDR, after the publish and at the end."""
+            tip = held_.pop()
+            data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
+            c_cdr = clock()
+            pub.publish(data)
+            c_pub = clock()
+            core_.flush()
+            for out in held_:  # the deferred reference pose, as the node publishes it at the chunk's end
+                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+            held_.clear()
+            return c_cdr, c_pub, clock()
+
         for i, chunk in enumerate(frames):
             t0 = clock()
             ref_msg, tool_msg = decoder.feed(chunk)
@@ -114,30 +129,13 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
             t2 = clock()
             core.handle(tool_msg, t0)
             t3 = clock()
-            tip = held.pop()
-            data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
-            t4 = clock()
-            pub.publish(data)
-            t5 = clock()
-            core.flush()
-            for out in held:  # the deferred reference pose, as the node publishes it at the chunk's end
-                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
-            held.clear()
-            t6 = clock()
+            t4, t5, t6 = publish_held(core, held)
             # the fast path on the same chunk
             g0 = clock()
             if fast_core.take_chunk(chunk, g0) != 2:
                 raise RuntimeError("bridge profile: the fast path declined a well-formed frame")
             g1 = clock()
-            tip = fast_held.pop()
-            data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
-            g2 = clock()
-            pub.publish(data)
-            g3 = clock()
-            fast_core.flush()
-            for out in fast_held:
-                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
-            fast_held.clear()
+            g2, g3, _ = publish_held(fast_core, fast_held)
             # the floor on the same chunk
             f0 = clock()
             off = 0
