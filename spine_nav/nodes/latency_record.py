@@ -32,11 +32,11 @@ class LatencyRecord:
         self.samples: deque[tuple[int, int]] = deque(maxlen=maxlen)  # (sample stamp ns, latency ns)
 
     def add(self, stamp) -> None:
-        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
-        self.samples.append((stamp_ns, time.time_ns() - stamp_ns))
+        """:meth:`add_ns` for a builtin_interfaces/Time ``stamp``."""
+        self.add_ns(stamp.sec, stamp.nanosec)
 
     def add_ns(self, sec: int, nanosec: int) -> None:
-        """:meth:`add` for a stamp given as (sec, nanosec) ints."""
+        """One sample: its stamp (sec, nanosec) and its latency now (system clock - stamp), ns."""
         stamp_ns = sec * 1_000_000_000 + nanosec
         self.samples.append((stamp_ns, time.time_ns() - stamp_ns))
 
