@@ -3,7 +3,8 @@
 Bad input first: every chunk the fast path must decline (returns 0) leaves the core untouched, and the
 general path then counts, logs and rejects it as before. Then mixed streams: the same bytes fed through
 take_chunk-with-fallback (what the transport does) and through the decoder alone give the same outputs,
-counters, latch, withheld tool tips, jump-detector state and health.
+counters, latch, withheld tool tips, jump-detector state and health. Every test runs twice: with the compiled
+per-frame arithmetic (spine_nav/tracking/_frames.c) and with its pure-Python twins.
 """
 from __future__ import annotations
 
@@ -15,11 +16,24 @@ import pytest
 
 from spine_nav.geometry import compose, invert, make_transform, random_transform
 from spine_nav.geometry.transforms import ORTHONORMAL_TOL
+from spine_nav.tracking import bridge as bridge_module
 from spine_nav.tracking import codec
+from spine_nav.tracking import tools as tools_module
 from spine_nav.tracking.bridge import BridgeCore
 from spine_nav.tracking.codec import DecodeError, StreamDecoder
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import PoseComposer, ToolDefinition
+
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def per_frame_arithmetic(request, monkeypatch):
+    """The C twins (when built; tests/test_native_frames.py checks they are) or the pure-Python definitions."""
+    if request.param == "python":
+        monkeypatch.setattr(bridge_module, "_frames", None)
+        monkeypatch.setattr(tools_module, "compose_tip_rows", tools_module.compose_rows_inv_a_b_c)
+    return request.param
+
 
 RNG = np.random.default_rng(17)
 T_TR = random_transform(RNG, max_translation_mm=1500)  # T_tracker_reference
