@@ -119,8 +119,7 @@ class TrackerBridgeNode(ManagedNode):
         self.link, self._reserved = open_link(p, self.core, self._on_chunk_end, self._reserved), None
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{getattr(self.link, 'port', p['port'])} tool "
                                f"{self.tool.name} ({self.tool.device}, tip {self.tool.tip_offset_mm} mm), max skew "
-                               f"{p['max_skew_ms']} ms, per-frame arithmetic in "
-                               f"{'C' if native.frames is not None else 'Python: ' + native.WHY_PYTHON}")
+                               f"{p['max_skew_ms']} ms, per-frame arithmetic in {native.describe()}")
 
     def deactivate(self) -> None:
         if self.link is not None:

@@ -23,3 +23,8 @@ def load(module: str, package: str) -> tuple[ModuleType | None, str]:
 
 
 frames, WHY_PYTHON = load("_frames", "spine_nav.tracking")
+
+
+def describe() -> str:
+    """Which per-frame arithmetic runs, for logs: "C" or "Python (why)"."""
+    return "C" if frames is not None else f"Python ({WHY_PYTHON})"
