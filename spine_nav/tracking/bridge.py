@@ -55,7 +55,9 @@ class BridgeCore:
     frame is published before the frame's ``reference`` / ``arm_marker`` poses that arrived ahead of it;
     the deferred poses wait at most for the rest of their chunk. Measured in `spine-nav bench bridge`
     (tool tip p50 0.15 ms deferred vs 0.19 ms in arrival order; the reference then follows ~50 us
-    later, well inside the arm command's budget in the demo report)."""
+    later, well inside the arm command's budget in the demo report). ``on_output`` may be called with the core's
+    lock held (the steady-frame path publishes the tool tip before its bookkeeping): it must not call back into
+    the core (the node's publishes do not)."""
 
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
                  on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
@@ -217,12 +219,45 @@ class BridgeCore:
             taken = self._decode_chunk_py(data)
         if not taken:
             return 0
+        if len(taken) == 2 and self._take_steady_frame(taken, receive_ns):
+            return 2
         for (device, name), t_s, rows in taken:
             with self._lock:
                 self.messages["TRANSFORM"] += 1
                 outputs, latched_now = self._take_valid_locked(device, name, rows, t_s)
             self._emit(outputs, latched_now, receive_ns)
         return len(taken)
+
+    def _take_steady_frame(self, taken: list, receive_ns: int) -> bool:
+        """The 1 kHz steady state: a reference and then a composed tool's sample of the same tracker time, nothing
+        pending, the reference step within the jump limits, no latch. Publishes the tool tip first and then does
+        the general path's bookkeeping of both samples (watchdog, jump detector, composer, counters; all under the
+        lock, so nobody sees the state in between), and defers the reference output as :meth:`_emit` would: the
+        same outputs, state and counters as :meth:`_take_valid_locked` + :meth:`_emit` per message
+        (tests/test_bridge_fast_chunk.py), with ~2 us of Python instead of ~6 us before the tool tip leaves
+        (docs/performance.md, "The bridge in C"). False, with nothing changed, when the frame is anything else."""
+        ((ref_device, ref_name), t_ref, ref_rows), ((tool_device, tool_name), t_tool, tool_rows) = taken
+        composer, jump_detector, on_output = self.composer, self.jump_detector, self.on_output
+        if (ref_device != composer.reference_device or t_ref != t_tool or jump_detector is None or on_output is None
+                or "reference" not in self.defer_kinds or "tool_tip" in self.defer_kinds):
+            return False
+        with self._lock:
+            tool = composer.steady_tool(tool_device)
+            step = None if tool is None else jump_detector.steady_step(ref_rows, t_ref)
+            if step is None:
+                return False
+            on_output(composer.tip(tool, t_tool, tool_rows, ref_rows), receive_ns)
+            # the bookkeeping _take_valid_locked does for the two samples, in its order
+            self.messages["TRANSFORM"] += 2
+            self.watchdog.sample(ref_name, self.clock(), t_ref, True)
+            jump_detector.accept_steady(ref_rows, t_ref, step)
+            reference = composer.keep_reference(t_ref, ref_rows)
+            self.watchdog.sample(tool_name, self.clock(), t_tool, True)
+        held = getattr(self._deferred, "items", None)
+        if held is None:
+            held = self._deferred.items = []
+        held.append((reference, receive_ns))
+        return True
 
     def _decode_chunk_py(self, data: bytes) -> list | None:
         """:meth:`take_chunk`'s decode in Python (the definition of ``_frames.decode_transforms``, used when the

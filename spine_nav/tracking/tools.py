@@ -188,6 +188,27 @@ class PoseComposer:
         self.stale_count += 1
         return ComposedPose("stale", tool.name, tool.device, t_s, None, detail=why)
 
+    def steady_tool(self, device: str) -> ToolDefinition | None:
+        """The tool whose tip is composed from ``device``'s samples, when :meth:`add` of a reference followed by
+        this tool's sample at the same tracker time gives exactly :meth:`keep_reference` and :meth:`tip` with that
+        reference (no tool sample of any tool waits for a reference, a skew limit >= 0); None otherwise. The
+        bridge's steady-frame path asks first (tests/test_bridge_fast_chunk.py: the same outputs and state)."""
+        tool = self._by_device.get(device)
+        if (tool is None or device in (self.reference_device, self.arm_marker_device) or device in self._by_tip
+                or self.max_skew_ms < 0 or any(self._pending.values())):
+            return None  # add() would take another branch for this device, or handle pending samples
+        return tool
+
+    def keep_reference(self, timestamp_s: float, rows: list) -> ComposedPose:
+        """Keep a validated reference sample for later compositions; returns its ``reference`` output."""
+        self._refs.append((timestamp_s, rows))
+        return ComposedPose("reference", "reference", self.reference_device, timestamp_s, rows)
+
+    def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list) -> ComposedPose:
+        """The ``tool_tip`` output of a tool sample composed with a reference sample of the same tracker time."""
+        return ComposedPose("tool_tip", tool.name, tool.device, timestamp_s,
+                            compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name]), skew_ms=0.0)
+
     def add(self, device: str, matrix: np.ndarray, timestamp_s: float,
             rows: list | None = None) -> list[ComposedPose]:
         """Feed one validated pose sample (mm, tracker time); returns what can be published now.
@@ -199,8 +220,7 @@ class PoseComposer:
         if rows is None:
             rows = np.asarray(matrix, dtype=float)[:3].tolist()
         if device == self.reference_device:
-            self._refs.append((timestamp_s, rows))
-            out.append(ComposedPose("reference", "reference", device, timestamp_s, rows))
+            out.append(self.keep_reference(timestamp_s, rows))
             for tool in self.tools:
                 pend = self._pending[tool.name]
                 if not pend:
