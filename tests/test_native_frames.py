@@ -3,6 +3,7 @@ pure-Python twins, which define the results: the same bits on the same input, ba
 
 - ``_frames.decode_transforms``  == ``BridgeCore._decode_chunk_py`` (decline = None on anything unusual)
 - ``_frames.compose_inv_a_b_c``  == ``tools.compose_rows_inv_a_b_c``
+- ``_frames.reference_step``     == ``ReferenceJumpDetector._step_py`` (with ``limit_mm``)
 - ``_pose_cdr.pose_cdr``         == ``conversions.validated_rows_mm_to_pose_cdr_py`` (a stamp the packer refuses:
   the C function declines and the Python twin raises, as before)
 
@@ -226,3 +227,48 @@ def test_pose_cdr_rejects_bad_rows_with_a_message():
     for bad in (None, [[1.0] * 4] * 2, [[1.0, 2.0]] * 3, [["a"] * 4] * 3):
         with pytest.raises((TypeError, ValueError)):
             pose_cdr_c.pose_cdr(bad, 0.0, b"Reference")
+
+
+def _rotvec_rows(rotvec_deg, t_mm):
+    from scipy.spatial.transform import Rotation
+    R = Rotation.from_rotvec(np.radians(rotvec_deg)).as_matrix()
+    return make_transform(R, t_mm)[:3].tolist()
+
+
+@needs_c
+def test_reference_step_gives_the_same_bits_and_verdict():
+    from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
+
+    configs = [ReferenceJumpConfig(), ReferenceJumpConfig(min_jump_mm=0.3, max_rotation_deg=0.2, noise_mm=0.0),
+               ReferenceJumpConfig(max_speed_mm_s=0.0, max_drift_mm=0.0), ReferenceJumpConfig(noise_deg=2.0)]
+    verdicts = set()
+    for k in range(3000):
+        d = configs[k % len(configs)]
+        jd = ReferenceJumpDetector(d)
+        P = random_transform(RNG, max_translation_mm=1500)[:3].tolist()
+        step_mm = RNG.normal(size=3) * 10.0 ** RNG.uniform(-3, 1)
+        step_deg = RNG.normal(size=3) * 10.0 ** RNG.uniform(-3, 1)
+        R = np.array(_rotvec_rows(step_deg, step_mm) + [[0, 0, 0, 1]]) if k % 3 else np.eye(4)
+        R = (np.array(P + [[0, 0, 0, 1]]) @ R)[:3].tolist()
+        dt = float(RNG.choice([0.001, 0.0, -0.001, 0.5, 30.0, float(RNG.uniform(-1, 10))]))
+        cfg = jd.config
+        c_out = frames.reference_step(P, R, dt, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
+                                      jd._noise_allowance_mm, jd._cos_limit)
+        py_out = jd._step_py(P, R, dt)[1:]
+        assert bits(c_out) == bits(py_out), k
+        verdicts.add(py_out[2])
+    assert verdicts == {True, False}  # both verdicts were exercised
+
+
+@needs_c
+def test_reference_step_on_non_finite_rows_is_a_jump_on_both():
+    from spine_nav.tracking.reference_jump import ReferenceJumpDetector
+
+    jd = ReferenceJumpDetector()
+    P = np.eye(4)[:3].tolist()
+    for bad in (float("nan"), float("inf")):
+        R = [[bad, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, bad], [0.0, 0.0, 1.0, 0.0]]
+        cfg = jd.config
+        c_out = frames.reference_step(P, R, 0.001, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
+                                      jd._noise_allowance_mm, jd._cos_limit)
+        assert bits(c_out) == bits(jd._step_py(P, R, 0.001)[1:]) and c_out[2] is True

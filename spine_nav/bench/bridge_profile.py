@@ -19,9 +19,11 @@ with ``perf_counter_ns``:
   compared, ``publish()`` of a pre-built message), as :func:`spine_nav.bench.bridge._run_floor` does it.
 
 ``fast_path`` (what the node runs since the chunk fast path, :meth:`BridgeCore.take_chunk`; a second core of the
-same configuration fed the same frames): ``take_chunk`` (decode both messages, CRC, rigid/NaN check, then the
-reference's and the tool's core steps, up to the tool tip handed on), ``to_cdr``, ``publish`` and
-``tool_tip_total``, with ``tool_tip_total_vs_floor_p50``. ``stages`` above stay the general path (decoder +
+same configuration fed the same frames, its ``on_output`` doing the node's conversion and ``publish()``):
+``before_tool_tip`` (recv -> the tool tip handed to the node: decode both messages, CRC, rigid/NaN check, the
+steady-frame checks and composition, in C where built), ``to_cdr``, ``publish``, ``tool_tip_total`` (recv -> tool tip
+``publish()`` returned) with ``tool_tip_total_vs_floor_p50``, and ``take_chunk`` (the whole call, including the
+bookkeeping the steady-frame path does after the tool tip has left). ``stages`` above stay the general path (decoder +
 ``handle``), which the node still takes for anything the fast path declines.
 
 Values: median and p90 over the frames, microseconds. This is a single-threaded micro-profile (no socket,
@@ -89,14 +91,28 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
         core = BridgeCore(composer, watchdog, on_output=lambda out, t_ns: held.append(out),
                           jump_detector=ReferenceJumpDetector(ReferenceJumpConfig()),
                           defer_kinds=frozenset({"reference", "arm_marker"}))
-        fast_held: list = []
+        marks: dict[str, int] = {}
+
+        def fast_on_output(out, _t_ns) -> None:
+            """The node's _on_output: a tool tip to CDR and published at once (the steady-frame path calls it before
+            its bookkeeping); the deferred reference at the chunk's end."""
+            if out.kind == "tool_tip":
+                c0 = clock()
+                data = validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, packer)
+                c1 = clock()
+                pub.publish(data)
+                marks.update(to_cdr=c1 - c0, published=clock())
+                marks["publish"] = marks["published"] - c1
+            else:
+                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+
         fast_core = BridgeCore(PoseComposer(tools=(tool,), max_skew_ms=2.0),
                                Watchdog({"reference": "ReferenceToTracker", "arm_marker": "ArmMarkerToTracker",
                                          "stylus": "StylusToTracker"}),
-                               on_output=lambda out, t_ns: fast_held.append(out),
+                               on_output=fast_on_output,
                                jump_detector=ReferenceJumpDetector(ReferenceJumpConfig()),
                                defer_kinds=frozenset({"reference", "arm_marker"}))
-        fast = {k: [] for k in ("take_chunk", "to_cdr", "publish", "tool_tip_total")}
+        fast = {k: [] for k in ("before_tool_tip", "to_cdr", "publish", "tool_tip_total", "take_chunk")}
         decoder = codec.StreamDecoder()
         stages = {k: [] for k in ("decode", "core_reference", "core_tool", "to_cdr", "publish", "tool_tip_total",
                                   "reference_after", "floor_total")}
@@ -135,7 +151,7 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
             if fast_core.take_chunk(chunk, g0) != 2:
                 raise RuntimeError("bridge profile: the fast path declined a well-formed frame")
             g1 = clock()
-            g2, g3, _ = publish_held(fast_core, fast_held)
+            fast_core.flush()
             # the floor on the same chunk
             f0 = clock()
             off = 0
@@ -153,7 +169,9 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
                          ("publish", t5 - t4), ("tool_tip_total", t5 - t0), ("reference_after", t6 - t5),
                          ("floor_total", f1 - f0)):
                 stages[k].append(v)
-            for k, v in (("take_chunk", g1 - g0), ("to_cdr", g2 - g1), ("publish", g3 - g2), ("tool_tip_total", g3 - g0)):
+            tip_total = marks["published"] - g0
+            for k, v in (("before_tool_tip", tip_total - marks["to_cdr"] - marks["publish"]), ("to_cdr", marks["to_cdr"]),
+                         ("publish", marks["publish"]), ("tool_tip_total", tip_total), ("take_chunk", g1 - g0)):
                 fast[k].append(v)
     finally:
         node.destroy_node()

@@ -46,8 +46,7 @@ def open_link(p: dict, core: BridgeCore, on_chunk_end: Callable,
     on_msg = lambda msg, t_ns, conn: core.handle(msg, t_ns, conn.peer)  # noqa: E731
     # the 1 kHz frame's fast path (BridgeCore.take_chunk: whole header-v1 TRANSFORMs, 48-byte bodies); declines
     # anything else, which the decoder then frames as before (not offered if the limit refuses such a body)
-    on_chunk = ((lambda data, t_ns, conn: core.take_chunk(data, t_ns, conn.peer))  # noqa: E731
-                if p["max_body_bytes"] >= 48 else None)
+    on_chunk = core.take_chunk if p["max_body_bytes"] >= 48 else None  # (data, t_ns, connection): no wrapper call
     if p["mode"] == "client":
         on_connect = None
         if p["tdata"]:

@@ -11,6 +11,7 @@
  * bit for bit (tests/test_native_frames.py):
  *   decode_transforms  <-> BridgeCore._decode_chunk_py   (spine_nav/tracking/bridge.py)
  *   compose_inv_a_b_c  <-> compose_rows_inv_a_b_c         (spine_nav/tracking/tools.py)
+ *   reference_step     <-> ReferenceJumpDetector._step_py  (spine_nav/tracking/reference_jump.py)
  * The same floating-point expressions in the same order (built with -ffp-contract=off: no fused
  * multiply-add), so the same doubles. Anything unusual is declined (None), never guessed: the caller then
  * takes the general Python path, which counts, logs and rejects as before.
@@ -257,9 +258,43 @@ static PyObject *compose_inv_a_b_c(PyObject *self, PyObject *args) {
     return rows_list(out);
 }
 
+PyDoc_STRVAR(reference_step_doc,
+"reference_step(prev_rows, rows, dt_s, max_speed_mm_s, max_drift_mm, min_jump_mm, noise_allowance_mm, cos_limit)\n"
+"-> (squared translation step mm^2, cosine of the rotation step clipped to [-1, 1], is_jump)\n\n"
+"The step between two reference samples (first three rows of T_tracker_reference, mm) and the jump verdict of\n"
+"ReferenceJumpDetector: limit_mm = max(min_jump_mm, min(max_speed_mm_s * max(dt_s, 0), max_drift_mm) +\n"
+"noise_allowance_mm); a jump when not (sq <= limit_mm^2) or cos < cos_limit. Python's min/max semantics.");
+
+static PyObject *reference_step(PyObject *self, PyObject *args) {
+    PyObject *op, *orows;
+    double dt, speed, drift_cap, min_jump, noise_allow, cos_limit;
+    double P[3][4], R[3][4];
+    if (!PyArg_ParseTuple(args, "OOdddddd", &op, &orows, &dt, &speed, &drift_cap, &min_jump, &noise_allow,
+                          &cos_limit))
+        return NULL;
+    if (read_rows(op, P, "prev_rows") < 0 || read_rows(orows, R, "rows") < 0)
+        return NULL;
+    double d0 = R[0][3] - P[0][3], d1 = R[1][3] - P[1][3], d2 = R[2][3] - P[2][3];
+    double sq = d0 * d0 + d1 * d1 + d2 * d2;
+    double c = (P[0][0] * R[0][0] + P[0][1] * R[0][1] + P[0][2] * R[0][2] + P[1][0] * R[1][0] + P[1][1] * R[1][1]
+                + P[1][2] * R[1][2] + P[2][0] * R[2][0] + P[2][1] * R[2][1] + P[2][2] * R[2][2] - 1.0) / 2.0;
+    /* min(1.0, max(-1.0, c)): Python's max(a, b) is b only if b > a; min(a, b) is b only if b < a */
+    c = (c > -1.0) ? c : -1.0;
+    c = (c < 1.0) ? c : 1.0;
+    /* ReferenceJumpConfig.limit_mm(dt) */
+    double t = (0.0 > dt) ? 0.0 : dt;
+    double drift = speed * t;
+    drift = (drift_cap < drift) ? drift_cap : drift;
+    double allowed = drift + noise_allow;
+    double limit = (allowed > min_jump) ? allowed : min_jump;
+    int jump = !(sq <= limit * limit) || c < cos_limit;
+    return Py_BuildValue("(ddO)", sq, c, jump ? Py_True : Py_False);
+}
+
 static PyMethodDef methods[] = {
     {"decode_transforms", decode_transforms, METH_VARARGS, decode_transforms_doc},
     {"compose_inv_a_b_c", compose_inv_a_b_c, METH_VARARGS, compose_doc},
+    {"reference_step", reference_step, METH_VARARGS, reference_step_doc},
     {NULL, NULL, 0, NULL},
 };
 

@@ -200,7 +200,7 @@ class BridgeCore:
                 else:
                     on_output(out, receive_ns)
 
-    def take_chunk(self, data: bytes, receive_ns: int, peer: str = "") -> int:
+    def take_chunk(self, data: bytes, receive_ns: int, _source: object = None) -> int:
         """Fast path for one ``recv()`` chunk (the transport's ``on_chunk``; the 1 kHz tracker frame): when the
         chunk is exactly whole header-v1 TRANSFORM messages (48-byte body) of watched devices, each with a good
         CRC and a finite rigid pose, decode them here in one C call (``_frames.decode_transforms``, when built;
@@ -212,7 +212,8 @@ class BridgeCore:
         chunk the general way, which counts, logs and rejects exactly as before. Accepting only what the general
         path accepts, and computing the same floats (the same float32 values, timestamp conversion, checks and
         tolerance as :func:`spine_nav.geometry.rigid_rows`), it gives the same outputs, counters and health
-        (tests/test_tracking_core.py: the fast-path equivalence tests)."""
+        (tests/test_tracking_core.py: the fast-path equivalence tests). ``_source`` (the connection or peer) is not
+        used: the transport's ``on_chunk`` signature, so it can call this method without a wrapper."""
         if _frames is not None:  # the C twin of _decode_chunk_py (tests/test_native_frames.py: the same result)
             taken = _frames.decode_transforms(data, self._fast_devices, ORTHONORMAL_TOL, _FAST_MAX_MESSAGES)
         else:

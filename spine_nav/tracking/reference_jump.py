@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from spine_nav.tracking.native import frames as _frames
+
 
 @dataclass(frozen=True)
 class ReferenceJumpConfig:
@@ -100,6 +102,7 @@ class ReferenceJumpDetector:
         # the rotation test in cosine form: angle > limit <=> cos(angle) < cos(limit) (acos is decreasing
         # on [-1, 1]), so the accepted sample needs neither acos nor degrees (bridge hot path)
         self._cos_limit = math.cos(math.radians(min(self._limit_deg, 180.0)))
+        self._noise_allowance_mm = self.config.n_sigma * self.config.noise_mm  # limit_mm's term, as it computes it
         self.latched: ReferenceJump | None = None
         self._prev: tuple[list, float] | None = None  # (rows 0-2 of the 4x4 as lists, stamp s)
         self._max_sq_mm = 0.0  # largest accepted step since reset, squared (diagnostics: max_step_mm)
@@ -124,8 +127,8 @@ class ReferenceJumpDetector:
         prev, self._prev = self._prev, (R, float(stamp_s))
         if prev is None or self.latched is not None:
             return None
-        dt, sq_mm, c = self._step(prev, R, stamp_s)
-        if self._is_jump(dt, sq_mm, c):
+        dt, sq_mm, c, jump = self._step(prev, R, stamp_s)
+        if jump:
             self.latched = ReferenceJump(math.sqrt(sq_mm), math.degrees(math.acos(c)), dt, float(stamp_s))
             return self.latched
         self._note_step(sq_mm, c)
@@ -139,30 +142,38 @@ class ReferenceJumpDetector:
         prev = self._prev
         if prev is None or self.latched is not None:
             return None
-        dt, sq_mm, c = self._step(prev, R, stamp_s)
-        return None if self._is_jump(dt, sq_mm, c) else (sq_mm, c)
+        _, sq_mm, c, jump = self._step(prev, R, stamp_s)
+        return None if jump else (sq_mm, c)
 
     def accept_steady(self, R: list, stamp_s: float, step: tuple[float, float]) -> None:
         """Commit a step :meth:`steady_step` returned: the state :meth:`update_rows` leaves for the same sample."""
         self._prev = (R, float(stamp_s))
         self._note_step(*step)
 
-    def _step(self, prev: tuple, R: list, stamp_s: float) -> tuple[float, float, float]:
-        """(dt s, squared translation step mm^2, cosine of the rotation step clipped to [-1, 1])."""
-        (p0, p1, p2), t0 = prev
-        r0, r1, r2 = R
+    def _step(self, prev: tuple, R: list, stamp_s: float) -> tuple[float, float, float, bool]:
+        """(dt s, squared translation step mm^2, cosine of the rotation step clipped to [-1, 1], is it a jump):
+        one C call (``_frames.reference_step``) when built, else :meth:`_step_py`, which defines it."""
+        rows, t0 = prev
         dt = float(stamp_s) - t0
-        sq_mm = (r0[3] - p0[3]) ** 2 + (r1[3] - p1[3]) ** 2 + (r2[3] - p2[3]) ** 2
+        if _frames is None:
+            return self._step_py(rows, R, dt)
+        cfg = self.config
+        return (dt, *_frames.reference_step(rows, R, dt, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
+                                            self._noise_allowance_mm, self._cos_limit))
+
+    def _step_py(self, P: list, R: list, dt: float) -> tuple[float, float, float, bool]:
+        p0, p1, p2 = P
+        r0, r1, r2 = R
+        d0, d1, d2 = r0[3] - p0[3], r1[3] - p1[3], r2[3] - p2[3]
+        sq_mm = d0 * d0 + d1 * d1 + d2 * d2  # products, not ** 2 (libm pow may differ in the last bit)
         # relative rotation: cos(angle) = (trace(R0^T R) - 1) / 2, trace = sum of elementwise products (clipped
         # against rounding); written out: the generator/sum form cost 3x more per sample on the bridge's hot path
         c = (p0[0] * r0[0] + p0[1] * r0[1] + p0[2] * r0[2] + p1[0] * r1[0] + p1[1] * r1[1] + p1[2] * r1[2]
              + p2[0] * r2[0] + p2[1] * r2[1] + p2[2] * r2[2] - 1.0) / 2.0
-        return dt, sq_mm, min(1.0, max(-1.0, c))
-
-    def _is_jump(self, dt: float, sq_mm: float, c: float) -> bool:
+        c = min(1.0, max(-1.0, c))
         limit_mm = self.config.limit_mm(dt)
         # not (a <= b) rather than a > b: a NaN step (non-finite input) counts as a jump
-        return not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit
+        return dt, sq_mm, c, not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit
 
     def _note_step(self, sq_mm: float, c: float) -> None:
         if sq_mm > self._max_sq_mm:
