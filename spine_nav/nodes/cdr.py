@@ -145,11 +145,6 @@ def _cdr_string(s: str) -> bytes:
     return b if cut < 0 else b[:cut]
 
 
-#: :func:`_cdr_string` of the few strings that repeat sample after sample (screw ids, state names); the
-#: reason (numbers in it change per sample) is encoded each time
-_cdr_string_cached = lru_cache(maxsize=256)(_cdr_string)
-
-
 class GuardStatusPacker:
     """Packs spine_nav_interfaces/GuardStatus fields into CDR bytes for one fixed header ``frame_id``, for the
     guard's per-sample status (``publisher.publish(bytes)``): no Python message object is built or converted.
@@ -174,6 +169,20 @@ class GuardStatusPacker:
         self.frame_id = frame_id
         self._head = f"<4siII{len(name) + 1}s"
         self._name, self._n, self._frame_end = name, len(name) + 1, 12 + len(name) + 1
+        #: (screw_id, state_name, reason) -> (the message's Struct, then each string's CDR length and bytes): the
+        #: strings of a verdict repeat sample after sample (ALIGNED's reason is constant), so they are encoded
+        #: and laid out once; bounded (emptied when full: reasons with numbers in them change per sample)
+        self._strings: dict[tuple[str, str, str], tuple] = {}
+
+    def _layout(self, screw_id: str, state_name: str, reason: str) -> tuple:
+        sid, sname, rsn = _cdr_string(screw_id), _cdr_string(state_name), _cdr_string(reason)
+        n_id, n_name, n_reason = len(sid) + 1, len(sname) + 1, len(rsn) + 1
+        layout = (_status_struct(self._head, n_id, n_name, n_reason, self._frame_end),
+                  n_id, sid, n_name, sname, n_reason, rsn)
+        if len(self._strings) >= 256:
+            self._strings.clear()
+        self._strings[(screw_id, state_name, reason)] = layout
+        return layout
 
     def pack(self, stamp: tuple[int, int], sample_stamp: tuple[int, int], screw_id: str, state: int,
              state_name: str, reason: str, values: tuple[float, ...], repeat: bool = False) -> bytes:
@@ -184,12 +193,11 @@ class GuardStatusPacker:
         if len(values) != 7:
             raise ValueError(f"GuardStatus: expected 7 float64 values (lateral_error_mm ... sample_age_ms), "
                              f"got {len(values)}")
-        sid, sname, rsn = _cdr_string_cached(screw_id), _cdr_string_cached(state_name), _cdr_string(reason)
-        n_id, n_name, n_reason = len(sid) + 1, len(sname) + 1, len(rsn) + 1
+        layout = self._strings.get((screw_id, state_name, reason)) or self._layout(screw_id, state_name, reason)
+        st, n_id, sid, n_name, sname, n_reason, rsn = layout
         try:
-            return _status_struct(self._head, n_id, n_name, n_reason, self._frame_end).pack(
-                _CDR_LE, stamp[0], stamp[1], self._n, self._name, sample_stamp[0], sample_stamp[1], n_id, sid, state,
-                n_name, sname, n_reason, rsn, *values, bool(repeat))
+            return st.pack(_CDR_LE, stamp[0], stamp[1], self._n, self._name, sample_stamp[0], sample_stamp[1], n_id,
+                           sid, state, n_name, sname, n_reason, rsn, *values, bool(repeat))
         except struct.error as exc:
             raise ValueError(f"GuardStatus: stamp {stamp!r} / tool_sample_stamp {sample_stamp!r} or a float64 "
                              f"value out of range: {exc}") from None
