@@ -15,7 +15,7 @@ import numpy as np
 
 from spine_nav.guard.config import GuardConfig
 from spine_nav.guard.metrics import (NAN_METRICS, GuardMetrics, PoseError, ScrewGeometry, compute_metrics,
-                                     tip_and_axis, tip_and_axis_from_quat)
+                                     new_named_tuple, tip_and_axis, tip_and_axis_from_quat)
 from spine_nav.guard.selection import ScrewSelector
 from spine_nav.guard.state import Debounce, GuardState, Latch
 from spine_nav.plan import Plan
@@ -163,7 +163,7 @@ class TrajectoryGuard:
         state, pending = self._debounce.update(raw, t_s, self.config.debounce_s)
         if pending:
             reason = f"{state.name}{DEBOUNCE_HELD}{raw.name} pending debounce ({reason})"
-        v = GuardVerdict(state, reason, screw_id, metrics, t_s, age_ms)
+        v = new_named_tuple(GuardVerdict, (state, reason, screw_id, metrics, t_s, age_ms))  # GuardVerdict(...)
         self.last_verdict = v
         return v
 
