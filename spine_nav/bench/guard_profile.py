@@ -11,7 +11,8 @@ context of its own, no executor, no subscriber on ``guard/status``) and times wi
   alone, so their sum exceeds the total by the timer's own ~0.1 us per step):
   ``decode`` (CDR -> stamp, frame, quaternion, mm), ``lock`` (the node's lock, acquired and released),
   ``clock`` (the node clock read and its conversions), ``judge`` (the core's verdict, through
-  :class:`spine_nav.guard.live.LiveGuard` where the node has one, with its re-entrant lock), ``status`` (verdict -> what is
+  :class:`spine_nav.guard.live.LiveGuard` where the node has one: ``sample_held`` where it exists, as the node
+  calls it under its lock, else ``sample`` with its re-entrant lock), ``status`` (verdict -> what is
   published: a GuardStatus message object, or CDR bytes where the node packs them), ``publish``
   (rclpy ``publish()`` of that), ``latency_add`` (the node's latency record);
 * ``floor_total``: the floor relay's callback (:class:`spine_nav.nodes.floor_relay.FloorRelayNode`) on the
@@ -126,6 +127,8 @@ def _steps(node) -> list[tuple[str, Any]]:
     lock = getattr(node, "_lock", None) or live.lock  # the node's; LiveGuard.sample's own re-entry is in "judge"
     clock = node.get_clock()
     fast_decode = getattr(conv, "pose_cdr_fields_mm", None)
+    # the node judges under its own lock with LiveGuard.sample_held where it has it (no second acquisition)
+    judge_live = None if live is None else getattr(live, "sample_held", live.sample)
 
     def decode(data, s):
         if fast_decode is not None and packer is not None:
@@ -151,7 +154,7 @@ def _steps(node) -> list[tuple[str, Any]]:
     def judge(data, s):
         frame, q, t, stamp_s = s["args"]
         now_s = s["now_s"] if "now_s" in s else s["now_ns"] * 1e-9
-        s["v"] = live.sample(frame, q, t, stamp_s, now_s) if live is not None else \
+        s["v"] = judge_live(frame, q, t, stamp_s, now_s) if live is not None else \
             node.guard.evaluate_quat(q, t, stamp_s, now_s)
 
     def status(data, s):
