@@ -7,7 +7,7 @@ installs it into a fresh environment and runs it from another directory.
 """
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 
 PACKAGE = "spine_nav"
 
@@ -40,8 +40,18 @@ NODE_SCRIPTS = {
     "slicer_output": "spine_nav.nodes.slicer_output:main",
 }
 
+# The 1 kHz tracker frame's arithmetic in C (issue 17; docs/performance.md "The bridge in C"). Each function has a
+# pure-Python twin that defines its result (tests/test_native_frames.py compares them bit for bit) and is used when the
+# extension is not built. -ffp-contract=off: no fused multiply-add, so the C doubles are the Python doubles.
+NATIVE_FLAGS = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
+EXTENSIONS = [
+    Extension(f"{PACKAGE}.tracking._frames", [f"{PACKAGE}/tracking/_frames.c"], extra_compile_args=NATIVE_FLAGS),
+    Extension(f"{PACKAGE}.nodes._pose_cdr", [f"{PACKAGE}/nodes/_pose_cdr.c"], extra_compile_args=NATIVE_FLAGS),
+]
+
 setup(
     name=PACKAGE,
+    ext_modules=EXTENSIONS,
     version="0.1.0",
     packages=find_packages(exclude=["tests", "tests.*"]),
     package_data={f"{PACKAGE}.console": ["static/*"]},
@@ -51,7 +61,7 @@ setup(
         *share_data_files(),
     ],
     install_requires=["setuptools"],
-    zip_safe=True,
+    zip_safe=False,  # C extensions
     maintainer="spine_nav developers",
     maintainer_email="spine-nav@example.org",
     description="Image-guided, robot-assisted spine surgery on ROS 2 Jazzy.",

@@ -3,7 +3,8 @@
 Bad input first: every chunk the fast path must decline (returns 0) leaves the core untouched, and the
 general path then counts, logs and rejects it as before. Then mixed streams: the same bytes fed through
 take_chunk-with-fallback (what the transport does) and through the decoder alone give the same outputs,
-counters, latch, withheld tool tips, jump-detector state and health.
+counters, latch, withheld tool tips, jump-detector state and health. Every test runs twice: with the compiled
+per-frame arithmetic (spine_nav/tracking/_frames.c) and with its pure-Python twins.
 """
 from __future__ import annotations
 
@@ -15,11 +16,24 @@ import pytest
 
 from spine_nav.geometry import compose, invert, make_transform, random_transform
 from spine_nav.geometry.transforms import ORTHONORMAL_TOL
+from spine_nav.tracking import bridge as bridge_module
 from spine_nav.tracking import codec
+from spine_nav.tracking import tools as tools_module
 from spine_nav.tracking.bridge import BridgeCore
 from spine_nav.tracking.codec import DecodeError, StreamDecoder
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import PoseComposer, ToolDefinition
+
+
+
+@pytest.fixture(autouse=True, params=["native", "python"])
+def per_frame_arithmetic(request, monkeypatch):
+    """The C twins (when built; tests/test_native_frames.py checks they are) or the pure-Python definitions."""
+    if request.param == "python":
+        monkeypatch.setattr(bridge_module, "_frames", None)
+        monkeypatch.setattr(tools_module, "compose_tip_rows", tools_module.compose_rows_inv_a_b_c)
+    return request.param
+
 
 RNG = np.random.default_rng(17)
 T_TR = random_transform(RNG, max_translation_mm=1500)  # T_tracker_reference
@@ -200,6 +214,47 @@ def test_mixed_stream_gives_the_same_outputs_counters_latch_and_health_on_both_p
     assert state[1] and state[5] > 0  # the bump latched and tool tips were withheld after it
     assert state[2] == {"non-finite pose": 2}
     assert sum(1 for n in taken if n) > 30 and 0 in taken  # mostly fast, some chunks declined
+
+
+def test_steady_frames_take_the_steady_path_and_everything_else_declines_it(monkeypatch):
+    """BridgeCore._take_steady_frame (tool tip published before the bookkeeping) is taken for a reference + tool
+    pair of the same tracker time once the jump detector has a previous sample; a first frame, a bump, a skewed
+    pair, a pending tool sample, a tool-tip device or a latched reference decline it with nothing changed
+    (the mixed-stream test above checks the outputs and state against the general path)."""
+    calls = []
+    real = BridgeCore._take_steady_frame
+
+    def spy(self, taken, receive_ns):
+        calls.append(real(self, taken, receive_ns))
+        return calls[-1]
+
+    monkeypatch.setattr(BridgeCore, "_take_steady_frame", spy)
+    core, outs, latches = _core()
+    dec = StreamDecoder()
+
+    def feed(data):
+        calls.clear()
+        _fast(core, dec, data)
+        return list(calls)
+
+    assert feed(_frame(1.000)) == [False]  # no previous reference sample yet
+    assert feed(_frame(1.001)) == [True]
+    assert feed(_frame(1.002)) == [True]
+    skewed = codec.encode_transform(REF, T_TR, 1.003) + codec.encode_transform(STY, T_TT, 1.0031)
+    assert feed(skewed) == [False]
+    assert feed(codec.encode_transform(STY, T_TT, 1.006)) == []  # a lone tool sample 3 ms after the last reference
+    assert core.composer._pending["stylus"]  # it waits for its reference
+    assert feed(_frame(1.0065)) == [False]  # something pending: the general path composes it
+    assert feed(_frame(1.007)) == [True]
+    tip_device = codec.encode_transform(REF, T_TR, 1.008) + codec.encode_transform(TOOL.tip_device, T_REF_TIP, 1.008)
+    assert feed(tip_device) == [False]
+    bumped = compose(T_TR, make_transform(np.eye(3), [5.0, 0.0, 0.0]))
+    assert feed(_frame(1.009, T_ref=bumped)) == [False] and latches  # the general path latches
+    assert feed(_frame(1.010, T_ref=bumped)) == [False]  # latched: tool tips withheld by the general path
+    assert core.withheld == 2
+    core.reset_reference()
+    assert feed(_frame(1.011, T_ref=bumped)) == [False]  # reset forgot the previous sample
+    assert feed(_frame(1.012, T_ref=bumped)) == [True]
 
 
 def test_reset_after_a_bump_resumes_on_the_fast_path():

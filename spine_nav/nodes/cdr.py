@@ -36,6 +36,7 @@ class PoseStampedPacker:
         self.frame_id = frame_id
         self._struct = struct.Struct(f"<4siII{n}s{pad}x7d")
         self._name, self._n = name, n
+        self.name_utf8 = name  # frame_id as UTF-8 bytes, no NUL (the C twin of pack_values takes it)
 
     def pack(self, stamp_s: float, position_m: tuple[float, float, float],
              quat_xyzw: tuple[float, float, float, float]) -> bytes:

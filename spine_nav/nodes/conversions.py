@@ -18,6 +18,7 @@ from spine_nav.geometry.transforms import MM_PER_M
 from spine_nav.guard.state import GuardState
 from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
+from spine_nav.tracking import native
 
 NS_PER_S = 1_000_000_000
 
@@ -78,13 +79,25 @@ def quat_mm_to_pose_cdr(quat_xyzw, t_mm, stamp_s: float, packer: PoseStampedPack
     return packer.pack(stamp_s, (t_mm[0] * k, t_mm[1] * k, t_mm[2] * k), quat_xyzw)
 
 
-def validated_rows_mm_to_pose_cdr(rows_mm: list, stamp_s: float, packer: PoseStampedPacker) -> bytes:
+def validated_rows_mm_to_pose_cdr_py(rows_mm: list, stamp_s: float, packer: PoseStampedPacker) -> bytes:
     """:func:`validated_rows_mm_to_quat_mm` then :func:`quat_mm_to_pose_cdr` in one call, the same floats and
     bytes (tests/test_cdr.py): first three rows (mm) of a transform ALREADY validated as rigid -> serialized
-    PoseStamped (metres). The bridge's per-pose conversion (two calls and four tuples fewer per pose)."""
+    PoseStamped (metres). The bridge's per-pose conversion (two calls and four tuples fewer per pose), and the
+    definition of its C twin ``_pose_cdr.pose_cdr`` (tests/test_native_frames.py: the same bytes)."""
     x, y, z, w = rotation_rows_to_quat_xyzw(rows_mm)
     k = 1.0 / MM_PER_M
     return packer.pack_values(stamp_s, rows_mm[0][3] * k, rows_mm[1][3] * k, rows_mm[2][3] * k, x, y, z, w)
+
+
+_pose_cdr, _ = native.load("_pose_cdr", "spine_nav.nodes")
+if _pose_cdr is None:
+    validated_rows_mm_to_pose_cdr = validated_rows_mm_to_pose_cdr_py
+else:
+    def validated_rows_mm_to_pose_cdr(rows_mm: list, stamp_s: float, packer: PoseStampedPacker) -> bytes:
+        """:func:`validated_rows_mm_to_pose_cdr_py` in one C call (``spine_nav/nodes/_pose_cdr.c``); a stamp the
+        packer refuses goes to the Python twin, which raises as before."""
+        return (_pose_cdr.pose_cdr(rows_mm, stamp_s, packer.name_utf8)
+                or validated_rows_mm_to_pose_cdr_py(rows_mm, stamp_s, packer))
 
 
 def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, float, float],

@@ -60,6 +60,7 @@ from spine_nav.nodes.diagnostics import ERROR, OK, diagnostics_publisher, publis
 from spine_nav.nodes.in_process import Listeners
 from spine_nav.nodes.lifecycle import ManagedNode, reserve_port
 from spine_nav.nodes.qos import SENSOR_QOS, STATUS_QOS
+from spine_nav.tracking import native
 from spine_nav.tracking.tools import ComposedPose
 from spine_nav.tracking.transport import parse_allowed_peers
 from spine_nav.tracking.watchdog import ToolHealthState
@@ -118,7 +119,7 @@ class TrackerBridgeNode(ManagedNode):
         self.link, self._reserved = open_link(p, self.core, self._on_chunk_end, self._reserved), None
         self.get_logger().info(f"tracker_bridge: {p['mode']} {p['host']}:{getattr(self.link, 'port', p['port'])} tool "
                                f"{self.tool.name} ({self.tool.device}, tip {self.tool.tip_offset_mm} mm), max skew "
-                               f"{p['max_skew_ms']} ms")
+                               f"{p['max_skew_ms']} ms, per-frame arithmetic in {native.describe()}")
 
     def deactivate(self) -> None:
         if self.link is not None:

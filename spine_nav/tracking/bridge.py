@@ -29,6 +29,7 @@ import numpy as np
 from spine_nav.geometry import ORTHONORMAL_TOL
 from spine_nav.tracking.codec import (CRC64, HEADER_SIZE, STATUS_OK, TRANSFORM_TYPE_FIELD, IgtlMessage,
                                       MalformedMessage, TransformRows, timestamp_from_parts)
+from spine_nav.tracking.native import frames as _frames
 from spine_nav.tracking.reference_jump import ReferenceJumpDetector
 from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_rows
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
@@ -54,7 +55,9 @@ class BridgeCore:
     frame is published before the frame's ``reference`` / ``arm_marker`` poses that arrived ahead of it;
     the deferred poses wait at most for the rest of their chunk. Measured in `spine-nav bench bridge`
     (tool tip p50 0.15 ms deferred vs 0.19 ms in arrival order; the reference then follows ~50 us
-    later, well inside the arm command's budget in the demo report)."""
+    later, well inside the arm command's budget in the demo report). ``on_output`` may be called with the core's
+    lock held (the steady-frame path publishes the tool tip before its bookkeeping): it must not call back into
+    the core (the node's publishes do not)."""
 
     def __init__(self, composer: PoseComposer, watchdog: Watchdog | None = None,
                  on_output: OutputCallback | None = None, clock: Callable[[], float] = time.monotonic,
@@ -200,7 +203,8 @@ class BridgeCore:
     def take_chunk(self, data: bytes, receive_ns: int, peer: str = "") -> int:
         """Fast path for one ``recv()`` chunk (the transport's ``on_chunk``; the 1 kHz tracker frame): when the
         chunk is exactly whole header-v1 TRANSFORM messages (48-byte body) of watched devices, each with a good
-        CRC and a finite rigid pose, decode them here (one ``struct`` unpack per message, rigid and NaN check
+        CRC and a finite rigid pose, decode them here in one C call (``_frames.decode_transforms``, when built;
+        else its Python definition :meth:`_decode_chunk_py`: one ``struct`` unpack per message, rigid and NaN check
         in scalar arithmetic) and run the general path's per-pose steps on them (:meth:`_take_valid_locked`,
         :meth:`_emit`), in order. Returns the number of messages handled; **0 when anything differs** (another
         type or version, an unknown device or a device name not in canonical NUL-padded form, a bad CRC, a
@@ -209,36 +213,81 @@ class BridgeCore:
         path accepts, and computing the same floats (the same float32 values, timestamp conversion, checks and
         tolerance as :func:`spine_nav.geometry.rigid_rows`), it gives the same outputs, counters and health
         (tests/test_tracking_core.py: the fast-path equivalence tests)."""
-        size = len(data)
-        if not size or size % _TRANSFORM_V1_SIZE or size > _FAST_MAX_MESSAGES * _TRANSFORM_V1_SIZE:
+        if _frames is not None:  # the C twin of _decode_chunk_py (tests/test_native_frames.py: the same result)
+            taken = _frames.decode_transforms(data, self._fast_devices, ORTHONORMAL_TOL, _FAST_MAX_MESSAGES)
+        else:
+            taken = self._decode_chunk_py(data)
+        if not taken:
             return 0
-        devices, unpack, tol = self._fast_devices, _TRANSFORM_V1.unpack_from, ORTHONORMAL_TOL
-        taken = []
-        for off in range(0, size, _TRANSFORM_V1_SIZE):
-            (version, mtype, dev, sec, frac, body_size, crc,
-             a00, a10, a20, a01, a11, a21, a02, a12, a22, t0, t1, t2) = unpack(data, off)
-            known = devices.get(dev)
-            if (known is None or version != 1 or body_size != 48 or mtype != TRANSFORM_TYPE_FIELD
-                    or CRC64(data[off + HEADER_SIZE:off + _TRANSFORM_V1_SIZE]) != crc):
-                return 0
-            # geometry.rigid_rows on these rows (bottom row 0 0 0 1 implied by the format): finite, orthonormal
-            # within ORTHONORMAL_TOL, det > 0 - the same expressions, so the same verdict on the same floats
-            if not math.isfinite(a00 + a01 + a02 + t0 + a10 + a11 + a12 + t1 + a20 + a21 + a22 + t2):
-                return 0
-            if max(abs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), abs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
-                   abs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), abs(a00 * a01 + a10 * a11 + a20 * a21),
-                   abs(a00 * a02 + a10 * a12 + a20 * a22), abs(a01 * a02 + a11 * a12 + a21 * a22)) > tol:
-                return 0
-            if a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02) <= 0.0:
-                return 0
-            taken.append((known, timestamp_from_parts(sec, frac),
-                          [[a00, a01, a02, t0], [a10, a11, a12, t1], [a20, a21, a22, t2]]))
+        if len(taken) == 2 and self._take_steady_frame(taken, receive_ns):
+            return 2
         for (device, name), t_s, rows in taken:
             with self._lock:
                 self.messages["TRANSFORM"] += 1
                 outputs, latched_now = self._take_valid_locked(device, name, rows, t_s)
             self._emit(outputs, latched_now, receive_ns)
         return len(taken)
+
+    def _take_steady_frame(self, taken: list, receive_ns: int) -> bool:
+        """The 1 kHz steady state: a reference and then a composed tool's sample of the same tracker time, nothing
+        pending, the reference step within the jump limits, no latch. Publishes the tool tip first and then does
+        the general path's bookkeeping of both samples (watchdog, jump detector, composer, counters; all under the
+        lock, so nobody sees the state in between), and defers the reference output as :meth:`_emit` would: the
+        same outputs, state and counters as :meth:`_take_valid_locked` + :meth:`_emit` per message
+        (tests/test_bridge_fast_chunk.py), with ~2 us of Python instead of ~6 us before the tool tip leaves
+        (docs/performance.md, "The bridge in C"). False, with nothing changed, when the frame is anything else."""
+        ((ref_device, ref_name), t_ref, ref_rows), ((tool_device, tool_name), t_tool, tool_rows) = taken
+        composer, jump_detector, on_output = self.composer, self.jump_detector, self.on_output
+        if (ref_device != composer.reference_device or t_ref != t_tool or jump_detector is None or on_output is None
+                or "reference" not in self.defer_kinds or "tool_tip" in self.defer_kinds):
+            return False
+        with self._lock:
+            tool = composer.steady_tool(tool_device)
+            step = None if tool is None else jump_detector.steady_step(ref_rows, t_ref)
+            if step is None:
+                return False
+            on_output(composer.tip(tool, t_tool, tool_rows, ref_rows), receive_ns)
+            # the bookkeeping _take_valid_locked does for the two samples, in its order
+            self.messages["TRANSFORM"] += 2
+            self.watchdog.sample(ref_name, self.clock(), t_ref, True)
+            jump_detector.accept_steady(ref_rows, t_ref, step)
+            reference = composer.keep_reference(t_ref, ref_rows)
+            self.watchdog.sample(tool_name, self.clock(), t_tool, True)
+        held = getattr(self._deferred, "items", None)
+        if held is None:
+            held = self._deferred.items = []
+        held.append((reference, receive_ns))
+        return True
+
+    def _decode_chunk_py(self, data: bytes) -> list | None:
+        """:meth:`take_chunk`'s decode in Python (the definition of ``_frames.decode_transforms``, used when the
+        extension is not built): [((device, name), timestamp_s, rows), ...] for a chunk of 1-16 whole header-v1
+        TRANSFORMs of watched devices with good CRCs and finite rigid poses, else None."""
+        size = len(data)
+        if not size or size % _TRANSFORM_V1_SIZE or size > _FAST_MAX_MESSAGES * _TRANSFORM_V1_SIZE:
+            return None
+        devices, unpack, tol = self._fast_devices, _TRANSFORM_V1.unpack_from, ORTHONORMAL_TOL
+        taken: list = []
+        for off in range(0, size, _TRANSFORM_V1_SIZE):
+            (version, mtype, dev, sec, frac, body_size, crc,
+             a00, a10, a20, a01, a11, a21, a02, a12, a22, t0, t1, t2) = unpack(data, off)
+            known = devices.get(dev)
+            if (known is None or version != 1 or body_size != 48 or mtype != TRANSFORM_TYPE_FIELD
+                    or CRC64(data[off + HEADER_SIZE:off + _TRANSFORM_V1_SIZE]) != crc):
+                return None
+            # geometry.rigid_rows on these rows (bottom row 0 0 0 1 implied by the format): finite, orthonormal
+            # within ORTHONORMAL_TOL, det > 0 - the same expressions, so the same verdict on the same floats
+            if not math.isfinite(a00 + a01 + a02 + t0 + a10 + a11 + a12 + t1 + a20 + a21 + a22 + t2):
+                return None
+            if max(abs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), abs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
+                   abs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), abs(a00 * a01 + a10 * a11 + a20 * a21),
+                   abs(a00 * a02 + a10 * a12 + a20 * a22), abs(a01 * a02 + a11 * a12 + a21 * a22)) > tol:
+                return None
+            if a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02) <= 0.0:
+                return None
+            taken.append((known, timestamp_from_parts(sec, frac),
+                          [[a00, a01, a02, t0], [a10, a11, a12, t1], [a20, a21, a22, t2]]))
+        return taken
 
     def flush(self, _conn=None) -> None:
         """Emit the outputs this thread held back (``defer_kinds``), in arrival order."""

@@ -124,6 +124,31 @@ class ReferenceJumpDetector:
         prev, self._prev = self._prev, (R, float(stamp_s))
         if prev is None or self.latched is not None:
             return None
+        dt, sq_mm, c = self._step(prev, R, stamp_s)
+        if self._is_jump(dt, sq_mm, c):
+            self.latched = ReferenceJump(math.sqrt(sq_mm), math.degrees(math.acos(c)), dt, float(stamp_s))
+            return self.latched
+        self._note_step(sq_mm, c)
+        return None
+
+    def steady_step(self, R: list, stamp_s: float) -> tuple[float, float] | None:
+        """The step to ``R`` as (squared translation mm^2, cosine of the rotation) when :meth:`update_rows` would
+        accept it without a change of state beyond :meth:`accept_steady` (a previous sample, no latch, the step
+        within the limits); None otherwise. Changes nothing (the bridge's steady-frame path checks first and
+        commits after it has published the frame's tool tip)."""
+        prev = self._prev
+        if prev is None or self.latched is not None:
+            return None
+        dt, sq_mm, c = self._step(prev, R, stamp_s)
+        return None if self._is_jump(dt, sq_mm, c) else (sq_mm, c)
+
+    def accept_steady(self, R: list, stamp_s: float, step: tuple[float, float]) -> None:
+        """Commit a step :meth:`steady_step` returned: the state :meth:`update_rows` leaves for the same sample."""
+        self._prev = (R, float(stamp_s))
+        self._note_step(*step)
+
+    def _step(self, prev: tuple, R: list, stamp_s: float) -> tuple[float, float, float]:
+        """(dt s, squared translation step mm^2, cosine of the rotation step clipped to [-1, 1])."""
         (p0, p1, p2), t0 = prev
         r0, r1, r2 = R
         dt = float(stamp_s) - t0
@@ -132,17 +157,18 @@ class ReferenceJumpDetector:
         # against rounding); written out: the generator/sum form cost 3x more per sample on the bridge's hot path
         c = (p0[0] * r0[0] + p0[1] * r0[1] + p0[2] * r0[2] + p1[0] * r1[0] + p1[1] * r1[1] + p1[2] * r1[2]
              + p2[0] * r2[0] + p2[1] * r2[1] + p2[2] * r2[2] - 1.0) / 2.0
-        c = min(1.0, max(-1.0, c))
+        return dt, sq_mm, min(1.0, max(-1.0, c))
+
+    def _is_jump(self, dt: float, sq_mm: float, c: float) -> bool:
         limit_mm = self.config.limit_mm(dt)
         # not (a <= b) rather than a > b: a NaN step (non-finite input) counts as a jump
-        if not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit:
-            self.latched = ReferenceJump(math.sqrt(sq_mm), math.degrees(math.acos(c)), dt, float(stamp_s))
-            return self.latched
+        return not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit
+
+    def _note_step(self, sq_mm: float, c: float) -> None:
         if sq_mm > self._max_sq_mm:
             self._max_sq_mm = sq_mm
         if c < self._min_cos:
             self._min_cos = c
-        return None
 
     def reset(self) -> None:
         """Clear the latch and forget the last sample (call after re-registering to the moved array)."""

@@ -21,6 +21,7 @@ import numpy as np
 
 from spine_nav.geometry import NotRigidError, make_transform, rigid_rows
 from spine_nav.tracking.codec import MalformedMessage
+from spine_nav.tracking.native import frames as _frames
 
 
 def tooltip_transform(tip_offset_mm, shaft_direction=None) -> np.ndarray:
@@ -86,7 +87,8 @@ def validate_rows(m, device: str) -> list[list[float]]:
 def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> list[list[float]]:
     """``inv(A) @ B @ C`` for validated rigid transforms given as 3 rows of 4 floats; returns 3 rows.
 
-    Plain floats: ~3x cheaper than the numpy inverse and two matrix products on 4x4 arrays here."""
+    Plain floats: ~3x cheaper than the numpy inverse and two matrix products on 4x4 arrays here. The definition of
+    its C twin ``_frames.compose_inv_a_b_c`` (:data:`compose_tip_rows` when built; tests/test_native_frames.py)."""
     (a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23) = A
     # inv(A) = [R^T, -R^T t]
     i0 = (a00, a10, a20, -(a00 * a03 + a10 * a13 + a20 * a23))
@@ -105,6 +107,9 @@ def compose_rows_inv_a_b_c(A: list, B: list, C: list) -> list[list[float]]:
                     m0 * c02 + m1 * c12 + m2 * c22, m0 * c03 + m1 * c13 + m2 * c23 + m3])
     return out
 
+
+#: what the composer calls per tool tip: the C twin when built (the same doubles), else the Python definition above
+compose_tip_rows = _frames.compose_inv_a_b_c if _frames is not None else compose_rows_inv_a_b_c
 
 _BOTTOM_ROW = (0.0, 0.0, 0.0, 1.0)
 
@@ -176,12 +181,33 @@ class PoseComposer:
 
     def _compose(self, tool: ToolDefinition, t_s: float, tool_rows: list, ref) -> ComposedPose:
         dt, _, reference_rows = ref
-        rows = compose_rows_inv_a_b_c(reference_rows, tool_rows, self._T_tool_tooltip[tool.name])
+        rows = compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name])
         return ComposedPose("tool_tip", tool.name, tool.device, t_s, rows, skew_ms=dt * 1e3)
 
     def _stale(self, tool: ToolDefinition, t_s: float, why: str) -> ComposedPose:
         self.stale_count += 1
         return ComposedPose("stale", tool.name, tool.device, t_s, None, detail=why)
+
+    def steady_tool(self, device: str) -> ToolDefinition | None:
+        """The tool whose tip is composed from ``device``'s samples, when :meth:`add` of a reference followed by
+        this tool's sample at the same tracker time gives exactly :meth:`keep_reference` and :meth:`tip` with that
+        reference (no tool sample of any tool waits for a reference, a skew limit >= 0); None otherwise. The
+        bridge's steady-frame path asks first (tests/test_bridge_fast_chunk.py: the same outputs and state)."""
+        tool = self._by_device.get(device)
+        if (tool is None or device in (self.reference_device, self.arm_marker_device) or device in self._by_tip
+                or self.max_skew_ms < 0 or any(self._pending.values())):
+            return None  # add() would take another branch for this device, or handle pending samples
+        return tool
+
+    def keep_reference(self, timestamp_s: float, rows: list) -> ComposedPose:
+        """Keep a validated reference sample for later compositions; returns its ``reference`` output."""
+        self._refs.append((timestamp_s, rows))
+        return ComposedPose("reference", "reference", self.reference_device, timestamp_s, rows)
+
+    def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list) -> ComposedPose:
+        """The ``tool_tip`` output of a tool sample composed with a reference sample of the same tracker time."""
+        return ComposedPose("tool_tip", tool.name, tool.device, timestamp_s,
+                            compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name]), skew_ms=0.0)
 
     def add(self, device: str, matrix: np.ndarray, timestamp_s: float,
             rows: list | None = None) -> list[ComposedPose]:
@@ -194,8 +220,7 @@ class PoseComposer:
         if rows is None:
             rows = np.asarray(matrix, dtype=float)[:3].tolist()
         if device == self.reference_device:
-            self._refs.append((timestamp_s, rows))
-            out.append(ComposedPose("reference", "reference", device, timestamp_s, rows))
+            out.append(self.keep_reference(timestamp_s, rows))
             for tool in self.tools:
                 pend = self._pending[tool.name]
                 if not pend:

@@ -1,0 +1,150 @@
+/* spine_nav.nodes._pose_cdr: a validated pose (rows, mm) -> serialized geometry_msgs/PoseStamped, one C call.
+ *
+ * Why C: the tracker bridge converts every 1 kHz tool tip (issue 17, docs/performance.md "The bridge in C");
+ * the Python twin (quaternion by Shepperd's method + struct pack) is ~1.1 us warm and several times that cold.
+ *
+ * The pure-Python twin defines the result and the tests compare them byte for byte (tests/test_native_frames.py):
+ *   pose_cdr  <->  conversions.validated_rows_mm_to_pose_cdr
+ *                  (geometry.rotation_rows_to_quat_xyzw, mm -> m, cdr.PoseStampedPacker.pack_values)
+ * Same expressions in the same order, built with -ffp-contract=off. A stamp the packer would refuse (sec outside
+ * int32, non-finite) is declined with None: the caller then packs in Python, which raises as before.
+ *
+ * Layout: cdr.PoseStampedPacker's ("<4siII{n}s{pad}x7d": encapsulation 00 01 00 00, stamp sec / nanosec,
+ * string length with NUL, frame_id, NUL, pad to 8, position x y z in m, orientation x y z w).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static int read_rows(PyObject *obj, double m[3][4]) {
+    PyObject *seq = PySequence_Fast(obj, "rows: 3 rows of 4 floats expected");
+    if (seq == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) < 3) {
+        PyErr_SetString(PyExc_ValueError, "rows: 3 rows of 4 floats expected");
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (int r = 0; r < 3; r++) {
+        PyObject *row = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, r), "rows: 3 rows of 4 floats expected");
+        if (row == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (PySequence_Fast_GET_SIZE(row) < 4) {
+            PyErr_SetString(PyExc_ValueError, "rows: 3 rows of 4 floats expected");
+            Py_DECREF(row);
+            Py_DECREF(seq);
+            return -1;
+        }
+        for (int c = 0; c < 4; c++) {
+            m[r][c] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(row, c));
+            if (m[r][c] == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(row);
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+        Py_DECREF(row);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static void put_le32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++)
+        p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_f64(unsigned char *p, double d) {
+    uint64_t u;
+    memcpy(&u, &d, sizeof u);
+    for (int i = 0; i < 8; i++)
+        p[i] = (unsigned char)(u >> (8 * i));
+}
+
+PyDoc_STRVAR(pose_cdr_doc,
+"pose_cdr(rows_mm, stamp_s, frame_id_utf8) -> bytes | None\n\n"
+"First three rows (mm) of a transform ALREADY validated as rigid -> serialized PoseStamped (metres,\n"
+"quaternion xyzw with w >= 0, header.stamp = round(stamp_s * 1e9) ns, frame_id). The bytes of\n"
+"conversions.validated_rows_mm_to_pose_cdr with a PoseStampedPacker(frame_id). None when the stamp does not\n"
+"fit (the Python packer then raises).");
+
+static PyObject *pose_cdr(PyObject *self, PyObject *args) {
+    PyObject *rows_obj;
+    double stamp_s;
+    const char *name;
+    Py_ssize_t name_len;
+    double m[3][4];
+    if (!PyArg_ParseTuple(args, "Ody#", &rows_obj, &stamp_s, &name, &name_len))
+        return NULL;
+    if (read_rows(rows_obj, m) < 0)
+        return NULL;
+    /* PoseStampedPacker.pack_values: ns = int(round(stamp_s * NS_PER_S)) (half to even), sec = ns // 1e9 */
+    double x_ns = stamp_s * 1000000000.0;
+    if (!isfinite(x_ns) || fabs(x_ns) > 4.0e18)
+        Py_RETURN_NONE;
+    double r_ns = nearbyint(x_ns); /* default rounding mode: to nearest, ties to even = Python's round() */
+    int64_t ns = (int64_t)r_ns;
+    int64_t sec = ns / 1000000000LL, nsec = ns % 1000000000LL;
+    if (nsec < 0) { /* floor division, as Python's // and % */
+        nsec += 1000000000LL;
+        sec -= 1;
+    }
+    if (sec < INT32_MIN || sec > INT32_MAX)
+        Py_RETURN_NONE;
+    /* geometry.rotation_rows_to_quat_xyzw (Shepperd's method) */
+    double r00 = m[0][0], r01 = m[0][1], r02 = m[0][2], r10 = m[1][0], r11 = m[1][1], r12 = m[1][2];
+    double r20 = m[2][0], r21 = m[2][1], r22 = m[2][2];
+    double tr = r00 + r11 + r22, s, x, y, z, w;
+    if (tr > 0.0) {
+        s = 2.0 * sqrt(tr + 1.0);
+        x = (r21 - r12) / s; y = (r02 - r20) / s; z = (r10 - r01) / s; w = 0.25 * s;
+    } else if (r00 > r11 && r00 > r22) {
+        s = 2.0 * sqrt(1.0 + r00 - r11 - r22);
+        x = 0.25 * s; y = (r01 + r10) / s; z = (r02 + r20) / s; w = (r21 - r12) / s;
+    } else if (r11 > r22) {
+        s = 2.0 * sqrt(1.0 + r11 - r00 - r22);
+        x = (r01 + r10) / s; y = 0.25 * s; z = (r12 + r21) / s; w = (r02 - r20) / s;
+    } else {
+        s = 2.0 * sqrt(1.0 + r22 - r00 - r11);
+        x = (r02 + r20) / s; y = (r12 + r21) / s; z = 0.25 * s; w = (r10 - r01) / s;
+    }
+    double n = sqrt(w * w + x * x + y * y + z * z);
+    if (w < 0.0)
+        n = -n;
+    const double k = 1.0 / 1000.0; /* 1.0 / MM_PER_M */
+    double vals[7] = {m[0][3] * k, m[1][3] * k, m[2][3] * k, x / n, y / n, z / n, w / n};
+    Py_ssize_t str_len = name_len + 1; /* with its NUL */
+    Py_ssize_t pad = (8 - (12 + str_len) % 8) % 8;
+    Py_ssize_t total = 16 + str_len + pad + 56;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL)
+        return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(out);
+    memset(p, 0, (size_t)total);
+    p[1] = 1; /* XCDR1 little-endian encapsulation 00 01 00 00 */
+    put_le32(p + 4, (uint32_t)(int32_t)sec);
+    put_le32(p + 8, (uint32_t)nsec);
+    put_le32(p + 12, (uint32_t)str_len);
+    memcpy(p + 16, name, (size_t)name_len);
+    unsigned char *f = p + 16 + str_len + pad;
+    for (int i = 0; i < 7; i++)
+        put_f64(f + 8 * i, vals[i]);
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"pose_cdr", pose_cdr, METH_VARARGS, pose_cdr_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_pose_cdr",
+    "Validated pose rows -> serialized PoseStamped in C; see the source's header and tests/test_native_frames.py.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__pose_cdr(void) { return PyModule_Create(&module); }

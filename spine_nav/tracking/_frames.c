@@ -1,0 +1,275 @@
+/* spine_nav.tracking._frames: the tracker bridge's per-frame arithmetic in one C call each.
+ *
+ * Why C (issue 17, docs/performance.md "The bridge in C"): at 1 kHz the bridge's per-frame work runs cold
+ * (1 ms idle between frames) and every microsecond of warm CPython work costs ~2-4 us of latency there; the
+ * pure-Python path (struct unpack + scalar rigid check + composition, ~250 float operations) was ~17 us warm
+ * against the bare relay's ~3 us. No maintained library does "decode an OpenIGTLink TRANSFORM, check it is
+ * rigid and compose three transforms" in one call (numpy's per-call overhead exceeds the work at this size;
+ * pyigtl decodes in Python).
+ *
+ * Every function here has a pure-Python twin that defines its result and that the tests compare it with,
+ * bit for bit (tests/test_native_frames.py):
+ *   decode_transforms  <-> BridgeCore._decode_chunk_py   (spine_nav/tracking/bridge.py)
+ *   compose_inv_a_b_c  <-> compose_rows_inv_a_b_c         (spine_nav/tracking/tools.py)
+ * The same floating-point expressions in the same order (built with -ffp-contract=off: no fused
+ * multiply-add), so the same doubles. Anything unusual is declined (None), never guessed: the caller then
+ * takes the general Python path, which counts, logs and rejects as before.
+ *
+ * Frames and units: as the Python twins (rows of a 4x4 homogeneous transform, mm; T_a_b maps b to a).
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#define HEADER_SIZE 58
+#define BODY_SIZE 48
+#define MESSAGE_SIZE (HEADER_SIZE + BODY_SIZE)
+
+/* OpenIGTLink's CRC-64 (ECMA-182 polynomial, not reflected, init 0, no final xor): crcmod's
+ * mkCrcFun(0x142F0E1EBA9EA3693, rev=False) as pyigtl builds it. Table filled at import. */
+static uint64_t crc_table[256];
+/* igtl_frac_to_nanosec adds a fixed amount per set bit of the 32-bit fraction (codec.frac_to_nanosec) */
+static uint64_t frac_bit_ns[32];
+
+static void init_tables(void) {
+    const uint64_t poly = 0x42F0E1EBA9EA3693ULL;
+    for (int i = 0; i < 256; i++) {
+        uint64_t c = (uint64_t)i << 56;
+        for (int k = 0; k < 8; k++)
+            c = (c & 0x8000000000000000ULL) ? (c << 1) ^ poly : (c << 1);
+        crc_table[i] = c;
+    }
+    /* the reference loop for a single set bit i: base halves (rounding up) once per bit from bit 31 down */
+    for (int i = 0; i < 32; i++) {
+        uint64_t base = 1000000000ULL;
+        for (int b = 31; b >= i; b--)
+            base = (base + 1) >> 1;
+        frac_bit_ns[i] = base;
+    }
+}
+
+static uint64_t crc64(const unsigned char *p, Py_ssize_t n) {
+    uint64_t crc = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        crc = crc_table[((crc >> 56) ^ p[i]) & 0xff] ^ (crc << 8);
+    return crc;
+}
+
+static uint64_t be_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+static uint32_t be_u32(const unsigned char *p) {
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | (uint32_t)p[3];
+}
+
+static double be_f32(const unsigned char *p) {
+    uint32_t u = be_u32(p);
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return (double)f; /* exact, as struct's '>f' */
+}
+
+static PyObject *rows_list(const double m[3][4]) {
+    PyObject *rows = PyList_New(3);
+    if (rows == NULL)
+        return NULL;
+    for (int r = 0; r < 3; r++) {
+        PyObject *row = PyList_New(4);
+        if (row == NULL) {
+            Py_DECREF(rows);
+            return NULL;
+        }
+        for (int c = 0; c < 4; c++) {
+            PyObject *v = PyFloat_FromDouble(m[r][c]);
+            if (v == NULL) {
+                Py_DECREF(row);
+                Py_DECREF(rows);
+                return NULL;
+            }
+            PyList_SET_ITEM(row, c, v);
+        }
+        PyList_SET_ITEM(rows, r, row);
+    }
+    return rows;
+}
+
+PyDoc_STRVAR(decode_transforms_doc,
+"decode_transforms(data, devices, tol, max_messages) -> list | None\n\n"
+"A recv() chunk that is exactly 1..max_messages whole header-v1 OpenIGTLink TRANSFORM messages with\n"
+"48-byte bodies, each from a device in ``devices`` (raw 20-byte NUL-padded name field -> value), with a\n"
+"good CRC-64 and a finite rigid pose (orthonormal within ``tol``, det > 0; geometry.rigid_rows'\n"
+"expressions) -> [(devices[name], timestamp_s, rows), ...] in arrival order, rows = the first three rows\n"
+"of the 4x4 (lists of 4 floats, mm). None when anything differs: nothing is decoded half-way.");
+
+static PyObject *decode_transforms(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    PyObject *devices;
+    double tol;
+    Py_ssize_t max_messages;
+    if (!PyArg_ParseTuple(args, "y*O!dn", &buf, &PyDict_Type, &devices, &tol, &max_messages))
+        return NULL;
+    const unsigned char *data = (const unsigned char *)buf.buf;
+    Py_ssize_t size = buf.len;
+    if (size == 0 || size % MESSAGE_SIZE != 0 || size > max_messages * MESSAGE_SIZE) {
+        PyBuffer_Release(&buf);
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t n = size / MESSAGE_SIZE;
+    PyObject *out = PyList_New(n);
+    if (out == NULL) {
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const unsigned char *m = data + k * MESSAGE_SIZE;
+        unsigned version = ((unsigned)m[0] << 8) | m[1];
+        if (version != 1 || memcmp(m + 2, "TRANSFORM\0\0\0", 12) != 0 || be_u64(m + 42) != BODY_SIZE
+            || crc64(m + HEADER_SIZE, BODY_SIZE) != be_u64(m + 50))
+            goto decline;
+        PyObject *key = PyBytes_FromStringAndSize((const char *)m + 14, 20);
+        if (key == NULL)
+            goto fail;
+        PyObject *known = PyDict_GetItemWithError(devices, key); /* borrowed */
+        Py_DECREF(key);
+        if (known == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            goto decline;
+        }
+        double v[12];
+        for (int i = 0; i < 12; i++) {
+            v[i] = be_f32(m + HEADER_SIZE + 4 * i);
+            if (!isfinite(v[i]))
+                goto decline;
+        }
+        /* OpenIGTLink order: R11 R21 R31 R12 R22 R32 R13 R23 R33 TX TY TZ (column-major rotation) */
+        double a00 = v[0], a10 = v[1], a20 = v[2], a01 = v[3], a11 = v[4], a21 = v[5];
+        double a02 = v[6], a12 = v[7], a22 = v[8];
+        double e[6] = {
+            fabs(a00 * a00 + a10 * a10 + a20 * a20 - 1.0), fabs(a01 * a01 + a11 * a11 + a21 * a21 - 1.0),
+            fabs(a02 * a02 + a12 * a12 + a22 * a22 - 1.0), fabs(a00 * a01 + a10 * a11 + a20 * a21),
+            fabs(a00 * a02 + a10 * a12 + a20 * a22), fabs(a01 * a02 + a11 * a12 + a21 * a22)};
+        for (int i = 0; i < 6; i++)
+            if (e[i] > tol)
+                goto decline;
+        if (a00 * (a11 * a22 - a21 * a12) - a10 * (a01 * a22 - a21 * a02) + a20 * (a01 * a12 - a11 * a02) <= 0.0)
+            goto decline;
+        uint32_t sec = be_u32(m + 34), frac = be_u32(m + 38);
+        uint64_t ns = 0;
+        for (int b = 0; b < 32; b++)
+            if (frac >> b & 1u)
+                ns += frac_bit_ns[b];
+        double t_s = (double)sec + (double)ns * 1e-9; /* codec.timestamp_from_parts: sec + ns * 1e-9 */
+        const double rows[3][4] = {{a00, a01, a02, v[9]}, {a10, a11, a12, v[10]}, {a20, a21, a22, v[11]}};
+        PyObject *r = rows_list(rows);
+        if (r == NULL)
+            goto fail;
+        PyObject *item = Py_BuildValue("(OdN)", known, t_s, r);
+        if (item == NULL)
+            goto fail;
+        PyList_SET_ITEM(out, k, item);
+    }
+    PyBuffer_Release(&buf);
+    return out;
+decline:
+    Py_DECREF(out);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(out);
+    PyBuffer_Release(&buf);
+    return NULL;
+}
+
+/* three rows of four floats from any sequence of sequences (lists from the decoder or .tolist()) */
+static int read_rows(PyObject *obj, double m[3][4], const char *name) {
+    PyObject *seq = PySequence_Fast(obj, name);
+    if (seq == NULL)
+        return -1;
+    if (PySequence_Fast_GET_SIZE(seq) < 3) {
+        PyErr_Format(PyExc_ValueError, "%s: 3 rows of 4 floats expected", name);
+        Py_DECREF(seq);
+        return -1;
+    }
+    for (int r = 0; r < 3; r++) {
+        PyObject *row = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, r), name);
+        if (row == NULL) {
+            Py_DECREF(seq);
+            return -1;
+        }
+        if (PySequence_Fast_GET_SIZE(row) < 4) {
+            PyErr_Format(PyExc_ValueError, "%s: 3 rows of 4 floats expected", name);
+            Py_DECREF(row);
+            Py_DECREF(seq);
+            return -1;
+        }
+        for (int c = 0; c < 4; c++) {
+            m[r][c] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(row, c));
+            if (m[r][c] == -1.0 && PyErr_Occurred()) {
+                Py_DECREF(row);
+                Py_DECREF(seq);
+                return -1;
+            }
+        }
+        Py_DECREF(row);
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+PyDoc_STRVAR(compose_doc,
+"compose_inv_a_b_c(A, B, C) -> rows\n\n"
+"inv(A) @ B @ C for validated rigid transforms given as their first three rows (4 floats each); returns\n"
+"3 lists of 4 floats. tools.compose_rows_inv_a_b_c in C: the same expressions in the same order.");
+
+static PyObject *compose_inv_a_b_c(PyObject *self, PyObject *args) {
+    PyObject *oa, *ob, *oc;
+    double A[3][4], B[3][4], C[3][4], out[3][4];
+    if (!PyArg_ParseTuple(args, "OOO", &oa, &ob, &oc))
+        return NULL;
+    if (read_rows(oa, A, "A") < 0 || read_rows(ob, B, "B") < 0 || read_rows(oc, C, "C") < 0)
+        return NULL;
+    /* inv(A) = [R^T, -R^T t] */
+    double inv[3][4];
+    for (int r = 0; r < 3; r++) {
+        inv[r][0] = A[0][r];
+        inv[r][1] = A[1][r];
+        inv[r][2] = A[2][r];
+        inv[r][3] = -(A[0][r] * A[0][3] + A[1][r] * A[1][3] + A[2][r] * A[2][3]);
+    }
+    for (int r = 0; r < 3; r++) {
+        double r0 = inv[r][0], r1 = inv[r][1], r2 = inv[r][2], r3 = inv[r][3];
+        double m0 = r0 * B[0][0] + r1 * B[1][0] + r2 * B[2][0];
+        double m1 = r0 * B[0][1] + r1 * B[1][1] + r2 * B[2][1];
+        double m2 = r0 * B[0][2] + r1 * B[1][2] + r2 * B[2][2];
+        double m3 = r0 * B[0][3] + r1 * B[1][3] + r2 * B[2][3] + r3;
+        out[r][0] = m0 * C[0][0] + m1 * C[1][0] + m2 * C[2][0];
+        out[r][1] = m0 * C[0][1] + m1 * C[1][1] + m2 * C[2][1];
+        out[r][2] = m0 * C[0][2] + m1 * C[1][2] + m2 * C[2][2];
+        out[r][3] = m0 * C[0][3] + m1 * C[1][3] + m2 * C[2][3] + m3;
+    }
+    return rows_list(out);
+}
+
+static PyMethodDef methods[] = {
+    {"decode_transforms", decode_transforms, METH_VARARGS, decode_transforms_doc},
+    {"compose_inv_a_b_c", compose_inv_a_b_c, METH_VARARGS, compose_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_frames",
+    "The tracker bridge's per-frame arithmetic in C; see the source's header and tests/test_native_frames.py.",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__frames(void) {
+    init_tables();
+    return PyModule_Create(&module);
+}

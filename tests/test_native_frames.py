@@ -1,0 +1,228 @@
+"""The compiled per-frame arithmetic (spine_nav/tracking/_frames.c, spine_nav/nodes/_pose_cdr.c) against its
+pure-Python twins, which define the results: the same bits on the same input, bad input first.
+
+- ``_frames.decode_transforms``  == ``BridgeCore._decode_chunk_py`` (decline = None on anything unusual)
+- ``_frames.compose_inv_a_b_c``  == ``tools.compose_rows_inv_a_b_c``
+- ``_pose_cdr.pose_cdr``         == ``conversions.validated_rows_mm_to_pose_cdr_py`` (a stamp the packer refuses:
+  the C function declines and the Python twin raises, as before)
+
+Floats are compared by their bits (``float.hex``), so -0.0 vs 0.0 or a last-bit difference would fail.
+"""
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from spine_nav.geometry import make_transform, random_transform
+from spine_nav.geometry.transforms import ORTHONORMAL_TOL
+from spine_nav.nodes import conversions
+from spine_nav.nodes.cdr import PoseStampedPacker
+from spine_nav.tracking import codec, native
+from spine_nav.tracking.bridge import _FAST_MAX_MESSAGES, BridgeCore
+from spine_nav.tracking.tools import PoseComposer, ToolDefinition, compose_rows_inv_a_b_c
+
+frames = native.frames
+pose_cdr_c, _ = native.load("_pose_cdr", "spine_nav.nodes")
+REF, STY = "ReferenceToTracker", "StylusToTracker"
+
+
+def test_the_extensions_are_built_by_the_set_up():
+    """`make` builds them (setup.py ext_modules); a missing build step must show, not fall back in silence."""
+    if os.environ.get("SPINE_NAV_NATIVE") == "0":
+        pytest.skip("SPINE_NAV_NATIVE=0 asks for the Python twins")
+    assert frames is not None, native.WHY_PYTHON
+    assert pose_cdr_c is not None
+    assert conversions.validated_rows_mm_to_pose_cdr is not conversions.validated_rows_mm_to_pose_cdr_py
+
+
+needs_c = pytest.mark.skipif(frames is None or pose_cdr_c is None,
+                             reason="extensions not built (test_the_extensions_are_built_by_the_set_up fails)")
+
+
+def bits(x):
+    """Every float replaced by its exact hex form, recursively (tuples and lists kept apart)."""
+    if isinstance(x, float):
+        return x.hex()
+    if isinstance(x, (list, tuple)):
+        return type(x)(bits(v) for v in x)
+    return x
+
+
+def _core():
+    return BridgeCore(PoseComposer(tools=(ToolDefinition(),)))
+
+
+def _both(core, data):
+    py = core._decode_chunk_py(data)
+    c = frames.decode_transforms(data, core._fast_devices, ORTHONORMAL_TOL, _FAST_MAX_MESSAGES)
+    return bits(py), bits(c)
+
+
+RNG = np.random.default_rng(1717)
+
+
+def _msg(device=STY, T=None, t=1234.5678):
+    return codec.encode_transform(device, random_transform(RNG, max_translation_mm=2000) if T is None else T, t)
+
+
+def _patch(data: bytes, offset: int, raw: bytes, fix_crc: bool = True) -> bytes:
+    b = bytearray(data)
+    b[offset:offset + len(raw)] = raw
+    if fix_crc and offset >= codec.HEADER_SIZE:
+        b[50:58] = struct.pack(">Q", codec.CRC64(bytes(b[58:106])))
+    return bytes(b)
+
+
+def _body_floats(data: bytes, values) -> bytes:
+    """A TRANSFORM whose 12 body floats are ``values`` (OpenIGTLink order), CRC recomputed."""
+    return _patch(data, codec.HEADER_SIZE, struct.pack(">12f", *values))
+
+
+GOOD = _msg()
+BAD_CHUNKS = {
+    "empty": b"",
+    "partial message": GOOD[:-1],
+    "a message and a half": GOOD + GOOD[:50],
+    "too many messages": GOOD * (_FAST_MAX_MESSAGES + 1),
+    "header version 2": _patch(GOOD, 0, b"\x00\x02"),
+    "other type": _patch(GOOD, 2, b"POSITION".ljust(12, b"\0")),
+    "type without NUL padding": _patch(GOOD, 2, b"TRANSFORMXXX"),
+    "unknown device": _msg("Tool9ToTracker"),
+    "device name with trailing junk": _patch(GOOD, 14 + len(STY) + 1, b"x"),
+    "body size 47": _patch(GOOD, 42, struct.pack(">Q", 47)),
+    "bad CRC": _patch(GOOD, 50, b"\xff" * 8),
+    "one body bit flipped (CRC kept)": _patch(GOOD, 70, bytes([GOOD[70] ^ 1]), fix_crc=False),
+    "NaN": _body_floats(GOOD, [float("nan")] + [0.0] * 11),
+    "NaN in translation": _body_floats(GOOD, [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, float("nan"), 0]),
+    "inf": _body_floats(GOOD, [1, 0, 0, 0, 1, 0, 0, 0, 1, float("inf"), 0, 0]),
+    "-inf": _body_floats(GOOD, [1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, float("-inf")]),
+    "scaled": _body_floats(GOOD, [2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0]),
+    "reflection": _body_floats(GOOD, [-1, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0]),
+    "all zero": _body_floats(GOOD, [0.0] * 12),
+    "sheared": _body_floats(GOOD, [1, 0, 0, 0.01, 1, 0, 0, 0, 1, 0, 0, 0]),
+    "good then bad": GOOD + _body_floats(GOOD, [2, 0, 0, 0, 2, 0, 0, 0, 2, 0, 0, 0]),
+    "bad then good": _patch(GOOD, 50, b"\xff" * 8) + GOOD,
+}
+
+
+@needs_c
+@pytest.mark.parametrize("name", list(BAD_CHUNKS))
+def test_decode_declines_what_the_python_twin_declines(name):
+    py, c = _both(_core(), BAD_CHUNKS[name])
+    assert py is None and c is None
+
+
+@needs_c
+def test_decode_rejects_what_is_not_bytes():
+    with pytest.raises(TypeError):
+        frames.decode_transforms("text", {}, ORTHONORMAL_TOL, 16)
+    with pytest.raises(TypeError):
+        frames.decode_transforms(GOOD, [], ORTHONORMAL_TOL, 16)
+
+
+@needs_c
+@pytest.mark.parametrize("eps_scale", [0.5, 0.999, 1.001, 2.0])
+def test_decode_tolerance_edge_gives_the_same_verdict(eps_scale):
+    """Columns scaled so |c.c - 1| sits just inside / outside ORTHONORMAL_TOL (as float32 allows)."""
+    s = float(np.float32(np.sqrt(1.0 + eps_scale * ORTHONORMAL_TOL)))
+    data = _body_floats(GOOD, [s, 0, 0, 0, 1, 0, 0, 0, 1, 10, 20, 30])
+    py, c = _both(_core(), data)
+    assert py == c
+    assert (py is None) == (abs(s * s - 1.0) > ORTHONORMAL_TOL)
+
+
+@needs_c
+def test_decode_gives_the_same_bits_on_random_frames():
+    core = _core()
+    for k in range(400):
+        n = int(RNG.integers(1, _FAST_MAX_MESSAGES + 1))
+        devices = RNG.choice([REF, STY, "ArmMarkerToTracker", "StylusTipToReference"], size=n)
+        t = float(RNG.uniform(0, 4.0e9))  # the whole uint32 range of OpenIGTLink seconds
+        chunk = b"".join(_msg(str(d), t=t) for d in devices)
+        py, c = _both(core, chunk)
+        assert py is not None and py == c, k
+
+
+@needs_c
+def test_decode_gives_the_same_timestamp_for_every_fraction_bit():
+    core = _core()
+    T = make_transform(np.eye(3), [1.0, 2.0, 3.0])
+    for frac in [0, 1, 0xFFFFFFFF, 0x80000000, *(1 << b for b in range(32)), *RNG.integers(0, 2**32, 200).tolist()]:
+        data = bytearray(codec.encode_transform(REF, T, 0.0))
+        data[34:42] = struct.pack(">II", int(RNG.integers(0, 2**32)), frac)
+        py, c = _both(core, bytes(data))
+        assert py is not None and py == c, frac
+
+
+def _random_rows(rng, scale=1.0):
+    return (rng.normal(size=(3, 4)) * scale).tolist()
+
+
+@needs_c
+def test_compose_gives_the_same_bits():
+    for k in range(2000):
+        if k % 2:
+            A, B, C = (random_transform(RNG, max_translation_mm=2000)[:3].tolist() for _ in range(3))
+        else:  # any floats: the expressions, not rigidity, are what must agree
+            A, B, C = (_random_rows(RNG, 10.0 ** RNG.integers(-6, 6)) for _ in range(3))
+        assert bits(frames.compose_inv_a_b_c(A, B, C)) == bits(compose_rows_inv_a_b_c(A, B, C)), k
+
+
+@needs_c
+def test_compose_rejects_bad_rows_with_a_message():
+    good = np.eye(4)[:3].tolist()
+    for bad in (None, [[1.0, 2.0]] * 3, [[0.0] * 4] * 2, [["a", 0.0, 0.0, 0.0]] * 3):
+        with pytest.raises((TypeError, ValueError)):
+            frames.compose_inv_a_b_c(bad, good, good)
+
+
+def _quat_branch_rotations():
+    """Rotations hitting each branch of Shepperd's method, and near-180 degree turns."""
+    out = [np.eye(3), np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1.0, -1.0, 1.0])]
+    for axis in np.eye(3):
+        for ang in (np.pi - 1e-9, np.pi - 1e-3, 2.5, -2.5):
+            out.append(make_transform(_axis_angle(axis, ang), [0, 0, 0])[:3, :3])
+    return out
+
+
+def _axis_angle(axis, angle):
+    from scipy.spatial.transform import Rotation
+    return Rotation.from_rotvec(np.asarray(axis) * angle).as_matrix()
+
+
+PACKERS = [PoseStampedPacker(f) for f in ("", "R", "Reference", "Tracker", "x" * 7, "y" * 12, "Référence")]
+
+
+@needs_c
+def test_pose_cdr_gives_the_same_bytes():
+    stamps = [0.0, -0.0, 1.5, -1.25, 1e-9, 2.5e-9, 1733486400.123456789, 2**31 - 1.0, -(2**31) + 0.0,
+              0.5e-9, 1.5e-9, -0.5e-9, *RNG.uniform(-2e9, 2e9, 50).tolist()]
+    rotations = _quat_branch_rotations() + [random_transform(RNG)[:3, :3] for _ in range(200)]
+    for k, R in enumerate(rotations):
+        rows = make_transform(R, RNG.uniform(-2000, 2000, 3))[:3].tolist()
+        packer = PACKERS[k % len(PACKERS)]
+        stamp = stamps[k % len(stamps)]
+        assert (pose_cdr_c.pose_cdr(rows, stamp, packer.name_utf8)
+                == conversions.validated_rows_mm_to_pose_cdr_py(rows, stamp, packer)), (k, stamp, packer.frame_id)
+
+
+@needs_c
+@pytest.mark.parametrize("stamp", [2.0**31, -(2.0**31) - 1.0, 1e300, float("inf"), float("nan")])
+def test_pose_cdr_declines_a_stamp_the_packer_refuses_and_the_node_path_raises_as_before(stamp):
+    rows = np.eye(4)[:3].tolist()
+    packer = PoseStampedPacker("Reference")
+    assert pose_cdr_c.pose_cdr(rows, stamp, packer.name_utf8) is None
+    with pytest.raises((struct.error, ValueError, OverflowError)) as py_err:
+        conversions.validated_rows_mm_to_pose_cdr_py(rows, stamp, packer)
+    with pytest.raises(py_err.type):
+        conversions.validated_rows_mm_to_pose_cdr(rows, stamp, packer)
+
+
+@needs_c
+def test_pose_cdr_rejects_bad_rows_with_a_message():
+    for bad in (None, [[1.0] * 4] * 2, [[1.0, 2.0]] * 3, [["a"] * 4] * 3):
+        with pytest.raises((TypeError, ValueError)):
+            pose_cdr_c.pose_cdr(bad, 0.0, b"Reference")
