@@ -265,3 +265,22 @@ def test_quaternion_fast_path_agrees_with_geometry():
         with pytest.raises(ValueError):
             transform_from_quat(q, (0, 0, 0), order="xyzw")
 
+
+
+def test_metrics_and_verdicts_built_with_tuple_new_are_the_named_tuples_with_every_field():
+    """compute_metrics and the verdicts build their NamedTuples with ``tuple.__new__`` (no Python-level __new__ per
+    sample): the same type, length and field names as the constructor's, on a judged sample and on bad input."""
+    from spine_nav.guard import GuardMetrics, GuardVerdict
+
+    g = ScrewGeometry.from_screw(screw())
+    m = compute_metrics(g, (1.0, 0.0, 10.0), (0.0, 0.0, 1.0))
+    assert type(m) is GuardMetrics and m == GuardMetrics(*m) and len(m) == len(GuardMetrics._fields)
+    assert (m.lateral_error_mm, m.depth_mm, m.remaining_mm, m.tip_to_entry_mm) == pytest.approx(
+        (1.0, 10.0, 30.0, math.hypot(1.0, 10.0)))
+    guard = TrajectoryGuard()
+    guard.set_plan(Plan(frame="Reference", screws=[screw()]))
+    for q, t, stamp_s in (((0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 5.0), 1.0), ((0.0, 0.0, 0.0, 2.0), (0.0, 0.0, 5.0), 1.1),
+                          ((0.0, 0.0, 0.0, 1.0), (math.nan, 0.0, 5.0), 1.2), ((0.0, 0.0, 0.0, 1.0), (0.0, 0.0, 5.0), 0.5)):
+        v = guard.evaluate_quat(q, t, stamp_s, stamp_s + 0.001)
+        assert type(v) is GuardVerdict and v == GuardVerdict(*v) and len(v) == len(GuardVerdict._fields)
+        assert type(v.metrics) is GuardMetrics and isinstance(v.state, GuardState) and isinstance(v.reason, str)

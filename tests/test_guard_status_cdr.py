@@ -108,6 +108,26 @@ def test_packer_matches_rclpy_for_every_string_length_modulo_8():
                        _status((7, 999_999_999), (-5, 1), "i" * a, 4, "n" * b, "r" * c, values, repeat))
 
 
+def test_packer_gives_the_same_bytes_from_its_string_cache_as_when_laying_the_strings_out_anew():
+    """The per-packer cache of (screw id, state name, reason) layouts: a hit (same strings, other stamps, state,
+    values, repeat; also after the cache was emptied by 300 other reasons) gives the bytes a fresh packer gives,
+    and what rclpy serialises."""
+    from spine_nav.nodes.cdr import GuardStatusPacker
+
+    cached = GuardStatusPacker("Reference")
+    strings = ("L4_left", "ALIGNED", "inside corridor \u00e9")
+    cached.pack((1, 2), (3, 4), *strings[:1], 3, *strings[1:], (0.0,) * 7)
+    for k in range(300):  # fills the cache past its bound: emptied once
+        cached.pack((1, 2), (3, 4), "L4_left", 2, "APPROACH", f"tip {k * 0.1:.1f} mm from entry", (0.0,) * 7)
+    cached.pack((1, 2), (3, 4), *strings[:1], 3, *strings[1:], (0.0,) * 7)
+    for stamp, state, values, repeat in (((5, 6), 3, (1.5, -2.0, 3.0, -4.0, 0.5, math.nan, 0.25), False),
+                                         ((2**31 - 1, 999_999_999), 5, (math.inf,) * 7, True)):
+        data = cached.pack(stamp, (-7, 8), strings[0], state, strings[1], strings[2], values, repeat)
+        assert data == GuardStatusPacker("Reference").pack(stamp, (-7, 8), strings[0], state, strings[1], strings[2],
+                                                           values, repeat)
+        _same_as_rclpy(data, _status(stamp, (-7, 8), strings[0], state, strings[1], strings[2], values, repeat))
+
+
 @pytest.mark.parametrize("frame", ["", "R", "Reference", "a_longer_frame_id_x"])
 def test_packer_matches_rclpy_for_any_header_frame(frame):
     from rclpy.serialization import deserialize_message

@@ -11,14 +11,24 @@ context of its own, no executor, no subscriber on ``guard/status``) and times wi
   alone, so their sum exceeds the total by the timer's own ~0.1 us per step):
   ``decode`` (CDR -> stamp, frame, quaternion, mm), ``lock`` (the node's lock, acquired and released),
   ``clock`` (the node clock read and its conversions), ``judge`` (the core's verdict, through
-  :class:`spine_nav.guard.live.LiveGuard` where the node has one, with its re-entrant lock), ``status`` (verdict -> what is
+  :class:`spine_nav.guard.live.LiveGuard` where the node has one: ``sample_held`` where it exists, as the node
+  calls it under its lock, else ``sample`` with its re-entrant lock), ``status`` (verdict -> what is
   published: a GuardStatus message object, or CDR bytes where the node packs them), ``publish``
   (rclpy ``publish()`` of that), ``latency_add`` (the node's latency record);
 * ``floor_total``: the floor relay's callback (:class:`spine_nav.nodes.floor_relay.FloorRelayNode`) on the
   same bytes.
 
-Values: median and p90 over the samples, microseconds; ``cprofile`` lists the callback's top functions by
-own time. Single-threaded and without DDS delivery: it says where the microseconds go; the bench's rounds
+Paced (``paced``, the measurement that matters at 1 kHz): the same callbacks one sample per ~1 ms
+(``time.sleep(0.001)`` before each call, like the real stream), so the code runs cold as in the node
+(caches and branch predictors taken by the idle wait; at 1 kHz the p50 latency excess over the floor
+was ~4x the warm callback difference): ``callback`` (the guard's ``on_tool``), ``floor`` (the relay's),
+each after its own sleep, alternated sample by sample; ``steps`` the steps above in order after one sleep
+(so the first is coldest, as in the callback). ``calls_per_sample``: Python function calls (``call``) and
+C function calls (``c_call``) per guard callback, counted with :func:`sys.setprofile` (the floor relay's
+beside it).
+
+Values: median and p90 over the samples (p99 too when paced), microseconds; ``cprofile`` lists the callback's
+top functions by own time. Single-threaded and without DDS delivery: it says where the microseconds go; the bench's rounds
 measure the latency with the real processes. The module only uses what the node offered before the
 restructuring too (``on_tool``, ``on_plan``, ``guard``, ``status_pub``, ``latency``), so the same file
 profiles an older checkout: ``PYTHONPATH=<checkout> python spine_nav/bench/guard_profile.py N``.
@@ -36,9 +46,56 @@ from typing import Any
 import numpy as np
 
 
-def _stats(ns: list[int]) -> dict[str, float]:
+def _stats(ns: list[int], pcts: tuple[int, ...] = (50, 90)) -> dict[str, float]:
     a = np.asarray(ns, dtype=float) * 1e-3
-    return {"p50_us": round(float(np.percentile(a, 50)), 2), "p90_us": round(float(np.percentile(a, 90)), 2)}
+    return {f"p{p}_us": round(float(np.percentile(a, p)), 2) for p in pcts}
+
+
+def _count_calls(fn, args_list: list) -> dict[str, float]:
+    """Python (``call``) and C (``c_call``) function calls per call of ``fn`` over ``args_list``."""
+    counts = {"call": 0, "c_call": 0}
+
+    def prof(frame, event, arg):
+        if event in counts:
+            counts[event] += 1
+    sys.setprofile(prof)
+    try:
+        for a in args_list:
+            fn(a)
+    finally:
+        sys.setprofile(None)
+    return {"python_calls": round(counts["call"] / len(args_list), 1),
+            "c_calls": round(counts["c_call"] / len(args_list), 1)}
+
+
+def _paced(node, floor, samples: list[bytes], steps) -> dict[str, Any]:
+    """The callbacks and the steps one sample per ~1 ms (a sleep before each), as the 1 kHz stream runs them."""
+    clock, sleep = time.perf_counter_ns, time.sleep
+    total, floor_total = [], []
+    per_step: dict[str, list[int]] = {name: [] for name, _ in steps}
+    for data in samples:
+        sleep(0.001)
+        d = _restamp(data)
+        t0 = clock()
+        node.on_tool(d)
+        total.append(clock() - t0)
+        sleep(0.001)
+        t0 = clock()
+        floor._on_tool(d)
+        floor_total.append(clock() - t0)
+    for data in samples:
+        s: dict = {}
+        d = _restamp(data)
+        sleep(0.001)
+        for name, fn in steps:
+            t0 = clock()
+            fn(d, s)
+            per_step[name].append(clock() - t0)
+    pcts = (50, 90, 99)
+    return {"samples": len(samples), "callback": _stats(total, pcts), "floor": _stats(floor_total, pcts),
+            "steps": {name: _stats(v, pcts) for name, v in per_step.items()},
+            "what": "one sample per ~1 ms: time.sleep(0.001) before each guard / floor callback (alternated), "
+                    "and before each sample's steps in order; perf_counter_ns"}
 
 
 def _samples(n: int) -> list[bytes]:
@@ -70,6 +127,8 @@ def _steps(node) -> list[tuple[str, Any]]:
     lock = getattr(node, "_lock", None) or live.lock  # the node's; LiveGuard.sample's own re-entry is in "judge"
     clock = node.get_clock()
     fast_decode = getattr(conv, "pose_cdr_fields_mm", None)
+    # the node judges under its own lock with LiveGuard.sample_held where it has it (no second acquisition)
+    judge_live = None if live is None else getattr(live, "sample_held", live.sample)
 
     def decode(data, s):
         if fast_decode is not None and packer is not None:
@@ -95,7 +154,7 @@ def _steps(node) -> list[tuple[str, Any]]:
     def judge(data, s):
         frame, q, t, stamp_s = s["args"]
         now_s = s["now_s"] if "now_s" in s else s["now_ns"] * 1e-9
-        s["v"] = live.sample(frame, q, t, stamp_s, now_s) if live is not None else \
+        s["v"] = judge_live(frame, q, t, stamp_s, now_s) if live is not None else \
             node.guard.evaluate_quat(q, t, stamp_s, now_s)
 
     def status(data, s):
@@ -132,8 +191,9 @@ def _steps(node) -> list[tuple[str, Any]]:
             ("status", status), ("publish", publish), ("latency_add", latency_add)]
 
 
-def profile_guard(n: int = 5000, with_cprofile: bool = True) -> dict[str, Any]:
-    """Per-step microseconds of the guard node's tool-sample callback and the floor relay's, over ``n`` samples."""
+def profile_guard(n: int = 5000, with_cprofile: bool = True, paced: int = 0) -> dict[str, Any]:
+    """Per-step microseconds of the guard node's tool-sample callback and the floor relay's, over ``n`` samples
+    back to back, and over ``paced`` samples one per ~1 ms (0: not paced; ~4 ms of wall time per sample)."""
     import rclpy
     from rclpy.context import Context
 
@@ -174,6 +234,11 @@ def profile_guard(n: int = 5000, with_cprofile: bool = True) -> dict[str, Any]:
                                "steps": {name: _stats(v) for name, v in per_step.items()}, "states": states,
                                "what": "guard node tool-sample callback (node.on_tool(bytes)) and its steps, "
                                        "single-threaded, no DDS delivery, no subscriber; perf_counter_ns"}
+        if paced:
+            out["paced"] = _paced(node, floor, [samples[i % n] for i in range(paced)], steps)
+        restamped = [_restamp(d) for d in samples[:1000]]
+        out["calls_per_sample"] = {"guard": _count_calls(node.on_tool, restamped),
+                                   "floor": _count_calls(floor._on_tool, restamped)}
         if with_cprofile:
             prof = cProfile.Profile()
             prof.enable()
@@ -192,4 +257,5 @@ def profile_guard(n: int = 5000, with_cprofile: bool = True) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    print(json.dumps(profile_guard(int(sys.argv[1]) if len(sys.argv) > 1 else 5000), indent=1))
+    print(json.dumps(profile_guard(int(sys.argv[1]) if len(sys.argv) > 1 else 5000,
+                                   paced=int(sys.argv[2]) if len(sys.argv) > 2 else 0), indent=1))

@@ -15,7 +15,7 @@ import numpy as np
 
 from spine_nav.guard.config import GuardConfig
 from spine_nav.guard.metrics import (NAN_METRICS, GuardMetrics, PoseError, ScrewGeometry, compute_metrics,
-                                     tip_and_axis, tip_and_axis_from_quat)
+                                     new_named_tuple, tip_and_axis, tip_and_axis_from_quat)
 from spine_nav.guard.selection import ScrewSelector
 from spine_nav.guard.state import Debounce, GuardState, Latch
 from spine_nav.plan import Plan
@@ -163,7 +163,7 @@ class TrajectoryGuard:
         state, pending = self._debounce.update(raw, t_s, self.config.debounce_s)
         if pending:
             reason = f"{state.name}{DEBOUNCE_HELD}{raw.name} pending debounce ({reason})"
-        v = GuardVerdict(state, reason, screw_id, metrics, t_s, age_ms)
+        v = new_named_tuple(GuardVerdict, (state, reason, screw_id, metrics, t_s, age_ms))  # GuardVerdict(...)
         self.last_verdict = v
         return v
 
@@ -180,30 +180,30 @@ class TrajectoryGuard:
     def _evaluate(self, parse, pose_args: tuple, sample_time_s: float, now_s: float) -> GuardVerdict:
         cfg = self.config
         age_ms = (now_s - sample_time_s) * 1000.0
-        screw_id = self.selector.active_id or ""
         if not math.isfinite(sample_time_s):
             return self._verdict(GuardState.TRACKING_LOST, f"input: sample time is not finite ({sample_time_s})",
-                                 screw_id, NAN_METRICS, now_s, age_ms)
+                                 self.selector.active_id or "", NAN_METRICS, now_s, age_ms)
         self.last_arrival_s = now_s
         last = self.last_sample_time_s
         if last is not None and sample_time_s < last:
             return self._verdict(GuardState.TRACKING_LOST,
                                  f"input: time went backwards ({(last - sample_time_s) * 1000:.3f} ms before "
-                                 f"the previous sample)", screw_id, NAN_METRICS, last, age_ms)
+                                 f"the previous sample)", self.selector.active_id or "", NAN_METRICS, last, age_ms)
         self.last_sample_time_s = sample_time_s
         t = sample_time_s
         try:
             tip, axis = parse(*pose_args)
         except PoseError as exc:
-            return self._verdict(GuardState.TRACKING_LOST, f"input: {exc}", screw_id, NAN_METRICS, t, age_ms)
+            return self._verdict(GuardState.TRACKING_LOST, f"input: {exc}", self.selector.active_id or "",
+                                 NAN_METRICS, t, age_ms)
         self.last_tip_axis = (tip, axis)
         if age_ms > (cfg.stale_after_s + TIME_EPS_S) * 1000.0:
             return self._verdict(GuardState.TRACKING_LOST,
                                  f"input: stale sample, age {age_ms:.1f} ms > {cfg.stale_after_s * 1000:g} ms",
-                                 screw_id, NAN_METRICS, t, age_ms)
-        if self.health_lost_reason:
+                                 self.selector.active_id or "", NAN_METRICS, t, age_ms)
+        if self._health_lost:  # (not health_lost_reason: no join per sample; reasons are never "")
             return self._verdict(GuardState.TRACKING_LOST, f"tracker: {self.health_lost_reason}",
-                                 screw_id, NAN_METRICS, t, age_ms)
+                                 self.selector.active_id or "", NAN_METRICS, t, age_ms)
         if self.plan is None:
             return self._verdict(GuardState.NO_PLAN, self.no_plan_reason, "", NAN_METRICS, t, age_ms)
         hold = self._approach is False and self._latched_screw == self.selector.active_id

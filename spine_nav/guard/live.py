@@ -51,11 +51,16 @@ class LiveGuard:
     def sample(self, frame_id: str, quat_xyzw, t_mm, stamp_s: float, now_s: float) -> GuardVerdict:
         """Judge one tool sample T_<frame_id>_tooltip (quaternion xyzw + mm; the core validates it)."""
         with self.lock:
-            self.samples += 1
-            if frame_id != self.frame:
-                return self.guard.reject_sample(f"tool pose in frame {frame_id!r}, expected {self.frame!r}",
-                                                stamp_s, now_s)
-            return self.guard.evaluate_quat(quat_xyzw, t_mm, stamp_s, now_s)
+            return self.sample_held(frame_id, quat_xyzw, t_mm, stamp_s, now_s)
+
+    def sample_held(self, frame_id: str, quat_xyzw, t_mm, stamp_s: float, now_s: float) -> GuardVerdict:
+        """:meth:`sample` for a caller that already holds :attr:`lock` (the node, which publishes under it):
+        the lock is not taken a second time on the 1 kHz path."""
+        self.samples += 1
+        if frame_id != self.frame:
+            return self.guard.reject_sample(f"tool pose in frame {frame_id!r}, expected {self.frame!r}",
+                                            stamp_s, now_s)
+        return self.guard.evaluate_quat(quat_xyzw, t_mm, stamp_s, now_s)
 
     def health(self, tool: str, lost: bool, reason: str, now_s: float) -> GuardVerdict | None:
         """A tool's health; returns the TRACKING_LOST verdict to publish when ``tool`` has just been lost."""

@@ -122,7 +122,7 @@ class ScrewSelector:
         """The active screw for this tip (automatic rules in the module docstring)."""
         if self.explicit_id is not None:
             return None if self.active_index is None else self.segments.screws[self.active_index]
-        if not len(self.segments):
+        if not self.segments.screws:
             self.active_index = None
             self.last_reason = "plan has no screws"
             return None

@@ -124,9 +124,10 @@ def stamp_of_pose_stamped(data: bytes) -> tuple[int, int]:
 
 
 @lru_cache(maxsize=1024)
-def _status_tail(n_id: int, n_name: int, n_reason: int, frame_end: int) -> struct.Struct:
-    """The GuardStatus layout after its header for string sizes ``n_*`` (bytes with the NUL) when the header's
-    frame_id ends at CDR offset ``frame_end``. Offsets count from the end of the encapsulation."""
+def _status_struct(head: str, n_id: int, n_name: int, n_reason: int, frame_end: int) -> struct.Struct:
+    """The whole GuardStatus layout: the header's format ``head`` (ends with its frame_id, which ends at CDR
+    offset ``frame_end``), then the fields after it for string sizes ``n_*`` (bytes with the NUL). Offsets
+    count from the end of the encapsulation. One struct: the message is packed in one call."""
     o = frame_end
     pad1 = (-o) % 4
     o += pad1 + 8 + 4 + n_id + 1  # tool_sample_stamp, active_screw_id, state (uint8)
@@ -135,7 +136,7 @@ def _status_tail(n_id: int, n_name: int, n_reason: int, frame_end: int) -> struc
     pad3 = (-o) % 4
     o += pad3 + 4 + n_reason  # reason
     pad4 = (-o) % 8
-    return struct.Struct(f"<{pad1}xiII{n_id}sB{pad2}xI{n_name}s{pad3}xI{n_reason}s{pad4}x7d?")
+    return struct.Struct(f"{head}{pad1}xiII{n_id}sB{pad2}xI{n_name}s{pad3}xI{n_reason}s{pad4}x7d?")
 
 
 def _cdr_string(s: str) -> bytes:
@@ -167,8 +168,22 @@ class GuardStatusPacker:
     def __init__(self, frame_id: str) -> None:
         name = _cdr_string(frame_id)
         self.frame_id = frame_id
-        self._head = struct.Struct(f"<4siII{len(name) + 1}s")
+        self._head = f"<4siII{len(name) + 1}s"
         self._name, self._n, self._frame_end = name, len(name) + 1, 12 + len(name) + 1
+        #: (screw_id, state_name, reason) -> (the message's Struct, then each string's CDR length and bytes): the
+        #: strings of a verdict repeat sample after sample (ALIGNED's reason is constant), so they are encoded
+        #: and laid out once; bounded (emptied when full: reasons with numbers in them change per sample)
+        self._strings: dict[tuple[str, str, str], tuple] = {}
+
+    def _layout(self, screw_id: str, state_name: str, reason: str) -> tuple:
+        sid, sname, rsn = _cdr_string(screw_id), _cdr_string(state_name), _cdr_string(reason)
+        n_id, n_name, n_reason = len(sid) + 1, len(sname) + 1, len(rsn) + 1
+        layout = (_status_struct(self._head, n_id, n_name, n_reason, self._frame_end),
+                  n_id, sid, n_name, sname, n_reason, rsn)
+        if len(self._strings) >= 256:
+            self._strings.clear()
+        self._strings[(screw_id, state_name, reason)] = layout
+        return layout
 
     def pack(self, stamp: tuple[int, int], sample_stamp: tuple[int, int], screw_id: str, state: int,
              state_name: str, reason: str, values: tuple[float, ...], repeat: bool = False) -> bytes:
@@ -179,12 +194,11 @@ class GuardStatusPacker:
         if len(values) != 7:
             raise ValueError(f"GuardStatus: expected 7 float64 values (lateral_error_mm ... sample_age_ms), "
                              f"got {len(values)}")
-        sid, sname, rsn = _cdr_string(screw_id), _cdr_string(state_name), _cdr_string(reason)
-        tail = _status_tail(len(sid) + 1, len(sname) + 1, len(rsn) + 1, self._frame_end)
+        layout = self._strings.get((screw_id, state_name, reason)) or self._layout(screw_id, state_name, reason)
+        st, n_id, sid, n_name, sname, n_reason, rsn = layout
         try:
-            return (self._head.pack(_CDR_LE, stamp[0], stamp[1], self._n, self._name)
-                    + tail.pack(sample_stamp[0], sample_stamp[1], len(sid) + 1, sid, state, len(sname) + 1, sname,
-                                len(rsn) + 1, rsn, *values, bool(repeat)))
+            return st.pack(_CDR_LE, stamp[0], stamp[1], self._n, self._name, sample_stamp[0], sample_stamp[1], n_id,
+                           sid, state, n_name, sname, n_reason, rsn, *values, bool(repeat))
         except struct.error as exc:
             raise ValueError(f"GuardStatus: stamp {stamp!r} / tool_sample_stamp {sample_stamp!r} or a float64 "
                              f"value out of range: {exc}") from None

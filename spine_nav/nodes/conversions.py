@@ -15,6 +15,7 @@ from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
 from spine_nav.geometry.transforms import MM_PER_M
+from spine_nav.guard.state import GuardState
 from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
 from spine_nav.tracking import native
@@ -164,13 +165,17 @@ def verdict_to_msg(v, frame_id: str, stamp: Time, sample_stamp: Time | None = No
     return msg
 
 
+#: GuardState -> its name (a dict look-up: ``state.name`` is a Python-level enum property, two calls per sample)
+_STATE_NAMES = {s: s.name for s in GuardState}
+
+
 def verdict_to_status_cdr(v, packer: GuardStatusPacker, stamp_ns: int, sample_stamp: tuple[int, int] | None = None,
                           repeat: bool = False) -> bytes:
     """:func:`verdict_to_msg` as serialized GuardStatus bytes (``publisher.publish(bytes)``), frame from
     ``packer``, header.stamp ``stamp_ns`` (ns, system or ROS clock), ``tool_sample_stamp`` (sec, nanosec)
     or zero when None, ``repeat`` as given. The same fields and values as :func:`verdict_to_msg` (tested)."""
     m = v.metrics
-    return packer.pack(divmod(stamp_ns, NS_PER_S), sample_stamp or (0, 0), v.screw_id, int(v.state), v.state.name,
+    return packer.pack(divmod(stamp_ns, NS_PER_S), sample_stamp or (0, 0), v.screw_id, int(v.state), _STATE_NAMES[v.state],
                        v.reason, (m.lateral_error_mm, m.entry_offset_mm, m.angular_error_deg, m.depth_mm,
                                   m.remaining_mm, m.predicted_tip_error_mm, v.sample_age_ms), repeat)
 

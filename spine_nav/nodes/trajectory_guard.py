@@ -158,7 +158,7 @@ class TrajectoryGuardNode(Node):
         with self._lock:
             now_ns = self.now_ns()
             self.last_stamp = (sec, nanosec)
-            v = self.live.sample(frame_id, quat_xyzw, t_mm, stamp_s, now_ns * 1e-9)
+            v = self.live.sample_held(frame_id, quat_xyzw, t_mm, stamp_s, now_ns * 1e-9)  # lock held
             self.publish_status(v, self.last_stamp, now_ns)
             self.latency.add_ns(sec, nanosec)
 
