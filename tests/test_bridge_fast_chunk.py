@@ -257,6 +257,30 @@ def test_steady_frames_take_the_steady_path_and_everything_else_declines_it(monk
     assert feed(_frame(1.012, T_ref=bumped)) == [True]
 
 
+def test_a_consumer_that_raises_leaves_the_same_state_on_both_paths():
+    """on_output raising on a tool tip (a consumer bug; the transport logs it and keeps serving): the steady-frame
+    path, which publishes before its bookkeeping, still leaves the general path's state and deferred reference."""
+    runs = []
+    for feed in (_general, _fast):
+        core, outs, latches = _core()
+
+        def on_output(o, t, outs=outs):
+            outs.append((o, t))
+            if o.kind == "tool_tip" and o.timestamp_s > 1.0015:
+                raise RuntimeError("consumer bug")
+
+        core.on_output = on_output
+        dec = StreamDecoder()
+        for t in (1.000, 1.001, 1.002, 1.003):
+            try:
+                feed(core, dec, _frame(t))
+            except RuntimeError:
+                core.flush()
+        runs.append(_state(core, outs, latches))
+    assert runs[0] == runs[1]
+    assert [o[0] for o in runs[0][0]].count("reference") == 4  # every reference still published at the chunk's end
+
+
 def test_reset_after_a_bump_resumes_on_the_fast_path():
     core, outs, latches = _core()
     dec = StreamDecoder()

@@ -193,12 +193,16 @@ class BridgeCore:
         if on_output is not None:
             for out in outputs:
                 if out.kind in self.defer_kinds:
-                    held = getattr(self._deferred, "items", None)
-                    if held is None:
-                        held = self._deferred.items = []
-                    held.append((out, receive_ns))
+                    self._defer(out, receive_ns)
                 else:
                     on_output(out, receive_ns)
+
+    def _defer(self, out: ComposedPose, receive_ns: int) -> None:
+        """Hold ``out`` until this thread's :meth:`flush` (``defer_kinds``)."""
+        held = getattr(self._deferred, "items", None)
+        if held is None:
+            held = self._deferred.items = []
+        held.append((out, receive_ns))
 
     def take_chunk(self, data: bytes, receive_ns: int, _source: object = None) -> int:
         """Fast path for one ``recv()`` chunk (the transport's ``on_chunk``; the 1 kHz tracker frame): when the
@@ -235,8 +239,8 @@ class BridgeCore:
         the general path's bookkeeping of both samples (watchdog, jump detector, composer, counters; all under the
         lock, so nobody sees the state in between), and defers the reference output as :meth:`_emit` would: the
         same outputs, state and counters as :meth:`_take_valid_locked` + :meth:`_emit` per message
-        (tests/test_bridge_fast_chunk.py), with ~2 us of Python instead of ~6 us before the tool tip leaves
-        (docs/performance.md, "The bridge in C"). False, with nothing changed, when the frame is anything else."""
+        (tests/test_bridge_fast_chunk.py); the tool tip is handed on ~4 us after recv instead of ~16 us, measured
+        with ``bench bridge --profile`` (docs/performance.md, "The bridge in C"). False, with nothing changed, when the frame is anything else."""
         ((ref_device, ref_name), t_ref, ref_rows), ((tool_device, tool_name), t_tool, tool_rows) = taken
         composer, jump_detector, on_output = self.composer, self.jump_detector, self.on_output
         if (ref_device != composer.reference_device or t_ref != t_tool or jump_detector is None or on_output is None
@@ -247,17 +251,14 @@ class BridgeCore:
             step = None if tool is None else jump_detector.steady_step(ref_rows, t_ref)
             if step is None:
                 return False
-            on_output(composer.tip(tool, t_tool, tool_rows, ref_rows), receive_ns)
-            # the bookkeeping _take_valid_locked does for the two samples, in its order
-            self.messages["TRANSFORM"] += 2
-            self.watchdog.sample(ref_name, self.clock(), t_ref, True)
-            jump_detector.accept_steady(ref_rows, t_ref, step)
-            reference = composer.keep_reference(t_ref, ref_rows)
-            self.watchdog.sample(tool_name, self.clock(), t_tool, True)
-        held = getattr(self._deferred, "items", None)
-        if held is None:
-            held = self._deferred.items = []
-        held.append((reference, receive_ns))
+            try:
+                on_output(composer.tip(tool, t_tool, tool_rows, ref_rows), receive_ns)
+            finally:  # the bookkeeping _take_valid_locked does for the two samples, in its order (even if on_output raised)
+                self.messages["TRANSFORM"] += 2
+                self.watchdog.sample(ref_name, self.clock(), t_ref, True)
+                jump_detector.accept_steady(ref_rows, t_ref, step)
+                self._defer(composer.keep_reference(t_ref, ref_rows), receive_ns)
+                self.watchdog.sample(tool_name, self.clock(), t_tool, True)
         return True
 
     def _decode_chunk_py(self, data: bytes) -> list | None:
