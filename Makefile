@@ -37,7 +37,7 @@ $(STAMPS)/interfaces: $(STAMPS)/venv $(wildcard spine_nav_interfaces/msg/*.msg s
 	@scripts/build_interfaces.sh $(VENV) build/interfaces
 	@touch $@
 
-$(STAMPS)/package: $(STAMPS)/interfaces setup.py setup.cfg package.xml $(wildcard spine_nav/*/*.c)
+$(STAMPS)/package: $(STAMPS)/interfaces setup.py setup.cfg package.xml $(wildcard spine_nav/*/*.c spine_nav/*/*.h)
 	@echo "[setup] installing spine_nav (editable)"
 	@$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@

@@ -45,8 +45,10 @@ NODE_SCRIPTS = {
 # extension is not built. -ffp-contract=off: no fused multiply-add, so the C doubles are the Python doubles.
 NATIVE_FLAGS = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
 EXTENSIONS = [
-    Extension(f"{PACKAGE}.tracking._frames", [f"{PACKAGE}/tracking/_frames.c"], extra_compile_args=NATIVE_FLAGS),
-    Extension(f"{PACKAGE}.nodes._pose_cdr", [f"{PACKAGE}/nodes/_pose_cdr.c"], extra_compile_args=NATIVE_FLAGS),
+    Extension(f"{PACKAGE}.tracking._frames", [f"{PACKAGE}/tracking/_frames.c"], extra_compile_args=NATIVE_FLAGS,
+              depends=[f"{PACKAGE}/tracking/_rows.h"]),
+    Extension(f"{PACKAGE}.nodes._pose_cdr", [f"{PACKAGE}/nodes/_pose_cdr.c"], extra_compile_args=NATIVE_FLAGS,
+              include_dirs=[f"{PACKAGE}/tracking"], depends=[f"{PACKAGE}/tracking/_rows.h"]),
 ]
 
 setup(

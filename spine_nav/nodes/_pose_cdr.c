@@ -18,40 +18,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static int read_rows(PyObject *obj, double m[3][4]) {
-    PyObject *seq = PySequence_Fast(obj, "rows: 3 rows of 4 floats expected");
-    if (seq == NULL)
-        return -1;
-    if (PySequence_Fast_GET_SIZE(seq) < 3) {
-        PyErr_SetString(PyExc_ValueError, "rows: 3 rows of 4 floats expected");
-        Py_DECREF(seq);
-        return -1;
-    }
-    for (int r = 0; r < 3; r++) {
-        PyObject *row = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, r), "rows: 3 rows of 4 floats expected");
-        if (row == NULL) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        if (PySequence_Fast_GET_SIZE(row) < 4) {
-            PyErr_SetString(PyExc_ValueError, "rows: 3 rows of 4 floats expected");
-            Py_DECREF(row);
-            Py_DECREF(seq);
-            return -1;
-        }
-        for (int c = 0; c < 4; c++) {
-            m[r][c] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(row, c));
-            if (m[r][c] == -1.0 && PyErr_Occurred()) {
-                Py_DECREF(row);
-                Py_DECREF(seq);
-                return -1;
-            }
-        }
-        Py_DECREF(row);
-    }
-    Py_DECREF(seq);
-    return 0;
-}
+#include "_rows.h" /* spine_nav/tracking/_rows.h */
 
 static void put_le32(unsigned char *p, uint32_t v) {
     for (int i = 0; i < 4; i++)
@@ -80,7 +47,7 @@ static PyObject *pose_cdr(PyObject *self, PyObject *args) {
     double m[3][4];
     if (!PyArg_ParseTuple(args, "Ody#", &rows_obj, &stamp_s, &name, &name_len))
         return NULL;
-    if (read_rows(rows_obj, m) < 0)
+    if (read_rows(rows_obj, m, "rows") < 0)
         return NULL;
     /* PoseStampedPacker.pack_values: ns = int(round(stamp_s * NS_PER_S)) (half to even), sec = ns // 1e9 */
     double x_ns = stamp_s * 1000000000.0;

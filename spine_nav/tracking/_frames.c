@@ -24,6 +24,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_rows.h"
+
 #define HEADER_SIZE 58
 #define BODY_SIZE 48
 #define MESSAGE_SIZE (HEADER_SIZE + BODY_SIZE)
@@ -186,42 +188,6 @@ fail:
     Py_DECREF(out);
     PyBuffer_Release(&buf);
     return NULL;
-}
-
-/* three rows of four floats from any sequence of sequences (lists from the decoder or .tolist()) */
-static int read_rows(PyObject *obj, double m[3][4], const char *name) {
-    PyObject *seq = PySequence_Fast(obj, name);
-    if (seq == NULL)
-        return -1;
-    if (PySequence_Fast_GET_SIZE(seq) < 3) {
-        PyErr_Format(PyExc_ValueError, "%s: 3 rows of 4 floats expected", name);
-        Py_DECREF(seq);
-        return -1;
-    }
-    for (int r = 0; r < 3; r++) {
-        PyObject *row = PySequence_Fast(PySequence_Fast_GET_ITEM(seq, r), name);
-        if (row == NULL) {
-            Py_DECREF(seq);
-            return -1;
-        }
-        if (PySequence_Fast_GET_SIZE(row) < 4) {
-            PyErr_Format(PyExc_ValueError, "%s: 3 rows of 4 floats expected", name);
-            Py_DECREF(row);
-            Py_DECREF(seq);
-            return -1;
-        }
-        for (int c = 0; c < 4; c++) {
-            m[r][c] = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(row, c));
-            if (m[r][c] == -1.0 && PyErr_Occurred()) {
-                Py_DECREF(row);
-                Py_DECREF(seq);
-                return -1;
-            }
-        }
-        Py_DECREF(row);
-    }
-    Py_DECREF(seq);
-    return 0;
 }
 
 PyDoc_STRVAR(compose_doc,
