@@ -179,11 +179,6 @@ class PoseComposer:
                 break
         return best
 
-    def _compose(self, tool: ToolDefinition, t_s: float, tool_rows: list, ref) -> ComposedPose:
-        dt, _, reference_rows = ref
-        rows = compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name])
-        return ComposedPose("tool_tip", tool.name, tool.device, t_s, rows, skew_ms=dt * 1e3)
-
     def _stale(self, tool: ToolDefinition, t_s: float, why: str) -> ComposedPose:
         self.stale_count += 1
         return ComposedPose("stale", tool.name, tool.device, t_s, None, detail=why)
@@ -204,10 +199,13 @@ class PoseComposer:
         self._refs.append((timestamp_s, rows))
         return ComposedPose("reference", "reference", self.reference_device, timestamp_s, rows)
 
-    def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list) -> ComposedPose:
-        """The ``tool_tip`` output of a tool sample composed with a reference sample of the same tracker time."""
+    def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list,
+            skew_s: float = 0.0) -> ComposedPose:
+        """The ``tool_tip`` output of a tool sample composed with a reference sample ``skew_s`` apart in tracker time
+        (|tool - reference|; 0 for a reference of the same frame, the bridge's steady-frame path)."""
         return ComposedPose("tool_tip", tool.name, tool.device, timestamp_s,
-                            compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name]), skew_ms=0.0)
+                            compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name]),
+                            skew_ms=skew_s * 1e3)
 
     def add(self, device: str, matrix: np.ndarray, timestamp_s: float,
             rows: list | None = None) -> list[ComposedPose]:
@@ -230,7 +228,7 @@ class PoseComposer:
                     t_s, T = pend.popleft()
                     ref = self._best_reference(t_s)
                     if ref[0] <= skew_s:
-                        out.append(self._compose(tool, t_s, T, ref))
+                        out.append(self.tip(tool, t_s, T, ref[2], ref[0]))
                     elif timestamp_s > t_s + skew_s:
                         out.append(self._stale(tool, t_s, f"no reference sample within {self.max_skew_ms:g} ms "
                                                           f"(closest {ref[0] * 1e3:.1f} ms)"))
@@ -248,7 +246,7 @@ class PoseComposer:
             return out
         ref = self._best_reference(timestamp_s)
         if ref is not None and ref[0] <= skew_s:
-            out.append(self._compose(tool, timestamp_s, rows, ref))
+            out.append(self.tip(tool, timestamp_s, rows, ref[2], ref[0]))
         elif ref is not None and max(t for t, _ in self._refs) > timestamp_s + skew_s:
             out.append(self._stale(tool, timestamp_s, f"no reference sample within {self.max_skew_ms:g} ms "
                                                       f"(closest {ref[0] * 1e3:.1f} ms)"))
