@@ -93,6 +93,10 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
                           defer_kinds=frozenset({"reference", "arm_marker"}))
         marks: dict[str, int] = {}
 
+        def publish_reference(out) -> None:
+            """A deferred reference pose, as the node publishes it at the chunk's end."""
+            ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+
         def fast_on_output(out, _t_ns) -> None:
             """The node's _on_output: a tool tip to CDR and published at once (the steady-frame path calls it before
             its bookkeeping); the deferred reference at the chunk's end."""
@@ -101,10 +105,10 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
                 data = validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, packer)
                 c1 = clock()
                 pub.publish(data)
-                marks.update(to_cdr=c1 - c0, published=clock())
-                marks["publish"] = marks["published"] - c1
+                c2 = clock()
+                marks.update(to_cdr=c1 - c0, publish=c2 - c1, published=c2)
             else:
-                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+                publish_reference(out)
 
         fast_core = BridgeCore(PoseComposer(tools=(tool,), max_skew_ms=2.0),
                                Watchdog({"reference": "ReferenceToTracker", "arm_marker": "ArmMarkerToTracker",
@@ -132,8 +136,8 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
             pub.publish(data)
             c_pub = clock()
             core_.flush()
-            for out in held_:  # the deferred reference pose, as the node publishes it at the chunk's end
-                ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+            for out in held_:
+                publish_reference(out)
             held_.clear()
             return c_cdr, c_pub, clock()
 
