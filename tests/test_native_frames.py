@@ -40,7 +40,8 @@ def test_the_extensions_are_built_by_the_set_up():
 
 
 needs_c = pytest.mark.skipif(frames is None or pose_cdr_c is None,
-                             reason="extensions not built (test_the_extensions_are_built_by_the_set_up fails)")
+                             reason=f"no C to compare: {native.WHY_PYTHON or 'spine_nav.nodes._pose_cdr not built'} "
+                                    "(test_the_extensions_are_built_by_the_set_up fails unless SPINE_NAV_NATIVE=0)")
 
 
 def bits(x):

@@ -8,6 +8,7 @@ environment variable ``SPINE_NAV_NATIVE=0`` turns it off, e.g. to measure the Py
 """
 from __future__ import annotations
 
+import importlib
 import os
 from types import ModuleType
 
@@ -17,7 +18,7 @@ def load(module: str, package: str) -> tuple[ModuleType | None, str]:
     if os.environ.get("SPINE_NAV_NATIVE", "1") == "0":
         return None, "SPINE_NAV_NATIVE=0"
     try:
-        return __import__(f"{package}.{module}", fromlist=[module]), ""
+        return importlib.import_module(f"{package}.{module}"), ""
     except ImportError as exc:
         return None, f"{package}.{module} not built ({exc}); run the set-up (make) to build it"
 
