@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from spine_nav.bench.guard_profile import stats_us
+
 
 def _frames(n: int) -> list[bytes]:
     from spine_nav.geometry import make_transform
@@ -54,11 +56,6 @@ def _frames(n: int) -> list[bytes]:
         t = t0 + k * 1e-3
         out.append(codec.encode_transform("ReferenceToTracker", T_ref, t) + codec.encode_transform("StylusToTracker", T_tool, t))
     return out
-
-
-def _stats(ns: list[int]) -> dict[str, float]:
-    a = np.asarray(ns, dtype=float) * 1e-3
-    return {"p50_us": round(float(np.percentile(a, 50)), 2), "p90_us": round(float(np.percentile(a, 90)), 2)}
 
 
 def profile_bridge(n: int = 3000) -> dict[str, Any]:
@@ -180,9 +177,9 @@ def profile_bridge(n: int = 3000) -> dict[str, Any]:
     finally:
         node.destroy_node()
         rclpy.shutdown(context=ctx)
-    out = {k: _stats(v) for k, v in stages.items()}
+    out = {k: stats_us(v) for k, v in stages.items()}
     total, floor = out["tool_tip_total"]["p50_us"], out["floor_total"]["p50_us"]
-    fast_out = {k: _stats(v) for k, v in fast.items()}
+    fast_out = {k: stats_us(v) for k, v in fast.items()}
     fast_total = fast_out["tool_tip_total"]["p50_us"]
     return {"frames": n, "stages": out, "tool_tip_total_vs_floor_p50": round(total / floor, 3) if floor else None,
             "fast_path": {"stages": fast_out,

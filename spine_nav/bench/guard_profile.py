@@ -46,7 +46,8 @@ from typing import Any
 import numpy as np
 
 
-def _stats(ns: list[int], pcts: tuple[int, ...] = (50, 90)) -> dict[str, float]:
+def stats_us(ns: list[int], pcts: tuple[int, ...] = (50, 90)) -> dict[str, float]:
+    """Percentiles ``pcts`` of nanosecond timings, as ``p<N>_us`` rounded to 0.01 us (also bench.bridge_profile's)."""
     a = np.asarray(ns, dtype=float) * 1e-3
     return {f"p{p}_us": round(float(np.percentile(a, p)), 2) for p in pcts}
 
@@ -92,8 +93,8 @@ def _paced(node, floor, samples: list[bytes], steps) -> dict[str, Any]:
             fn(d, s)
             per_step[name].append(clock() - t0)
     pcts = (50, 90, 99)
-    return {"samples": len(samples), "callback": _stats(total, pcts), "floor": _stats(floor_total, pcts),
-            "steps": {name: _stats(v, pcts) for name, v in per_step.items()},
+    return {"samples": len(samples), "callback": stats_us(total, pcts), "floor": stats_us(floor_total, pcts),
+            "steps": {name: stats_us(v, pcts) for name, v in per_step.items()},
             "what": "one sample per ~1 ms: time.sleep(0.001) before each guard / floor callback (alternated), "
                     "and before each sample's steps in order; perf_counter_ns"}
 
@@ -230,8 +231,8 @@ def profile_guard(n: int = 5000, with_cprofile: bool = True, paced: int = 0) -> 
                 fn(d, s)
                 per_step[name].append(clock() - t0)
             states[s["v"].state.name] = states.get(s["v"].state.name, 0) + 1
-        out: dict[str, Any] = {"samples": n, "callback_total": _stats(total), "floor_total": _stats(floor_total),
-                               "steps": {name: _stats(v) for name, v in per_step.items()}, "states": states,
+        out: dict[str, Any] = {"samples": n, "callback_total": stats_us(total), "floor_total": stats_us(floor_total),
+                               "steps": {name: stats_us(v) for name, v in per_step.items()}, "states": states,
                                "what": "guard node tool-sample callback (node.on_tool(bytes)) and its steps, "
                                        "single-threaded, no DDS delivery, no subscriber; perf_counter_ns"}
         if paced:
