@@ -18,6 +18,7 @@ from spine_nav.geometry import compose, invert, make_transform, random_transform
 from spine_nav.geometry.transforms import ORTHONORMAL_TOL
 from spine_nav.tracking import bridge as bridge_module
 from spine_nav.tracking import codec
+from spine_nav.tracking import reference_jump as jump_module
 from spine_nav.tracking import tools as tools_module
 from spine_nav.tracking.bridge import BridgeCore
 from spine_nav.tracking.codec import DecodeError, StreamDecoder
@@ -32,6 +33,8 @@ def per_frame_arithmetic(request, monkeypatch):
     if request.param == "python":
         monkeypatch.setattr(bridge_module, "_frames", None)
         monkeypatch.setattr(tools_module, "compose_tip_rows", tools_module.compose_rows_inv_a_b_c)
+        monkeypatch.setattr(bridge_module, "_steady_tip", bridge_module.steady_tip_py)
+        monkeypatch.setattr(jump_module, "_frames", None)
     return request.param
 
 
@@ -87,7 +90,7 @@ def _state(core, outs, latches):
             dict(core.rejected), dict(core.ignored_devices), dict(core.messages), core.withheld, core.composer.stale_count,
             [(h.tool, h.state, h.reason, h.visible, h.samples_received, h.samples_rejected, h.last_sample_stamp_s,
               h.last_receive_s, h.rate_hz) for h in core.check()],
-            None if jd.latched is None else jd.latched.reason, jd._prev, jd._max_sq_mm, jd._min_cos)
+            None if jd.latched is None else jd.latched.reason, jd.prev, jd._max_sq_mm, jd._min_cos)
 
 
 def _frame(t, T_ref=T_TR, T_tool=T_TT, ref=REF, tool=STY):
@@ -216,26 +219,26 @@ def test_mixed_stream_gives_the_same_outputs_counters_latch_and_health_on_both_p
     assert sum(1 for n in taken if n) > 30 and 0 in taken  # mostly fast, some chunks declined
 
 
-def test_steady_frames_take_the_steady_path_and_everything_else_declines_it(monkeypatch):
-    """BridgeCore._take_steady_frame (tool tip published before the bookkeeping) is taken for a reference + tool
-    pair of the same tracker time once the jump detector has a previous sample; a first frame, a bump, a skewed
-    pair, a pending tool sample, a tool-tip device or a latched reference decline it with nothing changed
-    (the mixed-stream test above checks the outputs and state against the general path)."""
-    calls = []
-    real = BridgeCore._take_steady_frame
-
-    def spy(self, taken, receive_ns):
-        calls.append(real(self, taken, receive_ns))
-        return calls[-1]
-
-    monkeypatch.setattr(BridgeCore, "_take_steady_frame", spy)
+def test_steady_frames_take_the_steady_path_and_everything_else_declines_it():
+    """take_chunk's steady-frame path (tool tip published before the bookkeeping; ``steady_frames`` counts it) is
+    taken for a reference + tool pair of the same tracker time once the jump detector has a previous sample; a first
+    frame, a bump, a skewed pair, a pending tool sample, a tool-tip device or a latched reference decline it with
+    nothing changed (the mixed-stream test above checks the outputs and state against the general path). ``[]``: the
+    chunk was not a pair of TRANSFORMs the fast decode takes."""
     core, outs, latches = _core()
     dec = StreamDecoder()
 
     def feed(data):
-        calls.clear()
-        _fast(core, dec, data)
-        return list(calls)
+        """[True] steady path, [False] a pair taken by the fast decode but not steady, [] anything else."""
+        before = core.steady_frames
+        n = core.take_chunk(data, 5, "p") if dec.at_message_boundary else 0
+        if n:
+            core.flush()
+        else:
+            _general(core, dec, data, 5)
+        if core.steady_frames != before:
+            return [True]
+        return [False] if n == 2 else []
 
     assert feed(_frame(1.000)) == [False]  # no previous reference sample yet
     assert feed(_frame(1.001)) == [True]
@@ -243,7 +246,7 @@ def test_steady_frames_take_the_steady_path_and_everything_else_declines_it(monk
     skewed = codec.encode_transform(REF, T_TR, 1.003) + codec.encode_transform(STY, T_TT, 1.0031)
     assert feed(skewed) == [False]
     assert feed(codec.encode_transform(STY, T_TT, 1.006)) == []  # a lone tool sample 3 ms after the last reference
-    assert core.composer._pending["stylus"]  # it waits for its reference
+    assert core.composer.pending["stylus"]  # it waits for its reference
     assert feed(_frame(1.0065)) == [False]  # something pending: the general path composes it
     assert feed(_frame(1.007)) == [True]
     tip_device = codec.encode_transform(REF, T_TR, 1.008) + codec.encode_transform(TOOL.tip_device, T_REF_TIP, 1.008)

@@ -3,7 +3,8 @@ pure-Python twins, which define the results: the same bits on the same input, ba
 
 - ``_frames.decode_transforms``  == ``BridgeCore._decode_chunk_py`` (decline = None on anything unusual)
 - ``_frames.compose_inv_a_b_c``  == ``tools.compose_rows_inv_a_b_c``
-- ``_frames.reference_step``     == ``ReferenceJumpDetector._step_py`` (with ``limit_mm``)
+- ``_frames.reference_step``     == ``reference_jump.reference_step_py`` (with ``limit_mm``)
+- ``_frames.steady_tip``         == ``bridge.steady_tip_py`` (decline = None; the tool tip's rows bit for bit)
 - ``_pose_cdr.pose_cdr``         == ``conversions.validated_rows_mm_to_pose_cdr_py`` (a stamp the packer refuses:
   the C function declines and the Python twin raises, as before)
 
@@ -22,7 +23,8 @@ from spine_nav.geometry.transforms import ORTHONORMAL_TOL
 from spine_nav.nodes import conversions
 from spine_nav.nodes.cdr import PoseStampedPacker
 from spine_nav.tracking import codec, native
-from spine_nav.tracking.bridge import _FAST_MAX_MESSAGES, BridgeCore
+from spine_nav.tracking.bridge import _FAST_MAX_MESSAGES, BridgeCore, steady_tip_py
+from spine_nav.tracking.reference_jump import reference_step_py
 from spine_nav.tracking.tools import PoseComposer, ToolDefinition, compose_rows_inv_a_b_c
 
 frames = native.frames
@@ -252,11 +254,12 @@ def test_reference_step_gives_the_same_bits_and_verdict():
         R = np.array(_rotvec_rows(step_deg, step_mm) + [[0, 0, 0, 1]]) if k % 3 else np.eye(4)
         R = (np.array(P + [[0, 0, 0, 1]]) @ R)[:3].tolist()
         dt = float(RNG.choice([0.001, 0.0, -0.001, 0.5, 30.0, float(RNG.uniform(-1, 10))]))
-        cfg = jd.config
-        c_out = frames.reference_step(P, R, dt, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
-                                      jd._noise_allowance_mm, jd._cos_limit)
-        py_out = jd._step_py(P, R, dt)[1:]
+        c_out = frames.reference_step(P, R, dt, *jd.step_limits)
+        py_out = reference_step_py(P, R, dt, jd.step_limits)
         assert bits(c_out) == bits(py_out), k
+        # the twin's limit is ReferenceJumpConfig.limit_mm (the detector's definition), written out
+        limit_mm = jd.config.limit_mm(dt)
+        assert py_out[2] == (not (py_out[0] <= limit_mm * limit_mm) or py_out[1] < jd.step_limits[4]), k
         verdicts.add(py_out[2])
     assert verdicts == {True, False}  # both verdicts were exercised
 
@@ -269,7 +272,103 @@ def test_reference_step_on_non_finite_rows_is_a_jump_on_both():
     P = np.eye(4)[:3].tolist()
     for bad in (float("nan"), float("inf")):
         R = [[bad, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, bad], [0.0, 0.0, 1.0, 0.0]]
-        cfg = jd.config
-        c_out = frames.reference_step(P, R, 0.001, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
-                                      jd._noise_allowance_mm, jd._cos_limit)
-        assert bits(c_out) == bits(jd._step_py(P, R, 0.001)[1:]) and c_out[2] is True
+        c_out = frames.reference_step(P, R, 0.001, *jd.step_limits)
+        assert bits(c_out) == bits(reference_step_py(P, R, 0.001, jd.step_limits)) and c_out[2] is True
+
+
+# ------------------------------------------------------------------------------------------------ steady_tip
+REF_DEV, STY_DEV = "ReferenceToTracker", "StylusToTracker"
+
+
+def _steady_args(composer=None, detector=None, prev=None, latched=None):
+    from spine_nav.tracking.reference_jump import ReferenceJumpDetector
+
+    composer = composer or PoseComposer(tools=(ToolDefinition(tip_offset_mm=(1.0, -2.0, 160.0)),))
+    detector = detector or ReferenceJumpDetector()
+    return [composer.reference_device, composer.steady_tips, composer.pending, prev, latched, detector.step_limits]
+
+
+def _taken(ref_rows, tool_rows, t_ref=100.0, t_tool=100.0, ref_dev=REF_DEV, tool_dev=STY_DEV):
+    return [((ref_dev, "reference"), t_ref, ref_rows), ((tool_dev, "stylus"), t_tool, tool_rows)]
+
+
+@needs_c
+def test_steady_tip_declines_the_same_frames():
+    """Every frame the steady path must leave to the general path: None from both, nothing raised."""
+    from collections import deque
+
+    P = random_transform(RNG, max_translation_mm=1500)[:3].tolist()
+    T = random_transform(RNG, max_translation_mm=1500)[:3].tolist()
+    prev = (P, 99.999)
+    good = _taken(P, T)
+    cases = {
+        "one message": [good[0]],
+        "three messages": good + [good[1]],
+        "no previous reference": None,
+        "latched": "latched",
+        "a tool sample pending": "pending",
+        "first is not the reference": _taken(P, T, ref_dev=STY_DEV, tool_dev=REF_DEV),
+        "different tracker times": _taken(P, T, t_tool=100.0 + 2.0 ** -40),
+        "tool not composed (arm marker)": _taken(P, T, tool_dev="ArmMarkerToTracker"),
+        "unknown tool": _taken(P, T, tool_dev="Tool4ToTracker"),
+        "a bumped reference": _taken((np.array(P + [[0, 0, 0, 1]]) @ make_transform(np.eye(3), [5.0, 0, 0]))[:3].tolist(), T),
+        "a non-finite reference step": _taken([[float("nan")] * 4] * 3, T),
+    }
+    for why, taken in cases.items():
+        args = _steady_args(prev=prev)
+        if taken is None:
+            taken, args[3] = good, None
+        elif taken == "latched":
+            taken, args[4] = good, object()
+        elif taken == "pending":
+            taken = good
+            args[2] = {"stylus": deque([(99.9, T)])}
+        assert frames.steady_tip(taken, *args) is None, why
+        assert steady_tip_py(taken, *args) is None, why
+    # and the good frame is taken by both
+    assert frames.steady_tip(good, *_steady_args(prev=prev)) is not None
+    assert steady_tip_py(good, *_steady_args(prev=prev)) is not None
+
+
+@needs_c
+def test_steady_tip_rejects_a_malformed_call_with_a_message():
+    P = np.eye(4)[:3].tolist()
+    args = _steady_args(prev=(P, 0.0))
+    with pytest.raises(TypeError, match="taken"):
+        frames.steady_tip([1, 2], *args)
+    with pytest.raises(TypeError):
+        frames.steady_tip((1, 2), *args)  # not a list
+    with pytest.raises(ValueError, match="rows"):
+        frames.steady_tip(_taken([[1.0, 2.0]] * 3, P), *args)
+    with pytest.raises(TypeError, match="2-tuples"):
+        frames.steady_tip(_taken(P, P), *_steady_args(prev=[P, 0.0]))
+
+
+@needs_c
+def test_steady_tip_gives_the_same_bits_on_random_frames():
+    from spine_nav.tracking.reference_jump import ReferenceJumpConfig, ReferenceJumpDetector
+
+    taken_count = 0
+    for k in range(2000):
+        tool = ToolDefinition(tip_offset_mm=tuple(RNG.normal(size=3) * 10.0 ** RNG.uniform(-1, 2.5)))
+        composer = PoseComposer(tools=(tool,))
+        detector = ReferenceJumpDetector(ReferenceJumpConfig() if k % 2 else ReferenceJumpConfig(noise_mm=0.0))
+        P = random_transform(RNG, max_translation_mm=float(10.0 ** RNG.uniform(0, 4)))[:3].tolist()
+        step = np.array(_rotvec_rows(RNG.normal(size=3) * 10.0 ** RNG.uniform(-4, 0),
+                                     RNG.normal(size=3) * 10.0 ** RNG.uniform(-4, 0.5)) + [[0, 0, 0, 1]])
+        R = (np.array(P + [[0, 0, 0, 1]]) @ step)[:3].tolist()
+        T = random_transform(RNG, max_translation_mm=float(10.0 ** RNG.uniform(0, 4)))[:3].tolist()
+        t = float(RNG.uniform(0, 2.0 ** 32))
+        dt = float(RNG.choice([0.001, 0.0, -0.001, 0.05, float(RNG.uniform(-1, 10))]))
+        args = _steady_args(composer, detector, prev=(P, t - dt))
+        c_out = frames.steady_tip(_taken(R, T, t, t), *args)
+        py_out = steady_tip_py(_taken(R, T, t, t), *args)
+        assert (c_out is None) == (py_out is None), k
+        if c_out is not None:
+            taken_count += 1
+            assert c_out[0] is tool and py_out[0] is tool
+            assert bits(c_out[1:]) == bits(py_out[1:]), k
+            # what it returns is what the general path computes: the jump detector's step and the composer's tip
+            assert bits(c_out[1:3]) == bits(reference_step_py(P, R, t - (t - dt), detector.step_limits)[:2])
+            assert bits(c_out[3]) == bits(compose_rows_inv_a_b_c(R, T, tool.T_tool_tooltip[:3].tolist()))
+    assert 200 < taken_count < 2000  # both outcomes were exercised

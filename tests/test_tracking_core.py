@@ -62,7 +62,7 @@ def test_direct_tip_device_used_as_is():
     c = PoseComposer(tools=(TOOL,))
     out = c.add("StylusTipToReference", T_REF_TIP, 1.0)
     assert out[0].kind == "tool_tip" and np.array_equal(out[0].matrix, T_REF_TIP)
-    assert out[0].rows == T_REF_TIP[:3].tolist() and out[0].matrix is out[0].matrix  # built once
+    assert out[0].rows == T_REF_TIP[:3].tolist() and out[0].matrix[3].tolist() == [0.0, 0.0, 0.0, 1.0]  # from rows
 
 
 @pytest.mark.parametrize("bad,kind", [

@@ -29,7 +29,8 @@ run once after the rounds. ``latency_p50_ms``/``latency_p99_ms`` pool every roun
 and the TDATA run, as before.
 
 ``--profile`` adds ``details.profile``: the bridge's per-sample stages (decode, core reference, core tool,
-conversion to CDR, publish) and the floor's work on the same bytes, microseconds per 1 kHz frame
+conversion to CDR, publish) and the floor's work on the same bytes, microseconds per 1 kHz frame, back to back
+(warm) and paced one frame per ~1 ms (cold, as at 1 kHz; ``details.profile.paced``)
 (:mod:`spine_nav.bench.bridge_profile`).
 """
 from __future__ import annotations
@@ -42,7 +43,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -266,7 +266,6 @@ def _run_pyigtl(rate_hz: float, duration_s: float) -> dict:
     client = pyigtl.OpenIGTLinkClient(host="127.0.0.1", port=port)
     seen: set[float] = set()
     lat = []
-    t_first = t_last = None
     reader: dict = {}
     th = threading.Thread(target=lambda: reader.update(line=proc.stdout.readline()), daemon=True)
     th.start()
@@ -277,8 +276,6 @@ def _run_pyigtl(rate_hz: float, duration_s: float) -> dict:
                     now = time.time()
                     seen.add(msg.timestamp)
                     lat.append(now - msg.timestamp)
-                    t_first = t_first or now
-                    t_last = now
             time.sleep(0.0005)
         time.sleep(0.1)
         for msg in client.get_latest_messages():
@@ -353,7 +350,7 @@ def run(args: argparse.Namespace) -> BenchResult:
         from spine_nav.bench.bridge_profile import profile_bridge
 
         info("bench bridge: --profile, the hot path stage by stage")
-        details["profile"] = profile_bridge(1000 if args.quick else 5000)
+        details["profile"] = profile_bridge(1000 if args.quick else 5000, paced=300 if args.quick else 2000)
     from importlib.metadata import version
 
     env = {"pyigtl": version("pyigtl"), "executor": "events (spin_once loop)",

@@ -11,7 +11,8 @@
  * bit for bit (tests/test_native_frames.py):
  *   decode_transforms  <-> BridgeCore._decode_chunk_py   (spine_nav/tracking/bridge.py)
  *   compose_inv_a_b_c  <-> compose_rows_inv_a_b_c         (spine_nav/tracking/tools.py)
- *   reference_step     <-> ReferenceJumpDetector._step_py  (spine_nav/tracking/reference_jump.py)
+ *   reference_step     <-> reference_step_py                 (spine_nav/tracking/reference_jump.py)
+ *   steady_tip         <-> steady_tip_py                     (spine_nav/tracking/bridge.py)
  * The same floating-point expressions in the same order (built with -ffp-contract=off: no fused
  * multiply-add), so the same doubles. Anything unusual is declined (None), never guessed: the caller then
  * takes the general Python path, which counts, logs and rejects as before.
@@ -195,13 +196,8 @@ PyDoc_STRVAR(compose_doc,
 "inv(A) @ B @ C for validated rigid transforms given as their first three rows (4 floats each); returns\n"
 "3 lists of 4 floats. tools.compose_rows_inv_a_b_c in C: the same expressions in the same order.");
 
-static PyObject *compose_inv_a_b_c(PyObject *self, PyObject *args) {
-    PyObject *oa, *ob, *oc;
-    double A[3][4], B[3][4], C[3][4], out[3][4];
-    if (!PyArg_ParseTuple(args, "OOO", &oa, &ob, &oc))
-        return NULL;
-    if (read_rows(oa, A, "A") < 0 || read_rows(ob, B, "B") < 0 || read_rows(oc, C, "C") < 0)
-        return NULL;
+/* out = inv(A) @ B @ C (first three rows of rigid transforms): compose_rows_inv_a_b_c's expressions */
+static void compose_rows(const double A[3][4], const double B[3][4], const double C[3][4], double out[3][4]) {
     /* inv(A) = [R^T, -R^T t] */
     double inv[3][4];
     for (int r = 0; r < 3; r++) {
@@ -221,6 +217,16 @@ static PyObject *compose_inv_a_b_c(PyObject *self, PyObject *args) {
         out[r][2] = m0 * C[0][2] + m1 * C[1][2] + m2 * C[2][2];
         out[r][3] = m0 * C[0][3] + m1 * C[1][3] + m2 * C[2][3] + m3;
     }
+}
+
+static PyObject *compose_inv_a_b_c(PyObject *self, PyObject *args) {
+    PyObject *oa, *ob, *oc;
+    double A[3][4], B[3][4], C[3][4], out[3][4];
+    if (!PyArg_ParseTuple(args, "OOO", &oa, &ob, &oc))
+        return NULL;
+    if (read_rows(oa, A, "A") < 0 || read_rows(ob, B, "B") < 0 || read_rows(oc, C, "C") < 0)
+        return NULL;
+    compose_rows(A, B, C, out);
     return rows_list(out);
 }
 
@@ -231,15 +237,11 @@ PyDoc_STRVAR(reference_step_doc,
 "ReferenceJumpDetector: limit_mm = max(min_jump_mm, min(max_speed_mm_s * max(dt_s, 0), max_drift_mm) +\n"
 "noise_allowance_mm); a jump when not (sq <= limit_mm^2) or cos < cos_limit. Python's min/max semantics.");
 
-static PyObject *reference_step(PyObject *self, PyObject *args) {
-    PyObject *op, *orows;
-    double dt, speed, drift_cap, min_jump, noise_allow, cos_limit;
-    double P[3][4], R[3][4];
-    if (!PyArg_ParseTuple(args, "OOdddddd", &op, &orows, &dt, &speed, &drift_cap, &min_jump, &noise_allow,
-                          &cos_limit))
-        return NULL;
-    if (read_rows(op, P, "prev_rows") < 0 || read_rows(orows, R, "rows") < 0)
-        return NULL;
+/* ReferenceJumpDetector's step between two reference samples P -> R, dt_s apart: *sq = squared translation step
+ * (mm^2), *c = cosine of the rotation step clipped to [-1, 1]; returns whether it is a jump (reference_step) */
+static int step_rows(const double P[3][4], const double R[3][4], double dt, const double lim[5], double *sq_out,
+                     double *c_out) {
+    double speed = lim[0], drift_cap = lim[1], min_jump = lim[2], noise_allow = lim[3], cos_limit = lim[4];
     double d0 = R[0][3] - P[0][3], d1 = R[1][3] - P[1][3], d2 = R[2][3] - P[2][3];
     double sq = d0 * d0 + d1 * d1 + d2 * d2;
     double c = (P[0][0] * R[0][0] + P[0][1] * R[0][1] + P[0][2] * R[0][2] + P[1][0] * R[1][0] + P[1][1] * R[1][1]
@@ -253,14 +255,102 @@ static PyObject *reference_step(PyObject *self, PyObject *args) {
     drift = (drift_cap < drift) ? drift_cap : drift;
     double allowed = drift + noise_allow;
     double limit = (allowed > min_jump) ? allowed : min_jump;
-    int jump = !(sq <= limit * limit) || c < cos_limit;
+    *sq_out = sq;
+    *c_out = c;
+    return !(sq <= limit * limit) || c < cos_limit;
+}
+
+static PyObject *reference_step(PyObject *self, PyObject *args) {
+    PyObject *op, *orows;
+    double dt, lim[5], sq, c;
+    double P[3][4], R[3][4];
+    if (!PyArg_ParseTuple(args, "OOdddddd", &op, &orows, &dt, &lim[0], &lim[1], &lim[2], &lim[3], &lim[4]))
+        return NULL;
+    if (read_rows(op, P, "prev_rows") < 0 || read_rows(orows, R, "rows") < 0)
+        return NULL;
+    int jump = step_rows(P, R, dt, lim, &sq, &c);
     return Py_BuildValue("(ddO)", sq, c, jump ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(steady_tip_doc,
+"steady_tip(taken, reference_device, tips, pending, prev, latched, limits) -> (tip, sq_mm, cos, rows) | None\n\n"
+"The bridge's steady 1 kHz frame in one call (BridgeCore._take_steady_frame; twin: steady_tip_py in\n"
+"spine_nav/tracking/bridge.py, which defines it). ``taken``: decode_transforms' list; ``tips``: device -> (tool,\n"
+"T_tool_tooltip rows) of the composer's steady tools; ``pending``: tool -> waiting samples; ``prev``: the jump\n"
+"detector's last reference (rows, stamp s) or None; ``latched``: its latch or None; ``limits``: (max_speed_mm_s,\n"
+"max_drift_mm, min_jump_mm, noise_allowance_mm, cos_limit). When ``taken`` is a reference sample of\n"
+"``reference_device`` then a tool of ``tips`` at the same tracker time, nothing pending, a previous reference, no\n"
+"latch and the step within the limits: (tips[device][0], squared step mm^2, cosine of the rotation step,\n"
+"T_reference_tooltip rows = inv(reference) @ tool @ T_tool_tooltip). None otherwise (nothing is changed).");
+
+static PyObject *steady_tip(PyObject *self, PyObject *args) {
+    PyObject *taken, *ref_device, *tips, *pending, *prev, *latched, *limits;
+    double lim[5], P[3][4], R[3][4], T[3][4], C[3][4], out[3][4], sq, c;
+    if (!PyArg_ParseTuple(args, "O!UO!O!OO(ddddd)", &PyList_Type, &taken, &ref_device, &PyDict_Type, &tips,
+                          &PyDict_Type, &pending, &prev, &latched, &lim[0], &lim[1], &lim[2], &lim[3], &lim[4]))
+        return NULL;
+    if (PyList_GET_SIZE(taken) != 2 || prev == Py_None || latched != Py_None)
+        Py_RETURN_NONE;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(pending, &pos, &key, &value)) { /* any(pending.values()) */
+        int busy = PyObject_IsTrue(value);
+        if (busy < 0)
+            return NULL;
+        if (busy)
+            Py_RETURN_NONE;
+    }
+    /* taken[i] = ((device, name), timestamp_s, rows), as decode_transforms builds it */
+    PyObject *ref = PyList_GET_ITEM(taken, 0), *tool = PyList_GET_ITEM(taken, 1);
+    if (!PyTuple_Check(ref) || PyTuple_GET_SIZE(ref) != 3 || !PyTuple_Check(tool) || PyTuple_GET_SIZE(tool) != 3
+            || !PyTuple_Check(PyTuple_GET_ITEM(ref, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(ref, 0)) != 2
+            || !PyTuple_Check(PyTuple_GET_ITEM(tool, 0)) || PyTuple_GET_SIZE(PyTuple_GET_ITEM(tool, 0)) != 2) {
+        PyErr_SetString(PyExc_TypeError, "steady_tip: taken must be decode_transforms' ((device, name), t, rows) list");
+        return NULL;
+    }
+    int same = PyObject_RichCompareBool(PyTuple_GET_ITEM(PyTuple_GET_ITEM(ref, 0), 0), ref_device, Py_EQ);
+    if (same < 0)
+        return NULL;
+    if (!same)
+        Py_RETURN_NONE;
+    double t_ref = PyFloat_AsDouble(PyTuple_GET_ITEM(ref, 1));
+    double t_tool = PyFloat_AsDouble(PyTuple_GET_ITEM(tool, 1));
+    if (PyErr_Occurred())
+        return NULL;
+    if (t_ref != t_tool)
+        Py_RETURN_NONE;
+    PyObject *tip = PyDict_GetItemWithError(tips, PyTuple_GET_ITEM(PyTuple_GET_ITEM(tool, 0), 0)); /* borrowed */
+    if (tip == NULL) {
+        if (PyErr_Occurred())
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!PyTuple_Check(tip) || PyTuple_GET_SIZE(tip) != 2 || !PyTuple_Check(prev) || PyTuple_GET_SIZE(prev) != 2) {
+        PyErr_SetString(PyExc_TypeError, "steady_tip: tips values and prev must be 2-tuples");
+        return NULL;
+    }
+    double t_prev = PyFloat_AsDouble(PyTuple_GET_ITEM(prev, 1));
+    if (t_prev == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (read_rows(PyTuple_GET_ITEM(prev, 0), P, "prev rows") < 0 || read_rows(PyTuple_GET_ITEM(ref, 2), R, "reference rows") < 0)
+        return NULL;
+    if (step_rows(P, R, t_ref - t_prev, lim, &sq, &c))
+        Py_RETURN_NONE;
+    if (read_rows(PyTuple_GET_ITEM(tool, 2), T, "tool rows") < 0
+            || read_rows(PyTuple_GET_ITEM(tip, 1), C, "T_tool_tooltip rows") < 0)
+        return NULL;
+    compose_rows(R, T, C, out);
+    PyObject *rows = rows_list(out);
+    if (rows == NULL)
+        return NULL;
+    return Py_BuildValue("(OddN)", PyTuple_GET_ITEM(tip, 0), sq, c, rows);
 }
 
 static PyMethodDef methods[] = {
     {"decode_transforms", decode_transforms, METH_VARARGS, decode_transforms_doc},
     {"compose_inv_a_b_c", compose_inv_a_b_c, METH_VARARGS, compose_doc},
     {"reference_step", reference_step, METH_VARARGS, reference_step_doc},
+    {"steady_tip", steady_tip, METH_VARARGS, steady_tip_doc},
     {NULL, NULL, 0, NULL},
 };
 

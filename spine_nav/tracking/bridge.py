@@ -30,8 +30,8 @@ from spine_nav.geometry import ORTHONORMAL_TOL
 from spine_nav.tracking.codec import (CRC64, HEADER_SIZE, STATUS_OK, TRANSFORM_TYPE_FIELD, IgtlMessage,
                                       MalformedMessage, TransformRows, timestamp_from_parts)
 from spine_nav.tracking.native import frames as _frames
-from spine_nav.tracking.reference_jump import ReferenceJumpDetector
-from spine_nav.tracking.tools import ComposedPose, PoseComposer, validate_rows
+from spine_nav.tracking.reference_jump import ReferenceJumpDetector, reference_step_py
+from spine_nav.tracking.tools import ComposedPose, PoseComposer, compose_rows_inv_a_b_c, new_pose, validate_rows
 from spine_nav.tracking.watchdog import ToolHealthState, Watchdog
 
 log = logging.getLogger("spine_nav.tracking")
@@ -47,6 +47,33 @@ _FAST_MAX_MESSAGES = 16  # a larger chunk (a backlog) takes the general path
 
 #: PLUS (OpenIGTLink v3) puts the transform status in the header metadata.
 STATUS_METADATA_KEYS = ("TransformStatus", "Status")
+
+
+def steady_tip_py(taken: list, reference_device: str, tips: dict, pending: dict, prev: tuple | None,
+                  latched: object, limits: tuple) -> tuple | None:
+    """The bridge's steady-frame check and composition (the definition of ``_frames.steady_tip``; tests/
+    test_native_frames.py: the same result bit for bit). ``taken``: :meth:`BridgeCore._decode_chunk_py`'s list;
+    ``tips``, ``pending``: :attr:`PoseComposer.steady_tips` and :attr:`PoseComposer.pending`; ``prev``, ``latched``,
+    ``limits``: :attr:`ReferenceJumpDetector.prev`, ``latched`` and ``step_limits``. When ``taken`` is a reference
+    sample of ``reference_device`` then a sample of a tool in ``tips`` at the same tracker time, nothing pending,
+    a previous reference, no latch and the step within the limits: (tool, squared step mm^2, cosine of the rotation
+    step, T_reference_tooltip rows = inv(T_tracker_reference) @ T_tracker_tool @ T_tool_tooltip, mm). Else None."""
+    if len(taken) != 2 or prev is None or latched is not None or any(pending.values()):
+        return None
+    ((ref_device, _), t_ref, ref_rows), ((tool_device, _), t_tool, tool_rows) = taken
+    if ref_device != reference_device or t_ref != t_tool:
+        return None
+    tip = tips.get(tool_device)
+    if tip is None:
+        return None
+    sq_mm, cos_step, jump = reference_step_py(prev[0], ref_rows, t_ref - prev[1], limits)
+    if jump:
+        return None
+    return tip[0], sq_mm, cos_step, compose_rows_inv_a_b_c(ref_rows, tool_rows, tip[1])
+
+
+#: the C twin when built (the same result), else the Python definition above
+_steady_tip = _frames.steady_tip if _frames is not None else steady_tip_py
 
 
 class BridgeCore:
@@ -83,6 +110,9 @@ class BridgeCore:
         self.messages = Counter()
         #: tool tips not given to ``on_output`` because the reference was latched (bumped) when they were composed
         self.withheld = 0
+        #: frames :meth:`take_chunk` took on its steady-frame path (tool tip composed and published before the
+        #: bookkeeping); the others went through the per-message steps (diagnostics, tests)
+        self.steady_frames = 0
         self.last_text: dict[str, str] = {}
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -235,30 +265,34 @@ class BridgeCore:
 
     def _take_steady_frame(self, taken: list, receive_ns: int) -> bool:
         """The 1 kHz steady state: a reference and then a composed tool's sample of the same tracker time, nothing
-        pending, the reference step within the jump limits, no latch. Publishes the tool tip first and then does
-        the general path's bookkeeping of both samples (watchdog, jump detector, composer, counters; all under the
-        lock, so nobody sees the state in between), and defers the reference output as :meth:`_emit` would: the
-        same outputs, state and counters as :meth:`_take_valid_locked` + :meth:`_emit` per message
-        (tests/test_bridge_fast_chunk.py); the tool tip is handed on ~4 us after recv instead of ~16 us, measured
-        with ``bench bridge --profile`` (docs/performance.md, "The bridge in C"). False, with nothing changed, when the frame is anything else."""
-        ((ref_device, ref_name), t_ref, ref_rows), ((tool_device, tool_name), t_tool, tool_rows) = taken
-        composer, jump_detector, on_output = self.composer, self.jump_detector, self.on_output
-        if (ref_device != composer.reference_device or t_ref != t_tool or jump_detector is None or on_output is None
-                or "reference" not in self.defer_kinds or "tool_tip" in self.defer_kinds):
+        pending, the reference step within the jump limits, no latch; all checked, and the tool tip composed, in one
+        C call (``_frames.steady_tip``, else its definition :func:`steady_tip_py`). Publishes the tool tip first and
+        then does the general path's bookkeeping of both samples (watchdog, jump detector, composer, counters; all
+        under the lock, so nobody sees the state in between; also when ``on_output`` raises), and defers the
+        reference output as :meth:`_emit` would: the same outputs, state and counters as :meth:`_take_valid_locked` +
+        :meth:`_emit` per message (tests/test_bridge_fast_chunk.py); counted in :attr:`steady_frames`. False, with
+        nothing changed, when the frame is anything else. Cold at 1 kHz (``bench bridge --profile``, paced): recv ->
+        tool tip published ~1.55x the floor's work, was ~1.9x with the checks and the composition as three Python
+        calls (docs/performance.md, "The bridge in C")."""
+        composer, detector, on_output = self.composer, self.jump_detector, self.on_output
+        if detector is None or on_output is None or "reference" not in self.defer_kinds or "tool_tip" in self.defer_kinds:
             return False
         with self._lock:
-            tool = composer.steady_tool(tool_device)
-            step = None if tool is None else jump_detector.steady_step(ref_rows, t_ref)
-            if step is None:
+            hit = _steady_tip(taken, composer.reference_device, composer.steady_tips, composer.pending, detector.prev,
+                              detector.latched, detector.step_limits)
+            if hit is None:
                 return False
+            tool, sq_mm, cos_step, rows = hit
+            ((_, ref_name), t_s, ref_rows), ((_, tool_name), _, _) = taken
             try:
-                on_output(composer.tip(tool, t_tool, tool_rows, ref_rows), receive_ns)
-            finally:  # the bookkeeping _take_valid_locked does for the two samples, in its order (even if on_output raised)
+                on_output(new_pose(ComposedPose, ("tool_tip", tool.name, tool.device, t_s, rows, 0.0, "")), receive_ns)
+            finally:  # the bookkeeping _take_valid_locked does for the two samples, in its order
                 self.messages["TRANSFORM"] += 2
-                self.watchdog.sample(ref_name, self.clock(), t_ref, True)
-                jump_detector.accept_steady(ref_rows, t_ref, step)
-                self._defer(composer.keep_reference(t_ref, ref_rows), receive_ns)
-                self.watchdog.sample(tool_name, self.clock(), t_tool, True)
+                self.steady_frames += 1
+                self.watchdog.sample(ref_name, self.clock(), t_s, True)
+                detector.accept_steady(ref_rows, t_s, (sq_mm, cos_step))
+                self._defer(composer.keep_reference(t_s, ref_rows), receive_ns)
+                self.watchdog.sample(tool_name, self.clock(), t_s, True)
         return True
 
     def _decode_chunk_py(self, data: bytes) -> list | None:

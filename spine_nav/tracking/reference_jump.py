@@ -88,6 +88,27 @@ class ReferenceJump:
                 f"{self.dt_s * 1e3:.0f} ms: bumped? re-register before navigating")
 
 
+def reference_step_py(P: list, R: list, dt: float, limits: tuple) -> tuple[float, float, bool]:
+    """The step between two reference samples (first three rows of T_tracker_reference, mm) ``dt`` s apart and its
+    verdict: (squared translation step mm^2, cosine of the rotation step clipped to [-1, 1], is it a jump) with
+    ``limits`` = :attr:`ReferenceJumpDetector.step_limits`; the translation limit is
+    :meth:`ReferenceJumpConfig.limit_mm` written with the same operations. The definition of
+    ``_frames.reference_step`` (tests/test_native_frames.py: the same bits)."""
+    max_speed_mm_s, max_drift_mm, min_jump_mm, noise_allowance_mm, cos_limit = limits
+    p0, p1, p2 = P
+    r0, r1, r2 = R
+    d0, d1, d2 = r0[3] - p0[3], r1[3] - p1[3], r2[3] - p2[3]
+    sq_mm = d0 * d0 + d1 * d1 + d2 * d2  # products, not ** 2 (libm pow may differ in the last bit)
+    # relative rotation: cos(angle) = (trace(R0^T R) - 1) / 2, trace = sum of elementwise products (clipped
+    # against rounding); written out: the generator/sum form cost 3x more per sample on the bridge's hot path
+    c = (p0[0] * r0[0] + p0[1] * r0[1] + p0[2] * r0[2] + p1[0] * r1[0] + p1[1] * r1[1] + p1[2] * r1[2]
+         + p2[0] * r2[0] + p2[1] * r2[1] + p2[2] * r2[2] - 1.0) / 2.0
+    c = min(1.0, max(-1.0, c))
+    limit_mm = max(min_jump_mm, min(max_speed_mm_s * max(dt, 0.0), max_drift_mm) + noise_allowance_mm)
+    # not (a <= b) rather than a > b: a NaN step (non-finite input) counts as a jump
+    return sq_mm, c, not (sq_mm <= limit_mm * limit_mm) or c < cos_limit
+
+
 class ReferenceJumpDetector:
     """Feed every reference sample (``T_tracker_reference`` 4x4 mm, tracker stamp s) to :meth:`update`.
 
@@ -101,10 +122,15 @@ class ReferenceJumpDetector:
         self._limit_deg = self.config.limit_deg  # constant (config is frozen)
         # the rotation test in cosine form: angle > limit <=> cos(angle) < cos(limit) (acos is decreasing
         # on [-1, 1]), so the accepted sample needs neither acos nor degrees (bridge hot path)
-        self._cos_limit = math.cos(math.radians(min(self._limit_deg, 180.0)))
-        self._noise_allowance_mm = self.config.n_sigma * self.config.noise_mm  # limit_mm's term, as it computes it
+        cos_limit = math.cos(math.radians(min(self._limit_deg, 180.0)))
+        cfg = self.config
+        #: (max_speed_mm_s, max_drift_mm, min_jump_mm, noise allowance mm = limit_mm's n_sigma x noise_mm term as it
+        #: computes it, cos_limit): the arguments of :func:`reference_step_py` and its C twin
+        self.step_limits = (cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm, cfg.n_sigma * cfg.noise_mm, cos_limit)
         self.latched: ReferenceJump | None = None
-        self._prev: tuple[list, float] | None = None  # (rows 0-2 of the 4x4 as lists, stamp s)
+        #: the last reference sample (rows 0-2 of the 4x4 as lists, stamp s), None before one / after reset
+        #: (read by the bridge's steady-frame path; changed only here)
+        self.prev: tuple[list, float] | None = None
         self._max_sq_mm = 0.0  # largest accepted step since reset, squared (diagnostics: max_step_mm)
         self._min_cos = 1.0    # cosine of the largest accepted rotation step (diagnostics: max_step_deg)
 
@@ -124,7 +150,7 @@ class ReferenceJumpDetector:
     def update_rows(self, R: list, stamp_s: float) -> ReferenceJump | None:
         """:meth:`update` with the transform's first three rows as lists (the bridge has them from validation)."""
         # plain-Python arithmetic on the 12 floats: ~5x cheaper than numpy calls on 4x4 arrays (bridge hot path)
-        prev, self._prev = self._prev, (R, float(stamp_s))
+        prev, self.prev = self.prev, (R, float(stamp_s))
         if prev is None or self.latched is not None:
             return None
         dt, sq_mm, c, jump = self._step(prev, R, stamp_s)
@@ -134,46 +160,21 @@ class ReferenceJumpDetector:
         self._note_step(sq_mm, c)
         return None
 
-    def steady_step(self, R: list, stamp_s: float) -> tuple[float, float] | None:
-        """The step to ``R`` as (squared translation mm^2, cosine of the rotation) when :meth:`update_rows` would
-        accept it without a change of state beyond :meth:`accept_steady` (a previous sample, no latch, the step
-        within the limits); None otherwise. Changes nothing (the bridge's steady-frame path checks first and
-        commits after it has published the frame's tool tip)."""
-        prev = self._prev
-        if prev is None or self.latched is not None:
-            return None
-        _, sq_mm, c, jump = self._step(prev, R, stamp_s)
-        return None if jump else (sq_mm, c)
-
     def accept_steady(self, R: list, stamp_s: float, step: tuple[float, float]) -> None:
-        """Commit a step :meth:`steady_step` returned: the state :meth:`update_rows` leaves for the same sample."""
-        self._prev = (R, float(stamp_s))
+        """Commit a step the bridge's steady-frame path found within the limits (``_frames.steady_tip`` /
+        ``steady_tip_py`` on :attr:`prev`, :attr:`latched` and :attr:`step_limits`): the state :meth:`update_rows`
+        leaves for the same sample."""
+        self.prev = (R, float(stamp_s))
         self._note_step(*step)
 
     def _step(self, prev: tuple, R: list, stamp_s: float) -> tuple[float, float, float, bool]:
         """(dt s, squared translation step mm^2, cosine of the rotation step clipped to [-1, 1], is it a jump):
-        one C call (``_frames.reference_step``) when built, else :meth:`_step_py`, which defines it."""
+        one C call (``_frames.reference_step``) when built, else :func:`reference_step_py`, which defines it."""
         rows, t0 = prev
         dt = float(stamp_s) - t0
         if _frames is None:
-            return self._step_py(rows, R, dt)
-        cfg = self.config
-        return (dt, *_frames.reference_step(rows, R, dt, cfg.max_speed_mm_s, cfg.max_drift_mm, cfg.min_jump_mm,
-                                            self._noise_allowance_mm, self._cos_limit))
-
-    def _step_py(self, P: list, R: list, dt: float) -> tuple[float, float, float, bool]:
-        p0, p1, p2 = P
-        r0, r1, r2 = R
-        d0, d1, d2 = r0[3] - p0[3], r1[3] - p1[3], r2[3] - p2[3]
-        sq_mm = d0 * d0 + d1 * d1 + d2 * d2  # products, not ** 2 (libm pow may differ in the last bit)
-        # relative rotation: cos(angle) = (trace(R0^T R) - 1) / 2, trace = sum of elementwise products (clipped
-        # against rounding); written out: the generator/sum form cost 3x more per sample on the bridge's hot path
-        c = (p0[0] * r0[0] + p0[1] * r0[1] + p0[2] * r0[2] + p1[0] * r1[0] + p1[1] * r1[1] + p1[2] * r1[2]
-             + p2[0] * r2[0] + p2[1] * r2[1] + p2[2] * r2[2] - 1.0) / 2.0
-        c = min(1.0, max(-1.0, c))
-        limit_mm = self.config.limit_mm(dt)
-        # not (a <= b) rather than a > b: a NaN step (non-finite input) counts as a jump
-        return dt, sq_mm, c, not (sq_mm <= limit_mm * limit_mm) or c < self._cos_limit
+            return (dt, *reference_step_py(rows, R, dt, self.step_limits))
+        return (dt, *_frames.reference_step(rows, R, dt, *self.step_limits))
 
     def _note_step(self, sq_mm: float, c: float) -> None:
         if sq_mm > self._max_sq_mm:
@@ -183,5 +184,5 @@ class ReferenceJumpDetector:
 
     def reset(self) -> None:
         """Clear the latch and forget the last sample (call after re-registering to the moved array)."""
-        self.latched, self._prev = None, None
+        self.latched, self.prev = None, None
         self._max_sq_mm, self._min_cos = 0.0, 1.0

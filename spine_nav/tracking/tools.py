@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -114,16 +115,18 @@ compose_tip_rows = _frames.compose_inv_a_b_c if _frames is not None else compose
 _BOTTOM_ROW = (0.0, 0.0, 0.0, 1.0)
 
 
-@dataclass
-class ComposedPose:
+class ComposedPose(NamedTuple):
     """One output of :class:`PoseComposer`.
 
     kind: ``tool_tip`` (T_reference_tooltip), ``reference`` (T_tracker_reference), ``arm_marker``
     (T_tracker_armmarker) or ``stale`` (tool sample without a usable reference: no pose, ``detail``
     says why). ``rows``: the validated pose's first three rows (plain floats, mm; the hot path
-    publishes from them); ``matrix``: the same as a 4x4 ndarray, built on first use.
+    publishes from them); ``matrix``: the same as a 4x4 ndarray, built on each access.
     ``timestamp_s``: the tool/device sample's tracker time; ``skew_ms``: |tool - reference| time
     used in the composition.
+
+    A NamedTuple, immutable: the bridge's steady-frame path builds it with one C call (:data:`new_pose`), where the
+    dataclass it was took a Python ``__init__`` per pose on the 1 kHz path.
     """
 
     kind: str
@@ -136,12 +139,12 @@ class ComposedPose:
 
     @property
     def matrix(self) -> np.ndarray | None:
-        if self.rows is None:
-            return None
-        m = self.__dict__.get("_matrix")
-        if m is None:
-            m = self.__dict__["_matrix"] = np.array([*self.rows, _BOTTOM_ROW])
-        return m
+        return None if self.rows is None else np.array([*self.rows, _BOTTOM_ROW])
+
+
+#: ``new_pose(ComposedPose, (kind, name, device, timestamp_s, rows, skew_ms, detail))``: a ComposedPose from all its
+#: fields in order, in one C call (``tuple.__new__``, without the NamedTuple's Python-level ``__new__``)
+new_pose = tuple.__new__
 
 
 @dataclass
@@ -154,14 +157,22 @@ class PoseComposer:
     max_pending: int = 8
     stale_count: int = 0
     _refs: deque = field(default_factory=deque, repr=False)
-    _pending: dict = field(default_factory=dict, repr=False)
+    #: tool name -> its samples waiting for a reference (filled by :meth:`add`; read by the bridge's steady-frame path)
+    pending: dict = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._refs = deque(maxlen=self.history)
         self._T_tool_tooltip = {t.name: t.T_tool_tooltip[:3].tolist() for t in self.tools}  # 3 rows of 4
         self._by_device = {t.device: t for t in self.tools}
         self._by_tip = {t.tip_device: t for t in self.tools if t.tip_device}
-        self._pending = {t.name: deque() for t in self.tools}
+        self.pending = {t.name: deque() for t in self.tools}
+        #: device -> (tool, T_tool_tooltip rows) of the tools whose samples :meth:`add` composes with a reference of
+        #: the same frame as :meth:`keep_reference` + :meth:`tip` when nothing is pending: the bridge's steady-frame
+        #: path (``_frames.steady_tip``) takes only these (not the reference or arm marker device, not a tool that
+        #: streams its own tip, and none when ``max_skew_ms`` < 0). Fields are fixed after construction.
+        self.steady_tips = {} if self.max_skew_ms < 0 else {
+            t.device: (t, self._T_tool_tooltip[t.name]) for t in self.tools
+            if t.device not in (self.reference_device, self.arm_marker_device) and t.device not in self._by_tip}
 
     def device_names(self) -> set[str]:
         return {self.reference_device, self.arm_marker_device, *self._by_device, *self._by_tip}
@@ -183,21 +194,10 @@ class PoseComposer:
         self.stale_count += 1
         return ComposedPose("stale", tool.name, tool.device, t_s, None, detail=why)
 
-    def steady_tool(self, device: str) -> ToolDefinition | None:
-        """The tool whose tip is composed from ``device``'s samples, when :meth:`add` of a reference followed by
-        this tool's sample at the same tracker time gives exactly :meth:`keep_reference` and :meth:`tip` with that
-        reference (no tool sample of any tool waits for a reference, a skew limit >= 0); None otherwise. The
-        bridge's steady-frame path asks first (tests/test_bridge_fast_chunk.py: the same outputs and state)."""
-        tool = self._by_device.get(device)
-        if (tool is None or device in (self.reference_device, self.arm_marker_device) or device in self._by_tip
-                or self.max_skew_ms < 0 or any(self._pending.values())):
-            return None  # add() would take another branch for this device, or handle pending samples
-        return tool
-
     def keep_reference(self, timestamp_s: float, rows: list) -> ComposedPose:
         """Keep a validated reference sample for later compositions; returns its ``reference`` output."""
         self._refs.append((timestamp_s, rows))
-        return ComposedPose("reference", "reference", self.reference_device, timestamp_s, rows)
+        return new_pose(ComposedPose, ("reference", "reference", self.reference_device, timestamp_s, rows, 0.0, ""))
 
     def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list,
             skew_s: float = 0.0) -> ComposedPose:
@@ -220,7 +220,7 @@ class PoseComposer:
         if device == self.reference_device:
             out.append(self.keep_reference(timestamp_s, rows))
             for tool in self.tools:
-                pend = self._pending[tool.name]
+                pend = self.pending[tool.name]
                 if not pend:
                     continue
                 keep = deque()
@@ -234,7 +234,7 @@ class PoseComposer:
                                                           f"(closest {ref[0] * 1e3:.1f} ms)"))
                     else:
                         keep.append((t_s, T))
-                self._pending[tool.name] = keep
+                self.pending[tool.name] = keep
             return out
         if device == self.arm_marker_device:
             return [ComposedPose("arm_marker", "arm_marker", device, timestamp_s, rows)]
@@ -251,7 +251,7 @@ class PoseComposer:
             out.append(self._stale(tool, timestamp_s, f"no reference sample within {self.max_skew_ms:g} ms "
                                                       f"(closest {ref[0] * 1e3:.1f} ms)"))
         else:  # its reference may still be on the way
-            pend = self._pending[tool.name]
+            pend = self.pending[tool.name]
             pend.append((timestamp_s, rows))
             while len(pend) > self.max_pending:
                 t_old, _ = pend.popleft()
