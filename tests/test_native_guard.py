@@ -1,10 +1,12 @@
-"""The guard's compiled per-sample geometry (spine_nav/guard/_judge.c) against its pure-Python twins, which define
-the results: the same bits on the same input, bad input first; then the whole guard (verdict sequences with
+"""The guard's compiled per-sample geometry (spine_nav/guard/_judge.c) and its node's decode (spine_nav/nodes/_pose_cdr.c)
+against their pure-Python twins, which define the results: the same bits on the same input, bad input first; then the whole guard (verdict sequences with
 latches, debounce, selection, bad samples) and its GuardStatus bytes, with the C on and off.
 
 - ``_judge.tip_axis_quat`` == ``metrics.tip_and_axis_from_quat_py`` (with ``geometry.unit_quat_xyzw``); anything it
   declines (None) the twin judges, and raises its PoseError with its own message
 - ``_judge.metrics``       == ``metrics.compute_metrics_py`` (built as the GuardMetrics NamedTuple)
+- ``_pose_cdr.pose_fields_mm`` == ``conversions.pose_cdr_fields_mm_py`` (the guard node's decode of a tool sample;
+  anything but the stack's own layout in an exact bytes object is declined and the twin decodes it or raises)
 
 Floats are compared by their bits (``float.hex``), so -0.0 vs 0.0 or a last-bit difference would fail.
 """
@@ -433,3 +435,100 @@ def test_screw_geometry_packs_its_floats_once():
     assert g == ScrewGeometry.from_screw(_screw(entry=(1.0, 2.0, 3.0), target=(1.0, 2.0, 43.0)))  # not compared
     plan = Plan(frame="Reference", screws=[_screw()])
     assert len(plan) == 1
+
+
+# ---- the guard node's decode: serialized PoseStamped -> stamp, frame, quaternion, mm (spine_nav/nodes/_pose_cdr.c) --
+def _pose_c():
+    from spine_nav.native import load
+
+    return load("_pose_cdr", "spine_nav.nodes")[0]
+
+
+def _fields_bits(r):
+    """pose_cdr_fields_mm's result with every float as its 8 bytes (NaN payloads and signs compared too)."""
+    import struct
+
+    if r is None:
+        return None
+    sec, nanosec, frame, q, t = r
+    return ((type(sec), sec), (type(nanosec), nanosec), (type(frame), frame), type(q), type(t),
+            struct.pack("<4d", *q), struct.pack("<3d", *t), [type(v) for v in (*q, *t)])
+
+
+def _pose_bytes(frame="Reference", sec=7, nanosec=250_000_000, vals=(0.1, -0.2, 0.3, 0.0, 0.0, 0.6, 0.8)):
+    import struct
+
+    name = frame.encode("utf-8") if isinstance(frame, str) else frame
+    n = len(name) + 1
+    pad = (-(12 + n)) % 8
+    return struct.pack(f"<4siII{n}s{pad}x7d", b"\x00\x01\x00\x00", sec, nanosec, n, name, *vals)
+
+
+def _bad_pose_bytes():
+    good = _pose_bytes()
+    return {
+        "empty": b"", "15 bytes": good[:15], "one byte short": good[:-1], "one byte long": good + b"\x00",
+        "big-endian encapsulation": b"\x00\x00\x00\x00" + good[4:], "string length 0": good[:12] + b"\0\0\0\0" + good[16:],
+        "string length 4097": good[:12] + (4097).to_bytes(4, "little") + good[16:],
+        "string length past the end": good[:12] + (200).to_bytes(4, "little") + good[16:],
+        "bytearray": bytearray(good), "memoryview": memoryview(good), "text": "not bytes",
+    }
+
+
+@needs_c
+@pytest.mark.parametrize("name", list(_bad_pose_bytes()))
+def test_pose_decode_declines_what_is_not_the_fixed_layout_and_the_twin_answers_as_before(name):
+    from spine_nav.nodes import conversions
+
+    data = _bad_pose_bytes()[name]
+    pose_c = _pose_c()
+    assert pose_c is not None
+    assert pose_c.pose_fields_mm(data, 1000.0) is None
+    py = _twin(conversions.pose_cdr_fields_mm_py, data)
+    assert _twin(conversions.pose_cdr_fields_mm, data) == py  # the dispatcher: the twin's result or its ValueError
+    if name in ("bytearray", "memoryview"):
+        assert py[0] == "ok"  # (rclpy's decoder, or the struct path, decides for the rest: some it decodes)
+    elif name in ("empty", "15 bytes", "one byte short", "string length past the end"):
+        assert py[:2] == ("raise", "ValueError"), py
+
+
+@needs_c
+def test_pose_decode_gives_the_same_fields_bit_for_bit():
+    import struct
+
+    from rclpy.serialization import serialize_message
+
+    from spine_nav.nodes import conversions
+
+    pose_c = _pose_c()
+    rng = np.random.default_rng(99)
+    frames = ["Reference", "", "R", "x" * 7, "y" * 12, "Référence", "a" * 4095, b"\xff\xfe bad utf-8", b"ends in x"]
+    cases = []
+    for k in range(3000):
+        frame = frames[k % len(frames)]
+        if k % 3 == 0:  # any 64-bit pattern: NaN payloads, infinities, subnormals, -0.0
+            vals = struct.unpack("<7d", rng.integers(0, 2**63, 7, dtype=np.int64).astype("<i8").tobytes())
+            vals = tuple(-v if rng.random() < 0.5 else v for v in vals)
+        else:
+            vals = tuple(float(v) for v in rng.normal(size=7) * 10.0 ** rng.uniform(-8, 8, 7))
+        sec, nanosec = int(rng.integers(-2**31, 2**31)), int(rng.integers(0, 2**32))
+        cases.append(_pose_bytes(frame, sec, nanosec, vals))
+    # the frame's last byte is dropped whatever it is (the twin's name[:-1])
+    raw = bytearray(_pose_bytes("Reference"))
+    raw[16 + 9] = ord("!")
+    cases.append(bytes(raw))
+    cases.append(serialize_message(conversions.matrix_mm_to_pose_stamped(np.eye(4), "Reference", 1733486400.5)))
+    for k, data in enumerate(cases):
+        c = pose_c.pose_fields_mm(data, 1000.0)
+        assert c is not None, k
+        assert _fields_bits(c) == _fields_bits(conversions.pose_cdr_fields_mm_py(data)), k
+    assert pose_c.pose_fields_mm(bytes(raw), 1000.0)[2] == "Reference"[:-1] + "e"  # (the '!' replaced the NUL)
+
+
+@needs_c
+def test_pose_decode_checks_its_arguments():
+    pose_c = _pose_c()
+    with pytest.raises(TypeError):
+        pose_c.pose_fields_mm(_pose_bytes())
+    with pytest.raises(TypeError):
+        pose_c.pose_fields_mm(_pose_bytes(), "1000")
