@@ -1,6 +1,7 @@
 """The guard's compiled per-sample geometry (spine_nav/guard/_judge.c) and its node's decode (spine_nav/nodes/_pose_cdr.c)
-against their pure-Python twins, which define the results: the same bits on the same input, bad input first; then the whole guard (verdict sequences with
-latches, debounce, selection, bad samples) and its GuardStatus bytes, with the C on and off.
+against their pure-Python twins, which define the results: the same bits on the same input, bad input first; then the
+whole guard (verdict sequences with latches, debounce, selection, bad samples) and its GuardStatus bytes, with the C on
+and off.
 
 - ``_judge.tip_axis_quat`` == ``metrics.tip_and_axis_from_quat_py`` (with ``geometry.unit_quat_xyzw``); anything it
   declines (None) the twin judges, and raises its PoseError with its own message

@@ -15,6 +15,7 @@ from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
 from spine_nav.geometry.transforms import MM_PER_M
+from spine_nav.guard import native as guard_native
 from spine_nav.guard.state import GuardState
 from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
@@ -99,7 +100,21 @@ def pose_cdr_fields_mm_py(data: bytes) -> tuple[int, int, str, tuple[float, floa
     return sec, nanosec, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
 
 
-_pose_cdr, _ = native.load("_pose_cdr", "spine_nav.nodes")
+_pose_cdr, _POSE_CDR_WHY_PYTHON = native.load("_pose_cdr", "spine_nav.nodes")
+
+
+def describe_pose_cdr() -> str:
+    """Which PoseStamped <-> CDR conversion runs (the bridge's packing, the guard's decode), for logs: "C" or
+    "Python (why)"."""
+    return "C" if _pose_cdr is not None else f"Python ({_POSE_CDR_WHY_PYTHON})"
+
+
+def describe_guard_arithmetic() -> str:
+    """The trajectory guard node's per-sample arithmetic, for its start-up log (as the tracker bridge logs its own):
+    the geometry (:func:`spine_nav.guard.native.describe`) and the tool sample's decode, each "C" or "Python (why)"."""
+    return f"per-sample geometry in {guard_native.describe()}, tool sample decode in {describe_pose_cdr()}"
+
+
 if _pose_cdr is None:
     validated_rows_mm_to_pose_cdr = validated_rows_mm_to_pose_cdr_py
     pose_cdr_fields_mm = pose_cdr_fields_mm_py
