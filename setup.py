@@ -40,15 +40,18 @@ NODE_SCRIPTS = {
     "slicer_output": "spine_nav.nodes.slicer_output:main",
 }
 
-# The 1 kHz tracker frame's arithmetic in C (issue 17; docs/performance.md "The bridge in C"). Each function has a
-# pure-Python twin that defines its result (tests/test_native_frames.py compares them bit for bit) and is used when the
-# extension is not built. -ffp-contract=off: no fused multiply-add, so the C doubles are the Python doubles.
+# The 1 kHz tracker frame's and guard sample's arithmetic in C (issue 17; docs/performance.md "The bridge in C", "The
+# guard's geometry in C"). Each function has a pure-Python twin that defines its result (tests/test_native_frames.py,
+# tests/test_native_guard.py compare them bit for bit) and is used when the extension is not built.
+# -ffp-contract=off: no fused multiply-add, so the C doubles are the Python doubles.
 NATIVE_FLAGS = ["-O2", "-ffp-contract=off", "-fno-fast-math"]
 EXTENSIONS = [
     Extension(f"{PACKAGE}.tracking._frames", [f"{PACKAGE}/tracking/_frames.c"], extra_compile_args=NATIVE_FLAGS,
               depends=[f"{PACKAGE}/tracking/_rows.h"]),
     Extension(f"{PACKAGE}.nodes._pose_cdr", [f"{PACKAGE}/nodes/_pose_cdr.c"], extra_compile_args=NATIVE_FLAGS,
               include_dirs=[f"{PACKAGE}/tracking"], depends=[f"{PACKAGE}/tracking/_rows.h"]),
+    # the guard's per-sample geometry (docs/performance.md "The guard's geometry in C"; tests/test_native_guard.py)
+    Extension(f"{PACKAGE}.guard._judge", [f"{PACKAGE}/guard/_judge.c"], extra_compile_args=NATIVE_FLAGS),
 ]
 
 setup(

@@ -77,9 +77,10 @@ def installed(tmp_path_factory) -> dict:
 
 def test_the_wheel_copy_is_imported_with_its_data(installed):
     code = ("import json, spine_nav, spine_nav.resources as r, spine_nav.console.server as s, "
-            "spine_nav.tracking.native as n; "
+            "spine_nav.tracking.native as n, spine_nav.guard.native as gn; "
             "print(json.dumps({'file': spine_nav.__file__, 'share': str(r.share_dir()), "
             "'native': n.frames and n.frames.__file__, 'why_python': n.WHY_PYTHON, "
+            "'guard_native': gn.judge and gn.judge.__file__, 'guard_why_python': gn.WHY_PYTHON, "
             "'checkout': str(r.source_checkout()), 'static': str(s.STATIC_DIR), "
             "'index': (s.STATIC_DIR / 'index.html').is_file()}))")
     out = json.loads(_run([str(installed["py"]), "-c", code], cwd=installed["cwd"], env=installed["env"]).stdout)
@@ -87,6 +88,7 @@ def test_the_wheel_copy_is_imported_with_its_data(installed):
     assert Path(out["file"]).resolve().is_relative_to(venv), out  # not the checkout's (editable) copy
     assert out["checkout"] == "None"
     assert out["native"] and Path(out["native"]).resolve().is_relative_to(venv), out  # built into the wheel
+    assert out["guard_native"] and Path(out["guard_native"]).resolve().is_relative_to(venv), out  # (_judge.c)
     assert Path(out["share"]).resolve() == venv / "share" / "spine_nav"
     assert Path(out["static"]).resolve().is_relative_to(venv)
     assert out["index"] == (REPO / "spine_nav" / "console" / "static" / "index.html").is_file()

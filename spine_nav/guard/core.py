@@ -13,9 +13,10 @@ from typing import Mapping, NamedTuple, Sequence
 
 import numpy as np
 
+from spine_nav.guard import native
 from spine_nav.guard.config import GuardConfig
-from spine_nav.guard.metrics import (NAN_METRICS, GuardMetrics, PoseError, ScrewGeometry, compute_metrics,
-                                     new_named_tuple, tip_and_axis, tip_and_axis_from_quat)
+from spine_nav.guard.metrics import (NAN_METRICS, GuardMetrics, PoseError, ScrewGeometry, compute_metrics_py,
+                                     new_named_tuple, tip_and_axis, tip_and_axis_from_quat_py)
 from spine_nav.guard.selection import ScrewSelector
 from spine_nav.guard.state import Debounce, GuardState, Latch
 from spine_nav.plan import Plan
@@ -174,10 +175,15 @@ class TrajectoryGuard:
     def evaluate_quat(self, q_xyzw: Sequence[float], t_mm: Sequence[float], sample_time_s: float,
                       now_s: float) -> GuardVerdict:
         """Verdict for one tool sample given as quaternion (``xyzw``) + tip position (mm), the
-        ROS message's own form (no 4x4 built on the 1 kHz path)."""
-        return self._evaluate(tip_and_axis_from_quat, (q_xyzw, t_mm), sample_time_s, now_s)
+        ROS message's own form (no 4x4 built on the 1 kHz path). The pose goes through the C twin when it is built
+        (:mod:`spine_nav.guard.native`: same bits; None when it declines, and the Python twin then judges it)."""
+        judge = native.judge
+        pose = None if judge is None else judge.tip_axis_quat(q_xyzw, t_mm)
+        return self._evaluate(tip_and_axis_from_quat_py, (q_xyzw, t_mm), sample_time_s, now_s, pose)
 
-    def _evaluate(self, parse, pose_args: tuple, sample_time_s: float, now_s: float) -> GuardVerdict:
+    def _evaluate(self, parse, pose_args: tuple, sample_time_s: float, now_s: float,
+                  pose: tuple | None = None) -> GuardVerdict:
+        """The verdict; ``pose`` = (tip, axis) already parsed (by the C twin), else ``parse(*pose_args)`` here."""
         cfg = self.config
         age_ms = (now_s - sample_time_s) * 1000.0
         if not math.isfinite(sample_time_s):
@@ -191,11 +197,13 @@ class TrajectoryGuard:
                                  f"the previous sample)", self.selector.active_id or "", NAN_METRICS, last, age_ms)
         self.last_sample_time_s = sample_time_s
         t = sample_time_s
-        try:
-            tip, axis = parse(*pose_args)
-        except PoseError as exc:
-            return self._verdict(GuardState.TRACKING_LOST, f"input: {exc}", self.selector.active_id or "",
-                                 NAN_METRICS, t, age_ms)
+        if pose is None:
+            try:
+                pose = parse(*pose_args)
+            except PoseError as exc:
+                return self._verdict(GuardState.TRACKING_LOST, f"input: {exc}", self.selector.active_id or "",
+                                     NAN_METRICS, t, age_ms)
+        tip, axis = pose
         self.last_tip_axis = (tip, axis)
         if age_ms > (cfg.stale_after_s + TIME_EPS_S) * 1000.0:
             return self._verdict(GuardState.TRACKING_LOST,
@@ -218,7 +226,10 @@ class TrajectoryGuard:
         if not g.navigable:
             return self._verdict(GuardState.NO_PLAN, f"{g.screw_id} not navigable: {g.status_reason}",
                                  g.screw_id, NAN_METRICS, t, age_ms)
-        m = compute_metrics(g, tip, axis)
+        judge = native.judge  # metrics.compute_metrics inlined (one Python call less per sample)
+        m = None if judge is None else judge.metrics(g.packed, tip, axis)
+        if m is None:
+            m = compute_metrics_py(g, tip, axis)
         return self._verdict(*self._classify(g, m), g.screw_id, m, t, age_ms)
 
     def _classify(self, g: ScrewGeometry, m: GuardMetrics) -> tuple[GuardState, str]:

@@ -41,21 +41,29 @@ Definitions (written once, here; docs/guard.md repeats them):
   ``inf`` when ``a . d <= 1e-9`` (perpendicular or pointing backwards: advancing never
   reaches the planned depth).
 
-Implementation choice: the per-sample path is plain Python floats (``math`` module, tuples)
-on geometry precomputed per screw (:class:`ScrewGeometry`). numpy costs ~1 us per call on
-3-vectors, and one evaluation needs ~15 vector ops, so numpy would spend ~15 us in call
-overhead alone; the plain version takes ~2-3 us (``spine-nav bench guard`` measures both:
-:func:`compute_metrics_numpy` is the numpy reference, also used as a test oracle).
+Implementation choice: the per-sample path is scalar float arithmetic on geometry precomputed per
+screw (:class:`ScrewGeometry`), in C when the extension ``spine_nav/guard/_judge.c`` is built
+(:mod:`spine_nav.guard.native`), else in plain Python floats (``math`` module, tuples). The plain-Python
+functions (:func:`compute_metrics_py`, :func:`tip_and_axis_from_quat_py`) DEFINE the results: the C
+functions compute the same expressions in the same order and are tested to give the same bits
+(tests/test_native_guard.py); anything unusual (a failed check, an input that is not floats) is left to
+the Python twin, which raises its PoseError as before. numpy costs ~1 us per call on 3-vectors, and one
+evaluation needs ~15 vector ops, so numpy would spend ~15 us in call overhead alone; the plain-Python
+version takes ~2-3 us, the C one a fraction of a microsecond plus its call (docs/performance.md "The
+guard's geometry in C"; :func:`compute_metrics_numpy` is the numpy reference, also used as a test oracle).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from spine_nav.geometry import ORTHONORMAL_TOL, NotRigidError, angle_between_deg, rigid_rows, unit_quat_xyzw
+from spine_nav.geometry import (ORTHONORMAL_TOL, QUAT_NORM_TOL, NotRigidError, angle_between_deg, rigid_rows,
+                                unit_quat_xyzw)
+from spine_nav.guard import native
 from spine_nav.plan import Screw
 
 #: |a . d| below this counts as "tool axis parallel to the entry plane".
@@ -83,6 +91,12 @@ class ScrewGeometry:
         d = tuple(float(v) for v in screw.direction)
         return cls(screw.id, e, t, d, screw.depth_mm, navigable, status_reason)  # type: ignore[arg-type]
 
+    @cached_property
+    def packed(self) -> tuple[float, ...]:
+        """(entry xyz, direction xyz, target xyz, depth_mm): what the C ``metrics`` reads, built once per screw
+        (a cached_property: stored in the instance's ``__dict__``, which the frozen dataclass allows)."""
+        return (*self.entry, *self.direction, *self.target, self.depth_mm)
+
 
 class GuardMetrics(NamedTuple):
     """The guard quantities for one sample against one screw (see module docstring).
@@ -106,9 +120,21 @@ NAN_METRICS = GuardMetrics(*(math.nan,) * 7)
 #: passes every field, in order)
 new_named_tuple = tuple.__new__
 
+# the C functions' constants, from their definitions here (they decline until configured)
+native.configure(native.judge, QUAT_NORM_TOL, PARALLEL_EPS, GuardMetrics)
+
 
 def compute_metrics(g: ScrewGeometry, tip: Sequence[float], axis: Sequence[float]) -> GuardMetrics:
-    """Guard quantities for tool ``tip`` (mm) and unit ``axis`` against screw ``g`` (plain math)."""
+    """Guard quantities for tool ``tip`` (mm) and unit ``axis`` against screw ``g``: the C twin when built
+    (:mod:`spine_nav.guard.native`), else (or for inputs it declines) :func:`compute_metrics_py`, same bits."""
+    judge = native.judge
+    m = None if judge is None else judge.metrics(g.packed, tip, axis)
+    return compute_metrics_py(g, tip, axis) if m is None else m
+
+
+def compute_metrics_py(g: ScrewGeometry, tip: Sequence[float], axis: Sequence[float]) -> GuardMetrics:
+    """Guard quantities for tool ``tip`` (mm) and unit ``axis`` against screw ``g`` (plain math). The definition
+    of the C ``_judge.metrics``: change both together (products, not ``**2``; the same order)."""
     ex, ey, ez = g.entry
     dx, dy, dz = g.direction
     px, py, pz = tip
@@ -176,10 +202,19 @@ def tip_and_axis(T_reference_tooltip: object, tol: float = ORTHONORMAL_TOL) -> t
 
 
 def tip_and_axis_from_quat(q_xyzw: Sequence[float], t_mm: Sequence[float]) -> tuple[Vec3, Vec3]:
+    """:func:`tip_and_axis_from_quat_py` through the C twin when built (:mod:`spine_nav.guard.native`; same bits);
+    anything the C declines (a failed check, an input that is not floats) runs the Python twin, which raises."""
+    judge = native.judge
+    pose = None if judge is None else judge.tip_axis_quat(q_xyzw, t_mm)
+    return tip_and_axis_from_quat_py(q_xyzw, t_mm) if pose is None else pose
+
+
+def tip_and_axis_from_quat_py(q_xyzw: Sequence[float], t_mm: Sequence[float]) -> tuple[Vec3, Vec3]:
     """Tip (mm) and unit tool axis from a quaternion (order ``xyzw``) and translation, checked with
     :func:`spine_nav.geometry.unit_quat_xyzw` (the rules of ``transform_from_quat`` in plain floats:
     the scipy path costs ~100 us per sample, this ~1 us). The axis is the third column of the
-    rotation matrix, ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``."""
+    rotation matrix, ``(2(xz + wy), 2(yz - wx), 1 - 2(x^2 + y^2))``. The definition of the C
+    ``_judge.tip_axis_quat``, and the one that raises :class:`PoseError` with its message."""
     try:
         px, py, pz = t_mm
         total = float(px + py + pz)

@@ -1,11 +1,17 @@
-/* spine_nav.nodes._pose_cdr: a validated pose (rows, mm) -> serialized geometry_msgs/PoseStamped, one C call.
+/* spine_nav.nodes._pose_cdr: a validated pose (rows, mm) -> serialized geometry_msgs/PoseStamped, one C call; and
+ * back: serialized PoseStamped -> the guard's stamp, frame, quaternion and mm, one C call.
  *
  * Why C: the tracker bridge converts every 1 kHz tool tip (issue 17, docs/performance.md "The bridge in C");
  * the Python twin (quaternion by Shepperd's method + struct pack) is ~1.1 us warm and several times that cold.
+ * The guard node decodes every 1 kHz tool sample (docs/performance.md "The guard's geometry in C"): the Python
+ * twin (two struct unpacks, an lru_cache look-up, the frame's decode, mm) is ~1.4 us warm, ~5.6 us paced at 1 kHz.
  *
  * The pure-Python twin defines the result and the tests compare them byte for byte (tests/test_native_frames.py):
  *   pose_cdr  <->  conversions.validated_rows_mm_to_pose_cdr
  *                  (geometry.rotation_rows_to_quat_xyzw, mm -> m, cdr.PoseStampedPacker.pack_values)
+ *   pose_fields_mm  <-> conversions.pose_cdr_fields_mm_py (cdr.unpack_pose_stamped's fast path, m -> mm);
+ *                  anything but exactly that layout in an exact bytes object is declined (None): the twin then
+ *                  decodes it through rclpy or raises its ValueError, as before
  * Same expressions in the same order, built with -ffp-contract=off. A stamp the packer would refuse (sec outside
  * int32, non-finite) is declined with None: the caller then packs in Python, which raises as before.
  *
@@ -103,14 +109,69 @@ static PyObject *pose_cdr(PyObject *self, PyObject *args) {
     return out;
 }
 
+static uint32_t le_u32(const unsigned char *p) {
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static double le_f64(const unsigned char *p) {
+    uint64_t u = 0;
+    for (int i = 7; i >= 0; i--)
+        u = (u << 8) | p[i];
+    double d;
+    memcpy(&d, &u, sizeof d);
+    return d;
+}
+
+PyDoc_STRVAR(pose_fields_mm_doc,
+"pose_fields_mm(data, mm_per_m) -> (sec, nanosec, frame_id, (qx, qy, qz, qw), (px, py, pz) mm) | None\n\n"
+"Serialized PoseStamped bytes in the layout cdr.PoseStampedPacker writes (XCDR1 little-endian, frame_id of\n"
+"1..4096 bytes with its NUL) -> the fields conversions.pose_cdr_fields_mm_py returns (position times mm_per_m;\n"
+"the frame's last byte dropped and the rest decoded as UTF-8 with 'replace'). Values as sent (not validated).\n"
+"None for anything else, including a bytes subclass, bytearray or memoryview.");
+
+static PyObject *pose_fields_mm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "pose_fields_mm(data, mm_per_m) takes 2 arguments");
+        return NULL;
+    }
+    double k = PyFloat_AsDouble(args[1]);
+    if (k == -1.0 && PyErr_Occurred())
+        return NULL;
+    PyObject *data = args[0];
+    if (!PyBytes_CheckExact(data))
+        Py_RETURN_NONE;
+    Py_ssize_t len = PyBytes_GET_SIZE(data);
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    if (len < 16 || memcmp(p, "\x00\x01\x00\x00", 4) != 0)
+        Py_RETURN_NONE;
+    int32_t sec = (int32_t)le_u32(p + 4);
+    uint32_t nanosec = le_u32(p + 8), n = le_u32(p + 12);
+    if (n == 0 || n > 4096)
+        Py_RETURN_NONE;
+    Py_ssize_t pad = (8 - (12 + (Py_ssize_t)n) % 8) % 8; /* cdr._tail_struct: (-(12 + n)) % 8 */
+    if (len != 16 + (Py_ssize_t)n + pad + 56)
+        Py_RETURN_NONE;
+    PyObject *frame = PyUnicode_DecodeUTF8((const char *)p + 16, (Py_ssize_t)n - 1, "replace"); /* name[:-1] */
+    if (frame == NULL)
+        return NULL;
+    const unsigned char *f = p + 16 + n + pad;
+    double v[7];
+    for (int i = 0; i < 7; i++)
+        v[i] = le_f64(f + 8 * i);
+    return Py_BuildValue("(iIN(dddd)(ddd))", (int)sec, (unsigned int)nanosec, frame, v[3], v[4], v[5], v[6],
+                         v[0] * k, v[1] * k, v[2] * k);
+}
+
 static PyMethodDef methods[] = {
     {"pose_cdr", pose_cdr, METH_VARARGS, pose_cdr_doc},
+    {"pose_fields_mm", (PyCFunction)(void (*)(void))pose_fields_mm, METH_FASTCALL, pose_fields_mm_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_pose_cdr",
-    "Validated pose rows -> serialized PoseStamped in C; see the source's header and tests/test_native_frames.py.",
+    "Validated pose rows <-> serialized PoseStamped in C; see the source's header, tests/test_native_frames.py and "
+    "tests/test_native_guard.py.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 

@@ -15,6 +15,7 @@ from spine_nav_interfaces.msg import ArmState, GuardStatus, ToolHealth
 from spine_nav.geometry import (m_to_mm, mm_to_m, rotation_rows_to_quat_xyzw, transform_from_quat, transform_to_quat,
                                 unit_quat_xyzw, unit_quat_xyzw_to_rows)
 from spine_nav.geometry.transforms import MM_PER_M
+from spine_nav.guard import native as guard_native
 from spine_nav.guard.state import GuardState
 from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
@@ -89,15 +90,46 @@ def validated_rows_mm_to_pose_cdr_py(rows_mm: list, stamp_s: float, packer: Pose
     return packer.pack_values(stamp_s, rows_mm[0][3] * k, rows_mm[1][3] * k, rows_mm[2][3] * k, x, y, z, w)
 
 
-_pose_cdr, _ = native.load("_pose_cdr", "spine_nav.nodes")
+def pose_cdr_fields_mm_py(data: bytes) -> tuple[int, int, str, tuple[float, float, float, float],
+                                                tuple[float, float, float]]:
+    """Serialized PoseStamped -> (stamp sec, stamp nanosec, frame_id, quaternion ``xyzw``, translation mm):
+    :func:`pose_cdr_to_quat_mm` with the stamp as two ints (no builtin_interfaces/Time object built per
+    sample, for the guard's 1 kHz path). NOT validated; ValueError on bytes that are not a PoseStamped.
+    The definition of the C ``_pose_cdr.pose_fields_mm`` (tests/test_native_guard.py: the same fields, bit for bit)."""
+    sec, nanosec, frame_id, (px, py, pz), q = unpack_pose_stamped(data)
+    return sec, nanosec, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
+
+
+_pose_cdr, _POSE_CDR_WHY_PYTHON = native.load("_pose_cdr", "spine_nav.nodes")
+
+
+def describe_pose_cdr() -> str:
+    """Which PoseStamped <-> CDR conversion runs (the bridge's packing, the guard's decode), for logs: "C" or
+    "Python (why)"."""
+    return "C" if _pose_cdr is not None else f"Python ({_POSE_CDR_WHY_PYTHON})"
+
+
+def describe_guard_arithmetic() -> str:
+    """The trajectory guard node's per-sample arithmetic, for its start-up log (as the tracker bridge logs its own):
+    the geometry (:func:`spine_nav.guard.native.describe`) and the tool sample's decode, each "C" or "Python (why)"."""
+    return f"per-sample geometry in {guard_native.describe()}, tool sample decode in {describe_pose_cdr()}"
+
+
 if _pose_cdr is None:
     validated_rows_mm_to_pose_cdr = validated_rows_mm_to_pose_cdr_py
+    pose_cdr_fields_mm = pose_cdr_fields_mm_py
 else:
     def validated_rows_mm_to_pose_cdr(rows_mm: list, stamp_s: float, packer: PoseStampedPacker) -> bytes:
         """:func:`validated_rows_mm_to_pose_cdr_py` in one C call (``spine_nav/nodes/_pose_cdr.c``); a stamp the
         packer refuses goes to the Python twin, which raises as before."""
         return (_pose_cdr.pose_cdr(rows_mm, stamp_s, packer.name_utf8)
                 or validated_rows_mm_to_pose_cdr_py(rows_mm, stamp_s, packer))
+
+    def pose_cdr_fields_mm(data: bytes) -> tuple[int, int, str, tuple[float, float, float, float],
+                                                 tuple[float, float, float]]:
+        """:func:`pose_cdr_fields_mm_py` in one C call (``spine_nav/nodes/_pose_cdr.c``) for the layout the stack
+        sends; anything else goes to the Python twin (rclpy's decoder, or its ValueError), as before."""
+        return _pose_cdr.pose_fields_mm(data, MM_PER_M) or pose_cdr_fields_mm_py(data)
 
 
 def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, float, float],
@@ -107,15 +139,6 @@ def pose_cdr_to_quat_mm(data: bytes) -> tuple[Time, str, tuple[float, float, flo
     that are not a PoseStamped."""
     sec, nanosec, frame_id, q, t_mm = pose_cdr_fields_mm(data)
     return Time(sec=sec, nanosec=nanosec), frame_id, q, t_mm
-
-
-def pose_cdr_fields_mm(data: bytes) -> tuple[int, int, str, tuple[float, float, float, float],
-                                             tuple[float, float, float]]:
-    """Serialized PoseStamped -> (stamp sec, stamp nanosec, frame_id, quaternion ``xyzw``, translation mm):
-    :func:`pose_cdr_to_quat_mm` with the stamp as two ints (no builtin_interfaces/Time object built per
-    sample, for the guard's 1 kHz path). NOT validated; ValueError on bytes that are not a PoseStamped."""
-    sec, nanosec, frame_id, (px, py, pz), q = unpack_pose_stamped(data)
-    return sec, nanosec, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
 
 
 def quat_mm_to_matrix_mm(quat_xyzw, t_mm) -> np.ndarray:

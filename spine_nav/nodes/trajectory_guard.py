@@ -37,9 +37,12 @@ Thread safety: one lock around the guard core (:class:`spine_nav.guard.live.Live
 arrive on the bridge's thread while the executor runs health, plan, services and timers.
 
 Per-sample path (`spine-nav bench guard --profile`, docs/performance.md): the tool sample's bytes are decoded
-to ints and floats (:func:`spine_nav.nodes.in_process.pose_fields`), the node clock is read as ns (the system
-clock unless ``use_sim_time`` made ROS time active), and every status goes out as CDR bytes packed from the
-verdict (:class:`spine_nav.nodes.cdr.GuardStatusPacker`): no message object is built per sample.
+to ints and floats (:func:`spine_nav.nodes.in_process.pose_fields`; in C, ``spine_nav/nodes/_pose_cdr.c``, when
+built), the node clock is read as ns (the system clock unless ``use_sim_time`` made ROS time active), the pose
+check, tool axis and guard quantities run in C when ``spine_nav/guard/_judge.c`` is built (else their Python
+twins, which define the same bits: docs/performance.md "The guard's geometry in C"; the node logs which at
+start), and every status goes out as CDR bytes packed from the verdict
+(:class:`spine_nav.nodes.cdr.GuardStatusPacker`): no message object is built per sample.
 
 All the judging is in :class:`spine_nav.guard.TrajectoryGuard` and its rules for the node's inputs in
 :class:`spine_nav.guard.live.LiveGuard`; this node converts and publishes.
@@ -59,7 +62,8 @@ from visualization_msgs.msg import MarkerArray
 from spine_nav.guard import GuardConfig, GuardConfigError, GuardVerdict
 from spine_nav.guard.live import LiveGuard
 from spine_nav.nodes.cdr import GuardStatusPacker
-from spine_nav.nodes.conversions import msg_to_plan, seconds_to_sec_nanosec, verdict_to_status_cdr
+from spine_nav.nodes.conversions import (describe_guard_arithmetic, msg_to_plan, seconds_to_sec_nanosec,
+                                         verdict_to_status_cdr)
 from spine_nav.nodes.diagnostics import diagnostics_publisher, guard_status, publish_diagnostics
 from spine_nav.nodes.in_process import InProcessInput, drops, pose_fields
 from spine_nav.nodes.latency_record import LatencyRecord
@@ -122,10 +126,9 @@ class TrajectoryGuardNode(Node):
         self.create_timer(self._heartbeat_s / 2.0, self.on_heartbeat)
         self.create_timer(p["markers_period_s"], self.publish_markers)
         self.create_timer(p["diagnostics_period_s"], self.publish_diagnostics)
+        self.get_logger().info(f"trajectory_guard: {describe_guard_arithmetic()}")
 
-    @property
-    def samples(self) -> int:
-        return self.live.samples
+    samples = property(lambda self: self.live.samples, doc="tool samples judged (LiveGuard.samples)")
 
     def now_ns(self) -> int:
         """The node clock, ns: ``time.time_ns()`` (what the ROS clock reads then) unless ROS time is active."""

@@ -8,19 +8,7 @@ environment variable ``SPINE_NAV_NATIVE=0`` turns it off, e.g. to measure the Py
 """
 from __future__ import annotations
 
-import importlib
-import os
-from types import ModuleType
-
-
-def load(module: str, package: str) -> tuple[ModuleType | None, str]:
-    """Import the compiled ``package.module`` -> (module, "") or (None, why not)."""
-    if os.environ.get("SPINE_NAV_NATIVE", "1") == "0":
-        return None, "SPINE_NAV_NATIVE=0"
-    try:
-        return importlib.import_module(f"{package}.{module}"), ""
-    except ImportError as exc:
-        return None, f"{package}.{module} not built ({exc}); run the set-up (make) to build it"
+from spine_nav.native import load  # noqa: F401 - also for the other extensions (tests, nodes.conversions)
 
 
 frames, WHY_PYTHON = load("_frames", "spine_nav.tracking")
