@@ -279,7 +279,7 @@ def test_guard_node_fast_path_publishes_what_the_generic_path_would(ros_context)
         # the heartbeat: the last verdict again, fresh stamp, repeat true
         node._last_status = (*node._last_status[:2], node._last_status[2] - 1.0)
         now["ns"] += 7_000_000
-        node.on_heartbeat()
+        node.on_tick()  # the watchdog finds the sample 7 ms old: fresh, no TRACKING_LOST
         rep = verdict_to_msg(v, "Reference", Time(sec=now["ns"] // 10**9, nanosec=now["ns"] % 10**9),
                              seconds_to_stamp(stamp_s))
         rep.repeat = True
@@ -314,6 +314,37 @@ def test_guard_node_clock_follows_ros_time_when_use_sim_time_is_set(ros_context)
         assert node.now_ns() == node.get_clock().now().nanoseconds == 0
         assert node.set_parameters([Parameter("use_sim_time", Parameter.Type.BOOL, False)])[0].successful
         assert abs(node.now_ns() - time.time_ns()) < 5 * 10**9
+    finally:
+        node.destroy_node()
+
+
+@pytest.mark.ros
+def test_guard_node_builds_markers_only_while_someone_subscribes(ros_context):
+    """No subscriber on guard/markers: a markers tick builds and publishes nothing (it would hold the executor thread
+    the 1 kHz samples wait for); once a viewer subscribes, the tick builds and publishes the corridors again."""
+    import time
+
+    from visualization_msgs.msg import MarkerArray
+
+    from spine_nav.bench.guard import bench_plan
+    from spine_nav.nodes.conversions import plan_to_msg
+    from spine_nav.nodes.trajectory_guard import TrajectoryGuardNode
+
+    node = TrajectoryGuardNode(context=ros_context)
+    built = []
+    real_build = node.markers.build
+    node.markers.build = lambda *a: built.append(a) or real_build(*a)
+    try:
+        node.on_plan(plan_to_msg(bench_plan(), time.time()))
+        node.publish_markers()
+        assert built == []
+        viewer = node.create_subscription(MarkerArray, "guard/markers", lambda m: None, 10)
+        deadline = time.monotonic() + 5.0  # discovery within the process: bounded wait
+        while node.marker_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        node.publish_markers()
+        assert len(built) == 1 and built[0][0].screws  # the plan's corridors
+        node.destroy_subscription(viewer)
     finally:
         node.destroy_node()
 
