@@ -40,3 +40,16 @@ def test_profile_breakdown_has_every_stage_and_the_floor():
     for stats in prof["stages"].values():
         assert set(stats) == {"p50_us", "p90_us"} and all(isinstance(v, float) and v >= 0 for v in stats.values())
     assert prof["tool_tip_total_vs_floor_p50"] is None or prof["tool_tip_total_vs_floor_p50"] > 0
+    assert "paced" not in prof  # only when asked (it sleeps ~2 ms per frame)
+
+
+def test_profile_paced_times_every_steady_frame_cold_next_to_the_floor():
+    """``paced``: the node's steady path and the floor's work, one frame per ~1 ms; every frame after the warm-up
+    tenth is timed (its tool tip was published), with p50/p90/p99 and their ratios; structure only."""
+    from spine_nav.bench.bridge_profile import profile_bridge
+
+    paced = profile_bridge(50, paced=60)["paced"]
+    assert paced["frames"] == 54  # 60 minus the first tenth
+    for key in ("tool_tip_total", "floor_total"):
+        assert set(paced[key]) == {"p50_us", "p90_us", "p99_us"} and all(v > 0 for v in paced[key].values())
+    assert all(paced[f"tool_tip_total_vs_floor_p{q}"] > 0 for q in (50, 90, 99))
