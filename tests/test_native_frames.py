@@ -21,6 +21,7 @@ import pytest
 from spine_nav.geometry import make_transform, random_transform
 from spine_nav.geometry.transforms import ORTHONORMAL_TOL
 from spine_nav.nodes import conversions
+from spine_nav.native import load as load_native
 from spine_nav.nodes.cdr import PoseStampedPacker
 from spine_nav.tracking import codec, native
 from spine_nav.tracking.bridge import _FAST_MAX_MESSAGES, BridgeCore, steady_tip_py
@@ -28,7 +29,7 @@ from spine_nav.tracking.reference_jump import reference_step_py
 from spine_nav.tracking.tools import PoseComposer, ToolDefinition, compose_rows_inv_a_b_c
 
 frames = native.frames
-pose_cdr_c, _ = native.load("_pose_cdr", "spine_nav.nodes")
+pose_cdr_c, _ = load_native("_pose_cdr", "spine_nav.nodes")
 REF, STY = "ReferenceToTracker", "StylusToTracker"
 
 

@@ -68,7 +68,7 @@ def _paced(core, marks: dict, floor_work, frames: list[bytes]) -> dict[str, Any]
     and branch predictors taken by the idle wait). recv -> tool tip ``publish()`` returned, microseconds."""
     clock = time.perf_counter_ns
     stack, floor = [], []
-    for i, chunk in enumerate(frames):
+    for chunk in frames:
         time.sleep(0.001)
         marks.pop("published", None)
         t0 = clock()

@@ -19,7 +19,7 @@ from spine_nav.guard import native as guard_native
 from spine_nav.guard.state import GuardState
 from spine_nav.nodes.cdr import GuardStatusPacker, PoseStampedPacker, unpack_pose_stamped
 from spine_nav.plan import Plan, Screw
-from spine_nav.tracking import native
+from spine_nav.native import load as load_native
 
 NS_PER_S = 1_000_000_000
 
@@ -100,7 +100,7 @@ def pose_cdr_fields_mm_py(data: bytes) -> tuple[int, int, str, tuple[float, floa
     return sec, nanosec, frame_id, q, (px * MM_PER_M, py * MM_PER_M, pz * MM_PER_M)
 
 
-_pose_cdr, _POSE_CDR_WHY_PYTHON = native.load("_pose_cdr", "spine_nav.nodes")
+_pose_cdr, _POSE_CDR_WHY_PYTHON = load_native("_pose_cdr", "spine_nav.nodes")
 
 
 def describe_pose_cdr() -> str:

@@ -8,7 +8,7 @@ environment variable ``SPINE_NAV_NATIVE=0`` turns it off, e.g. to measure the Py
 """
 from __future__ import annotations
 
-from spine_nav.native import load  # noqa: F401 - also for the other extensions (tests, nodes.conversions)
+from spine_nav.native import load
 
 
 frames, WHY_PYTHON = load("_frames", "spine_nav.tracking")

@@ -119,10 +119,9 @@ class ReferenceJumpDetector:
 
     def __init__(self, config: ReferenceJumpConfig | None = None) -> None:
         self.config = config or ReferenceJumpConfig()
-        self._limit_deg = self.config.limit_deg  # constant (config is frozen)
         # the rotation test in cosine form: angle > limit <=> cos(angle) < cos(limit) (acos is decreasing
         # on [-1, 1]), so the accepted sample needs neither acos nor degrees (bridge hot path)
-        cos_limit = math.cos(math.radians(min(self._limit_deg, 180.0)))
+        cos_limit = math.cos(math.radians(min(self.config.limit_deg, 180.0)))  # constant (config is frozen)
         cfg = self.config
         #: (max_speed_mm_s, max_drift_mm, min_jump_mm, noise allowance mm = limit_mm's n_sigma x noise_mm term as it
         #: computes it, cos_limit): the arguments of :func:`reference_step_py` and its C twin

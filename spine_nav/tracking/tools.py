@@ -200,9 +200,9 @@ class PoseComposer:
         return new_pose(ComposedPose, ("reference", "reference", self.reference_device, timestamp_s, rows, 0.0, ""))
 
     def tip(self, tool: ToolDefinition, timestamp_s: float, tool_rows: list, reference_rows: list,
-            skew_s: float = 0.0) -> ComposedPose:
+            skew_s: float) -> ComposedPose:
         """The ``tool_tip`` output of a tool sample composed with a reference sample ``skew_s`` apart in tracker time
-        (|tool - reference|; 0 for a reference of the same frame, the bridge's steady-frame path)."""
+        (|tool - reference|). The bridge's steady-frame path builds the same output from ``_frames.steady_tip``."""
         return ComposedPose("tool_tip", tool.name, tool.device, timestamp_s,
                             compose_tip_rows(reference_rows, tool_rows, self._T_tool_tooltip[tool.name]),
                             skew_ms=skew_s * 1e3)
