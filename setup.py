@@ -52,6 +52,9 @@ EXTENSIONS = [
               include_dirs=[f"{PACKAGE}/tracking"], depends=[f"{PACKAGE}/tracking/_rows.h"]),
     # the guard's per-sample geometry (docs/performance.md "The guard's geometry in C"; tests/test_native_guard.py)
     Extension(f"{PACKAGE}.guard._judge", [f"{PACKAGE}/guard/_judge.c"], extra_compile_args=NATIVE_FLAGS),
+    # the bridge's publishes through rcl (docs/performance.md "The bridge's publish through rcl"; no ROS headers or
+    # link: rcl's function is looked up in the librcl.so rclpy loaded; tests/test_direct_publish.py)
+    Extension(f"{PACKAGE}.nodes._rcl_publish", [f"{PACKAGE}/nodes/_rcl_publish.c"], extra_compile_args=NATIVE_FLAGS),
 ]
 
 setup(

@@ -41,6 +41,10 @@ def test_profile_breakdown_has_every_stage_and_the_floor():
         assert set(stats) == {"p50_us", "p90_us"} and all(isinstance(v, float) and v >= 0 for v in stats.values())
     assert prof["tool_tip_total_vs_floor_p50"] is None or prof["tool_tip_total_vs_floor_p50"] > 0
     assert "paced" not in prof  # only when asked (it sleeps ~2 ms per frame)
+    from spine_nav.nodes import direct_publish
+
+    assert prof["node_publishes_through"] == ("rcl from C" if direct_publish._native is not None
+                                              else f"rclpy ({direct_publish.WHY_RCLPY})")
 
 
 def test_profile_paced_times_every_steady_frame_cold_next_to_the_floor():
@@ -50,6 +54,6 @@ def test_profile_paced_times_every_steady_frame_cold_next_to_the_floor():
 
     paced = profile_bridge(50, paced=60)["paced"]
     assert paced["frames"] == 54  # 60 minus the first tenth
-    for key in ("tool_tip_total", "floor_total"):
+    for key in ("tool_tip_total", "floor_total", "floor_total_direct"):  # the floor also with the node's publish
         assert set(paced[key]) == {"p50_us", "p90_us", "p99_us"} and all(v > 0 for v in paced[key].values())
-    assert all(paced[f"tool_tip_total_vs_floor_p{q}"] > 0 for q in (50, 90, 99))
+    assert all(paced[f"tool_tip_total_vs_floor{d}_p{q}"] > 0 for q in (50, 90, 99) for d in ("", "_direct"))

@@ -77,10 +77,11 @@ def installed(tmp_path_factory) -> dict:
 
 def test_the_wheel_copy_is_imported_with_its_data(installed):
     code = ("import json, spine_nav, spine_nav.resources as r, spine_nav.console.server as s, "
-            "spine_nav.tracking.native as n, spine_nav.guard.native as gn; "
+            "spine_nav.tracking.native as n, spine_nav.guard.native as gn, spine_nav.nodes.direct_publish as dp; "
             "print(json.dumps({'file': spine_nav.__file__, 'share': str(r.share_dir()), "
             "'native': n.frames and n.frames.__file__, 'why_python': n.WHY_PYTHON, "
             "'guard_native': gn.judge and gn.judge.__file__, 'guard_why_python': gn.WHY_PYTHON, "
+            "'rcl_publish': dp._native and dp._native.__file__, 'rcl_publish_why_not': dp.WHY_RCLPY, "
             "'checkout': str(r.source_checkout()), 'static': str(s.STATIC_DIR), "
             "'index': (s.STATIC_DIR / 'index.html').is_file()}))")
     out = json.loads(_run([str(installed["py"]), "-c", code], cwd=installed["cwd"], env=installed["env"]).stdout)
@@ -89,6 +90,7 @@ def test_the_wheel_copy_is_imported_with_its_data(installed):
     assert out["checkout"] == "None"
     assert out["native"] and Path(out["native"]).resolve().is_relative_to(venv), out  # built into the wheel
     assert out["guard_native"] and Path(out["guard_native"]).resolve().is_relative_to(venv), out  # (_judge.c)
+    assert out["rcl_publish"] and Path(out["rcl_publish"]).resolve().is_relative_to(venv), out  # (_rcl_publish.c)
     assert Path(out["share"]).resolve() == venv / "share" / "spine_nav"
     assert Path(out["static"]).resolve().is_relative_to(venv)
     assert out["index"] == (REPO / "spine_nav" / "console" / "static" / "index.html").is_file()

@@ -12,11 +12,12 @@ with ``perf_counter_ns``:
 * ``core_tool``: :meth:`BridgeCore.handle` of the tool (rigid check, watchdog, compose
   ``T_reference_tooltip``);
 * ``to_cdr``: the node's conversion of the tool tip (quaternion + mm -> m + CDR pack of the PoseStamped);
-* ``publish``: ``publisher.publish(bytes)`` of it (rclpy, Fast DDS, no subscriber);
+* ``publish``: the node's publish of those bytes (:class:`spine_nav.nodes.direct_publish.DirectPublisher`: through rcl
+  from C where built; Fast DDS, no subscriber);
 * ``tool_tip_total``: ``recv`` returned -> tool tip ``publish()`` returned, the bench's latency, i.e. the
   sum of the stages above measured as one span;
 * ``floor_total``: the floor's work for the same chunk (frames split by the header's body size, device
-  compared, ``publish()`` of a pre-built message), as :func:`spine_nav.bench.bridge._run_floor` does it.
+  compared, rclpy's ``publish()`` of a pre-built message), as :func:`spine_nav.bench.bridge._run_floor` does it.
 
 ``fast_path`` (what the node runs since the chunk fast path, :meth:`BridgeCore.take_chunk`; a second core of the
 same configuration fed the same frames, its ``on_output`` doing the node's conversion and ``publish()``):
@@ -62,12 +63,14 @@ def _frames(n: int, t0: float = 1_000_000.0) -> list[bytes]:
     return out
 
 
-def _paced(core, marks: dict, floor_work, frames: list[bytes]) -> dict[str, Any]:
+def _paced(core, marks: dict, floor_work, frames: list[bytes], direct_publish) -> dict[str, Any]:
     """The node's steady-state path (``core.take_chunk`` -> tool tip published, as ``fast_path``) and the floor's work
     on the same chunk, each after ~1 ms of sleep, alternated frame by frame: the code runs cold as at 1 kHz (caches
-    and branch predictors taken by the idle wait). recv -> tool tip ``publish()`` returned, microseconds."""
+    and branch predictors taken by the idle wait). recv -> tool tip ``publish()`` returned, microseconds. A third
+    column, ``floor_total_direct``, is the floor's work publishing through ``direct_publish`` (the node's way, rcl from
+    C where built) instead of rclpy's ``publish()``: how much of the stack's gain over the floor is that call alone."""
     clock = time.perf_counter_ns
-    stack, floor = [], []
+    stack, floor, floor_direct = [], [], []
     for chunk in frames:
         time.sleep(0.001)
         marks.pop("published", None)
@@ -80,10 +83,15 @@ def _paced(core, marks: dict, floor_work, frames: list[bytes]) -> dict[str, Any]
         t0 = clock()
         floor_work(chunk)
         floor.append(clock() - t0)
-    stack, floor = stack[len(stack) // 10:], floor[len(floor) // 10:]  # the first tenth warms up (allocator, caches)
-    s, f = stats_us(stack, (50, 90, 99)), stats_us(floor, (50, 90, 99))
-    return {"frames": len(stack), "tool_tip_total": s, "floor_total": f,
+        time.sleep(0.001)
+        t0 = clock()
+        floor_work(chunk, direct_publish)
+        floor_direct.append(clock() - t0)
+    warm = len(stack) // 10  # the first tenth warms up (allocator, caches)
+    s, f, fd = (stats_us(v[warm:], (50, 90, 99)) for v in (stack, floor, floor_direct))
+    return {"frames": len(stack) - warm, "tool_tip_total": s, "floor_total": f, "floor_total_direct": fd,
             **{f"tool_tip_total_vs_floor_p{q}": round(s[f"p{q}_us"] / f[f"p{q}_us"], 3) for q in (50, 90, 99)},
+            **{f"tool_tip_total_vs_floor_direct_p{q}": round(s[f"p{q}_us"] / fd[f"p{q}_us"], 3) for q in (50, 90, 99)},
             "what": "one frame per ~1 ms (sleep), stack and floor alternated: cold code as at 1 kHz"}
 
 
@@ -96,6 +104,7 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
 
     from spine_nav.nodes.cdr import PoseStampedPacker
     from spine_nav.nodes.conversions import validated_rows_mm_to_pose_cdr
+    from spine_nav.nodes.direct_publish import DirectPublisher
     from spine_nav.nodes.qos import SENSOR_QOS
     from spine_nav.tracking import codec
     from spine_nav.tracking.bridge import BridgeCore
@@ -107,9 +116,12 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
     ctx = Context()
     rclpy.init(context=ctx)
     node = rclpy.create_node("bridge_profile", context=ctx)
+    directs: list[DirectPublisher] = []
     try:
         pub = node.create_publisher(PoseStamped, "bench/profile_tool_tip", SENSOR_QOS)
         ref_pub = node.create_publisher(PoseStamped, "bench/profile_reference", SENSOR_QOS)
+        directs += [DirectPublisher(pub), DirectPublisher(ref_pub)]  # the node's publish (the floor keeps rclpy's)
+        tip_publish, ref_publish = directs[0].publish, directs[1].publish
         packer, ref_packer = PoseStampedPacker("Reference"), PoseStampedPacker("Tracker")
         tool = ToolDefinition()  # config/nodes.yaml's defaults: stylus, tip 150 mm along z
         composer = PoseComposer(tools=(tool,), max_skew_ms=2.0)
@@ -122,7 +134,7 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
 
         def publish_reference(out) -> None:
             """A deferred reference pose, as the node publishes it at the chunk's end."""
-            ref_pub.publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
+            ref_publish(validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, ref_packer))
 
         def fast_on_output(out, _t_ns) -> None:
             """The node's _on_output: a tool tip to CDR and published at once (the steady-frame path calls it before
@@ -131,7 +143,7 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
                 c0 = clock()
                 data = validated_rows_mm_to_pose_cdr(out.rows, out.timestamp_s, packer)
                 c1 = clock()
-                pub.publish(data)
+                tip_publish(data)
                 c2 = clock()
                 marks.update(to_cdr=c1 - c0, publish=c2 - c1, published=c2)
             else:
@@ -154,16 +166,16 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
         floor_data = packer.pack(time.time(), (0.0, 0.0, -1.4), (0.0, 0.0, 0.0, 1.0))
         unpack_q = struct.Struct(">Q").unpack_from
 
-        def floor_work(chunk: bytes) -> None:
+        def floor_work(chunk: bytes, publish=pub.publish) -> None:
             """The floor's per-chunk work (spine_nav.bench.bridge._run_floor): frames split by the header's body size,
-            the device compared, publish() of a pre-built message."""
+            the device compared, publish() of a pre-built message (rclpy's, unless ``publish`` says otherwise)."""
             off = 0
             while len(chunk) - off >= codec.HEADER_SIZE:
                 end = off + codec.HEADER_SIZE + unpack_q(chunk, off + size_at)[0]
                 if end > len(chunk):
                     break
                 if chunk[off + dev_at: off + dev_at + 20] == dev:
-                    pub.publish(floor_data)
+                    publish(floor_data)
                 off = end
 
         def publish_held(core_, held_) -> tuple[int, int, int]:
@@ -172,7 +184,7 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
             tip = held_.pop()
             data = validated_rows_mm_to_pose_cdr(tip.rows, tip.timestamp_s, packer)
             c_cdr = clock()
-            pub.publish(data)
+            tip_publish(data)
             c_pub = clock()
             core_.flush()
             for out in held_:
@@ -209,8 +221,10 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
             for k, v in (("before_tool_tip", tip_total - marks["to_cdr"] - marks["publish"]), ("to_cdr", marks["to_cdr"]),
                          ("publish", marks["publish"]), ("tool_tip_total", tip_total), ("take_chunk", g1 - g0)):
                 fast[k].append(v)
-        paced_out = _paced(fast_core, marks, floor_work, _frames(paced, t0=2_000_000.0)) if paced else None
+        paced_out = _paced(fast_core, marks, floor_work, _frames(paced, t0=2_000_000.0), tip_publish) if paced else None
     finally:
+        for direct in directs:
+            direct.close()
         node.destroy_node()
         rclpy.shutdown(context=ctx)
     out = {k: stats_us(v) for k, v in stages.items()}
@@ -220,7 +234,7 @@ def profile_bridge(n: int = 3000, paced: int = 0) -> dict[str, Any]:
     return {"frames": n, "stages": out, "tool_tip_total_vs_floor_p50": round(total / floor, 3) if floor else None,
             "fast_path": {"stages": fast_out,
                           "tool_tip_total_vs_floor_p50": round(fast_total / floor, 3) if floor else None},
-            **({"paced": paced_out} if paced_out else {}),
+            **({"paced": paced_out} if paced_out else {}), "node_publishes_through": directs[0].how,
             "what": "per 1 kHz frame (Reference + Stylus TRANSFORM in one chunk), single-threaded micro-profile "
                     "of the bridge's own code; median/p90 microseconds"}
 
