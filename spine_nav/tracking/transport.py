@@ -147,6 +147,9 @@ class IgtlConnection:
             self.on_error(err, self)
 
     def _read_loop(self) -> None:
+        # the decoder's at_message_boundary, read once after each feed() instead of per chunk (a property call in the
+        # 1 kHz frame's latency span); only this thread feeds the decoder, and the fast path leaves it untouched
+        at_boundary = True
         try:
             while not self._closed.is_set():
                 try:
@@ -160,7 +163,7 @@ class IgtlConnection:
                     break
                 self.bytes_received += len(data)
                 fast = self.on_chunk
-                if fast is not None and self.decoder.at_message_boundary:
+                if fast is not None and at_boundary:
                     try:
                         taken = fast(data, t_ns, self)
                     except Exception:  # noqa: BLE001 - as on_message: a consumer bug must not kill the connection
@@ -181,6 +184,7 @@ class IgtlConnection:
                         except Exception:  # a consumer bug must not kill the connection
                             log.exception("OpenIGTLink from %s: message handler failed on %s %r",
                                           self.peer, item.type, item.device)
+                at_boundary = self.decoder.at_message_boundary
                 self._chunk_end()
         finally:
             tail = self.decoder.close()
