@@ -51,8 +51,14 @@ def _pose_bytes(stamp_s: float, x_m: float) -> bytes:
 def test_a_zero_address_is_refused_naming_the_topic():
     with pytest.raises(ValueError, match="/tracking/tool_tip"):
         direct_publish._native.Publisher(0, "/tracking/tool_tip")
+    with pytest.raises(OverflowError):
+        direct_publish._native.Publisher(-1, "/tracking/tool_tip")
+    with pytest.raises(OverflowError):
+        direct_publish._native.Publisher(2 ** 64, "/tracking/tool_tip")
     with pytest.raises(TypeError):
         direct_publish._native.Publisher("1234", "/t")
+    with pytest.raises(TypeError):
+        direct_publish._native.Publisher(1234.0, "/t")
     with pytest.raises(TypeError):
         direct_publish._native.Publisher(1234, b"/t")
 

@@ -72,9 +72,11 @@ typedef struct {
 
 static int Publisher_init(Publisher *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"address", "topic", NULL};
-    unsigned long long address;
-    PyObject *topic;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "KU", kwlist, &address, &topic))
+    PyObject *address_obj, *topic;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!U", kwlist, &PyLong_Type, &address_obj, &topic))
+        return -1;
+    unsigned long long address = PyLong_AsUnsignedLongLong(address_obj);  /* OverflowError when negative or too big */
+    if (address == (unsigned long long)-1 && PyErr_Occurred())
         return -1;
     if (address == 0) {
         PyErr_Format(PyExc_ValueError, "publisher address of %U is 0 (a destroyed rclpy publisher?)", topic);
