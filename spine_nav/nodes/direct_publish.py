@@ -20,6 +20,7 @@ from typing import Callable
 from rclpy.publisher import Publisher
 
 from spine_nav.native import load
+from spine_nav.nodes.cdr import PoseStampedPacker
 
 _native, WHY_RCLPY = load("_rcl_publish", "spine_nav.nodes")
 
@@ -62,8 +63,6 @@ def serialized_outputs(publishers: dict[str, Publisher], frame_ids: dict[str, st
     where possible, the kind's :class:`spine_nav.nodes.cdr.PoseStampedPacker` for ``frame_ids[kind]``), and how
     they publish (for the log). Each :class:`DirectPublisher` is closed by ``at_cleanup`` (a ManagedNode's, which
     runs after deactivate stopped the publishing threads and before the publishers are destroyed)."""
-    from spine_nav.nodes.cdr import PoseStampedPacker
-
     outs, how = {}, ""
     for kind, publisher in publishers.items():
         direct = DirectPublisher(publisher)
