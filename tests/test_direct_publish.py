@@ -64,6 +64,14 @@ def test_a_zero_address_is_refused_naming_the_topic():
 
 
 @needs_c
+def test_a_publisher_never_initialised_refuses_to_publish():
+    bare = direct_publish._native.Publisher.__new__(direct_publish._native.Publisher)
+    with pytest.raises(RuntimeError, match="never initialised"):
+        bare.publish(b"\0" * 8)
+    assert bare.closed
+
+
+@needs_c
 def test_anything_but_bytes_is_refused_naming_the_topic_and_the_type(node):
     direct = DirectPublisher(_pose_publisher(node))
     try:

@@ -96,6 +96,8 @@ static void Publisher_dealloc(Publisher *self) {
 }
 
 static PyObject *Publisher_publish(Publisher *self, PyObject *data) {
+    if (self->topic == NULL)  /* made by __new__ without __init__: no topic to name, no address */
+        return PyErr_Format(PyExc_RuntimeError, "publish: this Publisher was never initialised (address, topic)");
     if (!PyBytes_CheckExact(data))
         return PyErr_Format(PyExc_TypeError, "publish to %U: expected bytes (a serialized message), got %s",
                             self->topic, Py_TYPE(data)->tp_name);

@@ -29,7 +29,6 @@ class DirectPublisher:
     """``publish(data: bytes)`` of serialized messages on ``publisher``'s topic, through rcl from C when possible."""
 
     def __init__(self, publisher: Publisher) -> None:
-        self.publisher = publisher
         self.publish: Callable[[bytes], None] = publisher.publish
         self.how = f"rclpy ({WHY_RCLPY})" if _native is None else "rcl from C"
         self._c = self._handle = None

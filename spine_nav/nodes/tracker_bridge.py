@@ -93,10 +93,10 @@ class TrackerBridgeNode(ManagedNode):
             parse_allowed_peers(p["allowed_peers"])  # checked now: ValueError naming allowed_peers
             self._reserved = reserve_port(p["host"], p["port"], "the OpenIGTLink server")
         self.create_service(Trigger, "tracking/reset_reference", self._on_reset_reference)
-        self.pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
+        pubs = {kind: self.create_publisher(PoseStamped, f"tracking/{kind}", SENSOR_QOS) for kind in FRAMES}
         # poses leave as serialized PoseStamped bytes (spine_nav.nodes.cdr: ~3 us instead of ~25 us each), handed to rcl
         # from C (spine_nav.nodes.direct_publish: ~3.4 us less per pose, cold); released at cleanup, after deactivate
-        self._outs, self._publish_how = serialized_outputs(self.pubs, FRAMES, self.at_cleanup)
+        self._outs, self._publish_how = serialized_outputs(pubs, FRAMES, self.at_cleanup)
         self.health_pub = self.create_publisher(ToolHealth, "tracking/health", STATUS_QOS)
         self.diag_pub = diagnostics_publisher(self)
         #: socket receive -> publish() returned (perf_counter ns) of the last tool-tip publications (bench)
