@@ -6,6 +6,7 @@ import logging
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -78,6 +79,37 @@ def test_default_server_accepts_loopback_and_delivers():
         assert not hasattr(client, "_lsock")
     finally:
         client.close()
+        server.close()
+
+
+def _client_thread_alive(client: IgtlClient) -> bool:
+    return any(t.name == f"igtl-client-{client.host}:{client.port}" for t in threading.enumerate())
+
+
+def test_client_reconnects_when_dropped_and_close_ends_its_thread_whenever_it_comes():
+    """The client's thread blocks on its connection (no polling): a dropped connection wakes it to reconnect, and
+    close() ends it whether it comes while connected or before the first connection was made (the race between
+    close() and the thread storing its new connection)."""
+    server = IgtlServer(0, host="127.0.0.1").start()
+    try:
+        client = IgtlClient("127.0.0.1", server.port, on_message=None, backoff_s=(0.05, 0.2)).start()
+        try:
+            assert client.wait_connected(20.0)
+            assert wait_until(lambda: server.client_count == 1)
+            first = client.connection
+            for conn in list(server.connections):  # the server hangs up
+                conn.close()
+            assert wait_until(lambda: client.connects == 2 and client.connection is not first)
+            assert first.closed and client.wait_connected(20.0)
+        finally:
+            client.close()
+        assert not _client_thread_alive(client) and client.connection.closed
+        for _ in range(20):  # close() at once after start(): before, during or after the connect
+            early = IgtlClient("127.0.0.1", server.port, on_message=None).start()
+            early.close()
+            assert not _client_thread_alive(early)
+            assert early.connection is None or early.connection.closed
+    finally:
         server.close()
 
 

@@ -137,6 +137,10 @@ class IgtlConnection:
     def closed(self) -> bool:
         return self._closed.is_set()
 
+    def wait_closed(self, timeout_s: float | None = None) -> bool:
+        """Block until the connection is closed (by :meth:`close`, or the reader when the peer goes); True if it is."""
+        return self._closed.wait(timeout_s)
+
     def _report(self, err: DecodeError) -> None:
         self.errors[err.kind] += 1
         if err.kind not in self._logged:  # once per kind and peer
@@ -284,8 +288,11 @@ class IgtlClient:
                 self.on_connect(conn)
             conn.start()
             self._connected.set()
-            while not self._stop.is_set() and not conn.closed:
-                self._stop.wait(0.05)
+            if self._stop.is_set():  # close() ran before self.connection was this one, so it could not close it
+                conn.close()
+            # block until the connection ends (close() closes it; the reader does when the peer goes): no periodic
+            # wake-up, which would take the GIL from the reader thread 20 times a second in a 1 kHz stream's process
+            conn.wait_closed()
             self._connected.clear()
             conn.close()
             conn.join()
