@@ -61,6 +61,14 @@ class StoreError(RuntimeError):
     """The database file cannot be used (message names the file)."""
 
 
+def _is_lock_contention(exc: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the file for now (worth waiting for)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 @dataclass(frozen=True)
 class ToolSample:
     t_s: float
@@ -77,27 +85,56 @@ class SessionStore:
         self.path = Path(path)
         if self.path.exists() and self.path.is_dir():
             raise StoreError(f"--db {self.path}: is a directory")
-        try:
-            # any_thread: the caller serialises all use (the trainee page's requests come from worker threads)
-            self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
-                                        check_same_thread=not any_thread)
-            self.conn.row_factory = sqlite3.Row
-            mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"--db {self.path}: SQLite refused WAL mode (got {mode})")
-            self.conn.execute("PRAGMA synchronous=NORMAL")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            with self._tx():
-                for stmt in SCHEMA.strip().split(";"):
-                    if stmt.strip():
-                        self.conn.execute(stmt)
-                row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-                if row is None:
-                    self.conn.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-                elif int(row[0]) != SCHEMA_VERSION:
-                    raise StoreError(f"--db {self.path}: schema version {row[0]}, this spine_nav reads {SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"--db {self.path}: not a usable SQLite database ({exc})") from exc
+        # SQLite does not always call its busy handler: switching a new file to WAL while another process opens it
+        # too returns "database is locked" at once (4 processes opening one new file: 6 of 100 trials failed so, as
+        # `spine-nav train` twice at the same time did in tests/test_train_cli.py). So the whole opening is retried
+        # until busy_timeout_s, as the busy handler would have waited; any other error is final at once.
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                self._open(busy_timeout_s, any_thread)
+                return
+            except sqlite3.OperationalError as exc:
+                self._close_quietly()
+                if not _is_lock_contention(exc) or time.monotonic() >= deadline:
+                    raise StoreError(f"--db {self.path}: not a usable SQLite database ({exc})") from exc
+                time.sleep(0.02)
+            except sqlite3.DatabaseError as exc:
+                self._close_quietly()
+                raise StoreError(f"--db {self.path}: not a usable SQLite database ({exc})") from exc
+            except StoreError:
+                self._close_quietly()
+                raise
+
+    def _open(self, busy_timeout_s: float, any_thread: bool) -> None:
+        """Connect, WAL journal, create the schema if missing and check its version (one attempt)."""
+        # any_thread: the caller serialises all use (the trainee page's requests come from worker threads)
+        self.conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, isolation_level=None,
+                                    check_same_thread=not any_thread)
+        self.conn.row_factory = sqlite3.Row
+        mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"--db {self.path}: SQLite refused WAL mode (got {mode})")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        with self._tx():
+            for stmt in SCHEMA.strip().split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise StoreError(f"--db {self.path}: schema version {row[0]}, this spine_nav reads {SCHEMA_VERSION}")
+
+    def _close_quietly(self) -> None:
+        conn = getattr(self, "conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
 
     # ------------------------------------------------------------------ writes
     def _tx(self):
