@@ -61,12 +61,11 @@ class StoreError(RuntimeError):
     """The database file cannot be used (message names the file)."""
 
 
-def _is_lock_contention(exc: sqlite3.OperationalError) -> bool:
-    """SQLITE_BUSY / SQLITE_LOCKED: another connection holds the file for now (worth waiting for)."""
+def _is_lock_contention(exc: sqlite3.DatabaseError) -> bool:
+    """SQLITE_BUSY / SQLITE_LOCKED (primary code; Python 3.11+ puts SQLite's code on the exception): another
+    connection holds the file for now, worth waiting for."""
     code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
-    return "locked" in str(exc) or "busy" in str(exc)
+    return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 @dataclass(frozen=True)
@@ -94,14 +93,11 @@ class SessionStore:
             try:
                 self._open(busy_timeout_s, any_thread)
                 return
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 self._close_quietly()
                 if not _is_lock_contention(exc) or time.monotonic() >= deadline:
                     raise StoreError(f"--db {self.path}: not a usable SQLite database ({exc})") from exc
                 time.sleep(0.02)
-            except sqlite3.DatabaseError as exc:
-                self._close_quietly()
-                raise StoreError(f"--db {self.path}: not a usable SQLite database ({exc})") from exc
             except StoreError:
                 self._close_quietly()
                 raise
