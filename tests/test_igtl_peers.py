@@ -15,16 +15,11 @@ import pytest
 from spine_nav.tracking import codec
 from spine_nav.tracking.transport import (IgtlClient, IgtlServer, LOOPBACK_PEERS, parse_allowed_peers,
                                           peer_allowed)
+from tests.helpers import wait_until
 
 
-def wait_until(pred, timeout_s: float = 20.0) -> bool:
-    """Bounded poll. 20 s: the server's threads share 2 loaded cores with the suite (returns as soon as true)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
+#: bound of every wait here: the server's threads share 2 loaded cores with the suite (the wait returns once true)
+WAIT_S = 20.0
 
 
 def test_parse_and_match_addresses_and_networks():
@@ -56,7 +51,7 @@ def test_server_refuses_a_peer_outside_the_list_and_logs_its_address(caplog):
                     assert s.recv(16) == b""
                 except ConnectionResetError:
                     pass
-            assert wait_until(lambda: len(server.refused) == 1)
+            assert wait_until(lambda: len(server.refused) == 1, WAIT_S)
         assert server.client_count == 0 and got == []
         assert server.refused[0][0] == "127.0.0.1"
         assert any("refused connection from 127.0.0.1:" in r.getMessage() for r in caplog.records)
@@ -70,9 +65,9 @@ def test_default_server_accepts_loopback_and_delivers():
     client = IgtlClient("127.0.0.1", server.port, on_message=None).start()
     try:
         assert client.wait_connected(20.0)
-        assert wait_until(lambda: server.client_count == 1)
+        assert wait_until(lambda: server.client_count == 1, WAIT_S)
         assert client.send(codec.encode_transform("Allowed", np.eye(4), time.time()))
-        assert wait_until(lambda: got == ["Allowed"])
+        assert wait_until(lambda: got == ["Allowed"], WAIT_S)
         assert server.refused == []
         # the client talks to exactly the configured server and listens nowhere
         assert client.connection.sock.getpeername() == ("127.0.0.1", server.port)
@@ -95,11 +90,11 @@ def test_client_reconnects_when_dropped_and_close_ends_its_thread_whenever_it_co
         client = IgtlClient("127.0.0.1", server.port, on_message=None, backoff_s=(0.05, 0.2)).start()
         try:
             assert client.wait_connected(20.0)
-            assert wait_until(lambda: server.client_count == 1)
+            assert wait_until(lambda: server.client_count == 1, WAIT_S)
             first = client.connection
             for conn in list(server.connections):  # the server hangs up
                 conn.close()
-            assert wait_until(lambda: client.connects == 2 and client.connection is not first)
+            assert wait_until(lambda: client.connects == 2 and client.connection is not first, WAIT_S)
             assert first.closed and client.wait_connected(20.0)
         finally:
             client.close()

@@ -22,16 +22,8 @@ import pytest
 from spine_nav.sim.netns import NetnsNotPermitted, VirtualLan, check_permitted, enter_netns
 from spine_nav.tracking import codec
 from spine_nav.tracking.transport import IgtlClient, IgtlServer
+from tests.helpers import wait_until
 from tests.netns_helpers import REPO, domain_id, lan_for_test, require_netns
-
-
-def wait_until(pred, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return pred()
 
 
 def test_not_permitted_is_said_clearly(monkeypatch):
